@@ -1,0 +1,3 @@
+from netsql.cli import main
+
+raise SystemExit(main())

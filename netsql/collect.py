@@ -1,0 +1,88 @@
+"""One collection pass: what a statement needs, and the work its tables share.
+
+The engine makes one ``Collection`` per statement; every table the statement
+references is collected through it, so joined tables see one moment and share
+expensive work (the ``/proc/*/fd`` scan, the list of network namespaces).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one statement needs from one table.
+
+    ``columns`` is the set of columns the statement reads (None: all of them);
+    ``pids`` restricts rows to these process ids when the statement filters on
+    ``pid`` (None: every process). Both are hints for the collector: DuckDB still
+    applies the statement's own filters to whatever is loaded.
+    """
+
+    columns: frozenset[str] | None = None
+    pids: frozenset[int] | None = None
+
+    def wants(self, *names: str) -> bool:
+        return self.columns is None or any(n in self.columns for n in names)
+
+    @staticmethod
+    def merge(needs: Iterable[Need]) -> Need:
+        cols: set[str] | None = set()
+        pids: set[int] | None = set()
+        for n in needs:
+            if cols is not None:
+                cols = None if n.columns is None else cols | n.columns
+            if pids is not None:
+                pids = None if n.pids is None else pids | n.pids
+        return Need(
+            None if cols is None else frozenset(cols),
+            None if pids is None else frozenset(pids),
+        )
+
+
+_PID_EQ = re.compile(r"^\(?pid = (\d+)\)?$")
+_PID_RANGE = re.compile(r"^\(\(pid >= (\d+)\) AND \(pid <= (\d+)\)\)$")
+_MAX_PID_RANGE = 4096
+
+
+def pids_from_filters(filters: list[str]) -> frozenset[int] | None:
+    """Pids named by a scan's pushed-down filters (DuckDB's EXPLAIN text), if any."""
+    for f in filters:
+        m = _PID_EQ.match(f.strip())
+        if m:
+            return frozenset({int(m.group(1))})
+        m = _PID_RANGE.match(f.strip())
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if 0 <= hi - lo <= _MAX_PID_RANGE:
+                return frozenset(range(lo, hi + 1))
+    return None
+
+
+@dataclass
+class Collection:
+    """Shared state of one collection pass."""
+
+    started: float = field(default_factory=time.time)
+    warnings: list[str] = field(default_factory=list)
+    _cache: dict[str, Any] = field(default_factory=dict)
+    #: Per-engine state that outlives one pass (capture buffers, caches keyed by pid
+    #: and start time). Set by the engine.
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def once(self, key: str, fn: Callable[[], T]) -> T:
+        """``fn()`` computed at most once in this pass."""
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)

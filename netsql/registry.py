@@ -1,0 +1,16 @@
+"""The one list of tables (and, beside it, formats): explicit, no import side effects."""
+
+from __future__ import annotations
+
+from netsql.schema import Table
+
+
+def default_tables() -> list[Table]:
+    """Every table this platform offers, in documentation order."""
+    from netsql.tables import listening_ports, processes, sockets
+
+    return [
+        processes.TABLE,
+        sockets.TABLE,
+        listening_ports.TABLE,
+    ]

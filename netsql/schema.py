@@ -1,0 +1,72 @@
+"""Declarations of virtual tables: one ``Table`` per table module.
+
+A declaration is the single source for the DuckDB DDL, ``--list-tables``,
+``.schema``, completion, docs/tables.md and the generic per-table tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netsql.collect import Collection, Need
+
+#: Column data for one table: column name -> list of values (all the same length).
+Columns = dict[str, list[Any]]
+Collector = Callable[["Collection", "Need"], Columns]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # a DuckDB type: INTEGER, BIGINT, VARCHAR, BOOLEAN, TIMESTAMP, DOUBLE, VARCHAR[]
+    description: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    collect: Collector
+    examples: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ("linux",)
+    #: Notes shown in the reference: what the table cannot see, privileges needed.
+    notes: str = ""
+    #: Columns whose values are expensive; a statement that uses none of them
+    #: lets the collector skip that work (see Need.wants).
+    costly: frozenset[str] = field(default_factory=frozenset)
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = ", ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        return f'CREATE TABLE "{self.name}" ({cols})'
+
+    def comments(self) -> list[str]:
+        out = [f"COMMENT ON TABLE \"{self.name}\" IS {sql_string(self.description)}"]
+        for c in self.columns:
+            out.append(
+                f'COMMENT ON COLUMN "{self.name}"."{c.name}" IS {sql_string(c.description)}'
+            )
+        return out
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def columns_of(table: Table, data: Columns) -> Sequence[list[Any]]:
+    """The column lists of ``data`` in declaration order (missing -> all NULL)."""
+    n = len(next(iter(data.values()))) if data else 0
+    return [data.get(c.name, [None] * n) for c in table.columns]

@@ -1,0 +1,1 @@
+"""Virtual tables: one module per table, each with its declaration and collector."""
