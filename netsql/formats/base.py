@@ -1,0 +1,40 @@
+"""What every output format receives: a result and where/how to write it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+
+@dataclass
+class ResultSet:
+    """One statement's result: column names, DuckDB type names, rows."""
+
+    columns: list[str]
+    types: list[str]
+    rows: Sequence[tuple[Any, ...]]
+
+
+def _stderr_notice(msg: str) -> None:
+    import sys
+
+    print(f"netsql: {msg}", file=sys.stderr)
+
+
+@dataclass
+class OutputContext:
+    """Where output goes. ``tty``: stdout is a terminal (escape control characters,
+    fit ``width``); ``notice`` writes one line to stderr (e.g. "3 values cut to fit")."""
+
+    tty: bool = False
+    width: int = 80
+    header: bool = True
+    notice: Callable[[str], None] = field(default=_stderr_notice)
+
+
+class Formatter(Protocol):
+    name: str
+    description: str
+
+    def write(self, result: ResultSet, out: TextIO, ctx: OutputContext) -> None: ...
