@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
+from typing import Any
 
 from netsql import procfs
 from netsql.collect import Collection, Need
@@ -47,57 +49,125 @@ def _ipv6(hexaddr: str, cache: dict[str, str]) -> str:
     return addr
 
 
+_COLUMNS = ("family", "protocol", "local_address", "local_port", "remote_address",
+            "remote_port", "state", "tx_queue", "rx_queue", "uid", "inode", "net_namespace")
+_STATE_NAMES = {int(k, 16): v for k, v in TCP_STATES.items()}
+
+
 def read_sockets(coll: Collection) -> Columns:
-    """Rows of /proc/<pid>/net/{tcp,tcp6,udp,udp6}, one namespace at a time."""
+    """Every TCP/UDP socket of every namespace: sock_diag netlink, else /proc/net text."""
 
     def scan() -> Columns:
-        cols: Columns = {k: [] for k in (
-            "family", "protocol", "local_address", "local_port", "remote_address",
-            "remote_port", "state", "tx_queue", "rx_queue", "uid", "inode", "net_namespace")}
-        cache: dict[str, str] = {}
-        family_c, proto_c = cols["family"], cols["protocol"]
-        laddr_c, lport_c = cols["local_address"], cols["local_port"]
-        raddr_c, rport_c = cols["remote_address"], cols["remote_port"]
-        state_c, txq_c, rxq_c = cols["state"], cols["tx_queue"], cols["rx_queue"]
-        uid_c, inode_c, ns_c = cols["uid"], cols["inode"], cols["net_namespace"]
+        cols: Columns = {k: [] for k in _COLUMNS}
+        own = procfs.own_netns()
         for ns, base in procfs.namespaces(coll).items():
-            for fname, family, proto in FILES:
-                text = procfs.read_text(f"{base}/net/{fname}")
-                if not text:
-                    continue
-                conv = _ipv4 if family == "ipv4" else _ipv6
-                zero_port = "0000"
-                tcp = proto == "tcp"
-                for line in text.splitlines()[1:]:
-                    f = line.split()
-                    if len(f) < 10:
-                        continue
-                    lhex, lport = f[1].split(":")
-                    rhex, rport = f[2].split(":")
-                    st = f[3]
-                    tx, rx = f[4].split(":")
-                    family_c.append(family)
-                    proto_c.append(proto)
-                    laddr_c.append(conv(lhex, cache))
-                    lport_c.append(int(lport, 16))
-                    if rport == zero_port and rhex.strip("0") == "":
-                        raddr_c.append(None)
-                        rport_c.append(None)
-                    else:
-                        raddr_c.append(conv(rhex, cache))
-                        rport_c.append(int(rport, 16))
-                    if tcp:
-                        state_c.append(TCP_STATES.get(st, st))
-                    else:
-                        state_c.append("ESTABLISHED" if st == "01" else None)
-                    txq_c.append(int(tx, 16))
-                    rxq_c.append(int(rx, 16))
-                    uid_c.append(int(f[7]))
-                    inode_c.append(int(f[9]))
-                    ns_c.append(ns)
+            try:
+                _from_netlink(cols, ns, None if ns == own else f"{base}/ns/net")
+            except OSError:
+                _from_proc(cols, ns, base)
         return cols
 
     return coll.once("sockets", scan)
+
+
+def _from_netlink(cols: Columns, ns: int, nspath: str | None) -> None:
+    from netsql import sockdiag
+
+    sock = sockdiag.open_socket(nspath)
+    staged: Columns = {k: [] for k in _COLUMNS}
+    cache: dict[bytes, str] = {}
+    try:
+        for family, fname, af in ((socket.AF_INET, "ipv4", socket.AF_INET),
+                                  (socket.AF_INET6, "ipv6", socket.AF_INET6)):
+            for proto, pname in ((6, "tcp"), (17, "udp")):
+                _dump_into(staged, sockdiag.dump(sock, family, proto), fname, pname, af, ns,
+                           cache)
+    finally:
+        sock.close()
+    for k in _COLUMNS:
+        cols[k].extend(staged[k])
+
+
+def _dump_into(cols: Columns, rows: Iterator[Any], fname: str, pname: str, af: int, ns: int,
+               cache: dict[bytes, str]) -> None:
+    ntop = socket.inet_ntop
+    tcp = pname == "tcp"
+    states = _STATE_NAMES
+    zero = bytes(16 if af == socket.AF_INET6 else 4)
+    family_c, proto_c = cols["family"], cols["protocol"]
+    laddr_c, lport_c = cols["local_address"], cols["local_port"]
+    raddr_c, rport_c = cols["remote_address"], cols["remote_port"]
+    state_c, txq_c, rxq_c = cols["state"], cols["tx_queue"], cols["rx_queue"]
+    uid_c, inode_c, ns_c = cols["uid"], cols["inode"], cols["net_namespace"]
+    for d in rows:
+        src = cache.get(d.src)
+        if src is None:
+            src = cache[d.src] = ntop(af, d.src)
+        family_c.append(fname)
+        proto_c.append(pname)
+        laddr_c.append(src)
+        lport_c.append(d.sport)
+        if d.dport == 0 and d.dst == zero:
+            raddr_c.append(None)
+            rport_c.append(None)
+        else:
+            dst = cache.get(d.dst)
+            if dst is None:
+                dst = cache[d.dst] = ntop(af, d.dst)
+            raddr_c.append(dst)
+            rport_c.append(d.dport)
+        if tcp:
+            state_c.append(states.get(d.state, str(d.state)))
+        else:
+            state_c.append("ESTABLISHED" if d.state == 1 else None)
+        txq_c.append(d.wqueue)
+        rxq_c.append(d.rqueue)
+        uid_c.append(d.uid)
+        inode_c.append(d.inode)
+        ns_c.append(ns)
+
+
+def _from_proc(cols: Columns, ns: int, base: str) -> None:
+    """/proc/<pid>/net/{tcp,tcp6,udp,udp6} of one namespace (no netlink, no setns)."""
+    cache: dict[str, str] = {}
+    family_c, proto_c = cols["family"], cols["protocol"]
+    laddr_c, lport_c = cols["local_address"], cols["local_port"]
+    raddr_c, rport_c = cols["remote_address"], cols["remote_port"]
+    state_c, txq_c, rxq_c = cols["state"], cols["tx_queue"], cols["rx_queue"]
+    uid_c, inode_c, ns_c = cols["uid"], cols["inode"], cols["net_namespace"]
+    for fname, family, proto in FILES:
+        text = procfs.read_text(f"{base}/net/{fname}")
+        if not text:
+            continue
+        conv = _ipv4 if family == "ipv4" else _ipv6
+        tcp = proto == "tcp"
+        for line in text.splitlines()[1:]:
+            f = line.split()
+            if len(f) < 10:
+                continue
+            lhex, lport = f[1].split(":")
+            rhex, rport = f[2].split(":")
+            st = f[3]
+            tx, rx = f[4].split(":")
+            family_c.append(family)
+            proto_c.append(proto)
+            laddr_c.append(conv(lhex, cache))
+            lport_c.append(int(lport, 16))
+            if rport == "0000" and rhex.strip("0") == "":
+                raddr_c.append(None)
+                rport_c.append(None)
+            else:
+                raddr_c.append(conv(rhex, cache))
+                rport_c.append(int(rport, 16))
+            if tcp:
+                state_c.append(TCP_STATES.get(st, st))
+            else:
+                state_c.append("ESTABLISHED" if st == "01" else None)
+            txq_c.append(int(tx, 16))
+            rxq_c.append(int(rx, 16))
+            uid_c.append(int(f[7]))
+            inode_c.append(int(f[9]))
+            ns_c.append(ns)
 
 
 def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:

@@ -1,0 +1,188 @@
+"""Command line: parse flags -> Engine -> format -> exit status.
+
+Thin on purpose: statements run through the same Engine path whether they come
+from -e, -f, stdin or the interactive shell. Nothing here imports the REPL's
+libraries unless the shell is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TextIO
+
+from netsql import __version__
+
+
+class ExitStatus(IntEnum):
+    """Documented exit statuses (docs/cli.md)."""
+
+    SUCCESS = 0
+    ERROR = 1  # an SQL or runtime error (bad statement, unreadable file, capture failed)
+    USAGE = 2  # bad flags or arguments
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+
+
+@dataclass
+class Env:
+    """Where the CLI reads and writes; tests build their own."""
+
+    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stdin_isatty: bool | None = None
+    stdout_isatty: bool | None = None
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stdin_isatty is None:
+            self.stdin_isatty = _isatty(self.stdin)
+        if self.stdout_isatty is None:
+            self.stdout_isatty = _isatty(self.stdout)
+        if self.width is None:
+            if self.stdout_isatty:
+                import shutil
+
+                self.width = shutil.get_terminal_size((100, 24)).columns
+            else:
+                self.width = 1_000_000
+
+    def error(self, message: str) -> None:
+        from netsql.formats import escape_control
+
+        print(f"netsql: error: {escape_control(message)}", file=self.stderr)
+
+    def warn(self, message: str) -> None:
+        from netsql.formats import escape_control
+
+        print(f"netsql: warning: {escape_control(message)}", file=self.stderr)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _source(kind: str) -> type:
+    class Tagged(str):
+        tag = kind
+
+    return Tagged
+
+
+FORMAT_NAMES = ("table", "line", "csv", "json", "jsonl", "markdown")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="netsql",
+        description="SQL over this host's processes, sockets, routes, interfaces and DNS.",
+        epilog="With no SQL and a terminal, netsql opens the interactive shell. "
+        "Exit status: 0 success, 1 SQL or runtime error, 2 usage error, 130 interrupted.",
+    )
+    p.add_argument("-e", "--execute", dest="sources", action="append", metavar="SQL",
+                   type=_source("sql"), help="run SQL (repeatable; runs in order with -f)")
+    p.add_argument("-f", "--file", dest="sources", action="append", metavar="FILE",
+                   type=_source("file"), help="run the statements in FILE (repeatable)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--format", choices=FORMAT_NAMES, help="output format "
+                     "(default: table)")
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="same as --format json")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv",
+                     help="same as --format csv")
+    p.add_argument("--no-header", action="store_true", help="omit the header row "
+                   "(table, csv)")
+    p.add_argument("--list-tables", action="store_true",
+                   help="list the virtual tables (with --format json: the whole schema)")
+    p.add_argument("--version", action="version", version=f"netsql {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
+    env = env or Env()
+    if env is not None and env.stdout is sys.stdout:
+        # `netsql ... | head` ends quietly, like other Unix tools.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        return int(_main(argv, env))
+    except KeyboardInterrupt:
+        env.error("interrupted")
+        return ExitStatus.INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        env.error(f"{exc} (see netsql --help)")
+        return ExitStatus.USAGE
+    except SystemExit as exc:  # --help, --version
+        return ExitStatus(exc.code or 0)
+
+    fmt = args.format or "table"
+    if args.list_tables:
+        from netsql.output import list_tables
+
+        return list_tables(env, fmt, header=not args.no_header)
+
+    sources: list[tuple[str, str]] = [(s.tag, str(s)) for s in (args.sources or [])]
+    if not sources:
+        if env.stdin_isatty:
+            return _shell(env)
+        sources = [("stdin", env.stdin.read())]
+
+    texts: list[tuple[str, str]] = []
+    for kind, value in sources:
+        if kind == "file":
+            try:
+                with open(value, encoding="utf-8") as f:
+                    texts.append((value, f.read()))
+            except (OSError, UnicodeDecodeError) as exc:
+                env.error(f"cannot read {value}: {getattr(exc, 'strerror', None) or exc}")
+                return ExitStatus.USAGE
+        else:
+            texts.append((kind, value))
+
+    from netsql.engine import Engine, NetsqlError
+    from netsql.output import Printer
+
+    engine = Engine()
+    printer = Printer(env, fmt, header=not args.no_header)
+    for origin, text in texts:
+        try:
+            for result in engine.run(text):
+                for w in result.warnings:
+                    env.warn(w)
+                printer.print(result)
+        except NetsqlError as exc:
+            where = f"{origin}: " if origin not in ("sql", "stdin") else ""
+            env.error(where + str(exc))
+            return ExitStatus.ERROR
+    return ExitStatus.SUCCESS
+
+
+def _shell(env: Env) -> ExitStatus:
+    env.error("the interactive shell is not available yet; run SQL with -e, -f or on stdin")
+    return ExitStatus.USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

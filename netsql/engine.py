@@ -1,0 +1,291 @@
+"""The engine: one DuckDB connection, the virtual tables, and the statement path.
+
+For each statement: ask DuckDB's binder which virtual tables (and which of their
+columns, under which pushed-down filters) the statement scans, collect those
+tables once in one pass, load them in bulk, then run the statement. The engine
+knows no terminal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from netsql.collect import Collection, Need, pids_from_filters
+from netsql.formats.base import ResultSet
+from netsql.schema import Table
+
+# Statement types whose result is data; the others (CREATE, INSERT, SET, ...) print nothing.
+QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "EXECUTE", "RELATION", "MULTI"}
+
+# Optimizers that, on the empty stand-in tables, would fold scans away before we can
+# see them in EXPLAIN's plan.
+_EXPLAIN_OFF = "statistics_propagation,empty_result_pullup"
+
+
+class NetsqlError(Exception):
+    """A user-facing error: one line, no traceback."""
+
+    def __init__(self, message: str, *, line: int | None = None,
+                 column: int | None = None, statement: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+        self.statement = statement
+
+    def __str__(self) -> str:
+        if self.line is not None and self.column is not None:
+            return f"{self.message} (line {self.line}, column {self.column})"
+        return self.message
+
+
+class Interrupted(NetsqlError):
+    pass
+
+
+@dataclass
+class Result:
+    statement: str
+    data: ResultSet | None  # None for statements without a result (CREATE, SET, ...)
+    warnings: list[str] = field(default_factory=list)
+    collected: dict[str, int] = field(default_factory=dict)  # table -> rows loaded
+    collect_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+
+_LINE_RE = re.compile(r"^LINE (\d+): (.*)$")
+
+
+def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> NetsqlError:
+    """DuckDB's multi-line error as one line, with the position kept apart."""
+    text = str(exc)
+    lines = text.split("\n")
+    head: list[str] = []
+    line_no = col = None
+    i = 0
+    while i < len(lines):
+        m = _LINE_RE.match(lines[i])
+        if m and i + 1 < len(lines) and "^" in lines[i + 1]:
+            line_no = int(m.group(1))
+            prefix = len(lines[i]) - len(m.group(2))
+            col = lines[i + 1].index("^") - prefix + 1
+            i += 2
+            continue
+        if lines[i].strip():
+            head.append(lines[i].strip())
+        i += 1
+    message = "; ".join(head) or type(exc).__name__
+    m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
+    if m:
+        name = m.group(1)
+        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+        message = f"no such table: {name}"
+        if close:
+            message += " (did you mean " + ", ".join(close) + "?)"
+    return NetsqlError(message, line=line_no, column=col, statement=statement)
+
+
+def _arrow_type(pa: Any, sql_type: str) -> Any:
+    t = sql_type.upper()
+    if t.endswith("[]"):
+        return pa.list_(_arrow_type(pa, t[:-2]))
+    return {
+        "INTEGER": pa.int32(), "BIGINT": pa.int64(), "UBIGINT": pa.uint64(),
+        "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_(),
+        "TIMESTAMP": pa.timestamp("us"), "SMALLINT": pa.int16(),
+    }[t]
+
+
+class Engine:
+    """DuckDB plus the virtual tables. One engine per shell or command."""
+
+    def __init__(self, tables: Sequence[Table] | None = None,
+                 state: dict[str, Any] | None = None) -> None:
+        if tables is None:
+            from netsql.registry import default_tables
+
+            tables = default_tables()
+        self.tables: dict[str, Table] = {t.name: t for t in tables}
+        self.state: dict[str, Any] = state if state is not None else {}
+        self.con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+        for t in self.tables.values():
+            self.con.execute(t.ddl())
+            for c in t.comments():
+                self.con.execute(c)
+
+    # -- statements -------------------------------------------------------------
+    def split(self, sql: str) -> list[str]:
+        """The statements of ``sql``, each as text (a parse error is a NetsqlError)."""
+        try:
+            stmts = self.con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise _one_line(exc, sql, self.known_tables()) from None
+        return [s.query.strip().rstrip(";").strip() for s in stmts if s.query.strip(" ;\n\t")]
+
+    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Result]:
+        for stmt in self.split(sql):
+            yield self.execute(stmt, params)
+
+    def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
+        """Collect what one statement needs, then run it."""
+        args = dict(params) if params else None
+        kind = self._statement_type(stmt)
+        t0 = time.perf_counter()
+        needs = self.needs(stmt, args)
+        coll = Collection(state=self.state)
+        loaded = self.collect(needs, coll) if needs else {}
+        t1 = time.perf_counter()
+        try:
+            cur = self.con.execute(stmt, args) if args else self.con.execute(stmt)
+            data = None
+            if kind in QUERY_TYPES and cur.description is not None:
+                cols = [d[0] for d in cur.description]
+                types = [str(d[1]) for d in cur.description]
+                data = ResultSet(cols, types, cur.fetchall())
+        except duckdb.InterruptException:
+            raise Interrupted("interrupted") from None
+        except duckdb.Error as exc:
+            raise _one_line(exc, stmt, self.known_tables()) from None
+        t2 = time.perf_counter()
+        return Result(stmt, data, coll.warnings, loaded, t1 - t0, t2 - t1)
+
+    def interrupt(self) -> None:
+        self.con.interrupt()
+
+    def _statement_type(self, stmt: str) -> str:
+        try:
+            return str(self.con.extract_statements(stmt)[0].type).rsplit(".", 1)[-1]
+        except (duckdb.Error, IndexError):
+            return "SELECT"
+
+    # -- which tables a statement needs -------------------------------------------
+    def needs(self, stmt: str, args: dict[str, Any] | None = None) -> dict[str, Need]:
+        """Virtual tables the statement scans -> columns and pids it needs.
+
+        DuckDB's own binder answers (through EXPLAIN), so USING/NATURAL joins,
+        CTEs that shadow a table, views, quoted names and names inside string
+        literals all come out right.
+        """
+        con = self.con
+        try:
+            con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")
+            q = "EXPLAIN (FORMAT JSON) " + stmt
+            rows = con.execute(q, args).fetchall() if args else con.execute(q).fetchall()
+        except duckdb.Error:
+            return self._needs_by_tokens(stmt)
+        finally:
+            con.execute("RESET disabled_optimizers")
+        scans: dict[str, list[Need]] = {}
+        for _, plan in rows:
+            for node in _walk(json.loads(plan)):
+                info = node.get("extra_info")
+                if not isinstance(info, dict) or "Table" not in info:
+                    continue
+                name = str(info["Table"]).rsplit(".", 1)[-1]
+                if name not in self.tables:
+                    continue
+                projections = _as_list(info.get("Projections"))
+                filters = _as_list(info.get("Filters"))
+                cols = frozenset(projections) | frozenset(_filter_columns(filters, self.tables[name]))
+                scans.setdefault(name, []).append(Need(cols, pids_from_filters(filters)))
+        return {name: Need.merge(needs) for name, needs in scans.items()}
+
+    def _needs_by_tokens(self, stmt: str) -> dict[str, Need]:
+        """Fallback for statements EXPLAIN cannot take: every virtual table whose name
+        appears as an identifier (in the statement or in any view), all columns."""
+        texts = [stmt]
+        try:
+            texts += [r[0] for r in self.con.execute(
+                "SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()]
+        except duckdb.Error:
+            pass
+        found: dict[str, Need] = {}
+        for text in texts:
+            for name in _identifiers(text):
+                if name in self.tables:
+                    found[name] = Need()
+        return found
+
+    # -- collection ---------------------------------------------------------------
+    def collect(self, needs: Mapping[str, Need], coll: Collection) -> dict[str, int]:
+        """Collect every needed table in one pass and load it into DuckDB."""
+        loaded = {}
+        for name, need in needs.items():
+            table = self.tables[name]
+            data = table.collect(coll, need)
+            loaded[name] = self.load(table, data)
+        return loaded
+
+    def load(self, table: Table, data: Mapping[str, list[Any]]) -> int:
+        import pyarrow as pa
+
+        n = len(next(iter(data.values()))) if data else 0
+        arrays = []
+        for col in table.columns:
+            values = data.get(col.name)
+            if values is None:
+                values = [None] * n
+            if col.type == "TIMESTAMP":
+                micros = [None if v is None else int(v * 1_000_000) for v in values]
+                arrays.append(pa.array(micros, pa.int64()).cast(pa.timestamp("us")))
+            else:
+                arrays.append(pa.array(values, _arrow_type(pa, col.type)))
+        batch = pa.table(arrays, names=table.column_names)
+        self.con.execute(f'DELETE FROM "{table.name}"')
+        self.con.register("__netsql_load", batch)
+        try:
+            self.con.execute(f'INSERT INTO "{table.name}" SELECT * FROM __netsql_load')
+        finally:
+            self.con.unregister("__netsql_load")
+        return n
+
+    def known_tables(self) -> list[str]:
+        names = set(self.tables)
+        try:
+            names.update(r[0] for r in self.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE NOT internal "
+                "UNION SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall())
+        except duckdb.Error:
+            pass
+        return sorted(names)
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for child in node.get("children", []):
+            yield from _walk(child)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _filter_columns(filters: list[str], table: Table) -> list[str]:
+    """Columns named in pushed-down filters (they need not be projected)."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(filters)))
+    return [c for c in table.column_names if c in words]
+
+
+def _identifiers(text: str) -> Iterator[str]:
+    for start, kind in duckdb.tokenize(text):
+        if str(kind).endswith(("identifier", "keyword")):
+            m = re.match(r'"((?:[^"]|"")*)"|[A-Za-z_][A-Za-z0-9_$]*', text[start:])
+            if m:
+                yield (m.group(1).replace('""', '"') if m.group(1) is not None
+                       else m.group(0).lower())

@@ -1,0 +1,164 @@
+"""The statement path: which tables a statement needs, one pass, fresh data, loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from netsql.collect import Collection, Need
+from netsql.engine import Engine, NetsqlError
+from netsql.registry import default_tables
+from netsql.schema import Table
+
+
+class Recorder:
+    """Real tables, with each collector call recorded (table name, need, pass id)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Need, int]] = []
+
+    def wrap(self, table: Table) -> Table:
+        inner = table.collect
+
+        def collect(coll: Collection, need: Need) -> Any:
+            self.calls.append((table.name, need, id(coll)))
+            return inner(coll, need)
+
+        return dataclasses.replace(table, collect=collect)
+
+    def tables(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def engine(rec: Recorder) -> Engine:
+    return Engine([rec.wrap(t) for t in default_tables()])
+
+
+def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    results = list(engine.run(sql))
+    assert results[-1].data is not None
+    return list(results[-1].data.rows)
+
+
+REFERENCES = [
+    ("SELECT * FROM sockets s JOIN processes p USING (pid) LIMIT 1", {"sockets", "processes"}),
+    ("SELECT * FROM sockets NATURAL JOIN processes LIMIT 1", {"sockets", "processes"}),
+    ('SELECT count(*) FROM "sockets"', {"sockets"}),
+    ("WITH processes AS (SELECT 1 AS pid) SELECT * FROM processes", set()),
+    ("WITH x AS (SELECT pid FROM processes) SELECT count(*) FROM x", {"processes"}),
+    ("SELECT 'sockets', 'FROM processes' AS s", set()),
+    ("SELECT * FROM (SELECT pid FROM listening_ports) AS lp WHERE pid > 0", {"listening_ports"}),
+    ("SELECT pid FROM processes WHERE pid IN (SELECT pid FROM sockets)", {"processes", "sockets"}),
+    ("SELECT 1 -- FROM sockets", set()),
+    ("SELECT p.name FROM processes AS sockets JOIN processes p ON p.pid = sockets.ppid LIMIT 1",
+     {"processes"}),
+]
+
+
+@pytest.mark.parametrize("sql,expected", REFERENCES)
+def test_collects_exactly_the_referenced_tables_once(
+    engine: Engine, rec: Recorder, sql: str, expected: set[str]
+) -> None:
+    list(engine.run(sql))
+    counts = Counter(rec.tables())
+    assert set(counts) == expected
+    assert all(n == 1 for n in counts.values()), counts
+
+
+def test_one_pass_for_all_tables_of_a_statement(engine: Engine, rec: Recorder) -> None:
+    list(engine.run("SELECT count(*) FROM sockets s JOIN processes p USING (pid)"))
+    assert len({c[2] for c in rec.calls}) == 1
+
+
+def test_each_statement_collects_afresh(engine: Engine, rec: Recorder) -> None:
+    list(engine.run("SELECT count(*) FROM processes; SELECT count(*) FROM processes"))
+    assert rec.tables() == ["processes", "processes"]
+    assert len({c[2] for c in rec.calls}) == 2
+
+
+def test_columns_and_pid_filter_are_pushed_down(engine: Engine, rec: Recorder) -> None:
+    list(engine.run("SELECT count(*) FROM sockets"))
+    assert rec.calls[-1][1].columns == frozenset()
+    assert not rec.calls[-1][1].wants("pid")
+    list(engine.run(f"SELECT name FROM processes WHERE pid = {os.getpid()}"))
+    need = rec.calls[-1][1]
+    assert need.pids == frozenset({os.getpid()})
+    assert need.columns is not None and {"name", "pid"} <= need.columns
+    assert not need.wants("cmdline")
+
+
+def test_pid_filter_returns_only_that_process(engine: Engine) -> None:
+    got = rows(engine, f"SELECT pid, ppid FROM processes WHERE pid = {os.getpid()}")
+    assert got == [(os.getpid(), os.getppid())]
+
+
+def test_view_sees_fresh_data(engine: Engine) -> None:
+    list(engine.run("CREATE VIEW mine AS SELECT local_port FROM sockets "
+                    f"WHERE pid = {os.getpid()} AND state = 'LISTEN'"))
+    assert rows(engine, "SELECT count(*) FROM mine") == [(0,)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert rows(engine, "SELECT local_port FROM mine") == [(port,)]
+    assert rows(engine, "SELECT count(*) FROM mine") == [(0,)]
+
+
+def test_create_table_as_and_copy_to(engine: Engine, tmp_path: Any) -> None:
+    out = tmp_path / "procs.csv"
+    list(engine.run("CREATE TABLE snap AS SELECT pid, name FROM processes; "
+                    f"COPY (SELECT pid FROM snap ORDER BY pid) TO '{out}' (HEADER)"))
+    lines = out.read_text().splitlines()
+    assert lines[0] == "pid"
+    assert str(os.getpid()) in lines[1:]
+    assert rows(engine, f"SELECT name FROM snap WHERE pid = {os.getpid()}")[0][0].startswith(
+        "python")
+
+
+def test_duckdb_functions_work(engine: Engine) -> None:
+    assert rows(engine, "SELECT list_contains([1, 2], 2), regexp_matches('ab', 'b')") == [
+        (True, True)]
+
+
+def test_unknown_table_names_closest(engine: Engine) -> None:
+    with pytest.raises(NetsqlError) as err:
+        list(engine.run("SELECT * FROM socket"))
+    assert str(err.value).startswith("no such table: socket (did you mean sockets")
+    assert "\n" not in str(err.value)
+
+
+def test_syntax_error_is_one_line_with_position(engine: Engine) -> None:
+    with pytest.raises(NetsqlError) as err:
+        list(engine.run("SELECT *\nFORM sockets"))
+    assert err.value.line == 2
+    assert err.value.column is not None
+    assert "\n" not in str(err.value)
+    assert "syntax error" in str(err.value)
+
+
+def test_bulk_load_types(engine: Engine) -> None:
+    types = dict(engine.con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'sockets'"
+    ).fetchall())
+    assert types["owners"] == "INTEGER[]"
+    got = rows(engine, f"SELECT typeof(start_time), start_time > now() - INTERVAL 1 DAY "
+               f"FROM processes WHERE pid = {os.getpid()}")
+    assert got == [("TIMESTAMP", True)]
+
+
+def test_parameters_are_bound(engine: Engine) -> None:
+    results = list(engine.run("SELECT pid FROM processes WHERE name = $name",
+                              {"name": "x'; DROP TABLE processes; --"}))
+    assert results[0].data is not None and list(results[0].data.rows) == []
+    assert rows(engine, "SELECT count(*) > 0 FROM processes")[0] == (True,)
