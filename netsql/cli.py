@@ -8,7 +8,6 @@ libraries unless the shell is started.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -135,7 +134,7 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
         env.error(f"{exc} (see netsql --help)")
         return ExitStatus.USAGE
     except SystemExit as exc:  # --help, --version
-        return ExitStatus(exc.code or 0)
+        return ExitStatus.SUCCESS if not exc.code else ExitStatus.USAGE
 
     fmt = args.format or "table"
     if args.list_tables:

@@ -81,7 +81,7 @@ class Collection:
         """``fn()`` computed at most once in this pass."""
         if key not in self._cache:
             self._cache[key] = fn()
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]  # type: ignore[no-any-return,unused-ignore]
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

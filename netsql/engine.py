@@ -86,7 +86,7 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
     m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
     if m:
         name = m.group(1)
-        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.7)
         message = f"no such table: {name}"
         if close:
             message += " (did you mean " + ", ".join(close) + "?)"
@@ -194,7 +194,8 @@ class Engine:
                     continue
                 projections = _as_list(info.get("Projections"))
                 filters = _as_list(info.get("Filters"))
-                cols = frozenset(projections) | frozenset(_filter_columns(filters, self.tables[name]))
+                cols = frozenset(projections) | frozenset(
+                    _filter_columns(filters, self.tables[name]))
                 scans.setdefault(name, []).append(Need(cols, pids_from_filters(filters)))
         return {name: Need.merge(needs) for name, needs in scans.items()}
 

@@ -7,10 +7,12 @@ from netsql.schema import Table
 
 def default_tables() -> list[Table]:
     """Every table this platform offers, in documentation order."""
-    from netsql.tables import listening_ports, processes, sockets
+    from netsql.tables import interfaces, listening_ports, processes, routes, sockets
 
     return [
         processes.TABLE,
         sockets.TABLE,
         listening_ports.TABLE,
+        routes.TABLE,
+        interfaces.TABLE,
     ]

@@ -83,7 +83,8 @@ def test_bad_statement_one_line_exit_1() -> None:
 def test_unknown_table_suggests() -> None:
     out = run_netsql("-e", "SELECT * FROM proceses")
     assert out.returncode == ExitStatus.ERROR
-    assert out.stderr.strip() == "netsql: error: no such table: proceses (did you mean processes?)"
+    assert out.stderr.strip() == (
+        "netsql: error: no such table: proceses (did you mean processes?) (line 1, column 15)")
 
 
 def test_usage_errors_exit_2() -> None:

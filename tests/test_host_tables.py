@@ -101,17 +101,20 @@ def test_sockets_agree_with_ss(engine: Engine, tcp_pair: Any) -> None:
 
 
 def test_child_process_row(engine: Engine) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "arg two"])
+    code = "import time; print('up', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code, "arg two"], stdout=subprocess.PIPE,
+                             text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
         (row,) = query(engine, f"SELECT * FROM processes WHERE pid = {child.pid}")
         assert row["ppid"] == os.getpid()
-        assert row["cmdline"] == f"{sys.executable} -c import time; time.sleep(60) arg two"
+        assert row["cmdline"] == f"{sys.executable} -c {code} arg two"
         assert row["path"] == os.path.realpath(sys.executable)
         assert row["uid"] == os.getuid()
-        assert row["state"] in ("sleeping", "running")
+        assert row["state"] in ("sleeping", "running", "disk-sleep")
         assert row["cwd"] == os.getcwd()
         assert row["rss"] > 1_000_000 and row["threads"] >= 1
-        started = row["start_time"].replace(tzinfo=datetime.timezone.utc).timestamp()
+        started = row["start_time"].replace(tzinfo=datetime.UTC).timestamp()
         assert abs(started - time.time()) < 60
         everyone = query(engine, "SELECT pid, ppid FROM processes")
         assert {"pid": child.pid, "ppid": os.getpid()} in everyone

@@ -20,7 +20,7 @@ def collect(coll: Collection, need: Need) -> Columns:
                      ("protocol", "family", "local_address", "local_port", "uid", "inode",
                       "net_namespace", "rx_queue")}
     sock_need = Need(
-        None if need.columns is None else frozenset(need.columns & {"pid", "fd"}),
+        None if need.columns is None else frozenset(need.columns & {"pid", "fd", "owners"}),
         need.pids,
     )
     sockets.attach_owners(coll, cols, sock_need)
@@ -43,6 +43,8 @@ TABLE = Table(
         Column("pid", "INTEGER", "Process that holds the socket; NULL when not readable "
                "without root"),
         Column("fd", "INTEGER", "File descriptor number in that process"),
+        Column("owners", "INTEGER[]", "Every pid holding the socket (pre-forked servers "
+               "share one listener among workers)"),
         Column("protocol", "VARCHAR", "'tcp' or 'udp'"),
         Column("family", "VARCHAR", "'ipv4' or 'ipv6'"),
         Column("address", "VARCHAR", "Bound address ('0.0.0.0' or '::' for every address)"),

@@ -1,0 +1,78 @@
+"""Checks every declared table gets, derived from its declaration alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netsql.collect import Collection, Need
+from netsql.docgen import generated
+from netsql.engine import Engine
+from netsql.registry import default_tables
+
+TABLES = default_tables()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+def test_table_names_unique() -> None:
+    names = [t.name for t in TABLES]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
+def test_declaration_is_complete(table: object) -> None:
+    from netsql.schema import Table
+
+    assert isinstance(table, Table)
+    assert table.description and table.examples and table.platforms
+    names = [c.name for c in table.columns]
+    assert len(names) == len(set(names))
+    for c in table.columns:
+        assert c.description.strip(), f"{table.name}.{c.name} has no description"
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
+def test_duckdb_schema_matches_declaration(engine: Engine, table: object) -> None:
+    from netsql.schema import Table
+
+    assert isinstance(table, Table)
+    got = engine.con.execute(
+        "SELECT column_name, data_type, comment FROM duckdb_columns() "
+        "WHERE table_name = ? ORDER BY column_index", [table.name]).fetchall()
+    assert got == [(c.name, c.type, c.description) for c in table.columns]
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
+def test_collector_returns_declared_columns(table: object) -> None:
+    from netsql.schema import Table
+
+    assert isinstance(table, Table)
+    data = table.collect(Collection(), Need())
+    assert set(data) <= set(table.column_names), set(data) - set(table.column_names)
+    lengths = {len(v) for v in data.values()}
+    assert len(lengths) == 1, lengths
+    assert lengths.pop() > 0, f"{table.name} collected no rows on this host"
+
+
+EXAMPLES = [(t.name, ex) for t in TABLES for ex in t.examples]
+
+
+@pytest.mark.parametrize("name,sql", EXAMPLES, ids=[f"{n}-{i}" for i, (n, _) in
+                                                    enumerate(EXAMPLES)])
+def test_examples_run(engine: Engine, name: str, sql: str) -> None:
+    results = list(engine.run(sql))
+    assert results and results[-1].data is not None
+    assert name in results[-1].collected
+
+
+def test_generated_docs_are_current() -> None:
+    for path, text in generated(ROOT).items():
+        assert path.exists(), f"{path} missing: run python -m netsql.docgen"
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path.relative_to(ROOT)} is stale: run python -m netsql.docgen")
