@@ -13,7 +13,6 @@ import os
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import time
 

@@ -16,7 +16,8 @@ Choices (documented in ``--help`` via each formatter's description):
 * Duplicate column names (``SELECT 1 AS a, 2 AS a``) become distinct JSON keys: the first
   keeps its name, later ones get ``_1``, ``_2``, ... (skipping names already in use).
 * JSON strings keep non-ASCII text as is, but C0 controls (JSON requires it), DEL, C1
-  controls, bidi overrides/isolates and lone surrogates are written as ``\\uXXXX``: the
+  controls, U+2028/U+2029 (so JSON Lines split only on real newlines), bidi
+  overrides/isolates and lone surrogates are written as ``\\uXXXX``: the
   decoded data is identical, and the raw bytes cannot drive a terminal.
 * CSV follows RFC 4180: minimal quoting, ``\\r\\n`` line ends, a header row unless
   disabled. Values are written raw when piped (data fidelity); on a terminal, control
@@ -36,13 +37,14 @@ from typing import Any, TextIO
 
 from netsql.formats.base import OutputContext, ResultSet
 
-# Characters that must never reach a terminal raw: C0 (incl. \t \n \r), DEL, C1, bidi
-# embeddings/overrides (U+202A-U+202E) and isolates (U+2066-U+2069), and surrogates
-# (lone ones come from bytes decoded with errors="surrogateescape").
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# Characters that must never reach a terminal raw: C0 (incl. \t \n \r), DEL, C1, the
+# Unicode line/paragraph separators (U+2028/U+2029), bidi embeddings/overrides
+# (U+202A-U+202E) and isolates (U+2066-U+2069), and surrogates (lone ones come from
+# bytes decoded with errors="surrogateescape").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 # What a JSON string may not carry raw (beyond the C0 controls json already escapes).
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _encode_str = json.encoder.encode_basestring  # C-accelerated, keeps non-ASCII as is
 
 

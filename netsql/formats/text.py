@@ -31,6 +31,11 @@ _NUMERIC_TYPE = re.compile(
 
 def cell_text(v: Any) -> str:
     """One value as the single-line, escaped text a person reads in a table."""
+    kind = type(v)  # exact-type fast paths for the common cases
+    if kind is str:
+        return escape_control(v)
+    if kind is int:
+        return int.__repr__(v)
     if v is None:
         return "NULL"
     if isinstance(v, str):
@@ -154,9 +159,10 @@ class TableFormat:
             box, vert, ellipsis = ("+++", "+++", "+++", "-"), "|", "~"
         header = [escape_control(c) for c in result.columns]
         body = [[cell_text(v) for v in row] for row in result.rows]
+        body_widths = [[text_width(c) for c in cells] for cells in body]
         natural = [text_width(h) if ctx.header else 0 for h in header]
-        for cells in body:
-            natural = [max(w, text_width(c)) for w, c in zip(natural, cells, strict=True)]
+        for cell_widths in body_widths:
+            natural = list(map(max, natural, cell_widths))
         chrome = 3 * ncols + 1
         widths = natural if ctx.width <= 0 else fit_widths(natural, ctx.width - chrome)
         right = numeric_columns(result)
@@ -164,31 +170,34 @@ class TableFormat:
         def line(corners: str) -> str:
             return corners[0] + corners[1].join(box[3] * (w + 2) for w in widths) + corners[2]
 
-        def row_line(cells: list[str]) -> str:
-            parts = [pad(truncate(c, w, ellipsis), w, r)
-                     for c, w, r in zip(cells, widths, right, strict=True)]
+        def row_line(cells: list[str], cell_widths: list[int]) -> str:
+            parts = []
+            for c, cw, w, r in zip(cells, cell_widths, widths, right, strict=True):
+                if cw > w:
+                    parts.append(pad(truncate(c, w, ellipsis), w, r))
+                else:
+                    parts.append(" " * (w - cw) + c if r else c + " " * (w - cw))
             return f"{vert} " + f" {vert} ".join(parts) + f" {vert}"
 
         out.write(line(box[0]) + "\n")
         if ctx.header:
-            out.write(row_line(header) + "\n")
+            out.write(row_line(header, [text_width(h) for h in header]) + "\n")
             if body:
                 out.write(line(box[1]) + "\n")
-        for cells in body:
-            out.write(row_line(cells) + "\n")
+        for cells, cell_widths in zip(body, body_widths, strict=True):
+            out.write(row_line(cells, cell_widths) + "\n")
         out.write(line(box[2]) + "\n")
         out.flush()
 
         cut = sum(w < n for w, n in zip(widths, natural, strict=True))
         total = sum(widths) + chrome
-        if cut:
+        too_wide = 0 < ctx.width < total
+        if cut or too_wide:
             what = f"{cut} column{'s' if cut != 1 else ''} cut to fit a width of {ctx.width}"
-            if total > ctx.width:
-                what += f" (still {total} wide)"
+            if too_wide:
+                what = (f"{what}, still {total} wide" if cut else
+                        f"the table is {total} wide, more than the width of {ctx.width}")
             ctx.notice(f"{what}; use --format line or a wider terminal to see whole values")
-        if ctx.tty:
-            n = len(result.rows)
-            ctx.notice(f"{n} row{'s' if n != 1 else ''}")
 
 
 class LineFormat:
