@@ -148,6 +148,7 @@ def test_syntax_error_is_one_line_with_position(engine: Engine) -> None:
 
 
 def test_bulk_load_types(engine: Engine) -> None:
+    engine.declare()
     types = dict(engine.con.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'sockets'"
     ).fetchall())
@@ -162,3 +163,23 @@ def test_parameters_are_bound(engine: Engine) -> None:
                               {"name": "x'; DROP TABLE processes; --"}))
     assert results[0].data is not None and list(results[0].data.rows) == []
     assert rows(engine, "SELECT count(*) > 0 FROM processes")[0] == (True,)
+
+
+def test_catalog_queries_list_every_table(engine: Engine) -> None:
+    names = {r[0] for r in rows(engine, "SHOW TABLES")}
+    assert {t.name for t in default_tables()} <= names
+
+
+def test_statement_without_pid_skips_fd_scan() -> None:
+    from netsql.tables import sockets
+
+    coll = Collection()
+    data = sockets.collect(coll, Need(frozenset({"local_port"})))
+    assert data["local_port"] and set(data["pid"]) == {None}
+    assert not any(k.startswith("owners") for k in coll._cache)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        coll = Collection()
+        data = sockets.collect(coll, Need(frozenset({"pid"})))
+    assert "owners" in coll._cache and os.getpid() in data["pid"]

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    e = Engine()
+    e.declare()
+    return e
 
 
 def test_table_names_unique() -> None:

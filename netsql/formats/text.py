@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
-from wcwidth import wcswidth, wcwidth
-
 from netsql.formats.base import OutputContext, ResultSet
 from netsql.formats.data import decimal_text, escape_control, json_value
 
@@ -66,6 +64,8 @@ def text_width(s: str) -> int:
     """Terminal cells ``s`` occupies (CJK and emoji count two)."""
     if s.isascii():
         return len(s)
+    from wcwidth import wcswidth, wcwidth  # only for non-ASCII text: keeps `-e` start-up fast
+
     w = wcswidth(s)
     return w if w >= 0 else sum(max(wcwidth(c), 0) for c in s)
 
@@ -79,6 +79,8 @@ def truncate(s: str, width: int, ellipsis: str = ELLIPSIS) -> str:
     room = width - 1
     if s.isascii():
         return s[:room] + ellipsis
+    from wcwidth import wcwidth
+
     used = 0
     for i, c in enumerate(s):
         used += max(wcwidth(c), 0)

@@ -1,0 +1,121 @@
+"""Core speed, as ratios against what users would run instead, in one run.
+
+    sudo python benchmarks/bench_core.py [--sockets 46000] [--processes 2000] [--runs 5]
+
+Starts benchmarks/loadgen.py to make the busy host (tens of thousands of loopback
+sockets across several processes, then thousands of processes), times each pair of
+commands end to end (median wall time of --runs runs, after one warm-up), and also
+the statement alone inside one engine (what a shell user waits for). Prints a
+markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+
+
+def wall(cmd: list[str] | str, runs: int) -> float:
+    shell = isinstance(cmd, str)
+    subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, check=True)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def warm(fn: Callable[[], object], runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@contextmanager
+def load(kind: str, n: int) -> Iterator[None]:
+    p = subprocess.Popen([PY, os.path.join(HERE, "loadgen.py"), kind, str(n)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        raise SystemExit(f"loadgen {kind} failed")
+    try:
+        yield
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def netsql(sql: str) -> list[str]:
+    return [PY, "-m", "netsql", "--csv", "-e", sql]
+
+
+def row(what: str, ours: float, theirs: float, baseline: str, target: str) -> str:
+    return (f"| {what} | {ours:.3f} s | {baseline} {theirs:.3f} s | {ours / theirs:.2f}x "
+            f"| {target} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sockets", type=int, default=46000)
+    ap.add_argument("--processes", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+    from netsql.engine import Engine
+
+    out = ["| what | netsql | baseline | ratio | target |", "| --- | --- | --- | --- | --- |"]
+    floor = wall([PY, "-c", "import duckdb; duckdb.connect().sql('select 1')"], a.runs)
+    ours = wall([PY, "-m", "netsql", "-e", "SELECT 1"], a.runs)
+    out.append(row("`netsql -e 'SELECT 1'`", ours, floor, "python+duckdb", "<= 1.2x"))
+
+    with load("sockets", a.sockets):
+        n = int(subprocess.run(["ss", "-tunaH"], capture_output=True, text=True)
+                .stdout.count("\n"))
+        out.append(f"| ({n} sockets) | | | | |")
+        ss = wall("ss -tuna", a.runs)
+        ssp = wall("ss -tunap", a.runs)
+        q1 = "SELECT state, count(*) FROM sockets GROUP BY ALL"
+        q2 = ("SELECT p.pid, p.name, s.local_address, s.local_port, s.remote_address, "
+              "s.remote_port, s.state FROM sockets s JOIN processes p USING (pid)")
+        out.append(row("sockets without pid, end to end", wall(netsql(q1), a.runs), ss,
+                       "`ss -tuna`", "<= 2x"))
+        eng = Engine()
+        out.append(row("sockets without pid, statement in a shell",
+                       warm(lambda: list(eng.run(q1)), a.runs), ss, "`ss -tuna`", "<= 2x"))
+        out.append(row("sockets JOIN processes, end to end", wall(netsql(q2), a.runs), ssp,
+                       "`ss -tunap`", "<= 1x"))
+        out.append(row("sockets JOIN processes, statement in a shell",
+                       warm(lambda: list(eng.run(q2)), a.runs), ssp, "`ss -tunap`", "<= 1x"))
+
+    with load("processes", a.processes):
+        n = len([d for d in os.listdir("/proc") if d.isdigit()])
+        out.append(f"| ({n} processes) | | | | |")
+        ps = wall("ps -eo pid,ppid,user,comm,args", a.runs)
+        q3 = "SELECT * FROM processes"
+        out.append(row("`SELECT * FROM processes`, end to end", wall(netsql(q3), a.runs), ps,
+                       "`ps -eo pid,ppid,user,comm,args`", "<= 2x"))
+        eng = Engine()
+        out.append(row("`SELECT * FROM processes`, statement in a shell",
+                       warm(lambda: list(eng.run(q3)), a.runs), ps, "`ps -eo ...`", "<= 2x"))
+        q4 = f"SELECT * FROM processes WHERE pid = {os.getpid()}"
+        one = warm(lambda: list(eng.run(q4)), a.runs)
+        out.append(row("`WHERE pid = N`, statement in a shell", one, ps, "`ps -eo ...`",
+                       "no walk"))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
