@@ -2,8 +2,9 @@
 
 A hand decoder, about 20x faster than ``dns.message.from_wire`` on typical responses,
 because a DNS table sees every message on the wire. ``decode_dns`` never raises on any
-input: an undecodable header or question gives None, and an answer section that breaks
-part-way keeps the answers decoded so far and sets ``malformed``.
+input: an undecodable header or question gives None; an answer section that breaks
+part-way keeps the answers decoded so far and sets ``malformed``; a record whose data
+does not fit its type is kept with generic text (``\\# LEN HEX``) and sets ``malformed``.
 
 Name text follows dnspython's ``Name.to_text(omit_final_dot=True)`` exactly, then
 lower-cased: ``.`` for the root, ``\\.`` for a dot inside a label, ``\\"`` style escapes
@@ -51,7 +52,7 @@ QTYPE_NAMES = _CodeNames("TYPE", {
     63: "ZONEMD", 64: "SVCB", 65: "HTTPS", 99: "SPF", 104: "NID", 105: "L32", 106: "L64",
     107: "LP", 108: "EUI48", 109: "EUI64", 249: "TKEY", 250: "TSIG", 251: "IXFR",
     252: "AXFR", 253: "MAILB", 254: "MAILA", 255: "ANY", 256: "URI", 257: "CAA",
-    258: "AVC", 259: "AMTRELAY", 260: "RESINFO", 32768: "TA", 32769: "DLV",
+    258: "AVC", 259: "DOA", 260: "AMTRELAY", 261: "RESINFO", 32768: "TA", 32769: "DLV",
 })
 RCODE_NAMES = _CodeNames("RCODE", {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
@@ -83,7 +84,8 @@ class DnsMessage:
 
     ``qname`` is '' and ``qtype``/``qclass`` are 0 when the message has no question.
     ``answers`` holds (name, rtype, ttl, rdata_text); ``malformed`` is True when the
-    answer section (or a second question) broke off before ANCOUNT records were read.
+    answer section (or a second question) broke off before ANCOUNT records were read,
+    or a record's data did not fit its type (that record's text is then generic).
     The rcode is the 4-bit header rcode (an EDNS extended rcode is not applied).
     """
 
@@ -149,18 +151,21 @@ def _name(data: bytes, off: int, end: int, cache: _NameCache) -> tuple[str, int]
     lim = end
     after = seg_end = -1
     hops = 0
-    wire = 1
+    wire = 1  # octets on the wire once decompressed, counting the root label
+    # A label may end no later than ``stop``: before the bound, and within 255 octets.
+    # This bounds the work per name whatever the input (no quadratic blow-up).
+    stop = lim - 1 if lim - 1 < seg + 254 else seg + 254
     labels: list[bytes] = []
     append = labels.append
     while True:
         ln = data[off]
         if 0 < ln < 64:
             nxt = off + 1 + ln
+            if nxt > stop:
+                raise _Bad("label runs past its bounds, or the name is too long")
             append(data[off + 1:nxt])
             off = nxt
             continue
-        # End of a run of labels (positions only grow within a run, so checking
-        # its last byte against the bound covers every byte of the run).
         wire += off - seg
         if ln == 0:
             if off >= lim:
@@ -175,12 +180,14 @@ def _name(data: bytes, off: int, end: int, cache: _NameCache) -> tuple[str, int]
         if ptr >= seg:
             raise _Bad("compression pointer does not point backwards")
         hops += 1
-        if hops > _MAX_HOPS or wire > 255:
+        if hops > _MAX_HOPS:
             raise _Bad("compression pointer chain too long")
         if after < 0:
             after = seg_end = off + 2
         lim = seg  # the target may not overlap the run that points to it
         seg = off = ptr
+        budget = seg + 255 - wire
+        stop = lim - 1 if lim - 1 < budget else budget
     if after < 0:
         after = seg_end = off
     if wire > 255:
@@ -248,19 +255,22 @@ def _svcb(data: bytes, off: int, end: int, cache: _NameCache) -> str:
     return " ".join(parts)
 
 
-def _rdata(data: bytes, off: int, end: int, rtype: int, cache: _NameCache) -> str:
+def _rdata(data: bytes, off: int, end: int, rtype: int, rclass: int,
+           cache: _NameCache) -> str:
     """Text of one record's data. A/AAAA: the address; CNAME/NS/PTR/DNAME: the target
     name; MX: 'pref exchange'; SRV: 'prio weight port target'; SOA: 'mname rname serial
     refresh retry expire minimum'; TXT/SPF: quoted strings as dig prints them; SVCB/HTTPS:
-    'prio target key=value...'; anything else RFC 3597 generic: '\\# LEN HEX'."""
+    'prio target key=value...'; anything else RFC 3597 generic: '\\# LEN HEX'. A, AAAA,
+    SRV, SVCB and HTTPS are decoded for class IN only, as their format is class-specific.
+    Raises _Bad (or IndexError, struct.error) when the data does not fit the type."""
     size = end - off
-    if rtype == 1 and size == 4:
+    if rtype == 1 and size == 4 and rclass == 1:
         return _ntoa(data[off:end])
-    if rtype == 28 and size == 16:
+    if rtype == 28 and size == 16 and rclass == 1:
         return _ntop(_AF6, data[off:end])
     if rtype in (5, 2, 12, 39):
         return _name(data, off, end, cache)[0]
-    if rtype == 15 and size >= 3:
+    if rtype == 15:
         return f"{_H.unpack_from(data, off)[0]} {_name(data, off + 2, end, cache)[0]}"
     if rtype in (16, 99):
         return " ".join([_quoted(s) for s in _counted_strings(data, off, end)])
@@ -271,25 +281,28 @@ def _rdata(data: bytes, off: int, end: int, rtype: int, cache: _NameCache) -> st
             raise _Bad("short SOA")
         nums = " ".join(map(str, _SOA.unpack_from(data, nxt)))
         return f"{mname} {rname} {nums}"
-    if rtype == 33 and size >= 7:
+    if rtype == 33 and rclass == 1:
         prio, weight, port = _SRV.unpack_from(data, off)
         return f"{prio} {weight} {port} {_name(data, off + 6, end, cache)[0]}"
-    if rtype in (64, 65) and size >= 3:
+    if rtype in (64, 65) and rclass == 1:
         return _svcb(data, off, end, cache)
-    return f"\\# {size} {data[off:end].hex()}" if size else "\\# 0"
+    return _generic(data, off, end)
+
+
+def _generic(data: bytes, off: int, end: int) -> str:
+    return f"\\# {end - off} {data[off:end].hex()}" if end > off else "\\# 0"
 
 
 _BAD = (_Bad, IndexError, struct.error, ValueError, OSError)
 
 
-def decode_dns(data: bytes) -> DnsMessage | None:
+def decode_dns(raw: bytes | bytearray | memoryview) -> DnsMessage | None:
     """Decode one DNS message (no TCP length prefix). Never raises; None when the
     header or first question cannot be decoded."""
-    if type(data) is not bytes:
-        try:
-            data = bytes(data)
-        except (TypeError, ValueError):
-            return None
+    try:
+        data = raw if type(raw) is bytes else bytes(raw)
+    except (TypeError, ValueError):
+        return None
     n = len(data)
     if n < 12:
         return None
@@ -325,17 +338,22 @@ def decode_dns(data: bytes) -> DnsMessage | None:
                 off += 2
             else:
                 name, off = _name(data, off, n, cache)
-            rtype, _rclass, ttl, rdlen = _RR.unpack_from(data, off)
+            rtype, rclass, ttl, rdlen = _RR.unpack_from(data, off)
             off += 10
             rend = off + rdlen
             if rend > n:
                 raise _Bad("rdata runs past the message")
-            if rtype == 1 and rdlen == 4:
+            if rtype == 1 and rdlen == 4 and rclass == 1:
                 append((name, 1, ttl, _ntoa(data[off:rend])))
-            elif rtype == 28 and rdlen == 16:
+            elif rtype == 28 and rdlen == 16 and rclass == 1:
                 append((name, 28, ttl, _ntop(_AF6, data[off:rend])))
             else:
-                append((name, rtype, ttl, _rdata(data, off, rend, rtype, cache)))
+                try:
+                    text = _rdata(data, off, rend, rtype, rclass, cache)
+                except _BAD:  # the record's bounds are known: keep it, as generic data
+                    text = _generic(data, off, rend)
+                    malformed = True
+                append((name, rtype, ttl, text))
             off = rend
     except _BAD:
         malformed = True
