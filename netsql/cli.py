@@ -8,6 +8,7 @@ libraries unless the shell is started.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -110,8 +111,46 @@ def build_parser() -> argparse.ArgumentParser:
                    "(table, csv)")
     p.add_argument("--list-tables", action="store_true",
                    help="list the virtual tables (with --format json: the whole schema)")
+    dns = p.add_argument_group("DNS capture (the dns_queries table)")
+    dns.add_argument("--capture", type=_seconds, metavar="SECONDS",
+                     help="capture DNS live for SECONDS, then run the statements "
+                     "(needs root or CAP_NET_RAW)")
+    dns.add_argument("-i", "--interface", action="append", metavar="IFACE",
+                     help="capture on IFACE only (repeatable; default: every interface, "
+                     "loopback included)")
+    dns.add_argument("--pcap", action="append", metavar="FILE",
+                     help="read dns_queries from a pcap or pcapng file instead of the "
+                     "live interfaces (repeatable)")
+    dns.add_argument("--dns-port", action="append", type=_port, metavar="PORT",
+                     help="DNS server port to decode (repeatable; default 53; 5353 is "
+                     "mDNS, 5355 LLMNR)")
+    dns.add_argument("--dns-buffer", type=_positive, default=100_000, metavar="N",
+                     help="keep at most N live DNS transactions, evicting the oldest "
+                     "(default 100000)")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 86400: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (1-65535): {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
@@ -163,7 +202,10 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     from netsql.engine import Engine, NetsqlError
     from netsql.output import Printer
 
-    engine = Engine()
+    state, status = _capture_state(args, env)
+    if status is not None:
+        return status
+    engine = Engine(state=state)
     printer = Printer(env, fmt, header=not args.no_header)
     for origin, text in texts:
         try:
@@ -178,9 +220,62 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     return ExitStatus.SUCCESS
 
 
+def _capture_state(args: argparse.Namespace, env: Env) -> tuple[dict[str, object],
+                                                                 ExitStatus | None]:
+    """DNS sources for the engine: capture files, a live capture (run for --capture)."""
+    state: dict[str, object] = {}
+    if not args.pcap and not args.capture:
+        return state, None  # keeps `netsql -e` from importing the capture code
+    from netsql.capture.manager import DnsCapture, PcapSource
+
+    ports = args.dns_port or [53]
+    for path in args.pcap or []:
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            env.error(f"cannot read capture file {path}")
+            return state, ExitStatus.USAGE
+    if args.pcap:
+        state["pcap"] = PcapSource(args.pcap, ports)
+    capture = DnsCapture(args.interface, ports, capacity=args.dns_buffer)
+    state["capture"] = capture
+    if args.capture and args.pcap:
+        env.error("--capture and --pcap do not go together: dns_queries reads one source")
+        return state, ExitStatus.USAGE
+    if args.capture:
+        from netsql.capture.live import CaptureError
+
+        try:
+            capture.start()
+        except CaptureError as exc:
+            env.error(str(exc))
+            return state, ExitStatus.ERROR
+        try:
+            _countdown(env, args.capture)
+        finally:
+            capture.stop()
+            capture.settle()
+    return state, None
+
+
+def _countdown(env: Env, seconds: float) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    tty = _isatty(env.stderr)
+    print(f"netsql: capturing DNS for {seconds:g} s", file=env.stderr, flush=True)
+    while (left := end - time.monotonic()) > 0:
+        if tty:
+            env.stderr.write(f"\rnetsql: capturing DNS, {left:4.0f} s left ")
+            env.stderr.flush()
+        time.sleep(min(left, 0.25))
+    if tty:
+        env.stderr.write("\r" + " " * 40 + "\r")
+        env.stderr.flush()
+
+
 def _shell(env: Env) -> ExitStatus:
-    env.error("the interactive shell is not available yet; run SQL with -e, -f or on stdin")
-    return ExitStatus.USAGE
+    from netsql.repl.app import run_shell  # prompt_toolkit only for the shell
+
+    return run_shell(env)
 
 
 if __name__ == "__main__":

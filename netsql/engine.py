@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from netsql.collect import Collection, Need, pids_from_filters
+from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
 from netsql.schema import Table
 
@@ -33,27 +34,6 @@ _EXPLAIN_OFF = "statistics_propagation,empty_result_pullup"
 # Words of statements that list the catalog rather than name a table.
 _CATALOG_WORDS = ("show", "duckdb_", "information_schema", "pg_", "describe", "table_info",
                   "sqlite_master", "pragma")
-
-
-class NetsqlError(Exception):
-    """A user-facing error: one line, no traceback."""
-
-    def __init__(self, message: str, *, line: int | None = None,
-                 column: int | None = None, statement: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
-        self.statement = statement
-
-    def __str__(self) -> str:
-        if self.line is not None and self.column is not None:
-            return f"{self.message} (line {self.line}, column {self.column})"
-        return self.message
-
-
-class Interrupted(NetsqlError):
-    pass
 
 
 @dataclass
@@ -160,7 +140,11 @@ class Engine:
         t0 = time.perf_counter()
         needs = self.needs(stmt, args) if self._created else {}
         coll = Collection(state=self.state)
-        loaded = self.collect(needs, coll) if needs else {}
+        try:
+            loaded = self.collect(needs, coll) if needs else {}
+        except NetsqlError as exc:
+            exc.statement = exc.statement or stmt
+            raise
         t1 = time.perf_counter()
         try:
             cur = self.con.execute(stmt, args) if args else self.con.execute(stmt)

@@ -7,7 +7,15 @@ from netsql.schema import Table
 
 def default_tables() -> list[Table]:
     """Every table this platform offers, in documentation order."""
-    from netsql.tables import interfaces, listening_ports, processes, routes, sockets
+    from netsql.tables import (
+        capture_stats,
+        dns_queries,
+        interfaces,
+        listening_ports,
+        processes,
+        routes,
+        sockets,
+    )
 
     return [
         processes.TABLE,
@@ -15,4 +23,6 @@ def default_tables() -> list[Table]:
         listening_ports.TABLE,
         routes.TABLE,
         interfaces.TABLE,
+        dns_queries.TABLE,
+        capture_stats.TABLE,
     ]

@@ -123,3 +123,41 @@ def dump(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFF
                 yield DiagSocket(fam, state, sport, dport, bytes(view[m + 8 : m + 8 + alen]),
                                  bytes(view[m + 24 : m + 24 + alen]), rq, wq, uid, inode, info)
             off += (length + 3) & ~3
+
+
+def find(sock: socket.socket, family: int, protocol: int, local: tuple[str, int],
+         remote: tuple[str, int]) -> DiagSocket | None:
+    """The one socket with this local and remote end (the kernel's own lookup), if any.
+
+    TCP takes the ids as (local, remote); UDP's lookup reads them the other way round
+    ("src and dst are swapped for historical reasons", udp_diag.c), so both orders are
+    tried and the answer is checked against the local port.
+    """
+    def ip(addr: str) -> bytes:
+        raw = socket.inet_pton(family, addr)
+        return raw + bytes(16 - len(raw))
+
+    orders = [(local, remote), (remote, local)]
+    if protocol == socket.IPPROTO_UDP:
+        orders.reverse()
+    for (a, ap), (b, bp) in orders:
+        req = (struct.pack("=BBBBI", family, protocol, 0, 0, 0xFFFFFFFF)
+               + struct.pack(">HH", ap, bp) + ip(a) + ip(b)
+               + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF))
+        sock.send(_HDR.pack(_HDR.size + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 2, 0)
+                  + req)
+        data = sock.recv(65536)
+        if len(data) < 16:
+            continue
+        length, kind, _, _, _ = _HDR.unpack_from(data, 0)
+        if kind != SOCK_DIAG_BY_FAMILY or len(data) < 16 + 72:
+            continue
+        m = 16
+        sport, dport = _PORTS.unpack_from(data, m + 4)
+        _, rq, wq, uid, inode = _TAIL.unpack_from(data, m + 52)
+        alen = 4 if family == socket.AF_INET else 16
+        found = DiagSocket(data[m], data[m + 1], sport, dport, data[m + 8 : m + 8 + alen],
+                           data[m + 24 : m + 24 + alen], rq, wq, uid, inode, None)
+        if found.sport == local[1]:
+            return found
+    return None

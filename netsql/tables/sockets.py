@@ -203,9 +203,30 @@ def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
         )
 
 
+def attach_names(coll: Collection, cols: Columns, need: Need) -> None:
+    """remote_host: the name captured DNS answers gave for remote_address."""
+    n = len(cols["inode"])
+    sources = [coll.state[k] for k in ("capture", "pcap") if coll.state.get(k) is not None]
+    if not need.wants("remote_host") or not sources:
+        cols["remote_host"] = [None] * n
+        return
+    names: dict[str, str | None] = {}
+    out: list[str | None] = []
+    for addr in cols["remote_address"]:
+        if addr is None:
+            out.append(None)
+            continue
+        if addr not in names:
+            key = addr[7:] if addr.startswith("::ffff:") else addr
+            names[addr] = next((h for h in (s.name_for(key) for s in sources) if h), None)
+        out.append(names[addr])
+    cols["remote_host"] = out
+
+
 def collect(coll: Collection, need: Need) -> Columns:
     cols = dict(read_sockets(coll))
     attach_owners(coll, cols, need)
+    attach_names(coll, cols, need)
     if need.pids is not None:
         keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
         cols = {k: [v[i] for i in keep] for k, v in cols.items()}
@@ -228,6 +249,10 @@ TABLE = Table(
         Column("local_port", "INTEGER", "Local port"),
         Column("remote_address", "VARCHAR", "Remote IP address; NULL when not connected"),
         Column("remote_port", "INTEGER", "Remote port; NULL when not connected"),
+        Column("remote_host", "VARCHAR", "The name whose captured DNS answer gave "
+               "remote_address (the most recent within its TTL); NULL when no such answer "
+               "was seen. Unlike `ss -r`, the name the process looked up, not a reverse "
+               "lookup"),
         Column("state", "VARCHAR", "TCP state ('ESTABLISHED', 'LISTEN', 'TIME_WAIT', ...); "
                "'ESTABLISHED' for connected UDP, NULL for unconnected UDP"),
         Column("tx_queue", "BIGINT", "Bytes in the send queue (ss Send-Q)"),

@@ -1,0 +1,91 @@
+"""A classic BPF program that lets only DNS through, so the kernel drops the rest.
+
+Made for AF_PACKET SOCK_DGRAM sockets, where the data starts at the network header
+and the ethertype (``skb->protocol``) is read with an ancillary load. Accepts UDP and
+TCP over IPv4 (unfragmented or first fragments) and IPv6 (no extension headers) with
+one of ``ports`` as the source or destination port; everything else never reaches
+Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from collections.abc import Sequence
+
+SO_ATTACH_FILTER = 26
+SKF_AD_PROTOCOL = (-0x1000 + 0) & 0xFFFFFFFF
+
+# Opcodes (linux/filter.h).
+LD_H_ABS, LD_B_ABS, LD_H_IND, LDX_B_MSH = 0x28, 0x30, 0x48, 0xB1
+JA, JEQ_K, JSET_K, RET_K = 0x05, 0x15, 0x45, 0x06
+
+Insn = tuple[int, int, int, int]
+# An instruction before assembly: (code, true label|None, false label|None, k).
+_Sym = tuple[int, str | None, str | None, int]
+
+
+def dns_filter(ports: Sequence[int], snaplen: int = 262144) -> list[Insn]:
+    """BPF instructions accepting UDP/TCP packets to or from any of ``ports``."""
+    ports = list(dict.fromkeys(ports))
+    if not ports or len(ports) > 64:
+        raise ValueError("between 1 and 64 ports")
+    code: list[tuple[str | None, _Sym]] = []
+
+    def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
+             label: str | None = None) -> None:
+        code.append((label, (op, jt, jf, k)))
+
+    def port_checks(load: int, src_off: int, dst_off: int, label: str) -> None:
+        emit(load, src_off, label=label)
+        for p in ports:
+            emit(JEQ_K, p, jt="accept")
+        emit(load, dst_off)
+        for p in ports:
+            emit(JEQ_K, p, jt="accept")
+        emit(JA, jt="reject")
+
+    emit(LD_H_ABS, SKF_AD_PROTOCOL)
+    emit(JEQ_K, 0x0800, jt="v4")
+    emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+    # IPv4: protocol, fragment offset, header length into X, then the ports.
+    emit(LD_B_ABS, 9, label="v4")
+    emit(JEQ_K, 17, jt="v4frag")
+    emit(JEQ_K, 6, jf="reject")
+    emit(LD_H_ABS, 6, label="v4frag")
+    emit(JSET_K, 0x1FFF, jt="reject")
+    emit(LDX_B_MSH, 0)
+    port_checks(LD_H_IND, 0, 2, "v4ports")
+    # IPv6: next header must be UDP or TCP (no extension headers).
+    emit(LD_B_ABS, 6, label="v6")
+    emit(JEQ_K, 17, jt="v6ports")
+    emit(JEQ_K, 6, jf="reject")
+    port_checks(LD_H_ABS, 40, 42, "v6ports")
+    emit(RET_K, snaplen, label="accept")
+    emit(RET_K, 0, label="reject")
+    return _assemble(code)
+
+
+def _assemble(code: list[tuple[str | None, _Sym]]) -> list[Insn]:
+    where = {label: i for i, (label, _) in enumerate(code) if label}
+    out: list[Insn] = []
+    for i, (_, (op, jt, jf, k)) in enumerate(code):
+        if op == JA:
+            assert jt is not None
+            out.append((op, 0, 0, where[jt] - i - 1))
+            continue
+        t = where[jt] - i - 1 if jt else 0
+        f = where[jf] - i - 1 if jf else 0
+        if not (0 <= t < 256 and 0 <= f < 256):
+            raise ValueError("BPF jump out of range")
+        out.append((op, t, f, k))
+    return out
+
+
+def attach(sock: socket.socket, prog: list[Insn]) -> None:
+    """Attach ``prog`` to ``sock`` (SO_ATTACH_FILTER)."""
+    raw = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

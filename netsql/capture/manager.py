@@ -1,0 +1,223 @@
+"""DNS capture sources behind the dns_queries table: live (with attribution) and files.
+
+``DnsCapture`` is what the engine keeps in ``engine.state["capture"]`` (the shell's
+``.capture`` and toolbar use ``status``/``start``/``stop``); ``PcapSource`` in
+``engine.state["pcap"]`` reads capture files once per change of the files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from netsql.capture.dnswire import decode_dns
+from netsql.capture.packets import TcpDnsReassembler, decode_frame
+from netsql.capture.tracker import DnsRecord, DnsTracker
+
+RAW_IP = 101
+
+
+class _Decoder:
+    """Frames -> DNS messages -> tracker, shared by live capture and files."""
+
+    def __init__(self, tracker: DnsTracker, ports: set[int]) -> None:
+        self.tracker = tracker
+        self.ports = ports
+        self.reasm = TcpDnsReassembler()
+        self.malformed = 0  # DNS-port payloads that are not DNS messages
+        #: Called with (transport, client, client port, server, server port) for each
+        #: packet that looks like a query, before it is decoded (live attribution).
+        self.early: Callable[[str, str, int, str, int], None] | None = None
+
+    def frame(self, ts: float, linktype: int, frame: bytes, interface: str | None,
+              source: str) -> list[DnsRecord]:
+        info = decode_frame(linktype, frame)
+        if info is None:
+            return []
+        src, dst, sport, dport, transport, payload, flags, seq = info
+        if sport not in self.ports and dport not in self.ports:
+            return []
+        if self.early is not None and dport in self.ports and payload:
+            qr = payload[4] if transport == "tcp" else payload[2]
+            if len(payload) > 4 and not qr & 0x80:
+                self.early(transport, src, sport, dst, dport)
+        if transport == "tcp":
+            messages = self.reasm.feed(src, dst, sport, dport, payload, flags, seq)
+        elif payload:
+            messages = [payload]
+        else:
+            return []
+        out = []
+        for raw in messages:
+            msg = decode_dns(raw)
+            if msg is None:
+                self.malformed += 1
+                continue
+            rec = self.tracker.add(ts, src, sport, dst, dport, transport, msg, interface,
+                                   source)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+
+class DnsCapture:
+    """Live DNS capture with process attribution; start/stop/status for the shell."""
+
+    def __init__(self, interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
+                 capacity: int = 100_000) -> None:
+        self.interfaces = list(interfaces) if interfaces else None
+        self.ports = list(ports)
+        self.tracker = DnsTracker(capacity)
+        self.decoder = _Decoder(self.tracker, set(self.ports))
+        self.live: Any = None
+        self.attrib: Any = None
+        self.error: str | None = None  # why the last start failed
+        self.ever_started = False
+
+    @property
+    def running(self) -> bool:
+        return self.live is not None and self.live.running
+
+    def start(self, interfaces: Sequence[str] | None = None) -> None:
+        """Start capturing (raises CaptureError with a one-line reason)."""
+        from netsql.capture.attrib import Attributor
+        from netsql.capture.live import CaptureError, LiveCapture
+
+        if interfaces is not None:
+            self.interfaces = list(interfaces) or None
+        if self.running:
+            self.stop()
+        self.attrib = Attributor(lambda _addr: True, set(self.ports))
+        live = LiveCapture(self._packet, self.interfaces, self.ports)
+        try:
+            live.open()
+        except CaptureError as exc:
+            self.error = str(exc)
+            raise
+        self.error = None
+        self.decoder.early = self.attrib.prefetch
+        self.attrib.start()
+        live.start()
+        self.live = live
+        self.ever_started = True
+
+    def _packet(self, ts: float, packet: bytes, interface: str) -> None:
+        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live"):
+            self.attrib.submit(rec)
+
+    def settle(self, timeout: float = 2.0) -> None:
+        """Wait until queued attribution work is done (after a capture window)."""
+        deadline = time.monotonic() + timeout
+        while self.attrib is not None and not self.attrib.queue.empty():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+        if self.attrib is not None:
+            self.attrib.stop()
+
+    def status(self) -> dict[str, Any]:
+        packets, drops = self.live.stats() if self.live is not None else (0, 0)
+        t = self.tracker
+        return {
+            "source": "live",
+            "running": self.running,
+            "interfaces": self.interfaces or ["all"],
+            "ports": self.ports,
+            "started": self.live.started if self.live is not None else None,
+            "packets": packets,
+            "messages": t.messages,
+            "queries": t.queries,
+            "responses": t.responses,
+            "malformed": self.decoder.malformed,
+            "kernel_drops": drops,
+            "dropped": drops,
+            "evicted": t.evicted,
+            "buffered": len(t.records),
+            "capacity": t.capacity,
+            "unattributed": (self.attrib.missed + self.attrib.skipped) if self.attrib else 0,
+            "error": self.error,
+        }
+
+    def name_for(self, address: str) -> str | None:
+        return self.tracker.name_for(address, time.time())
+
+
+class PcapSource:
+    """dns_queries from capture files (pcap or pcapng), re-read when a file changes."""
+
+    def __init__(self, paths: Sequence[str], ports: Sequence[int] = (53,),
+                 capacity: int = 10_000_000) -> None:
+        self.paths = list(paths)
+        self.ports = list(ports)
+        self.capacity = capacity
+        self._key: tuple[Any, ...] | None = None
+        self._trackers: list[tuple[str, DnsTracker, _Decoder, int]] = []
+
+    def _stamp(self) -> tuple[Any, ...]:
+        out: list[tuple[str, int | None, int | None]] = []
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+                out.append((p, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((p, None, None))
+        return tuple(out)
+
+    def load(self) -> list[tuple[str, DnsTracker, _Decoder, int]]:
+        """Decode every file (cached until a file changes); CaptureFileError on bad ones."""
+        from netsql.capture.pcapfile import CaptureFileError, CaptureReader
+
+        # CaptureFileError (bad or corrupt file) propagates: its message names the file.
+
+        key = self._stamp()
+        if key == self._key:
+            return self._trackers
+        loaded = []
+        for path in self.paths:
+            name = os.path.basename(path)
+            tracker = DnsTracker(self.capacity, max_pending=1_000_000)
+            decoder = _Decoder(tracker, set(self.ports))
+            frames = 0
+            try:
+                with CaptureReader(path) as reader:
+                    for rec in reader:
+                        frames += 1
+                        decoder.frame(rec[0], rec[1], rec[2], rec[3], name)
+            except OSError as exc:
+                raise CaptureFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+            loaded.append((name, tracker, decoder, frames))
+        self._key, self._trackers = key, loaded
+        return loaded
+
+    def records(self) -> list[DnsRecord]:
+        out: list[DnsRecord] = []
+        for _, tracker, _, _ in self.load():
+            out.extend(tracker.records)
+        return out
+
+    def name_for(self, address: str) -> str | None:
+        for _, tracker, _, _ in reversed(self._trackers or self.load()):
+            name = tracker.name_for(address, None)
+            if name is not None:
+                return name
+        return None
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for name, t, d, frames in self.load():
+            out.append({
+                "source": name, "running": False, "interfaces": None, "ports": self.ports,
+                "started": t.first_ts, "packets": frames, "messages": t.messages,
+                "queries": t.queries, "responses": t.responses, "malformed": d.malformed,
+                "kernel_drops": 0, "dropped": 0, "evicted": t.evicted,
+                "buffered": len(t.records), "capacity": t.capacity, "unattributed": None,
+                "error": None,
+            })
+        return out

@@ -1,0 +1,146 @@
+"""DNS transactions: queries matched with their responses, in a bounded buffer.
+
+Pure bookkeeping, fed by a live capture or a capture file: ``add`` takes one decoded
+DNS message with its addresses; the tracker pairs a response with the pending query
+of the same (transport, client, server, id), keeps the newest ``capacity`` records
+(oldest evicted first, counted) and a map from answered addresses to the name that
+was asked for (for ``sockets.remote_host``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from netsql.capture.dnswire import DnsMessage, class_name, qtype_name, rcode_name
+
+ADDRESS_TYPES = (1, 28)  # A, AAAA
+#: An answered address keeps its name for at least this long, even with TTL 0:
+#: applications connect right after resolving, and local resolvers often answer TTL 0.
+MIN_NAME_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class DnsRecord:
+    ts: float
+    client_address: str
+    client_port: int
+    server_address: str
+    server_port: int
+    transport: str
+    trans_id: int
+    query: str
+    qtype: str
+    qclass: str
+    interface: str | None
+    source: str
+    status: str = "unanswered"  # 'answered' | 'unanswered' | 'response_only'
+    rcode: str | None = None
+    flags: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    answer_types: list[str] = field(default_factory=list)
+    ttls: list[int] = field(default_factory=list)
+    rtt: float | None = None
+    pid: int | None = None
+    process: str | None = None
+    uid: int | None = None
+    forwarder: bool | None = None
+
+
+def _flags(msg: DnsMessage) -> list[str]:
+    return [n for n, on in (("AA", msg.AA), ("TC", msg.TC), ("RD", msg.RD), ("RA", msg.RA))
+            if on]
+
+
+Key = tuple[str, str, int, str, int, int]
+
+
+class DnsTracker:
+    def __init__(self, capacity: int = 100_000, max_pending: int = 65_536,
+                 max_names: int = 200_000) -> None:
+        self.capacity = capacity
+        self.records: deque[DnsRecord] = deque(maxlen=capacity)
+        self.pending: OrderedDict[Key, DnsRecord] = OrderedDict()
+        self.max_pending = max_pending
+        self.names: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
+        self.max_names = max_names
+        self.lock = threading.Lock()
+        self.messages = 0  # DNS messages taken
+        self.queries = 0
+        self.responses = 0
+        self.duplicates = 0
+        self.evicted = 0  # records pushed out of the buffer
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+
+    def add(self, ts: float, src: str, sport: int, dst: str, dport: int, transport: str,
+            msg: DnsMessage, interface: str | None, source: str) -> DnsRecord | None:
+        """Take one message; returns the new record for a query (None otherwise)."""
+        with self.lock:
+            self.messages += 1
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
+            if msg.is_response:
+                self.responses += 1
+                self._response(ts, src, sport, dst, dport, transport, msg, interface, source)
+                return None
+            self.queries += 1
+            key = (transport, src, sport, dst, dport, msg.trans_id)
+            old = self.pending.get(key)
+            if old is not None and old.query == msg.qname and ts - old.ts < 1.0:
+                self.duplicates += 1  # the same packet seen on a second interface
+                return None
+            rec = DnsRecord(ts, src, sport, dst, dport, transport, msg.trans_id, msg.qname,
+                            qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
+                            flags=_flags(msg))
+            self._append(rec)
+            self.pending[key] = rec
+            if len(self.pending) > self.max_pending:
+                self.pending.popitem(last=False)
+            return rec
+
+    def _response(self, ts: float, src: str, sport: int, dst: str, dport: int,
+                  transport: str, msg: DnsMessage, interface: str | None,
+                  source: str) -> None:
+        key = (transport, dst, dport, src, sport, msg.trans_id)
+        rec = self.pending.pop(key, None)
+        if rec is None:
+            rec = DnsRecord(ts, dst, dport, src, sport, transport, msg.trans_id, msg.qname,
+                            qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
+                            status="response_only")
+            self._append(rec)
+        else:
+            rec.status = "answered"
+            rec.rtt = max(ts - rec.ts, 0.0)
+        rec.rcode = rcode_name(msg.rcode)
+        rec.flags = _flags(msg)
+        rec.answers = [a[3] for a in msg.answers]
+        rec.answer_types = [qtype_name(a[1]) for a in msg.answers]
+        rec.ttls = [a[2] for a in msg.answers]
+        for _, rtype, ttl, text in msg.answers:
+            if rtype in ADDRESS_TYPES:
+                self.names[text] = (rec.query, ts + max(ttl, MIN_NAME_SECONDS), ts)
+                self.names.move_to_end(text)
+        while len(self.names) > self.max_names:
+            self.names.popitem(last=False)
+
+    def _append(self, rec: DnsRecord) -> None:
+        if len(self.records) == self.capacity:
+            self.evicted += 1
+        self.records.append(rec)
+
+    def snapshot(self) -> list[DnsRecord]:
+        with self.lock:
+            return list(self.records)
+
+    def name_for(self, address: str, now: float | None) -> str | None:
+        """The name last looked up that answered ``address`` (within its TTL of ``now``)."""
+        hit = self.names.get(address)
+        if hit is None:
+            return None
+        name, expires, _ = hit
+        if now is not None and now > expires:
+            return None
+        return name

@@ -1,0 +1,59 @@
+"""capture_stats: what each DNS capture source saw, dropped and evicted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netsql.collect import Collection, Need
+from netsql.errors import NetsqlError
+from netsql.schema import Column, Columns, Table
+
+FIELDS = ("source", "running", "interfaces", "started", "packets", "messages", "queries",
+          "responses", "malformed", "kernel_drops", "evicted", "buffered", "capacity",
+          "unattributed", "error")
+
+
+def collect(coll: Collection, need: Need) -> Columns:
+    rows: list[dict[str, Any]] = []
+    pcap = coll.state.get("pcap")
+    if pcap is not None:
+        from netsql.capture.pcapfile import CaptureFileError
+
+        try:
+            rows += pcap.status()
+        except CaptureFileError as exc:
+            raise NetsqlError(str(exc)) from None
+    capture = coll.state.get("capture")
+    if capture is not None:
+        rows.append(capture.status())
+    return {f: [r.get(f) for r in rows] for f in FIELDS}
+
+
+TABLE = Table(
+    name="capture_stats",
+    description="Counters of each DNS capture source: packets and messages seen, what the "
+    "kernel dropped and what the bounded buffer evicted.",
+    columns=(
+        Column("source", "VARCHAR", "'live' or a capture file's name"),
+        Column("running", "BOOLEAN", "True while live capture runs"),
+        Column("interfaces", "VARCHAR[]", "Interfaces captured (['all'] for every one)"),
+        Column("started", "TIMESTAMP", "When live capture started, or a file's first packet"),
+        Column("packets", "BIGINT", "Packets read (live: those the kernel filter passed)"),
+        Column("messages", "BIGINT", "DNS messages decoded"),
+        Column("queries", "BIGINT", "Queries among them"),
+        Column("responses", "BIGINT", "Responses among them"),
+        Column("malformed", "BIGINT", "Payloads on a DNS port that did not decode as DNS"),
+        Column("kernel_drops", "BIGINT", "Packets the kernel dropped before netsql read "
+               "them (receive buffer full)"),
+        Column("evicted", "BIGINT", "Records pushed out of the bounded buffer, oldest first"),
+        Column("buffered", "BIGINT", "Records held now (rows of dns_queries)"),
+        Column("capacity", "BIGINT", "Most records held at once"),
+        Column("unattributed", "BIGINT", "Live queries whose process could not be found"),
+        Column("error", "VARCHAR", "Why live capture could not start, if it could not"),
+    ),
+    collect=collect,
+    examples=(
+        "SELECT source, running, messages, kernel_drops, evicted FROM capture_stats",
+    ),
+    notes="Empty when no capture source was set up (no --capture, --pcap or shell).",
+)

@@ -1,0 +1,108 @@
+"""dns_queries: DNS transactions seen live (with the asking process) or in capture files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netsql.collect import Collection, Need
+from netsql.errors import NetsqlError
+from netsql.schema import Column, Columns, Table
+
+FIELDS = ("ts", "client_address", "client_port", "server_address", "server_port",
+          "transport", "trans_id", "query", "qtype", "qclass", "rcode", "flags", "answers",
+          "answer_types", "ttls", "rtt", "pid", "process", "uid", "forwarder", "interface",
+          "source", "status")
+
+
+def dns_records(coll: Collection) -> list[Any]:
+    """The records of this statement's DNS source: capture files, else live capture."""
+    pcap = coll.state.get("pcap")
+    if pcap is not None:
+        from netsql.capture.pcapfile import CaptureFileError
+
+        try:
+            return list(pcap.records())
+        except CaptureFileError as exc:
+            raise NetsqlError(str(exc)) from None
+    capture = coll.state.get("capture")
+    if capture is None or not capture.ever_started:
+        if capture is not None and capture.error:
+            raise NetsqlError(capture.error)
+        coll.warn("dns_queries is empty: no capture ran; use --capture SECONDS to capture "
+                  "live first, or --pcap FILE to read a capture file")
+        return []
+    return list(capture.tracker.snapshot())
+
+
+def collect(coll: Collection, need: Need) -> Columns:
+    recs = dns_records(coll)
+    cols: Columns = {}
+    for name in FIELDS:
+        if need.wants(name):
+            cols[name] = [getattr(r, name) for r in recs]
+    if not cols:
+        cols["ts"] = [r.ts for r in recs]
+    if need.pids is not None and "pid" in cols:
+        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
+        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
+    return cols
+
+
+TABLE = Table(
+    name="dns_queries",
+    description="DNS transactions (a query matched with its response) captured live, with "
+    "the process that asked, or read from capture files (--pcap).",
+    columns=(
+        Column("ts", "TIMESTAMP", "When the query was seen (UTC); for a response without a "
+               "seen query, when the response was seen"),
+        Column("client_address", "VARCHAR", "Address that sent the query"),
+        Column("client_port", "INTEGER", "Port that sent the query"),
+        Column("server_address", "VARCHAR", "Address the query went to (the resolver)"),
+        Column("server_port", "INTEGER", "Server port (53 unless --dns-port)"),
+        Column("transport", "VARCHAR", "'udp' or 'tcp'"),
+        Column("trans_id", "INTEGER", "DNS transaction id"),
+        Column("query", "VARCHAR", "Name asked for: lower case, no trailing dot"),
+        Column("qtype", "VARCHAR", "Query type: 'A', 'AAAA', 'CNAME', 'MX', 'TXT', 'PTR', "
+               "... ('TYPE123' when unknown)"),
+        Column("qclass", "VARCHAR", "Query class, almost always 'IN'"),
+        Column("rcode", "VARCHAR", "'NOERROR', 'NXDOMAIN', 'SERVFAIL', 'REFUSED', ...; NULL "
+               "while unanswered"),
+        Column("flags", "VARCHAR[]", "Header flags set: of 'AA', 'TC', 'RD', 'RA' (the "
+               "response's when answered)"),
+        Column("answers", "VARCHAR[]", "Answer records' data: addresses for A/AAAA, target "
+               "names for CNAME/PTR/NS, ... (join with list_contains(answers, address))"),
+        Column("answer_types", "VARCHAR[]", "Type of each answer, in the order of answers"),
+        Column("ttls", "INTEGER[]", "TTL in seconds of each answer, in the order of answers"),
+        Column("rtt", "DOUBLE", "Seconds from query to response; NULL when unmatched"),
+        Column("pid", "INTEGER", "Process that sent the query (live capture only; NULL when "
+               "it could not be found, e.g. the query came from another host)"),
+        Column("process", "VARCHAR", "Name of that process when the query was seen (kept "
+               "after it exits)"),
+        Column("uid", "INTEGER", "User id owning the sending socket"),
+        Column("forwarder", "BOOLEAN", "True when the sending process itself serves DNS (a "
+               "stub resolver or forwarder making its upstream query, not an application)"),
+        Column("interface", "VARCHAR", "Interface the query was seen on (live), or the "
+               "capture file's interface name when it records one"),
+        Column("source", "VARCHAR", "'live', or the capture file's name"),
+        Column("status", "VARCHAR", "'answered', 'unanswered' (no response seen yet), or "
+               "'response_only' (a response whose query was not seen)"),
+    ),
+    collect=collect,
+    examples=(
+        "SELECT pid, process, query, qtype, rcode, answers FROM dns_queries "
+        "WHERE query = 'vmp.boldchat.com'",
+        "SELECT query, count(*) AS n FROM dns_queries GROUP BY query ORDER BY n DESC LIMIT 10",
+        "SELECT p.pid, p.name, s.remote_address, s.remote_port, d.query FROM dns_queries d "
+        "JOIN sockets s ON list_contains(d.answers, s.remote_address) "
+        "JOIN processes p ON p.pid = s.pid",
+        "SELECT process, count(*) AS nxdomain FROM dns_queries WHERE rcode = 'NXDOMAIN' "
+        "GROUP BY process ORDER BY nxdomain DESC",
+    ),
+    notes="Live capture (root or CAP_NET_RAW) reads every interface, loopback included, "
+    "through AF_PACKET sockets whose BPF filter passes only DNS ports; the asking "
+    "process is looked up the moment its query is seen. --capture SECONDS captures "
+    "before a one-liner runs; the shell captures from its start. With --pcap FILE the "
+    "table reads capture files instead (no pid). The buffer keeps the newest records "
+    "(--dns-buffer), counting what it evicts (see capture_stats). docs/dns.md says "
+    "what attribution can and cannot show.",
+)

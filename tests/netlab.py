@@ -1,0 +1,158 @@
+"""A two-host DNS lab: namespaces 'client' and 'server' joined by a veth pair, a real
+dnsmasq answering names the tests choose, and helpers to run processes in either.
+
+    server ns: veth 10.77.0.1/24 fd77::1/64, plus 10.77.0.10 and fd77::10 (app hosts)
+    client ns: veth 10.77.0.2/24 fd77::2/64, /etc/netns/<client>/resolv.conf -> 10.77.0.1
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import need
+
+SERVER_V4, SERVER_V6 = "10.77.0.1", "fd77::1"
+CLIENT_V4, CLIENT_V6 = "10.77.0.2", "fd77::2"
+APP_V4, APP_V6 = "10.77.0.10", "fd77::10"
+
+# name -> addresses dnsmasq answers (A and AAAA).
+HOSTS = {
+    "vmp.boldchat.com": [APP_V4, APP_V6],
+    "www.example.test": [APP_V4, APP_V6],
+    "api.example.test": ["10.77.0.11"],
+    "evil.badsite.test": [APP_V4],
+    "sub.evil.badsite.test": [APP_V4],
+    "notbadsite.test": ["10.77.0.12"],
+}
+CNAMES = {"alias.example.test": "www.example.test"}
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+@dataclass
+class Lab:
+    client: str
+    server: str
+    tmp: str
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def run(self, ns: str, *cmd: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
+                              text=True, timeout=60, **kw)  # type: ignore[call-overload]
+
+    def spawn(self, ns: str, *cmd: str, **kw: object) -> subprocess.Popen[str]:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], text=True,
+                             **kw)  # type: ignore[call-overload]
+        self.procs.append(p)
+        return p
+
+    def netsql_capture(self, seconds: float, *args: str) -> subprocess.Popen[str]:
+        """netsql capturing in the client namespace; returns once capture has started."""
+        p = self.spawn(self.client, sys.executable, "-m", "netsql", "--capture",
+                       str(seconds), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert p.stderr is not None
+        line = p.stderr.readline()
+        assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
+        time.sleep(0.2)  # the capture thread is up right after the notice
+        return p
+
+    def resolve(self, *args: str, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run tests/dnsclient.py in the client namespace (a separate, real process)."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        return self.run(ns or self.client, sys.executable, os.path.join(here, "dnsclient.py"),
+                        *args)
+
+
+def _dnsmasq_args(pidfile: str, listen: list[str], extra: list[str]) -> list[str]:
+    args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
+            "--bind-interfaces", "--listen-address=" + ",".join(listen), "--port=53",
+            f"--pid-file={pidfile}", "--local=/test/", "--local=/com/", "--log-facility=-", "--local-ttl=300",
+            "--user=root", "--group=root"]
+    for name, addrs in HOSTS.items():
+        args.append(f"--host-record={name}," + ",".join(addrs))
+    for alias, target in CNAMES.items():
+        args.append(f"--cname={alias},{target}")
+    return args + extra
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    need(os.geteuid() == 0 and shutil.which("ip") is not None, "needs root and iproute2")
+    need(shutil.which("dnsmasq") is not None, "needs dnsmasq")
+    tag = uuid.uuid4().hex[:6]
+    client, server = f"nsqc-{tag}", f"nsqs-{tag}"
+    tmp = f"/tmp/netsql-lab-{tag}"
+    os.makedirs(tmp)
+    lab = Lab(client, server, tmp)
+    try:
+        for ns in (client, server):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+        sh("ip", "link", "add", f"vc{tag}", "netns", client, "type", "veth", "peer", "name",
+           f"vs{tag}", "netns", server)
+        for ns, dev, v4, v6 in ((client, f"vc{tag}", CLIENT_V4, CLIENT_V6),
+                                (server, f"vs{tag}", SERVER_V4, SERVER_V6)):
+            sh("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        for extra in (APP_V4 + "/24", "10.77.0.11/24", "10.77.0.12/24"):
+            sh("ip", "-n", server, "addr", "add", extra, "dev", f"vs{tag}")
+        sh("ip", "-n", server, "addr", "add", APP_V6 + "/64", "dev", f"vs{tag}", "nodad")
+        os.makedirs(f"/etc/netns/{client}", exist_ok=True)
+        with open(f"/etc/netns/{client}/resolv.conf", "w") as f:
+            f.write(f"nameserver {SERVER_V4}\noptions attempts:1 timeout:2\n")
+        dm = lab.spawn(server, *_dnsmasq_args(f"{tmp}/dnsmasq.pid", [SERVER_V4, SERVER_V6], []),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(lab, server, SERVER_V4, 53, dm)
+        yield lab
+    finally:
+        for p in reversed(lab.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for ns in (client, server):
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(f"/etc/netns/{client}", ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_port(lab: Lab, ns: str, addr: str, port: int, proc: subprocess.Popen[str]) -> None:
+    for _ in range(100):
+        out = lab.run(ns, "ss", "-lntH", f"src {addr}:{port}" if ":" not in addr else "")
+        if f"{addr}:{port}" in out.stdout:
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"dnsmasq exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError("dnsmasq did not start")
+
+
+def start_stub(lab: Lab) -> subprocess.Popen[str]:
+    """A second dnsmasq in the client namespace on 127.0.0.53, forwarding to the server
+    (as systemd-resolved would)."""
+    p = lab.spawn(lab.client, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                  "--no-poll", "--bind-interfaces", "--listen-address=127.0.0.53",
+                  "--port=53", f"--pid-file={lab.tmp}/stub.pid", f"--server={SERVER_V4}",
+                  "--cache-size=0", "--user=root", "--group=root",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(lab, lab.client, "127.0.0.53", 53, p)
+    return p
