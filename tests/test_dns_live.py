@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +33,8 @@ def test_queries_are_decoded_and_attributed(lab: Lab) -> None:
     udp4 = client_lines(lab.resolve("www.example.test:A", "www.example.test:AAAA",
                                     "alias.example.test:A", "nosuch.example.test:A"))
     tcp6 = client_lines(lab.resolve("--tcp", "--server", SERVER_V6, "vmp.boldchat.com:AAAA"))
+    udp6 = client_lines(lab.resolve("--server", SERVER_V6, "api.example.test:A"))
+    tcp4 = client_lines(lab.resolve("--tcp", "www.example.test:AAAA"))
     rows = finish(p)
     pid4, pid6 = udp4[0]["pid"], tcp6[0]["pid"]
     want = [
@@ -41,6 +44,8 @@ def test_queries_are_decoded_and_attributed(lab: Lab) -> None:
          SERVER_V4, pid4),
         ("nosuch.example.test", "A", "NXDOMAIN", [], "udp", SERVER_V4, pid4),
         ("vmp.boldchat.com", "AAAA", "NOERROR", [APP_V6], "tcp", SERVER_V6, pid6),
+        ("api.example.test", "A", "NOERROR", ["10.77.0.11"], "udp", SERVER_V6, udp6[0]["pid"]),
+        ("www.example.test", "AAAA", "NOERROR", [APP_V6], "tcp", SERVER_V4, tcp4[0]["pid"]),
     ]
     got = [(r["query"], r["qtype"], r["rcode"], r["answers"], r["transport"],
             r["server_address"], r["pid"]) for r in rows]
@@ -81,9 +86,7 @@ def test_stub_resolver_app_is_named_not_the_stub(lab: Lab) -> None:
         "127.0.0.53", app[0]["pid"], False)
     assert to_stub["process"].startswith("python")
     assert (upstream["server_address"], upstream["pid"], upstream["process"],
-            upstream["forwarder"]) == (SERVER_V4, stub.pid if False else upstream["pid"],
-                                       "dnsmasq", True)
-    assert upstream["pid"] != app[0]["pid"]
+            upstream["forwarder"]) == (SERVER_V4, stub.pid, "dnsmasq", True)
 
 
 def test_domain_to_connected_process_in_one_join(lab: Lab) -> None:
@@ -92,12 +95,14 @@ def test_domain_to_connected_process_in_one_join(lab: Lab) -> None:
                        f" socket.SO_REUSEADDR, 1); s.bind(('{APP_V4}', 8443)); s.listen();"
                        "c=s.accept(); time.sleep(30)")
     time.sleep(0.3)
+    # Other labs may run on this host at once: stay in this lab's client namespace.
+    ns = os.stat(f"/run/netns/{lab.client}").st_ino
     p = lab.netsql_capture(
         3, "--json", "-e",
         "SELECT p.pid, p.name, s.remote_address, s.remote_port, s.remote_host, d.query "
         "FROM dns_queries d JOIN sockets s ON list_contains(d.answers, s.remote_address) "
         "JOIN processes p ON p.pid = s.pid WHERE d.query = 'vmp.boldchat.com' "
-        "AND s.state = 'ESTABLISHED'")
+        f"AND s.state = 'ESTABLISHED' AND s.net_namespace = {ns}")
     client = lab.spawn(lab.client, sys.executable, "tests/dnsclient.py", "--connect", "8443",
                        "--hold", "20", "vmp.boldchat.com:A", stdout=subprocess.PIPE)
     assert client.stdout is not None
@@ -109,3 +114,39 @@ def test_domain_to_connected_process_in_one_join(lab: Lab) -> None:
                      "remote_port": 8443, "remote_host": "vmp.boldchat.com",
                      "query": "vmp.boldchat.com"}]
     assert rows[0]["name"].startswith("python")
+
+
+def test_bounded_buffer_counts_evictions_and_kernel_filter(lab: Lab) -> None:
+    p = lab.netsql_capture(3, "--dns-buffer", "3", "--json", "-e",
+                           "SELECT query FROM dns_queries ORDER BY ts; "
+                           "SELECT packets, messages, evicted, buffered, capacity "
+                           "FROM capture_stats")
+    # Non-DNS traffic on the same link must not reach netsql at all.
+    noise = ("import socket\nfor i in range(200):\n"
+             "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x' * 64, "
+             f"('{SERVER_V4}', 9999))\n")
+    assert lab.run(lab.client, sys.executable, "-c", noise).returncode == 0
+    client_lines(lab.resolve(*[f"n{i}.example.test:A" for i in range(5)]))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    arrays = [json.loads(chunk) for chunk in out.replace("]\n[", "]\x00[").split("\x00")]
+    assert [r["query"] for r in arrays[0]] == [f"n{i}.example.test" for i in (2, 3, 4)]
+    stats = arrays[1][0]
+    assert stats == {"packets": 10, "messages": 10, "evicted": 2, "buffered": 3,
+                     "capacity": 3}
+
+
+def test_without_cap_net_raw_only_dns_queries_fails(lab: Lab) -> None:
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+           "--inh-caps=-all", sys.executable, "-m", "netsql", "--capture", "1"]
+    ok = lab.run(lab.client, *cmd, "--csv", "-e", "SELECT count(*) > 0 AS n FROM processes",
+                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == ["n", "true"]
+    bad = lab.run(lab.client, *cmd, "-e", "SELECT count(*) FROM dns_queries",
+                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "netsql: error: live capture needs CAP_NET_RAW: run netsql as root (sudo), or read "
+        "a capture file with --pcap FILE")
+    assert "Traceback" not in bad.stderr

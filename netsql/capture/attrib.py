@@ -146,9 +146,30 @@ class Attributor:
         """Look the sending socket up now, before the packet is even decoded as DNS
         (every microsecond counts against a client that exits at once)."""
         key = (transport, client, cport, server, sport)
-        self._early[key] = self._lookup(*key)
+        if key not in self._early:
+            self._early[key] = self._lookup(*key)
         while len(self._early) > 1024:
             self._early.pop(next(iter(self._early)))
+
+    def held(self, packet: bytes, uid: int | None) -> None:
+        """A locally sent query the kernel holds for us (see hold.py): find its sender
+        completely, socket and process, before the packet is let go."""
+        from netsql.capture.packets import decode_frame
+
+        info = decode_frame(101, packet)
+        if info is None:
+            return
+        src, dst, sport, dport, transport, payload, _, _ = info
+        if dport not in self.dns_ports or not payload:
+            return
+        key = (transport, src, sport, dst, dport)
+        hit = self._lookup(*key)
+        self._early[key] = hit
+        if hit is not None and hit[0] not in self.inode_owner:
+            owner = scan_for({hit[0]}, list(reversed(self.recent))).get(hit[0])
+            if owner is not None:
+                self._remember(hit[0], owner)
+                self._note_recent(owner[0])
 
     def _lookup(self, transport: str, client: str, cport: int, server: str,
                 sport: int) -> tuple[int, int] | None:
@@ -230,12 +251,15 @@ class Attributor:
             for rec in waiting:
                 self._name(rec, owner)
 
-    def _name(self, rec: DnsRecord, owner: Owner) -> None:
-        rec.pid, rec.process = owner
-        self.recent[owner[0]] = None
-        self.recent.move_to_end(owner[0])
+    def _note_recent(self, pid: int) -> None:
+        self.recent[pid] = None
+        self.recent.move_to_end(pid)
         while len(self.recent) > 256:
             self.recent.popitem(last=False)
+
+    def _name(self, rec: DnsRecord, owner: Owner) -> None:
+        rec.pid, rec.process = owner
+        self._note_recent(owner[0])
         rec.forwarder = self._serves_dns(owner[0])
 
     def _serves_dns(self, pid: int) -> bool:

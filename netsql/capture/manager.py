@@ -73,6 +73,8 @@ class DnsCapture:
         self.decoder = _Decoder(self.tracker, set(self.ports))
         self.live: Any = None
         self.attrib: Any = None
+        self.hold: Any = None
+        self.hold_error: str | None = None  # why queries are not held (then attribution races)
         self.error: str | None = None  # why the last start failed
         self.ever_started = False
 
@@ -99,9 +101,21 @@ class DnsCapture:
         self.error = None
         self.decoder.early = self.attrib.prefetch
         self.attrib.start()
+        self._start_hold()
         live.start()
         self.live = live
         self.ever_started = True
+
+    def _start_hold(self) -> None:
+        from netsql.capture.hold import HoldError, QueryHold
+
+        hold = QueryHold(self.attrib.held, self.ports)
+        try:
+            hold.start()
+        except (HoldError, OSError) as exc:
+            self.hold, self.hold_error = None, str(exc)
+            return
+        self.hold, self.hold_error = hold, None
 
     def _packet(self, ts: float, packet: bytes, interface: str) -> None:
         for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live"):
@@ -117,6 +131,9 @@ class DnsCapture:
         time.sleep(0.02)
 
     def stop(self) -> None:
+        if self.hold is not None:
+            self.hold.stop()
+            self.hold = None
         if self.live is not None:
             self.live.stop()
         if self.attrib is not None:
@@ -142,6 +159,8 @@ class DnsCapture:
             "buffered": len(t.records),
             "capacity": t.capacity,
             "unattributed": (self.attrib.missed + self.attrib.skipped) if self.attrib else 0,
+            "held": self.hold.held if self.hold is not None else 0,
+            "hold_error": self.hold_error,
             "error": self.error,
         }
 

@@ -1,0 +1,210 @@
+"""Hold each DNS query this host sends until its sender is known (Linux NFQUEUE).
+
+Polling for the owner of a socket after a packet is seen loses to clients that
+close their socket microseconds after a local resolver answers (getent, dig).
+Here an iptables rule in the OUTPUT chain queues locally sent DNS queries to
+netsql; while a query is held its sender is still blocked waiting for the answer,
+so the socket and the process are certainly there. netsql looks them up and lets
+the packet go. The rule uses ``--queue-bypass`` and the queue is fail-open: when
+netsql is not reading (it exited, or a flood fills the queue) packets pass
+unchanged. Needs root and iptables (with the NFQUEUE target).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG = 0, 1, 2
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_PAYLOAD, NFQA_UID = 1, 2, 10, 16
+NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN = 1, 2, 3
+NFQA_CFG_MASK, NFQA_CFG_FLAGS = 4, 5
+NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
+NFQNL_COPY_PACKET = 2
+NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_UID_GID = 0x1, 0x8
+NF_ACCEPT = 1
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLMSG_ERROR = 2
+QUEUE_BASE = 17_000
+
+_HDR = struct.Struct("=IHHII")
+_NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian, packed by hand)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+class HoldError(Exception):
+    pass
+
+
+class QueryHold:
+    """Queue locally sent DNS queries, call ``on_query(ip_packet, uid)``, then accept."""
+
+    def __init__(self, on_query: Callable[[bytes, int | None], None],
+                 ports: Sequence[int] = (53,)) -> None:
+        self.on_query = on_query
+        self.ports = list(ports)
+        self.queue_num: int | None = None
+        self.sock: socket.socket | None = None
+        self.rules: list[list[str]] = []
+        self.held = 0
+        self.errors = 0
+        self._seq = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- set up ----------------------------------------------------------------------
+    def open(self) -> None:
+        tools = [t for t in ("iptables", "ip6tables") if shutil.which(t)]
+        if os.geteuid() != 0 or not tools:
+            raise HoldError("needs root and iptables")
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((0, 0))
+        for offset in range(64):
+            num = QUEUE_BASE + (os.getpid() + offset) % 4096
+            try:
+                self._config(num, _attr(NFQA_CFG_CMD, struct.pack("=BxH", NFQNL_CFG_CMD_BIND,
+                                                                  0)))
+            except OSError:
+                continue  # taken by another listener
+            self.queue_num = num
+            break
+        else:
+            self.close()
+            raise HoldError("no free NFQUEUE number")
+        flags = struct.pack(">I", NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_UID_GID)
+        self._config(self.queue_num, _attr(NFQA_CFG_PARAMS, struct.pack(">IB", 512,
+                                                                        NFQNL_COPY_PACKET))
+                     + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 4096))
+                     + _attr(NFQA_CFG_FLAGS, flags) + _attr(NFQA_CFG_MASK, flags))
+        try:
+            for tool in tools:
+                for proto in ("udp", "tcp"):
+                    for port in self.ports:
+                        rule = ["OUTPUT", "-p", proto, "--dport", str(port), "-j", "NFQUEUE",
+                                "--queue-num", str(self.queue_num), "--queue-bypass"]
+                        self._iptables(tool, "-I", rule)
+                        self.rules.append([tool, *rule])
+        except HoldError:
+            self.close()
+            raise
+
+    def _iptables(self, tool: str, op: str, rule: list[str]) -> None:
+        res = subprocess.run([tool, "-w", op, *rule], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise HoldError(f"{tool} {op} failed: {res.stderr.strip().splitlines()[-1:]}")
+
+    def _config(self, num: int, attrs: bytes) -> None:
+        assert self.sock is not None
+        self._seq += 1
+        body = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(num)) + attrs
+        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
+        self.sock.send(_HDR.pack(16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK,
+                                 self._seq, 0) + body)
+        while True:
+            data = self.sock.recv(65536)
+            _, kind, _, seq, _ = _HDR.unpack_from(data, 0)
+            if kind == NLMSG_ERROR and seq == self._seq:
+                err = -struct.unpack_from("=i", data, 16)[0]
+                if err:
+                    raise OSError(err, os.strerror(err))
+                return
+
+    # -- run -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self.sock is None:
+            self.open()
+        self._thread = threading.Thread(target=self._run, name="netsql-hold", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for rule in self.rules:  # first let traffic flow past the queue again
+            try:
+                self._iptables(rule[0], "-D", rule[1:])
+            except HoldError:
+                pass
+        self.rules = []
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _run(self) -> None:
+        from netsql.capture.live import _prefer_this_thread
+
+        _prefer_this_thread()
+        assert self.sock is not None
+        sock = self.sock
+        sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue  # ENOBUFS after a burst: the queue fails open meanwhile
+            off = 0
+            while off + 16 <= len(data):
+                length, kind, _, _, _ = _HDR.unpack_from(data, off)
+                if length < 16:
+                    break
+                if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
+                    self._packet(data, off + 16, off + length)
+                off += (length + 3) & ~3
+
+    def _packet(self, data: bytes, start: int, end: int) -> None:
+        pos = start + 4  # after nfgenmsg
+        packet_id = None
+        payload = b""
+        uid = None
+        while pos + 4 <= end:
+            alen, atype = struct.unpack_from("=HH", data, pos)
+            if alen < 4:
+                break
+            atype &= 0x7FFF
+            value = data[pos + 4 : pos + alen]
+            if atype == NFQA_PACKET_HDR:
+                packet_id = struct.unpack_from(">I", value, 0)[0]
+            elif atype == NFQA_PAYLOAD:
+                payload = value
+            elif atype == NFQA_UID:
+                uid = struct.unpack(">I", value)[0]
+            pos += (alen + 3) & ~3
+        if packet_id is None:
+            return
+        self.held += 1
+        try:
+            self.on_query(payload, uid)
+        except Exception:  # the verdict must go out whatever happens
+            self.errors += 1
+        finally:
+            self._verdict(packet_id)
+
+    def _verdict(self, packet_id: int) -> None:
+        assert self.sock is not None and self.queue_num is not None
+        body = (_NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(self.queue_num))
+                + _attr(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id)))
+        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
+        try:
+            self.sock.send(_HDR.pack(16 + len(body), msg_type, NLM_F_REQUEST, 0, 0) + body)
+        except OSError:
+            self.errors += 1
