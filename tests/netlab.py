@@ -79,7 +79,8 @@ class Lab:
 def _dnsmasq_args(pidfile: str, listen: list[str], extra: list[str]) -> list[str]:
     args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
             "--bind-interfaces", "--listen-address=" + ",".join(listen), "--port=53",
-            f"--pid-file={pidfile}", "--local=/test/", "--local=/com/", "--log-facility=-", "--local-ttl=300",
+            f"--pid-file={pidfile}", "--local=/test/", "--local=/com/", "--log-facility=-",
+            "--local-ttl=300",
             "--user=root", "--group=root"]
     for name, addrs in HOSTS.items():
         args.append(f"--host-record={name}," + ",".join(addrs))
