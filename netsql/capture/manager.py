@@ -169,15 +169,17 @@ class DnsCapture:
 
 
 class PcapSource:
-    """dns_queries from capture files (pcap or pcapng), re-read when a file changes."""
+    """dns_queries from capture files (pcap or pcapng), re-read when a file changes.
 
-    def __init__(self, paths: Sequence[str], ports: Sequence[int] = (53,),
-                 capacity: int = 10_000_000) -> None:
+    Each statement scans the files for just the columns it reads (fastscan.py); the
+    last scan is kept until the files or the wanted columns change.
+    """
+
+    def __init__(self, paths: Sequence[str], ports: Sequence[int] = (53,)) -> None:
         self.paths = list(paths)
         self.ports = list(ports)
-        self.capacity = capacity
         self._key: tuple[Any, ...] | None = None
-        self._trackers: list[tuple[str, DnsTracker, _Decoder, int]] = []
+        self._scans: list[tuple[str, Any, int]] = []
 
     def _stamp(self) -> tuple[Any, ...]:
         out: list[tuple[str, int | None, int | None]] = []
@@ -189,54 +191,57 @@ class PcapSource:
                 out.append((p, None, None))
         return tuple(out)
 
-    def load(self) -> list[tuple[str, DnsTracker, _Decoder, int]]:
-        """Decode every file (cached until a file changes); CaptureFileError on bad ones."""
+    def scans(self, want: frozenset[str] | None = None) -> list[tuple[str, Any, int]]:
+        """(file name, Scan, records) per file; CaptureFileError on a bad file."""
+        from netsql.capture.fastscan import Scan
         from netsql.capture.pcapfile import CaptureFileError, CaptureReader
 
-        # CaptureFileError (bad or corrupt file) propagates: its message names the file.
-
-        key = self._stamp()
-        if key == self._key:
-            return self._trackers
-        loaded = []
+        key = (self._stamp(), want)
+        cached = self._key
+        if cached is not None and cached[0] == key[0] and (cached[1] is None or (
+                want is not None and want <= cached[1])):
+            return self._scans
+        out = []
         for path in self.paths:
-            name = os.path.basename(path)
-            tracker = DnsTracker(self.capacity, max_pending=1_000_000)
-            decoder = _Decoder(tracker, set(self.ports))
-            frames = 0
+            scan = Scan(self.ports, want)
             try:
                 with CaptureReader(path) as reader:
-                    for rec in reader:
-                        frames += 1
-                        decoder.frame(rec[0], rec[1], rec[2], rec[3], name)
+                    scan.feed(reader)
+                    records = reader.records
             except OSError as exc:
                 raise CaptureFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-            loaded.append((name, tracker, decoder, frames))
-        self._key, self._trackers = key, loaded
-        return loaded
-
-    def records(self) -> list[DnsRecord]:
-        out: list[DnsRecord] = []
-        for _, tracker, _, _ in self.load():
-            out.extend(tracker.records)
+            out.append((os.path.basename(path), scan, records))
+        self._key, self._scans = key, out
         return out
 
+    def columns(self, want: frozenset[str] | None) -> dict[str, list[Any]]:
+        """The dns_queries columns of every file, in file order."""
+        merged: dict[str, list[Any]] = {}
+        for name, scan, _ in self.scans(want):
+            n = len(scan.cols["ts"])
+            for k, v in scan.cols.items():
+                merged.setdefault(k, []).extend(v)
+            merged.setdefault("source", []).extend([name] * n)
+        return merged
+
     def name_for(self, address: str) -> str | None:
-        for _, tracker, _, _ in reversed(self._trackers or self.load()):
-            name = tracker.name_for(address, None)
-            if name is not None:
-                return name
-        return None
+        best: tuple[str, float] | None = None
+        for _, scan, _ in self.scans(None):
+            hit = scan.names.get(address)
+            if hit is not None and (best is None or hit[1] > best[1]):
+                best = hit
+        return best[0] if best else None
 
     def status(self) -> list[dict[str, Any]]:
         out = []
-        for name, t, d, frames in self.load():
+        for name, s, records in self.scans(frozenset()):
+            n = len(s.cols["ts"])
             out.append({
                 "source": name, "running": False, "interfaces": None, "ports": self.ports,
-                "started": t.first_ts, "packets": frames, "messages": t.messages,
-                "queries": t.queries, "responses": t.responses, "malformed": d.malformed,
-                "kernel_drops": 0, "dropped": 0, "evicted": t.evicted,
-                "buffered": len(t.records), "capacity": t.capacity, "unattributed": None,
+                "started": s.first_ts, "packets": records, "messages": s.messages,
+                "queries": s.queries, "responses": s.responses, "malformed": s.malformed,
+                "kernel_drops": 0, "dropped": 0, "evicted": 0, "buffered": n,
+                "capacity": None, "unattributed": None, "held": 0, "hold_error": None,
                 "error": None,
             })
         return out

@@ -15,15 +15,7 @@ FIELDS = ("ts", "client_address", "client_port", "server_address", "server_port"
 
 
 def dns_records(coll: Collection) -> list[Any]:
-    """The records of this statement's DNS source: capture files, else live capture."""
-    pcap = coll.state.get("pcap")
-    if pcap is not None:
-        from netsql.capture.pcapfile import CaptureFileError
-
-        try:
-            return list(pcap.records())
-        except CaptureFileError as exc:
-            raise NetsqlError(str(exc)) from None
+    """The records of the live capture (empty, with a warning, when none ran)."""
     capture = coll.state.get("capture")
     if capture is None or not capture.ever_started:
         if capture is not None and capture.error:
@@ -35,6 +27,15 @@ def dns_records(coll: Collection) -> list[Any]:
 
 
 def collect(coll: Collection, need: Need) -> Columns:
+    pcap = coll.state.get("pcap")
+    if pcap is not None:
+        from netsql.capture.pcapfile import CaptureFileError
+
+        try:
+            cols = pcap.columns(need.columns)
+        except CaptureFileError as exc:
+            raise NetsqlError(str(exc)) from None
+        return _only(cols, need)
     recs = dns_records(coll)
     cols: Columns = {}
     for name in FIELDS:
@@ -42,8 +43,17 @@ def collect(coll: Collection, need: Need) -> Columns:
             cols[name] = [getattr(r, name) for r in recs]
     if not cols:
         cols["ts"] = [r.ts for r in recs]
-    if need.pids is not None and "pid" in cols:
-        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
+    return _only(cols, need)
+
+
+def _only(cols: Columns, need: Need) -> Columns:
+    """Only the columns the statement reads (the rest load as NULL), rows of ``pids``."""
+    if need.columns is not None:
+        keep_cols = need.columns | {"ts"}
+        cols = {k: v for k, v in cols.items() if k in keep_cols or k == "pid"}
+    if need.pids is not None:
+        pids = cols.get("pid") or [None] * len(cols.get("ts", []))
+        keep = [i for i, p in enumerate(pids) if p in need.pids]
         cols = {k: [v[i] for i in keep] for k, v in cols.items()}
     return cols
 
