@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TextIO
+from typing import Any, TextIO
 
 from netsql import __version__
 
@@ -91,11 +91,13 @@ FORMAT_NAMES = ("table", "line", "csv", "json", "jsonl", "markdown")
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="netsql",
+        prog="netsql", add_help=False,
         description="SQL over this host's processes, sockets, routes, interfaces and DNS.",
         epilog="With no SQL and a terminal, netsql opens the interactive shell. "
         "Exit status: 0 success, 1 SQL or runtime error, 2 usage error, 130 interrupted.",
     )
+    p.add_argument("-h", "--help", action="store_true",
+                   help="show this help and exit (with -q NAME: the query's parameters)")
     p.add_argument("-e", "--execute", dest="sources", action="append", metavar="SQL",
                    type=_source("sql"), help="run SQL (repeatable; runs in order with -f)")
     p.add_argument("-f", "--file", dest="sources", action="append", metavar="FILE",
@@ -127,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     dns.add_argument("--dns-buffer", type=_positive, default=100_000, metavar="N",
                      help="keep at most N live DNS transactions, evicting the oldest "
                      "(default 100000)")
+    p.add_argument("--intel-db", metavar="PATH", help="the threat-intel database read by the "
+                   "intel table and the flagged view (default: $NETSQL_INTEL_DB, else "
+                   "$XDG_DATA_HOME/netsql/intel.duckdb; lists are kept with netsql intel)")
+    saved = p.add_argument_group("saved queries (docs/queries.md)")
+    saved.add_argument("-q", "--query", dest="sources", action="append", metavar="NAME",
+                       type=_source("query"), help="run the saved query NAME (or a query "
+                       "file's path), in order with -e and -f")
+    saved.add_argument("-p", "--param", dest="params", action="append", metavar="KEY=VALUE",
+                       help="a parameter of the -q query or of -f files that declare it "
+                       "(repeatable)")
+    saved.add_argument("--list-queries", action="store_true",
+                       help="list the saved queries (with --format json: their parameters)")
+    saved.add_argument("--queries", action="append", metavar="DIR",
+                       help="also load saved queries from DIR, overriding others of the "
+                       "same name (repeatable)")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")
     return p
 
@@ -158,11 +175,23 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     if env is not None and env.stdout is sys.stdout:
         # `netsql ... | head` ends quietly, like other Unix tools.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        # SIGTERM unwinds like Ctrl-C, so a capture removes its firewall rules.
+        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGHUP, _terminate)
     try:
+        words = list(sys.argv[1:] if argv is None else argv)
+        if words[:1] == ["intel"]:  # netsql intel import|list|remove|path (docs/intel.md)
+            from netsql.intel.cli import main as intel_main
+
+            return intel_main(words[1:], env)
         return int(_main(argv, env))
     except KeyboardInterrupt:
         env.error("interrupted")
         return ExitStatus.INTERRUPTED
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
@@ -172,19 +201,26 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     except UsageError as exc:
         env.error(f"{exc} (see netsql --help)")
         return ExitStatus.USAGE
-    except SystemExit as exc:  # --help, --version
+    except SystemExit as exc:  # --version
         return ExitStatus.SUCCESS if not exc.code else ExitStatus.USAGE
 
     fmt = args.format or "table"
+    if args.help:
+        return _help(parser, args, env)
     if args.list_tables:
         from netsql.output import list_tables
 
         return list_tables(env, fmt, header=not args.no_header)
+    if args.list_queries:
+        return _list_queries(env, fmt, args)
+    if args.params and not args.sources:
+        env.error("-p needs -q NAME, or -f FILE whose header declares parameters")
+        return ExitStatus.USAGE
 
     sources: list[tuple[str, str]] = [(s.tag, str(s)) for s in (args.sources or [])]
     if not sources:
         if env.stdin_isatty:
-            return _shell(env)
+            return _shell(env, args)
         sources = [("stdin", env.stdin.read())]
 
     texts: list[tuple[str, str]] = []
@@ -198,6 +234,17 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
                 return ExitStatus.USAGE
         else:
             texts.append((kind, value))
+    runs: list[tuple[str, str, dict[str, Any] | None]] = [(o, t, None) for o, t in texts]
+    if args.params or any(kind in ("query", "file") for kind, _ in sources):
+        from netsql.queries import QueryUsageError, prepare_runs
+
+        try:
+            runs = prepare_runs([(k, o, t) for (k, _), (o, t) in zip(sources, texts,
+                                                                      strict=True)],
+                                args.params or [], args.queries or [], warn=env.warn)
+        except QueryUsageError as exc:
+            env.error(str(exc))
+            return ExitStatus.USAGE
 
     from netsql.engine import Engine, NetsqlError
     from netsql.output import Printer
@@ -205,11 +252,13 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     state, status = _capture_state(args, env)
     if status is not None:
         return status
+    if args.intel_db:
+        state["intel_db"] = args.intel_db
     engine = Engine(state=state)
     printer = Printer(env, fmt, header=not args.no_header)
-    for origin, text in texts:
+    for origin, text, params in runs:
         try:
-            for result in engine.run(text):
+            for result in engine.run(text, params):
                 for w in result.warnings:
                     env.warn(w)
                 printer.print(result)
@@ -217,6 +266,44 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
             where = f"{origin}: " if origin not in ("sql", "stdin") else ""
             env.error(where + str(exc))
             return ExitStatus.ERROR
+    return ExitStatus.SUCCESS
+
+
+def _help(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Env) -> ExitStatus:
+    names = [str(s) for s in args.sources or [] if s.tag == "query"]
+    if not names:
+        parser.print_help(env.stdout)
+        return ExitStatus.SUCCESS
+    from netsql.queries import QueryUsageError, query_help
+
+    try:
+        env.stdout.write(query_help(names[0], args.queries or [], warn=env.warn))
+    except QueryUsageError as exc:
+        env.error(str(exc))
+        return ExitStatus.USAGE
+    return ExitStatus.SUCCESS
+
+
+def _list_queries(env: Env, fmt: str, args: argparse.Namespace) -> ExitStatus:
+    import json
+
+    from netsql.formats.base import ResultSet
+    from netsql.output import Printer
+    from netsql.queries import QueryUsageError, listing_json, listing_rows, load_queries
+
+    try:
+        found = load_queries(args.queries or [], warn=env.warn)
+    except QueryUsageError as exc:
+        env.error(str(exc))
+        return ExitStatus.USAGE
+    if fmt == "json":
+        json.dump(listing_json(found), env.stdout, indent=2)
+        env.stdout.write("\n")
+        return ExitStatus.SUCCESS
+    columns, rows = listing_rows(found)
+    printer = Printer(env, fmt, header=not args.no_header)
+    printer.formatter.write(ResultSet(columns, ["VARCHAR"] * len(columns), rows), env.stdout,
+                            printer.ctx)
     return ExitStatus.SUCCESS
 
 
@@ -272,10 +359,36 @@ def _countdown(env: Env, seconds: float) -> None:
         env.stderr.flush()
 
 
-def _shell(env: Env) -> ExitStatus:
+def _shell(env: Env, args: argparse.Namespace) -> ExitStatus:
+    """The interactive shell, capturing DNS in the background from the start."""
+    import threading
+
+    from netsql.capture.manager import DnsCapture, PcapSource
     from netsql.repl.app import run_shell  # prompt_toolkit only for the shell
 
-    return run_shell(env)
+    ports = args.dns_port or [53]
+    state: dict[str, object] = {}
+    if args.intel_db:
+        state["intel_db"] = args.intel_db
+    if args.pcap:
+        state["pcap"] = PcapSource(args.pcap, ports)
+    capture = DnsCapture(args.interface, ports, capacity=args.dns_buffer)
+    state["capture"] = capture
+
+    def start() -> None:
+        from netsql.capture.live import CaptureError
+
+        try:
+            capture.start()
+        except CaptureError:
+            pass  # kept in capture.error: .capture and dns_queries say why
+
+    if not args.pcap:
+        threading.Thread(target=start, name="netsql-capture-start", daemon=True).start()
+    try:
+        return run_shell(env, state)
+    finally:
+        capture.stop()
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ def tables_md(tables: Sequence[Table]) -> str:
 def generated(root: Path) -> dict[Path, str]:
     """Every generated doc file -> its content."""
     from netsql.registry import default_tables
+    from netsql.repl.commands import default_commands
+    from netsql.repl.shelldoc import shell_md
 
-    return {root / "docs" / "tables.md": tables_md(default_tables())}
+    return {root / "docs" / "tables.md": tables_md(default_tables()),
+            root / "docs" / "shell.md": shell_md(default_commands())}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ NF_ACCEPT = 1
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLMSG_ERROR = 2
 QUEUE_BASE = 17_000
+RULE_TAG = "netsql-hold"
 
 _HDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian, packed by hand)
@@ -45,6 +46,30 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 class HoldError(Exception):
     pass
+
+
+def bound_queues() -> set[int]:
+    """Queue numbers some process is reading now."""
+    try:
+        with open("/proc/net/netfilter/nfnetlink_queue") as f:
+            return {int(line.split()[0]) for line in f if line.strip()}
+    except OSError:
+        return set()
+
+
+def purge_stale(tool: str) -> None:
+    """Remove netsql's rules left by a netsql that was killed (their queue is unread).
+
+    They are harmless (--queue-bypass lets packets through) but untidy."""
+    res = subprocess.run([tool, "-w", "-S", "OUTPUT"], capture_output=True, text=True)
+    live = bound_queues()
+    for line in res.stdout.splitlines():
+        words = line.split()
+        if RULE_TAG not in words or "--queue-num" not in words:
+            continue
+        num = int(words[words.index("--queue-num") + 1])
+        if num not in live and words[:2] == ["-A", "OUTPUT"]:
+            subprocess.run([tool, "-w", "-D", *words[1:]], capture_output=True)
 
 
 class QueryHold:
@@ -90,10 +115,12 @@ class QueryHold:
                      + _attr(NFQA_CFG_FLAGS, flags) + _attr(NFQA_CFG_MASK, flags))
         try:
             for tool in tools:
+                purge_stale(tool)
                 for proto in ("udp", "tcp"):
                     for port in self.ports:
-                        rule = ["OUTPUT", "-p", proto, "--dport", str(port), "-j", "NFQUEUE",
-                                "--queue-num", str(self.queue_num), "--queue-bypass"]
+                        rule = ["OUTPUT", "-p", proto, "--dport", str(port), "-m", "comment",
+                                "--comment", RULE_TAG, "-j", "NFQUEUE", "--queue-num",
+                                str(self.queue_num), "--queue-bypass"]
                         self._iptables(tool, "-I", rule)
                         self.rules.append([tool, *rule])
         except HoldError:

@@ -1,0 +1,294 @@
+"""Dot-commands: one explicit list of :class:`Command` objects.
+
+``.help``, completion and docs/shell.md are all generated from the list that
+:func:`default_commands` returns; nothing registers itself at import time. To add a
+command (``.run NAME k=v``, ``.queries``, ``.watch``), write a handler
+``(shell, args) -> None`` and pass ``default_commands() + [Command(...)]`` to the
+:class:`~netsql.repl.shell.Shell`. A handler reports a problem by raising
+:class:`CommandError` (one line); ``complete`` tells the completer what each argument
+is: literal choices, or ``@table``, ``@format``, ``@command``, ``@file``,
+``@interface``, or any extra source given to the completer (``@query``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netsql.formats import ResultSet, escape_control, format_names
+from netsql.repl.config import DEFAULT_PAGER
+
+if TYPE_CHECKING:
+    from netsql.repl.shell import Shell
+
+Handler = Callable[["Shell", list[str]], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # without the dot
+    args: str  # usage, e.g. "[FORMAT]"; "..." at the end: the last argument repeats
+    help: str  # one line, for .help
+    handler: Handler
+    complete: tuple[tuple[str, ...], ...] = ()  # per argument: choices and @sources
+    aliases: tuple[str, ...] = ()
+    doc: str = ""  # more, for `.help NAME` and docs/shell.md
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def usage(self) -> str:
+        return f".{self.name} {self.args}".rstrip()
+
+    def arg_spec(self, index: int) -> tuple[str, ...]:
+        """What argument ``index`` (0-based) can be."""
+        if index < len(self.complete):
+            return self.complete[index]
+        if self.complete and self.args.rstrip().endswith("..."):
+            return self.complete[-1]
+        return ()
+
+
+class CommandError(Exception):
+    """A one-line error from a dot-command. An empty message: already reported."""
+
+
+class QuitShell(Exception):
+    pass
+
+
+def closest(name: str, names: Sequence[str]) -> list[str]:
+    """Names that look like ``name``: same prefix first, then similar spellings."""
+    pre = [n for n in names if n.startswith(name) or name.startswith(n)] if name else []
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.7)
+    return list(dict.fromkeys(pre + close))[:3]
+
+
+def _on_off(args: list[str], what: str) -> bool:
+    if len(args) != 1 or args[0].lower() not in ("on", "off"):
+        raise CommandError(f"usage: .{what} on|off")
+    return args[0].lower() == "on"
+
+
+# -- handlers --------------------------------------------------------------------
+
+
+def cmd_help(shell: Shell, args: list[str]) -> None:
+    if args:
+        cmd = shell.command(args[0].lstrip("."))
+        if cmd is None:
+            raise CommandError(shell.unknown_command(args[0]))
+        lines = [cmd.usage(), f"    {cmd.help}"]
+        if cmd.doc:
+            lines += ["", *(f"    {line}" for line in cmd.doc.splitlines())]
+        shell.write_text("\n".join(lines) + "\n")
+        return
+    rows = [(", ".join("." + n for n in c.names) + (" " + c.args if c.args else ""), c.help)
+            for c in shell.commands]
+    shell.write_listing(rows)
+    shell.write_text("SQL statements end with ';'. Tab completes, Ctrl-R searches history, "
+                     "Ctrl-C cancels, Ctrl-D quits.\n")
+
+
+def cmd_tables(shell: Shell, args: list[str]) -> None:
+    if len(args) > 1:
+        raise CommandError("usage: .tables [PATTERN]")
+    tables = shell.catalog.tables()
+    if args:
+        pattern = args[0].replace("%", "*").replace("_", "?").lower()
+        if not any(c in pattern for c in "*?["):
+            pattern = f"*{pattern}*"
+        tables = [t for t in tables if fnmatch.fnmatchcase(t.name.lower(), pattern)]
+    if shell.human_listing():
+        shell.write_listing([(t.name, t.description or f"({t.kind})") for t in tables])
+        return
+    shell.write_data(ResultSet(["name", "kind", "columns", "description"],
+                               ["VARCHAR", "VARCHAR", "INTEGER", "VARCHAR"],
+                               [(t.name, t.kind, len(t.columns), t.description)
+                                for t in tables]))
+
+
+def cmd_schema(shell: Shell, args: list[str]) -> None:
+    if len(args) > 1:
+        raise CommandError("usage: .schema [TABLE]")
+    if args:
+        table = shell.catalog.table(args[0])
+        if table is None:
+            names = [t.name for t in shell.catalog.tables()]
+            near = closest(args[0].lower(), names)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise CommandError(f"no such table: {args[0]}{hint}")
+        tables = [table]
+    else:
+        tables = shell.catalog.tables()
+    if shell.human_listing():
+        for i, t in enumerate(tables):
+            head = f"{t.name} ({t.kind})" + (f": {t.description}" if t.description else "")
+            shell.write_text(("\n" if i else "") + shell.wrap(head) + "\n")
+            shell.write_listing([(c.name, c.description) for c in t.columns],
+                                middle=[c.type for c in t.columns], indent=2)
+        return
+    rows = [(t.name, c.name, c.type, c.description) for t in tables for c in t.columns]
+    shell.write_data(ResultSet(["table", "column", "type", "description"],
+                               ["VARCHAR"] * 4, rows))
+
+
+def cmd_mode(shell: Shell, args: list[str]) -> None:
+    names = format_names(shell.formats)
+    if not args:
+        shell.write_text(f"mode: {shell.mode} (choose from: {', '.join(names)})\n")
+        return
+    if len(args) != 1 or args[0].lower() not in names:
+        raise CommandError(f"unknown output format {args[0]!r} (choose from: "
+                           f"{', '.join(names)})" if args else "usage: .mode FORMAT")
+    shell.mode = args[0].lower()
+
+
+def cmd_headers(shell: Shell, args: list[str]) -> None:
+    shell.header = _on_off(args, "headers")
+
+
+def cmd_timer(shell: Shell, args: list[str]) -> None:
+    shell.timer = _on_off(args, "timer")
+
+
+def cmd_maxrows(shell: Shell, args: list[str]) -> None:
+    if not args:
+        shell.write_text(f"maxrows: {shell.maxrows or 'all'}\n")
+        return
+    try:
+        n = int(args[0])
+        if n < 0 or len(args) != 1:
+            raise ValueError
+    except ValueError:
+        raise CommandError("usage: .maxrows N (0 shows every row)") from None
+    shell.maxrows = n
+
+
+def cmd_pager(shell: Shell, args: list[str]) -> None:
+    if not args:
+        shell.write_text(f"pager: {shell.pager or 'off'}\n")
+        return
+    word = " ".join(args)
+    if word.lower() == "off":
+        shell.pager = None
+    elif word.lower() == "on":
+        shell.pager = shell.config.pager_command() or (
+            os.environ.get("PAGER", "").strip() or DEFAULT_PAGER)
+    else:
+        shell.pager = word
+
+
+def cmd_output(shell: Shell, args: list[str]) -> None:
+    if len(args) > 1:
+        raise CommandError("usage: .output [FILE|stdout]")
+    shell.set_output(None if not args or args[0] == "stdout" else args[0])
+
+
+def cmd_once(shell: Shell, args: list[str]) -> None:
+    if len(args) != 1:
+        raise CommandError("usage: .once FILE")
+    shell.once_path = args[0]
+
+
+def cmd_read(shell: Shell, args: list[str]) -> None:
+    if len(args) != 1:
+        raise CommandError("usage: .read FILE")
+    shell.read_file(args[0])
+
+
+def cmd_capture(shell: Shell, args: list[str]) -> None:
+    capture = shell.capture()
+    if capture is None:
+        raise CommandError("capture is not available")
+    sub = args[0].lower() if args else "status"
+    rest = args[1:]
+    try:
+        if sub == "status" and not rest:
+            pass
+        elif sub == "start":
+            capture.start(rest or shell.capture_interfaces or None)
+        elif sub == "stop" and not rest:
+            capture.stop()
+        elif sub == "interface" and rest:
+            shell.capture_interfaces = rest
+            if shell.capture_status().get("running"):
+                capture.stop()
+                capture.start(rest)
+        else:
+            raise CommandError("usage: .capture [status | start [IFACE...] | stop | "
+                               "interface IFACE...]")
+    except CommandError:
+        raise
+    except Exception as exc:  # the capture layer's own failure, as one line
+        raise CommandError(f"capture {sub}: {exc}") from None
+    status = shell.capture_status()
+    keys = [k for k in ("running", "interfaces", "messages", "dropped", "evicted")
+            if k in status] + [k for k in status if k not in
+                               ("running", "interfaces", "messages", "dropped", "evicted")]
+    if shell.human_listing():
+        from netsql.formats.text import cell_text
+
+        shell.write_listing([(k, cell_text(status[k])) for k in keys])
+        return
+    shell.write_data(ResultSet(keys, [""] * len(keys), [tuple(status[k] for k in keys)]))
+
+
+def cmd_quit(shell: Shell, args: list[str]) -> None:
+    raise QuitShell()
+
+
+def default_commands() -> list[Command]:
+    """The shell's dot-commands, in the order ``.help`` lists them."""
+    return [
+        Command("help", "[COMMAND]", "List the commands, or explain one", cmd_help,
+                (("@command",),)),
+        Command("tables", "[PATTERN]", "List tables (PATTERN: a substring, or a LIKE or "
+                "glob pattern)", cmd_tables, (("@table",),)),
+        Command("schema", "[TABLE]", "Show the columns of TABLE (or of every table) with "
+                "types and descriptions", cmd_schema, (("@table",),)),
+        Command("mode", "[FORMAT]", "Set the output format: "
+                + ", ".join(format_names()), cmd_mode, (("@format",),)),
+        Command("headers", "on|off", "Show or leave out header rows (table, csv)",
+                cmd_headers, (("on", "off"),)),
+        Command("timer", "on|off", "Print collection and query times after each statement",
+                cmd_timer, (("on", "off"),)),
+        Command("maxrows", "[N]", "Show at most N rows of a result on the terminal (0: all)",
+                cmd_maxrows, doc="A notice says when rows were left out. Output sent to "
+                "a file with .output or .once is never cut."),
+        Command("pager", "[on|off|COMMAND]", "Page results taller than the terminal",
+                cmd_pager, (("on", "off", "less -SRF"),),
+                doc="on: the config's pager, else $PAGER, else `less -SRF`; COMMAND runs "
+                "with sh -c and reads the result on its standard input."),
+        Command("output", "[FILE|stdout]", "Send results to FILE (truncated first), or "
+                "back to the terminal", cmd_output, (("stdout", "@file"),)),
+        Command("once", "FILE", "Send the results of the next SQL input to FILE", cmd_once,
+                (("@file",),)),
+        Command("read", "FILE", "Run the SQL and dot-commands in FILE", cmd_read,
+                (("@file",),), doc="Stops at the first error in FILE; a .quit in FILE "
+                "ends reading FILE, not the shell."),
+        Command("capture", "[status|start|stop|interface] [IFACE...]",
+                "Show or control packet capture (DNS)", cmd_capture,
+                (("status", "start", "stop", "interface"), ("@interface",)),
+                doc="`.capture start [IFACE...]` starts capturing (on the interfaces "
+                "given, else those of `.capture interface`, else the default); "
+                "`.capture interface IFACE...` sets them (restarting a running capture)."),
+        Command("quit", "", "Leave the shell (also Ctrl-D)", cmd_quit, aliases=("exit",)),
+    ]
+
+
+def commands_md(commands: Sequence[Command]) -> str:
+    """The dot-command reference table for docs/shell.md."""
+    def cell(text: str) -> str:
+        return escape_control(text).replace("|", "\\|")
+
+    out = ["| command | what it does |", "| --- | --- |"]
+    for c in commands:
+        names = ", ".join(f"`.{n}{' ' + c.args if c.args else ''}`" for n in c.names)
+        out.append(f"| {cell(names)} | {cell(c.help + ('. ' + c.doc if c.doc else ''))} |")
+    return "\n".join(out) + "\n"

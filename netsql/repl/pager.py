@@ -1,0 +1,41 @@
+"""Results taller than the terminal go to a pager (``$PAGER``, default ``less -SRF``)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from typing import TextIO
+
+
+def needs_pager(text: str, rows: int) -> bool:
+    """More lines than fit above the prompt and toolbar."""
+    return text.count("\n") > max(rows - 2, 1)
+
+
+def page(text: str, command: str, err: TextIO) -> bool:
+    """Show ``text`` through ``command`` (run by ``sh -c``, like git does with $PAGER).
+
+    Ctrl-C belongs to the pager while it runs. False when the pager could not run (the
+    caller then prints the text itself).
+    """
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        try:
+            proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)
+        except OSError as exc:
+            print(f"netsql: warning: pager {command!r} did not start: {exc}", file=err)
+            return False
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(text.encode("utf-8", errors="replace"))
+            proc.stdin.close()
+        except BrokenPipeError:  # the user quit the pager before reading everything
+            pass
+        status = proc.wait()
+        if status == 127:  # sh: command not found
+            print(f"netsql: warning: pager {command!r} not found (.pager off to stop "
+                  "paging)", file=err)
+            return False
+        return True
+    finally:
+        signal.signal(signal.SIGINT, old)
