@@ -10,6 +10,7 @@ def default_tables() -> list[Table]:
     from netsql.tables import (
         capture_stats,
         dns_queries,
+        flows,
         interfaces,
         listening_ports,
         processes,
@@ -24,5 +25,6 @@ def default_tables() -> list[Table]:
         routes.TABLE,
         interfaces.TABLE,
         dns_queries.TABLE,
+        flows.TABLE,
         capture_stats.TABLE,
     ]

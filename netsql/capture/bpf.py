@@ -89,3 +89,25 @@ def attach(sock: socket.socket, prog: list[Insn]) -> None:
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def udp_icmp_filter(snaplen: int = 96) -> list[Insn]:
+    """Accept UDP and ICMP over IPv4, UDP and ICMPv6 over IPv6 (headers only)."""
+    code: list[tuple[str | None, _Sym]] = []
+
+    def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
+             label: str | None = None) -> None:
+        code.append((label, (op, jt, jf, k)))
+
+    emit(LD_H_ABS, SKF_AD_PROTOCOL)
+    emit(JEQ_K, 0x0800, jt="v4")
+    emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+    emit(LD_B_ABS, 9, label="v4")
+    emit(JEQ_K, 17, jt="accept")
+    emit(JEQ_K, 1, jt="accept", jf="reject")
+    emit(LD_B_ABS, 6, label="v6")
+    emit(JEQ_K, 17, jt="accept")
+    emit(JEQ_K, 58, jt="accept", jf="reject")
+    emit(RET_K, snaplen, label="accept")
+    emit(RET_K, 0, label="reject")
+    return _assemble(code)

@@ -74,6 +74,7 @@ class DnsCapture:
         self.live: Any = None
         self.attrib: Any = None
         self.hold: Any = None
+        self.flowcap: Any = None  # UDP/ICMP flow counters while live capture runs
         self.hold_error: str | None = None  # why queries are not held (then attribution races)
         self.error: str | None = None  # why the last start failed
         self.ever_started = False
@@ -103,6 +104,14 @@ class DnsCapture:
         self.attrib.start()
         self._start_hold()
         live.start()
+        from netsql.capture.flowcap import FlowCapture
+
+        flowcap = FlowCapture(self.interfaces)
+        try:
+            flowcap.start()
+            self.flowcap = flowcap
+        except OSError:
+            flowcap.stop()
         self.live = live
         self.ever_started = True
 
@@ -131,6 +140,8 @@ class DnsCapture:
         time.sleep(0.02)
 
     def stop(self) -> None:
+        if self.flowcap is not None:
+            self.flowcap.stop()
         if self.hold is not None:
             self.hold.stop()
             self.hold = None

@@ -32,12 +32,12 @@ def collect(coll: Collection, need: Need) -> Columns:
         from netsql.capture.pcapfile import CaptureFileError
 
         try:
-            cols = pcap.columns(need.columns)
+            cols: Columns = pcap.columns(need.columns)
         except CaptureFileError as exc:
             raise NetsqlError(str(exc)) from None
         return _only(cols, need)
     recs = dns_records(coll)
-    cols: Columns = {}
+    cols = {}
     for name in FIELDS:
         if need.wants(name):
             cols[name] = [getattr(r, name) for r in recs]

@@ -1,0 +1,147 @@
+"""UDP and ICMP flows seen on the wire: packets and bytes per 5-tuple, both ways.
+
+TCP flows come from the kernel's own counters (sock_diag TCP_INFO, see the flows
+table); datagram protocols have no per-socket byte counters, so while live capture
+runs, a second AF_PACKET socket (BPF: UDP/ICMP headers only) counts them here.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from netsql.capture import bpf
+from netsql.capture.live import ETH_P_ALL, PACKET_OUTGOING, _prefer_this_thread
+
+PROTOS = {17: "udp", 1: "icmp", 58: "icmp"}
+MAX_FLOWS = 200_000
+
+
+@dataclass(slots=True)
+class Flow:
+    protocol: str
+    family: str
+    local_address: str
+    local_port: int | None
+    remote_address: str
+    remote_port: int | None
+    interface: str
+    first_seen: float
+    last_seen: float
+    packets_out: int = 0
+    packets_in: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+
+
+class FlowCapture:
+    def __init__(self, interfaces: Sequence[str] | None = None) -> None:
+        self.interfaces = list(interfaces) if interfaces else None
+        self.flows: dict[tuple[object, ...], Flow] = {}
+        self.lock = threading.Lock()
+        self.packets = 0
+        self.evicted = 0
+        self.started: float | None = None
+        self._socks: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        prog = bpf.udp_icmp_filter()
+        if self.interfaces is None:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            bpf.attach(s, prog)
+            self._socks.append(s)
+        else:
+            for name in self.interfaces:
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+                self._socks.append(s)
+                bpf.attach(s, prog)
+                s.bind((name, ETH_P_ALL))
+        for s in self._socks:
+            s.setblocking(False)
+        self.started = time.time()
+        self._thread = threading.Thread(target=self._run, name="netsql-flows", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        for s in self._socks:
+            s.close()
+        self._socks = []
+
+    def snapshot(self) -> list[Flow]:
+        with self.lock:
+            return list(self.flows.values())
+
+    def _run(self) -> None:
+        _prefer_this_thread()
+        buf = bytearray(256)
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select(self._socks, [], [], 0.2)
+            except (OSError, ValueError):
+                return
+            for s in ready:
+                while True:
+                    try:
+                        n, addr = s.recvfrom_into(buf)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        return
+                    if addr[2] == PACKET_OUTGOING and addr[3] == 772:
+                        continue  # loopback: count the incoming copy only
+                    self.packets += 1
+                    self._count(bytes(buf[:n]), addr[0], addr[2] == PACKET_OUTGOING)
+
+    def _count(self, pkt: bytes, ifname: str, outgoing: bool) -> None:
+        try:
+            if pkt[0] >> 4 == 4:
+                proto, size = pkt[9], struct.unpack_from(">H", pkt, 2)[0]
+                src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
+                l4, family = (pkt[0] & 15) * 4, "ipv4"
+            else:
+                proto, size = pkt[6], struct.unpack_from(">H", pkt, 4)[0] + 40
+                src = socket.inet_ntop(socket.AF_INET6, pkt[8:24])
+                dst = socket.inet_ntop(socket.AF_INET6, pkt[24:40])
+                l4, family = 40, "ipv6"
+            if proto == 17:
+                sport, dport = struct.unpack_from(">HH", pkt, l4)
+            else:
+                sport = dport = None
+        except (IndexError, struct.error, OSError):
+            return
+        name = PROTOS.get(proto)
+        if name is None:
+            return
+        # Outgoing packets are ours to send; on loopback both ends are local.
+        if outgoing:
+            local, lport, remote, rport = src, sport, dst, dport
+        else:
+            local, lport, remote, rport = dst, dport, src, sport
+        key = (name, local, lport, remote, rport)
+        now = time.time()
+        with self.lock:
+            flow = self.flows.get(key)
+            if flow is None:
+                if len(self.flows) >= MAX_FLOWS:
+                    self.flows.pop(next(iter(self.flows)))
+                    self.evicted += 1
+                flow = self.flows[key] = Flow(name, family, local, lport, remote, rport,
+                                              ifname, now, now)
+            flow.last_seen = now
+            if outgoing:
+                flow.packets_out += 1
+                flow.bytes_out += size
+            else:
+                flow.packets_in += 1
+                flow.bytes_in += size
