@@ -10,7 +10,7 @@ from netsql.schema import Column, Columns, Table
 
 FIELDS = ("source", "running", "interfaces", "started", "packets", "messages", "queries",
           "responses", "malformed", "kernel_drops", "evicted", "buffered", "capacity",
-          "unattributed", "error")
+          "unattributed", "held", "hold_error", "error")
 
 
 def collect(coll: Collection, need: Need) -> Columns:
@@ -49,6 +49,10 @@ TABLE = Table(
         Column("buffered", "BIGINT", "Records held now (rows of dns_queries)"),
         Column("capacity", "BIGINT", "Most records held at once"),
         Column("unattributed", "BIGINT", "Live queries whose process could not be found"),
+        Column("held", "BIGINT", "Locally sent queries held until their sender was known "
+               "(see docs/dns.md)"),
+        Column("hold_error", "VARCHAR", "Why queries are not held (then the shortest-lived "
+               "clients may go unnamed)"),
         Column("error", "VARCHAR", "Why live capture could not start, if it could not"),
     ),
     collect=collect,
