@@ -84,6 +84,8 @@ class Attributor:
         self._early: dict[tuple[str, str, int, str, int], tuple[int, int] | None] = {}
         self._window = 0.0
         self._sync_count = 0
+        self._held_window = 0.0
+        self._held_count = 0
         self.recent: OrderedDict[int, None] = OrderedDict()  # pids that asked lately
         self.inode_owner: OrderedDict[int, Owner] = OrderedDict()
         self.server_pids: dict[int, bool] = {}
@@ -156,6 +158,12 @@ class Attributor:
         completely, socket and process, before the packet is let go."""
         from netsql.capture.packets import decode_frame
 
+        now = time.monotonic()
+        if now - self._held_window >= 1.0:
+            self._held_window, self._held_count = now, 0
+        self._held_count += 1
+        if self._held_count > self.sync_limit:
+            return  # a flood: let packets go at once; the capture path still tries
         info = decode_frame(101, packet)
         if info is None:
             return
