@@ -133,6 +133,7 @@ def collect(coll: Collection, need: Need) -> Columns:
         cols["process"] = [comm.get(p) if p is not None else None for p in cols["pid"]]
     attach_names(coll, cols, need)
     cols.pop("owners", None)
+    cols.pop("fd", None)
     if need.pids is not None:
         keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
         cols = {k: [v[i] for i in keep] for k, v in cols.items()}
