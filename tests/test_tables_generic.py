@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,19 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     e = Engine(state=dns_state(tmp_path_factory.mktemp("dns")))
     e.declare()
     return e
+
+
+@pytest.fixture(autouse=True, scope="module")
+def a_connection() -> Iterator[None]:
+    """One established TCP connection, so flows has a row on any host."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as client:
+            server, _ = listener.accept()
+            with server:
+                client.sendall(b"hello")
+                yield
 
 
 def test_table_names_unique() -> None:
