@@ -81,7 +81,7 @@ class Attributor:
         self.dns_ports = dns_ports
         self.queue: queue.Queue[tuple[DnsRecord, int | None] | None] = queue.Queue(max_queue)
         self.sync_limit = 2000
-        self._early: dict[tuple[str, str, int, str, int], tuple[int, int] | None] = {}
+        self._early: dict[tuple[str, str, int, str, int], tuple[float, tuple[int, int]]] = {}
         self._window = 0.0
         self._sync_count = 0
         self._held_window = 0.0
@@ -148,10 +148,8 @@ class Attributor:
         """Look the sending socket up now, before the packet is even decoded as DNS
         (every microsecond counts against a client that exits at once)."""
         key = (transport, client, cport, server, sport)
-        if key not in self._early:
-            self._early[key] = self._lookup(*key)
-        while len(self._early) > 1024:
-            self._early.pop(next(iter(self._early)))
+        if self._fresh(key) is None:
+            self._keep(key, self._lookup(*key))
 
     def held(self, packet: bytes, uid: int | None) -> None:
         """A locally sent query the kernel holds for us (see hold.py): find its sender
@@ -172,7 +170,7 @@ class Attributor:
             return
         key = (transport, src, sport, dst, dport)
         hit = self._lookup(*key)
-        self._early[key] = hit
+        self._keep(key, hit)
         if hit is not None and hit[0] not in self.inode_owner:
             owner = scan_for({hit[0]}, list(reversed(self.recent))).get(hit[0])
             if owner is not None:
@@ -196,12 +194,30 @@ class Attributor:
         """The inode of the socket that sent ``rec`` (uid noted), or None when gone."""
         key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
                rec.server_port)
-        hit = self._early.pop(key) if key in self._early else self._lookup(*key)
+        hit = self._fresh(key)
+        if hit is None:
+            hit = self._lookup(*key)
         if hit is None:
             self.missed += 1
             return None
         rec.uid = hit[1]
         return hit[0]
+
+    def _keep(self, key: tuple[str, str, int, str, int], hit: tuple[int, int] | None) -> None:
+        """Remember an early lookup. Not consumed by the first query that uses it: one
+        socket often sends two queries at once (glibc's A and AAAA)."""
+        if hit is None:
+            return
+        self._early[key] = (time.monotonic(), hit)
+        while len(self._early) > 4096:
+            self._early.pop(next(iter(self._early)))
+
+    def _fresh(self, key: tuple[str, str, int, str, int]) -> tuple[int, int] | None:
+        """An early lookup of ``key`` from the last two seconds (ports get reused)."""
+        entry = self._early.get(key)
+        if entry is None or time.monotonic() - entry[0] > 2.0:
+            return None
+        return entry[1]
 
     def _diag(self, family: int) -> socket.socket:
         """This thread's sock_diag socket (netlink replies must not cross threads)."""
