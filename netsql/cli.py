@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     saved.add_argument("--queries", action="append", metavar="DIR",
                        help="also load saved queries from DIR, overriding others of the "
                        "same name (repeatable)")
+    live = p.add_argument_group("live view (docs/watch.md)")
+    live.add_argument("--watch", nargs="?", const=2.0, type=_seconds, metavar="SECONDS",
+                      help="re-run the statements every SECONDS (default 2): a full-screen "
+                      "view on a terminal (q quits), else a stream of results until "
+                      "SIGINT/SIGTERM")
+    live.add_argument("--changes", action="store_true",
+                      help="with --watch: write only the rows added and removed since the "
+                      "last refresh, each with an \"action\" field (off a terminal)")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")
     return p
 
@@ -216,9 +224,16 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     if args.params and not args.sources:
         env.error("-p needs -q NAME, or -f FILE whose header declares parameters")
         return ExitStatus.USAGE
+    if args.changes and args.watch is None:
+        env.error("--changes goes with --watch")
+        return ExitStatus.USAGE
 
     sources: list[tuple[str, str]] = [(s.tag, str(s)) for s in (args.sources or [])]
     if not sources:
+        if env.stdin_isatty and args.watch is not None:
+            env.error("--watch needs statements to run: -e SQL, -f FILE or -q NAME "
+                      "(in the shell: .watch)")
+            return ExitStatus.USAGE
         if env.stdin_isatty:
             return _shell(env, args)
         sources = [("stdin", env.stdin.read())]
@@ -249,12 +264,24 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     from netsql.engine import Engine, NetsqlError
     from netsql.output import Printer
 
-    state, status = _capture_state(args, env)
+    watching = args.watch is not None
+    state, status = _capture_state(args, env, [t for _, t, _ in runs] if watching else None)
     if status is not None:
         return status
     if args.intel_db:
         state["intel_db"] = args.intel_db
     engine = Engine(state=state)
+    if watching:
+        from netsql.watch import run_watch
+
+        try:
+            return ExitStatus(run_watch(env, engine, runs, interval=args.watch,
+                                        fmt=args.format, changes=args.changes,
+                                        header=not args.no_header))
+        finally:
+            capture = state.get("capture")
+            if capture is not None:
+                capture.stop()  # type: ignore[attr-defined]
     printer = Printer(env, fmt, header=not args.no_header)
     for origin, text, params in runs:
         try:
@@ -307,11 +334,18 @@ def _list_queries(env: Env, fmt: str, args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.SUCCESS
 
 
-def _capture_state(args: argparse.Namespace, env: Env) -> tuple[dict[str, object],
-                                                                 ExitStatus | None]:
-    """DNS sources for the engine: capture files, a live capture (run for --capture)."""
+def _capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None = None
+                   ) -> tuple[dict[str, object], ExitStatus | None]:
+    """DNS sources for the engine: capture files, a live capture (run for --capture).
+
+    ``watched``: the SQL of a --watch. Its capture keeps running for the whole watch
+    (the caller stops it), and starts without --capture when the SQL reads what a
+    capture fills in (DNS names, captured UDP/ICMP flows).
+    """
     state: dict[str, object] = {}
-    if not args.pcap and not args.capture:
+    live = bool(args.capture) or (watched is not None and not args.pcap and any(
+        w in text.lower() for text in watched for w in _CAPTURE_WORDS))
+    if not args.pcap and not live:
         return state, None  # keeps `netsql -e` from importing the capture code
     from netsql.capture.manager import DnsCapture, PcapSource
 
@@ -327,7 +361,7 @@ def _capture_state(args: argparse.Namespace, env: Env) -> tuple[dict[str, object
     if args.capture and args.pcap:
         env.error("--capture and --pcap do not go together: dns_queries reads one source")
         return state, ExitStatus.USAGE
-    if args.capture:
+    if live:
         from netsql.capture.live import CaptureError
 
         try:
@@ -336,11 +370,20 @@ def _capture_state(args: argparse.Namespace, env: Env) -> tuple[dict[str, object
             # Statements that need dns_queries fail with capture.error; the rest run.
             return state, None
         try:
-            _countdown(env, args.capture)
-        finally:
+            if args.capture:
+                _countdown(env, args.capture)
+        except BaseException:
+            capture.stop()
+            raise
+        if watched is None:
             capture.stop()
             capture.settle()
     return state, None
+
+
+#: Words of --watch SQL that reads what live capture fills in (the capture then runs for
+#: the whole watch, as in the shell).
+_CAPTURE_WORDS = ("dns_queries", "remote_host", "capture_stats", "flows")
 
 
 def _countdown(env: Env, seconds: float) -> None:
