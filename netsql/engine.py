@@ -12,7 +12,7 @@ import difflib
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,22 @@ _EXPLAIN_OFF = "statistics_propagation,empty_result_pullup"
 # Words of statements that list the catalog rather than name a table.
 _CATALOG_WORDS = ("show", "duckdb_", "information_schema", "pg_", "describe", "table_info",
                   "sqlite_master", "pragma")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """SQL made on first use: views, macros, attached databases (netsql.intel's, say).
+
+    Like the stand-in tables, created only before the first statement whose lower-cased
+    text contains one of ``words`` (or any catalog query), so start-up pays nothing for
+    it. ``run(con, engine.state)`` returns warnings for that statement; ``tables`` are
+    the virtual tables its SQL references, declared first.
+    """
+
+    name: str
+    words: tuple[str, ...]
+    run: Callable[[duckdb.DuckDBPyConnection, Mapping[str, Any]], Sequence[str]]
+    tables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -93,29 +109,63 @@ class Engine:
     """DuckDB plus the virtual tables. One engine per shell or command."""
 
     def __init__(self, tables: Sequence[Table] | None = None,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None,
+                 setups: Sequence[Setup] | None = None) -> None:
         if tables is None:
             from netsql.registry import default_tables
 
             tables = default_tables()
-        self.tables: dict[str, Table] = {t.name: t for t in tables}
-        self.state: dict[str, Any] = state if state is not None else {}
-        self.con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
-        self._created: set[str] = set()
+        if setups is None:
+            from netsql.registry import default_setups
 
-    def declare(self, sql: str | None = None) -> None:
-        """Create the stand-in DuckDB tables that ``sql`` might name (all when None).
+            setups = default_setups()
+        self.tables: dict[str, Table] = {t.name: t for t in tables}
+        self.setups: list[Setup] = list(setups)
+        self.state: dict[str, Any] = state if state is not None else {}
+        self.con = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": False,
+            # DuckDB spills big queries to ./.tmp by default: never into the directory
+            # a responder happens to stand in, nor without bound.
+            "temp_directory": _spill_dir(),
+            "max_temp_directory_size": "4GB",
+        })
+        self._created: set[str] = set()
+        self._set_up: set[str] = set()
+
+    def declare(self, sql: str | None = None) -> list[str]:
+        """Create the stand-in DuckDB tables that ``sql`` might name (all when None),
+        then run the setups it mentions; returns their warnings.
 
         Done lazily because each table's DDL and comments cost about 10 ms at start-up:
         a statement whose text does not contain a table's name cannot reference it
         (a view that does was created by a statement that did).
         """
-        text = None if sql is None else sql.lower()
+        text = None if sql is None else _code_text(sql)
         if text is not None and any(w in text for w in _CATALOG_WORDS):
             text = None  # a catalog query (SHOW TABLES, duckdb_columns()): declare all
-        for name, t in self.tables.items():
-            if name in self._created or (text is not None and name not in text):
+        for name in self.tables:
+            if text is None or name in text:
+                self._create(name)
+        warnings: list[str] = []
+        for s in self.setups:
+            if s.name in self._set_up or (text is not None and
+                                          not any(w in text for w in s.words)):
                 continue
+            for name in s.tables:
+                self._create(name)
+            try:
+                warnings += s.run(self.con, self.state)
+            except (NetsqlError, duckdb.Error) as exc:
+                if text is not None:  # the statement needs it: fail with it
+                    raise NetsqlError(str(exc).split("\n", 1)[0]) from None
+                warnings.append(str(exc).split("\n", 1)[0])  # a catalog query goes on
+                continue
+            self._set_up.add(s.name)
+        return warnings
+
+    def _create(self, name: str) -> None:
+        if name not in self._created and name in self.tables:
+            t = self.tables[name]
             self.con.execute(";\n".join([t.ddl(), *t.comments()]))
             self._created.add(name)
 
@@ -134,12 +184,14 @@ class Engine:
 
     def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
         """Collect what one statement needs, then run it."""
-        args = dict(params) if params else None
-        self.declare(stmt)
+        args = self._used_params(stmt, params)
+        notes = self.declare(stmt)
         kind = self._statement_type(stmt)
         t0 = time.perf_counter()
         needs = self.needs(stmt, args) if self._created else {}
         coll = Collection(state=self.state)
+        for note in notes:
+            coll.warn(note)
         try:
             loaded = self.collect(needs, coll) if needs else {}
         except NetsqlError as exc:
@@ -159,6 +211,18 @@ class Engine:
             raise _one_line(exc, stmt, self.known_tables()) from None
         t2 = time.perf_counter()
         return Result(stmt, data, coll.warnings, loaded, t1 - t0, t2 - t1)
+
+    def _used_params(self, stmt: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The named parameters ``stmt`` uses: DuckDB rejects values a statement does not
+        name, and each statement of a saved query uses only some of its parameters."""
+        if not params:
+            return None
+        try:
+            used = {n.lower() for s in self.con.extract_statements(stmt)
+                    for n in s.named_parameters}
+        except duckdb.Error:
+            return dict(params)  # the statement's own error will say what is wrong
+        return {k: v for k, v in params.items() if k.lower() in used} or None
 
     def interrupt(self) -> None:
         self.con.interrupt()
@@ -185,7 +249,10 @@ class Engine:
         except duckdb.Error:
             return self._needs_by_tokens(stmt)
         finally:
-            con.execute("RESET disabled_optimizers")
+            try:
+                con.execute("RESET disabled_optimizers")
+            except duckdb.Error:  # an interrupt meant for the EXPLAIN landed here
+                con.execute("RESET disabled_optimizers")
         scans: dict[str, list[Need]] = {}
         for _, plan in rows:
             for node in _walk(json.loads(plan)):
@@ -222,7 +289,10 @@ class Engine:
     def collect(self, needs: Mapping[str, Need], coll: Collection) -> dict[str, int]:
         """Collect every needed table in one pass and load it into DuckDB."""
         loaded = {}
+        cancel = self.state.get("cancel")
         for name, need in needs.items():
+            if cancel is not None and cancel.is_set():
+                raise Interrupted("interrupted")
             table = self.tables[name]
             data = table.collect(coll, need)
             loaded[name] = self.load(table, data)
@@ -260,6 +330,34 @@ class Engine:
         except duckdb.Error:
             pass
         return sorted(names)
+
+
+def _code_text(sql: str) -> str:
+    """``sql`` in lower case without comments and string literals (a table named in a
+    comment or a string is not a reference)."""
+    try:
+        tokens = duckdb.tokenize(sql)
+    except Exception:  # not SQL DuckDB can tokenize: keep the whole text
+        return sql.lower()
+    parts = []
+    for i, (start, kind) in enumerate(tokens):
+        if str(kind).endswith(("comment", "string_const")):
+            continue
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+        parts.append(sql[start:end].strip().strip('"'))
+    return " ".join(parts).lower()
+
+
+def _spill_dir() -> str:
+    """Where DuckDB may spill: the effective user's own cache directory."""
+    import os
+    import pwd
+
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        home = os.environ.get("HOME", "/")
+    return os.path.join(home, ".cache", "netsql", "spill")
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

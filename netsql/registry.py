@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from netsql.schema import Table
+
+if TYPE_CHECKING:
+    from netsql.engine import Setup
 
 
 def default_tables() -> list[Table]:
@@ -28,3 +33,10 @@ def default_tables() -> list[Table]:
         flows.TABLE,
         capture_stats.TABLE,
     ]
+
+
+def default_setups() -> list[Setup]:
+    """SQL the engine creates on first mention: the threat-intel functions and views."""
+    from netsql.intel import functions
+
+    return list(functions.SETUPS)

@@ -1,0 +1,295 @@
+"""The intel database: one DuckDB file in the user's data directory, versioned.
+
+``schema_version`` records each migration applied; opening the file read-write applies
+the missing ones, each in its own transaction, so a file made by an older netsql is
+upgraded in place and one made by a newer netsql is refused rather than damaged.
+Query engines attach the file read-only as ``intel_db`` (several shells can read it at
+once; an import waits for none of them but fails, saying so, while one holds it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+
+from netsql.intel.parsers import Batch
+
+CATALOG = "intel_db"  # the name a query engine attaches the database as
+
+#: (version, SQL). Append only: a released migration never changes.
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL);
+CREATE TABLE sources (
+    source VARCHAR NOT NULL,      -- the list's name (--source), unique
+    format VARCHAR NOT NULL,      -- hosts, domains, ips, urlhaus-csv, ...
+    path VARCHAR,                 -- the file it was imported from
+    sha256 VARCHAR,               -- of that file's bytes
+    lines BIGINT,                 -- non-blank lines read
+    indicators BIGINT,            -- indicators kept
+    duplicates BIGINT,            -- repeated indicators dropped
+    skipped BIGINT,               -- entries that are not indicators (localhost, hashes)
+    imported_at TIMESTAMP NOT NULL
+);
+CREATE TABLE indicators (
+    indicator VARCHAR NOT NULL,   -- as the list gives it (normalised domain, network, URL)
+    kind VARCHAR NOT NULL,        -- 'domain', 'ip', 'cidr', 'url'
+    source VARCHAR NOT NULL,
+    threat VARCHAR,
+    tags VARCHAR[],
+    first_seen TIMESTAMP,
+    line INTEGER,                 -- line of the source file
+    host VARCHAR,                 -- the DNS name it matches: a domain, or a URL's host name
+    lo UHUGEINT,                  -- first and last address it matches, IPv4 mapped into
+    hi UHUGEINT                   --   ::ffff:0:0/96 (see netsql.intel.parsers)
+);
+"""),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class IntelDbError(Exception):
+    """A one-line, user-facing problem with the intel database."""
+
+
+def default_path(override: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> str:
+    """--intel-db, else $NETSQL_INTEL_DB, else $XDG_DATA_HOME/netsql/intel.duckdb
+    (~/.local/share/netsql/intel.duckdb)."""
+    env = os.environ if environ is None else environ
+    if override:
+        return override
+    if env.get("NETSQL_INTEL_DB"):
+        return env["NETSQL_INTEL_DB"]
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "netsql", "intel.duckdb")
+
+
+def _problem(path: str, exc: BaseException) -> IntelDbError:
+    text = str(exc)
+    if "lock" in text.lower():
+        pid = re.search(r"PID (\d+)", text)
+        who = f" (pid {pid.group(1)})" if pid else ""
+        return IntelDbError(f"the intel database {path} is in use by another process{who}: "
+                            "an import needs it to itself (close the netsql shells that use "
+                            "it), and queries cannot read it while an import runs (retry "
+                            "after it)")
+    first = text.split("\n", 1)[0]
+    return IntelDbError(f"cannot open the intel database {path}: {first}")
+
+
+def version(con: duckdb.DuckDBPyConnection, catalog: str, path: str) -> int:
+    """The schema version of ``catalog`` (0: an empty database)."""
+    names = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+        "AND schema_name = 'main'", [catalog]).fetchall()}
+    if "schema_version" not in names:
+        if names:
+            raise IntelDbError(f"{path} is a DuckDB database but not a netsql intel database")
+        return 0
+    row = con.execute(f'SELECT max(version) FROM "{catalog}".main.schema_version').fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: str,
+            migrations: Sequence[tuple[int, str]] | None = None) -> int:
+    """Apply the migrations the open database lacks; returns its version afterwards."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    catalog = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+    current = version(con, catalog, path)
+    latest = migrations[-1][0]
+    if current > latest:
+        raise IntelDbError(f"{path} was made by a newer netsql (intel schema version "
+                           f"{current}; this netsql knows up to {latest}): upgrade netsql")
+    for number, sql in migrations:
+        if number <= current:
+            continue
+        con.execute("BEGIN")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, _now()])
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise IntelDbError(f"cannot upgrade {path} to intel schema version {number}: "
+                               f"{str(exc).splitlines()[0]}") from None
+        current = number
+    return current
+
+
+def open_db(path: str, *, create: bool = True,
+            migrations: Sequence[tuple[int, str]] | None = None) -> duckdb.DuckDBPyConnection:
+    """The database at ``path``, read-write and migrated (created when ``create``)."""
+    if not os.path.exists(path):
+        if not create:
+            raise IntelDbError(f"no intel database at {path}: import a list first "
+                               "(netsql intel import FILE)")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        con = duckdb.connect(path, config={"autoinstall_known_extensions": False})
+    except duckdb.Error as exc:
+        raise _problem(path, exc) from None
+    try:
+        migrate(con, path, migrations)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
+    """The database at ``path`` for reading (while shells read it too); upgraded first
+    when an older netsql made it."""
+    if not os.path.exists(path):
+        raise IntelDbError(f"no intel database at {path}")
+    for _ in range(2):
+        try:
+            con = duckdb.connect(path, read_only=True,
+                                 config={"autoinstall_known_extensions": False})
+        except duckdb.Error as exc:
+            raise _problem(path, exc) from None
+        catalog = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+        try:
+            current = version(con, catalog, path)
+        except BaseException:
+            con.close()
+            raise
+        if current == SCHEMA_VERSION:
+            return con
+        con.close()
+        if current > SCHEMA_VERSION:
+            raise IntelDbError(f"{path} was made by a newer netsql (intel schema version "
+                               f"{current}; this netsql knows up to {SCHEMA_VERSION}): "
+                               "upgrade netsql")
+        open_db(path, create=False).close()
+    raise IntelDbError(f"cannot upgrade {path}")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def import_batch(con: duckdb.DuckDBPyConnection, batch: Batch, source: str, path: str,
+                 sha256: str) -> None:
+    """Replace ``source`` with ``batch`` in one transaction: all of it or nothing."""
+    import pyarrow as pa
+
+    table = pa.table({
+        "indicator": pa.array(batch.indicator, pa.string()),
+        "kind": pa.array(batch.kind, pa.string()),
+        "threat": pa.array(batch.threat, pa.string()),
+        "tags": pa.array(batch.tags, pa.list_(pa.string())),
+        "first_seen": pa.array(batch.first_seen, pa.string()),
+        "line": pa.array(batch.line, pa.int32()),
+        "host": pa.array(batch.host, pa.string()),
+        "lo": pa.array(batch.lo, pa.string()),
+        "hi": pa.array(batch.hi, pa.string()),
+    })
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM indicators WHERE source = ?", [source])
+        con.execute("DELETE FROM sources WHERE source = ?", [source])
+        con.register("__intel_batch", table)
+        try:
+            con.execute("INSERT INTO indicators SELECT indicator, kind, $source, threat, tags, "
+                        "first_seen::TIMESTAMP, line, host, lo::UHUGEINT, hi::UHUGEINT "
+                        "FROM __intel_batch", {"source": source})
+        finally:
+            con.unregister("__intel_batch")
+        con.execute("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [source, batch.format, path, sha256, batch.lines, len(batch),
+                     batch.duplicates, sum(batch.skipped.values()), _now()])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+LIST_SQL = """
+SELECT s.source, s.format, s.indicators, coalesce(k.kinds, '') AS kinds, s.imported_at,
+       s.path
+FROM sources s
+LEFT JOIN (SELECT source, string_agg(kind || ' ' || n, ', ' ORDER BY kind) AS kinds
+           FROM (SELECT source, kind, count(*) AS n FROM indicators GROUP BY ALL)
+           GROUP BY source) k USING (source)
+ORDER BY s.source
+"""
+
+
+def list_sources(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str],
+                                                          list[tuple[Any, ...]]]:
+    cur = con.execute(LIST_SQL)
+    desc = cur.description or []
+    return [d[0] for d in desc], [str(d[1]) for d in desc], cur.fetchall()
+
+
+def sources(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT source FROM sources ORDER BY source").fetchall()]
+
+
+def remove(con: duckdb.DuckDBPyConnection, source: str) -> int:
+    """Delete ``source``; returns how many indicators it had (-1: no such source)."""
+    row = con.execute("SELECT indicators FROM sources WHERE source = ?", [source]).fetchone()
+    if row is None:
+        return -1
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM indicators WHERE source = ?", [source])
+        con.execute("DELETE FROM sources WHERE source = ?", [source])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(row[0])
+
+
+# -- for query engines ----------------------------------------------------------------
+def attach(con: duckdb.DuckDBPyConnection, path: str) -> list[str]:
+    """Attach ``path`` read-only as ``intel_db`` (upgrading an older file first); an
+    empty in-memory stand-in when there is no file. Returns warnings."""
+    from netsql.schema import sql_string
+
+    if not os.path.exists(path):
+        home = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+        con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+        con.execute(f"USE {CATALOG}")
+        try:
+            for _, sql in MIGRATIONS:
+                con.execute(sql)
+        finally:
+            con.execute(f'USE "{home}"')
+        return [f"no threat-intel lists: {path} does not exist (import one with "
+                "`netsql intel import FILE`, or name another with --intel-db)"]
+
+    def attach_ro() -> int:
+        try:
+            con.execute(f"ATTACH {sql_string(path)} AS {CATALOG} (READ_ONLY)")
+        except duckdb.Error as exc:
+            raise _problem(path, exc) from None
+        try:
+            return version(con, CATALOG, path)
+        except BaseException:
+            con.execute(f"DETACH {CATALOG}")
+            raise
+
+    current = attach_ro()
+    if current != SCHEMA_VERSION:
+        con.execute(f"DETACH {CATALOG}")
+        if current > SCHEMA_VERSION:
+            raise IntelDbError(f"{path} was made by a newer netsql (intel schema version "
+                               f"{current}; this netsql knows up to {SCHEMA_VERSION}): "
+                               "upgrade netsql")
+        if not os.access(path, os.W_OK):
+            raise IntelDbError(f"{path} needs an upgrade to intel schema version "
+                               f"{SCHEMA_VERSION}: run `netsql intel list` as its owner")
+        open_db(path, create=False).close()
+        attach_ro()
+    row = con.execute(f"SELECT count(*) FROM {CATALOG}.main.sources").fetchone()
+    if not row or not row[0]:
+        return [f"no threat-intel lists in {path} (import one with `netsql intel import FILE`)"]
+    return []
