@@ -12,28 +12,28 @@ from tests.netlab import APP_V4, CLIENT_V4, Lab, lab
 
 __all__ = ["lab"]
 
-SENDER = """
+SENDER = f"""
 import socket, sys, time
 n = int(sys.argv[1])
-c = socket.create_connection(('%s', 9100))
+c = socket.create_connection(('{APP_V4}', 9100))
 c.sendall(b'x' * n)
 got = 0
 while got < 3000:
     got += len(c.recv(65536))
 print(c.getsockname()[1], flush=True)
 time.sleep(30)
-""" % APP_V4
+"""
 
-SINK = """
+SINK = f"""
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('%s', 9100)); s.listen(); c, _ = s.accept()
+s.bind(('{APP_V4}', 9100)); s.listen(); c, _ = s.accept()
 got = 0
 while got < 250000:
     got += len(c.recv(65536))
 c.sendall(b'y' * 3000)
 time.sleep(30)
-""" % APP_V4
+"""
 
 
 def test_tcp_counters_match_what_was_sent_and_ss(lab: Lab) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import Any
 
 from netsql import procfs
 from netsql.collect import Collection, Need
