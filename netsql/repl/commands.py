@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -243,6 +244,54 @@ def cmd_quit(shell: Shell, args: list[str]) -> None:
     raise QuitShell()
 
 
+def typed_text(args: list[str]) -> str:
+    """What followed the command name, as typed. ``Shell.run_command`` splits the line
+    the way a Unix shell would before calling a handler, which drops SQL's quotes
+    (``'LISTEN'`` becomes ``LISTEN``); the line itself is still in that frame. Falls back
+    to the split words when called some other way."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        line = frame.f_locals.get("line") if frame.f_code.co_name == "run_command" else None
+        if isinstance(line, str) and line.lstrip().startswith("."):
+            parts = line.strip().split(None, 1)
+            return parts[1] if len(parts) > 1 else ""
+        frame = frame.f_back  # type: ignore[assignment]
+    return " ".join(args)
+
+
+def cmd_watch(shell: Shell, args: list[str]) -> None:
+    from netsql.errors import NetsqlError
+    from netsql.watch import DEFAULT_INTERVAL, NothingToWatch, Watch, describe
+
+    text = typed_text(args)
+    first, _, rest = text.partition(" ")
+    seconds = DEFAULT_INTERVAL
+    try:
+        seconds = float(first)
+        text = rest
+    except ValueError:
+        pass
+    if not text.strip() or not 0 < seconds <= 86400:
+        raise CommandError("usage: .watch [SECONDS] STATEMENT (SECONDS: more than 0, "
+                           f"default {DEFAULT_INTERVAL:g})")
+    if not (shell.env.stdout_isatty and shell.env.stdin_isatty):
+        raise CommandError(".watch needs a terminal (netsql --watch streams results "
+                           "into pipes)")
+    watch = Watch(shell.engine, [("sql", text, None)])
+    try:
+        refresh = watch.refresh()
+    except NothingToWatch as exc:
+        raise CommandError(str(exc)) from None
+    except NetsqlError as exc:
+        shell.report(exc)
+        raise CommandError("") from None
+    for w in refresh.warnings:
+        shell.env.warn(w)
+    from netsql.watch.screen import run_screen
+
+    run_screen(watch, refresh, interval=seconds, title=describe([("sql", text, None)]))
+
+
 def default_commands() -> list[Command]:
     """The shell's dot-commands, in the order ``.help`` lists them."""
     return [
@@ -278,6 +327,12 @@ def default_commands() -> list[Command]:
                 doc="`.capture start [IFACE...]` starts capturing (on the interfaces "
                 "given, else those of `.capture interface`, else the default); "
                 "`.capture interface IFACE...` sets them (restarting a running capture)."),
+        Command("watch", "[SECONDS] STATEMENT", "Re-run STATEMENT every SECONDS (default 2) "
+                "in a full-screen live view", cmd_watch,
+                doc="New rows are marked +, rows that went away stay marked - for one "
+                "refresh. Keys: q quits back to the prompt, p pauses, d shows counters "
+                "(bytes, packets, ...) as per-second rates, < and > choose the sort "
+                "column, r reverses it, space refreshes now. See docs/watch.md."),
         Command("quit", "", "Leave the shell (also Ctrl-D)", cmd_quit, aliases=("exit",)),
     ]
 
