@@ -21,11 +21,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Need, int]] = []
+        self.passes: list[Collection] = []  # kept alive, so ids are never reused
 
     def wrap(self, table: Table) -> Table:
         inner = table.collect
 
         def collect(coll: Collection, need: Need) -> Any:
+            self.passes.append(coll)
             self.calls.append((table.name, need, id(coll)))
             return inner(coll, need)
 
