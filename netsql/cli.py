@@ -428,8 +428,18 @@ def _shell(env: Env, args: argparse.Namespace) -> ExitStatus:
 
     if not args.pcap:
         threading.Thread(target=start, name="netsql-capture-start", daemon=True).start()
+    state["query_dirs"] = list(args.queries or [])
+
+    def saved() -> list[tuple[str, str]]:
+        from netsql.queries import QueryUsageError, load_queries
+
+        try:
+            return [(q.name, q.description) for q in load_queries(args.queries or [])]
+        except QueryUsageError:
+            return []
+
     try:
-        return run_shell(env, state)
+        return run_shell(env, state, sources={"query": saved})
     finally:
         capture.stop()
 

@@ -314,3 +314,32 @@ def test_a_failing_collector_is_one_line_and_the_shell_goes_on() -> None:
     assert len(err.splitlines()) == 1 and err.startswith("netsql: error: ")
     assert "collector bug" in err and "second line" not in err
     assert run("SELECT 1 AS fine;")[0] is Outcome.OK
+
+
+def test_run_saved_query_with_typed_parameters(run: Out) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        run.shell.mode = "csv"
+        outcome, out, err = run(".run listening protocol=tcp")
+        assert outcome is Outcome.OK, err
+        assert f"127.0.0.1,{port}," in out
+        outcome, out, err = run(".run listening wildcard_only=maybe")
+        assert outcome is Outcome.ERROR and "wildcard_only" in err
+        assert len(err.strip().splitlines()) == 1
+    outcome, _, err = run(".run nosuchquery")
+    assert outcome is Outcome.ERROR and "no saved query named 'nosuchquery'" in err
+    # A hostile value is a string parameter, never SQL.
+    outcome, out, err = run(".run trace-domain \"domain=x'; DROP TABLE processes; --\"")
+    assert outcome is Outcome.OK, err
+    assert run("SELECT count(*) > 0 AS ok FROM processes;")[1].splitlines()[-1] == "true"
+    run.shell.mode = "table"
+
+
+def test_queries_lists_shipped_queries(run: Out) -> None:
+    outcome, out, _ = run(".queries trace")
+    assert outcome is Outcome.OK
+    assert "trace-domain" in out and "listening" not in out

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netsql.formats import ResultSet, escape_control, format_names
 from netsql.repl.config import DEFAULT_PAGER
@@ -203,6 +203,40 @@ def cmd_read(shell: Shell, args: list[str]) -> None:
     shell.read_file(args[0])
 
 
+def _queries(shell: Shell) -> list[Any]:
+    from netsql.queries import QueryUsageError, load_queries
+
+    try:
+        return load_queries(shell.engine.state.get("query_dirs") or (), warn=shell.env.warn)
+    except QueryUsageError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_run(shell: Shell, args: list[str]) -> None:
+    """Run a saved query with KEY=VALUE parameters, bound as prepared-statement values."""
+    from netsql.queries import QueryUsageError, parse_assignments, resolve
+
+    if not args:
+        raise CommandError("usage: .run NAME [KEY=VALUE ...] (.queries lists them)")
+    try:
+        q = resolve(args[0], _queries(shell))
+        params = q.bind(parse_assignments(args[1:]))
+    except QueryUsageError as exc:
+        raise CommandError(str(exc)) from None
+    from netsql.repl.shell import Outcome
+
+    if shell.run_sql(q.body, origin=q.name, params=params) is Outcome.ERROR:
+        raise CommandError("")
+
+
+def cmd_queries(shell: Shell, args: list[str]) -> None:
+    """List the saved queries (optionally those whose name contains PATTERN)."""
+    qs = _queries(shell)
+    if args:
+        qs = [q for q in qs if args[0].lower() in q.name]
+    shell.write_listing([(q.name, q.description) for q in qs])
+
+
 def cmd_capture(shell: Shell, args: list[str]) -> None:
     capture = shell.capture()
     if capture is None:
@@ -333,6 +367,12 @@ def default_commands() -> list[Command]:
                 "refresh. Keys: q quits back to the prompt, p pauses, d shows counters "
                 "(bytes, packets, ...) as per-second rates, < and > choose the sort "
                 "column, r reverses it, space refreshes now. See docs/watch.md."),
+        Command("run", "NAME [KEY=VALUE...]", "Run a saved query with its parameters",
+                cmd_run, (("@query",),),
+                doc="Parameters are typed as the query declares and bound as prepared-"
+                "statement values, never pasted into the SQL. `.queries` lists the "
+                "queries; docs/query-reference.md describes the shipped ones."),
+        Command("queries", "[PATTERN]", "List the saved queries", cmd_queries, (("@query",),)),
         Command("quit", "", "Leave the shell (also Ctrl-D)", cmd_quit, aliases=("exit",)),
     ]
 

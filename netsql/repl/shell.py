@@ -166,7 +166,8 @@ class Shell:
             return Outcome.ERROR
         return Outcome.OK
 
-    def run_sql(self, sql: str, origin: str | None = None) -> Outcome:
+    def run_sql(self, sql: str, origin: str | None = None,
+                params: dict[str, Any] | None = None) -> Outcome:
         if sql.strip().rstrip(";").strip().lower() in ("quit", "exit"):
             return Outcome.QUIT
         once, self.once_path = self.once_path, None
@@ -179,7 +180,7 @@ class Shell:
                 return Outcome.ERROR
         try:
             for stmt in self.engine.split(sql):
-                self.show(self.execute(stmt), stream)
+                self.show(self.execute(stmt, params), stream)
         except NetsqlError as exc:
             self.report(exc, origin)
             return Outcome.ERROR
@@ -208,7 +209,7 @@ class Shell:
             raise CommandError("")
 
     # -- running a statement ---------------------------------------------------------
-    def execute(self, stmt: str) -> Result:
+    def execute(self, stmt: str, params: dict[str, Any] | None = None) -> Result:
         """``engine.execute`` in a worker thread; Ctrl-C cancels it (raises Interrupted)."""
         cancel = self.cancel
         cancel.clear()
@@ -217,7 +218,7 @@ class Shell:
 
         def work() -> None:
             try:
-                box["result"] = self.engine.execute(stmt)
+                box["result"] = self.engine.execute(stmt, params)
             except BaseException as exc:  # handed to the main thread
                 box["error"] = exc
             finally:
