@@ -14,7 +14,7 @@ from netsql.cli import Env
 from netsql.engine import Engine
 from netsql.formats import format_names
 from netsql.registry import default_tables
-from netsql.repl.commands import Command, default_commands
+from netsql.repl.commands import default_commands
 from netsql.repl.completer import ShellCompleter
 from netsql.repl.shell import Shell
 
@@ -25,9 +25,7 @@ TABLES = {t.name: t for t in default_tables()}
 def shell() -> Iterator[Shell]:
     env = Env(stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO(),
               stdin_isatty=False, stdout_isatty=False, width=100)
-    run = Command("run", "NAME [KEY=VALUE...]", "Run a saved query", lambda s, a: None,
-                  (("@query",),))
-    yield Shell(Engine(), env, commands=[*default_commands(), run],
+    yield Shell(Engine(), env, commands=default_commands(),
                 sources={"query": lambda: [("suspicious_dns", "Who asked for a name"),
                                            ("listeners", "What listens")]})
 
@@ -136,7 +134,7 @@ def test_user_tables_and_columns(shell: Shell, completer: ShellCompleter) -> Non
 def test_dot_commands(completer: ShellCompleter) -> None:
     got = complete(completer, ".")
     names = [n for c in default_commands() for n in c.names]
-    assert [t for t in texts(got) if t != ".run"] == ["." + n for n in names]
+    assert texts(got) == ["." + n for n in names]
     sch = complete(completer, ".sch")
     assert texts(sch) == [".schema"] and sch[0].start_position == -4
     assert texts(complete(completer, ".mode ")) == format_names()
