@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import Any
 
 from netsql import procfs
 from netsql.collect import Collection, Need
@@ -19,21 +20,12 @@ from netsql.tables.sockets import _STATE_NAMES, attach_names, attach_owners
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
 _STATES = sum(1 << s for s in (1, 2, 3, 4, 5, 7, 8, 9, 11))
-_RTT = struct.Struct("=II")  # tcpi_rtt, tcpi_rttvar (microseconds) at offset 68
 _LAST = struct.Struct("=IIII")  # last_data_sent, last_ack_sent, last_data_recv, last_ack_recv
 NAMES = ("pid", "process", "protocol", "family", "local_address", "local_port",
          "remote_address", "remote_port", "state", "bytes_sent", "bytes_acked",
          "bytes_received", "bytes_retrans", "segs_out", "segs_in", "retransmits", "rtt",
          "last_send", "last_receive", "packets_out", "packets_in", "uid", "inode",
          "net_namespace", "source")
-
-
-def _u64(info: bytes, off: int) -> int | None:
-    return struct.unpack_from("=Q", info, off)[0] if len(info) >= off + 8 else None
-
-
-def _u32(info: bytes, off: int) -> int | None:
-    return struct.unpack_from("=I", info, off)[0] if len(info) >= off + 4 else None
 
 
 def tcp_rows(coll: Collection, cols: Columns) -> None:
@@ -48,33 +40,71 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
             continue  # another namespace without CAP_SYS_ADMIN: not visible
         try:
             for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
-                for d in sockdiag.dump(sock, family, socket.IPPROTO_TCP, states=_STATES,
-                                       ext=1 << (INET_DIAG_INFO - 1)):
-                    info = d.info or b""
-                    for raw in (d.src, d.dst):
-                        if raw not in cache:
-                            cache[raw] = socket.inet_ntop(family, raw)
-                    rtt = _RTT.unpack_from(info, 68) if len(info) >= 76 else (None, None)
-                    last = _LAST.unpack_from(info, 44) if len(info) >= 60 else None
-                    row = {
-                        "protocol": "tcp", "family": fname,
-                        "local_address": cache[d.src], "local_port": d.sport,
-                        "remote_address": cache[d.dst], "remote_port": d.dport,
-                        "state": _STATE_NAMES.get(d.state, str(d.state)),
-                        "bytes_sent": _u64(info, 200), "bytes_acked": _u64(info, 120),
-                        "bytes_received": _u64(info, 128), "bytes_retrans": _u64(info, 208),
-                        "segs_out": _u32(info, 136), "segs_in": _u32(info, 140),
-                        "retransmits": _u32(info, 100),
-                        "rtt": None if rtt[0] is None else rtt[0] / 1e6,
-                        "last_send": None if last is None else last[0] / 1e3,
-                        "last_receive": None if last is None else last[2] / 1e3,
-                        "uid": d.uid, "inode": d.inode, "net_namespace": ns,
-                        "source": "tcp_info",
-                    }
-                    for k in NAMES:
-                        cols[k].append(row.get(k))
+                _dump_tcp(sockdiag.dump(sock, family, socket.IPPROTO_TCP, states=_STATES,
+                                        ext=1 << (INET_DIAG_INFO - 1)),
+                          family, fname, ns, cols, cache)
         finally:
             sock.close()
+
+
+_Q = struct.Struct("=Q")
+_I = struct.Struct("=I")
+
+
+def _dump_tcp(rows: Any, family: int, fname: str, ns: int, cols: Columns,
+              cache: dict[bytes, str]) -> None:
+    """Append one namespace's TCP sockets with their TCP_INFO counters to ``cols``."""
+    ntop = socket.inet_ntop
+    states = _STATE_NAMES
+    q, i32 = _Q.unpack_from, _I.unpack_from
+    c = cols
+    pid_c, proc_c, proto_c, fam_c = c["pid"], c["process"], c["protocol"], c["family"]
+    la_c, lp_c, ra_c, rp_c = (c["local_address"], c["local_port"], c["remote_address"],
+                              c["remote_port"])
+    st_c, bs_c, ba_c, br_c, bre_c = (c["state"], c["bytes_sent"], c["bytes_acked"],
+                                     c["bytes_received"], c["bytes_retrans"])
+    so_c, si_c, rt_c, rtt_c = c["segs_out"], c["segs_in"], c["retransmits"], c["rtt"]
+    ls_c, lr_c, po_c, pi_c = c["last_send"], c["last_receive"], c["packets_out"], c["packets_in"]
+    uid_c, ino_c, ns_c, src_c = c["uid"], c["inode"], c["net_namespace"], c["source"]
+    for d in rows:
+        info = d.info or b""
+        n = len(info)
+        src = cache.get(d.src)
+        if src is None:
+            src = cache[d.src] = ntop(family, d.src)
+        dst = cache.get(d.dst)
+        if dst is None:
+            dst = cache[d.dst] = ntop(family, d.dst)
+        pid_c.append(None)
+        proc_c.append(None)
+        proto_c.append("tcp")
+        fam_c.append(fname)
+        la_c.append(src)
+        lp_c.append(d.sport)
+        ra_c.append(dst)
+        rp_c.append(d.dport)
+        st_c.append(states.get(d.state, str(d.state)))
+        bs_c.append(q(info, 200)[0] if n >= 208 else None)
+        ba_c.append(q(info, 120)[0] if n >= 128 else None)
+        br_c.append(q(info, 128)[0] if n >= 136 else None)
+        bre_c.append(q(info, 208)[0] if n >= 216 else None)
+        so_c.append(i32(info, 136)[0] if n >= 140 else None)
+        si_c.append(i32(info, 140)[0] if n >= 144 else None)
+        rt_c.append(i32(info, 100)[0] if n >= 104 else None)
+        rtt_c.append(i32(info, 68)[0] / 1e6 if n >= 72 else None)
+        if n >= 60:
+            last = _LAST.unpack_from(info, 44)
+            ls_c.append(last[0] / 1e3)
+            lr_c.append(last[2] / 1e3)
+        else:
+            ls_c.append(None)
+            lr_c.append(None)
+        po_c.append(None)
+        pi_c.append(None)
+        uid_c.append(d.uid)
+        ino_c.append(d.inode)
+        ns_c.append(ns)
+        src_c.append("tcp_info")
 
 
 def captured_rows(coll: Collection, cols: Columns) -> None:
