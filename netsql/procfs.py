@@ -79,20 +79,62 @@ class Owners:
     first: dict[int, tuple[int, int]]  # inode -> (pid, fd) of the lowest pid
     all_pids: dict[int, list[int]]  # inode -> every pid holding it (when more than one)
     unreadable: int  # processes whose fd directory we could not read
+    reused: bool = False  # some processes' sockets came from the last pass
 
 
-def socket_owners(coll: Collection, pids: Iterable[int] | None = None) -> Owners:
-    """Scan fd directories (all processes, or ``pids``) for socket inodes."""
+def socket_owners(coll: Collection, pids: Iterable[int] | None = None,
+                  expect: Iterable[int] | None = None) -> Owners:
+    """Scan fd directories (all processes, or ``pids``) for socket inodes.
+
+    A full scan remembers each process's sockets in ``coll.state`` (which lives as long
+    as the engine: a shell, a watch) keyed by the identity and size of its fd
+    directory, and later passes re-read only processes that are new or whose number
+    of open files changed: one stat() instead of a readlink() per descriptor. When a
+    socket of ``expect`` (the inodes the kernel listed) has no owner after such a
+    pass, every process is read afresh, so a socket opened in place of a closed one
+    is never missed.
+    """
     key = "owners" if pids is None else "owners:" + ",".join(map(str, sorted(pids)))
 
     def scan() -> Owners:
-        first: dict[int, tuple[int, int]] = {}
-        many: dict[int, list[int]] = {}
-        unreadable = 0
-        readlink = os.readlink
-        listdir = os.listdir
-        for pid in sorted(all_pids() if pids is None else pids):
-            base = f"{PROC}/{pid}/fd/"
+        if pids is not None:
+            return _scan(sorted(pids), None, False)
+        cache: dict[int, tuple[int, int, list[tuple[int, int]]]] = coll.state.setdefault(
+            "fd_cache", {})
+        everyone = sorted(all_pids())
+        owners = _scan(everyone, cache, False)
+        if owners.reused and expect is not None and any(
+                i and i not in owners.first for i in expect):
+            owners = _scan(everyone, cache, True)
+        for gone in set(cache) - set(everyone):
+            del cache[gone]
+        return owners
+
+    return coll.once(key, scan)
+
+
+def _scan(pids: list[int], cache: dict[int, tuple[int, int, list[tuple[int, int]]]] | None,
+          force: bool) -> Owners:
+    first: dict[int, tuple[int, int]] = {}
+    many: dict[int, list[int]] = {}
+    unreadable = 0
+    reused = False
+    readlink, listdir, stat = os.readlink, os.listdir, os.stat
+    for pid in pids:
+        base = f"{PROC}/{pid}/fd/"
+        socks: list[tuple[int, int]] | None = None
+        st = None
+        if cache is not None:
+            try:
+                st = stat(base)
+            except OSError:
+                continue
+            hit = cache.get(pid)
+            # st_size is the number of open files (Linux 6.2+; 0 before: no reuse).
+            if (not force and hit is not None and st.st_size and hit[0] == st.st_ino
+                    and hit[1] == st.st_size):
+                socks, reused = hit[2], True
+        if socks is None:
             try:
                 fds = listdir(base)
             except PermissionError:
@@ -100,22 +142,24 @@ def socket_owners(coll: Collection, pids: Iterable[int] | None = None) -> Owners
                 continue
             except OSError:
                 continue
-            for fd in fds:
+            socks = []
+            for name in fds:
                 try:
-                    target = readlink(base + fd)
+                    target = readlink(base + name)
                 except OSError:
                     continue
                 if target.startswith("socket:["):
-                    inode = int(target[8:-1])
-                    if inode in first:
-                        holders = many.setdefault(inode, [first[inode][0]])
-                        if holders[-1] != pid:
-                            holders.append(pid)
-                    else:
-                        first[inode] = (pid, int(fd))
-        return Owners(first, many, unreadable)
-
-    return coll.once(key, scan)
+                    socks.append((int(target[8:-1]), int(name)))
+            if cache is not None and st is not None:
+                cache[pid] = (st.st_ino, st.st_size, socks)
+        for inode, fdnum in socks:
+            if inode in first:
+                holders = many.setdefault(inode, [first[inode][0]])
+                if holders[-1] != pid:
+                    holders.append(pid)
+            else:
+                first[inode] = (pid, fdnum)
+    return Owners(first, many, unreadable, reused)
 
 
 def boot_time() -> float:

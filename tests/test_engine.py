@@ -185,3 +185,27 @@ def test_statement_without_pid_skips_fd_scan() -> None:
         coll = Collection()
         data = sockets.collect(coll, Need(frozenset({"pid"})))
     assert "owners" in coll._cache and os.getpid() in data["pid"]
+
+
+def test_fd_scan_reuse_never_misses_a_new_socket() -> None:
+    """Later passes reuse each process's sockets while its fd count stays; a socket that
+    replaced a closed one (same count) must still be found."""
+    from netsql import procfs
+
+    state: dict[str, Any] = {}
+    with socket.socket() as a:
+        a.bind(("127.0.0.1", 0))
+        a.listen()
+        first = procfs.socket_owners(Collection(state=state))
+        assert first.first[os.fstat(a.fileno()).st_ino][0] == os.getpid()
+        again = procfs.socket_owners(Collection(state=state))
+        assert again.reused and again.first == first.first
+    with socket.socket() as b:  # same number of open files as before
+        b.bind(("127.0.0.1", 0))
+        b.listen()
+        ino = os.fstat(b.fileno()).st_ino
+        third = procfs.socket_owners(Collection(state=state), expect=[ino])
+        assert third.first[ino] == (os.getpid(), b.fileno())
+        engine = Engine(state=state)
+        got = rows(engine, f"SELECT pid, fd FROM sockets WHERE inode = {ino}")
+        assert got == [(os.getpid(), b.fileno())]

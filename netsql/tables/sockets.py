@@ -177,7 +177,7 @@ def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
         for name in OWNER_COLUMNS:
             cols[name] = [None] * n
         return
-    owners = procfs.socket_owners(coll, need.pids)
+    owners = procfs.socket_owners(coll, need.pids, expect=cols["inode"])
     first, many = owners.first, owners.all_pids
     pid_c: list[int | None] = []
     fd_c: list[int | None] = []
