@@ -101,11 +101,17 @@ def socket_owners(coll: Collection, pids: Iterable[int] | None = None,
             return _scan(sorted(pids), None, False)
         cache: dict[int, tuple[int, int, list[tuple[int, int]]]] = coll.state.setdefault(
             "fd_cache", {})
+        # Sockets a full pass found no owner for (held by a process we may not read,
+        # or by none): their absence does not mean the cache is stale.
+        ownerless: set[int] = coll.state.setdefault("fd_ownerless", set())
         everyone = sorted(all_pids())
         owners = _scan(everyone, cache, False)
         if owners.reused and expect is not None and any(
-                i and i not in owners.first for i in expect):
+                i and i not in owners.first and i not in ownerless for i in expect):
             owners = _scan(everyone, cache, True)
+        if expect is not None and (not owners.reused or not ownerless):
+            ownerless.clear()
+            ownerless.update(i for i in expect if i and i not in owners.first)
         for gone in set(cache) - set(everyone):
             del cache[gone]
         return owners
