@@ -295,18 +295,22 @@ class Engine:
                 raise Interrupted("interrupted")
             table = self.tables[name]
             data = table.collect(coll, need)
-            loaded[name] = self.load(table, data)
+            loaded[name] = self.load(table, data, need.columns)
         return loaded
 
-    def load(self, table: Table, data: Mapping[str, list[Any]]) -> int:
+    def load(self, table: Table, data: Mapping[str, list[Any]],
+             columns: frozenset[str] | None = None) -> int:
+        """Replace ``table``'s rows with ``data`` in one columnar insert. Only ``columns``
+        (those the statement reads; None: all) are converted, the rest load as NULL."""
         import pyarrow as pa
 
         n = len(next(iter(data.values()))) if data else 0
         arrays = []
         for col in table.columns:
             values = data.get(col.name)
-            if values is None:
-                values = [None] * n
+            if values is None or (columns is not None and col.name not in columns):
+                arrays.append(pa.nulls(n, _arrow_type(pa, col.type)))
+                continue
             if col.type == "TIMESTAMP":
                 micros = [None if v is None else int(v * 1_000_000) for v in values]
                 arrays.append(pa.array(micros, pa.int64()).cast(pa.timestamp("us")))
