@@ -46,7 +46,8 @@ def test_tcp_counters_match_what_was_sent_and_ss(lab: Lab) -> None:
     out = lab.run(lab.client, sys.executable, "-m", "netsql", "--json", "-e",
                   "SELECT pid, process, local_address, remote_address, remote_port, state, "
                   "bytes_sent, bytes_acked, bytes_received, segs_out, segs_in, rtt, source "
-                  f"FROM flows WHERE local_port = {port}",
+                  f"FROM flows WHERE local_port = {port} AND net_namespace = "
+                  f"{os.stat(f'/run/netns/{lab.client}').st_ino}",
                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)

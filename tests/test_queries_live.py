@@ -265,7 +265,10 @@ def test_suspicious_ports(lab: Lab) -> None:
     out = [r for r in rows if r["pid"] == client.pid]
     assert [(r["kind"], r["remote_address"], r["remote_port"]) for r in out] == [
         ("connected", APP_V4, 4444)]
-    inbound = [r for r in rows if r["kind"] == "connected" and r["local_port"] == 4444]
+    # Only this lab's server namespace: other namespaces on the host may use port 4444.
+    server_ns = os.stat(f"/run/netns/{lab.server}").st_ino
+    inbound = [r for r in rows if r["kind"] == "connected" and r["local_port"] == 4444
+               and r["net_namespace"] == server_ns]
     assert [r["pid"] for r in inbound] == [server.pid]  # the accepted side
     [none] = netsql(lab, "-q", "suspicious-ports", "-p", "ports=31337")
     assert all(server.pid != r["pid"] != client.pid for r in none)
