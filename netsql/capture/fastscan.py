@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterable
+from typing import Any
 
 from netsql.capture.dnswire import class_name, decode_dns, qtype_name, rcode_name
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
@@ -39,9 +40,9 @@ class Scan:
         self.ports = frozenset(ports)
         self.need_q = want is None or bool(want & Q_COLS)
         self.need_r = want is None or bool(want & R_COLS)
-        self.cols: Columns = {c: [] for c in COLUMNS}
-        self.pending: dict[tuple[object, ...], int] = {}
-        self.answered: dict[tuple[object, ...], int] = {}
+        self.rows: list[list[Any]] = []  # one list per transaction, in COLUMNS order
+        self.pending: dict[tuple[object, ...], list[Any]] = {}
+        self.answered: dict[tuple[object, ...], list[Any]] = {}
         self.addr: dict[bytes, str] = {}
         self.names: dict[str, tuple[str, float]] = {}  # address -> (name, ts)
         self.reasm = TcpDnsReassembler()
@@ -129,71 +130,76 @@ class Scan:
             return
         tid, bits = _HH.unpack_from(dns, 0)
         self.messages += 1
-        cols = self.cols
         if not bits & 0x8000:
             self.queries += 1
             key = (transport, src, sport, dst, dport, tid)
             old = self.pending.get(key)
-            if old is not None and ts - cols["ts"][old] < 1.0:
+            if old is not None and ts - old[0] < 1.0:
                 return  # the same query captured twice
-            msg = decode_dns(dns) if self.need_q else None
-            if self.need_q and msg is None:
-                self.malformed += 1
-                return
-            self.pending[key] = self._row(ts, src, sport, dst, dport, transport, tid, msg,
-                                          ifname, "unanswered", _flags(bits))
+            q: str | None = None
+            qt: str | None = None
+            qc: str | None = None
+            if self.need_q:
+                msg = decode_dns(dns)
+                if msg is None:
+                    self.malformed += 1
+                    return
+                q, qt, qc = msg.qname, qtype_name(msg.qtype), class_name(msg.qclass)
+            new = [ts, src, sport, dst, dport, transport, tid, q, qt, qc, None, _flags(bits),
+                   None, None, None, None, ifname, "unanswered"]
+            self.rows.append(new)
+            self.pending[key] = new
             return
         self.responses += 1
         key = (transport, dst, dport, src, sport, tid)
-        idx = self.pending.pop(key, None)
-        if idx is None:
+        found = self.pending.pop(key, None)
+        msg = None
+        row: list[Any]
+        if found is None:
             seen = self.answered.get(key)
-            if seen is not None and ts - cols["ts"][seen] < 5.0:
+            if seen is not None and ts - seen[0] < 5.0:
                 return  # a duplicate of an answer already matched
-            msg = decode_dns(dns) if (self.need_q or self.need_r) else None
-            idx = self._row(ts, dst, dport, src, sport, transport, tid, msg, ifname,
-                            "response_only", None)
+            if self.need_q or self.need_r:
+                msg = decode_dns(dns)
+            row = [ts, dst, dport, src, sport, transport, tid,
+                   msg.qname if msg else None, qtype_name(msg.qtype) if msg else None,
+                   class_name(msg.qclass) if msg else None, None, None, None, None, None,
+                   None, ifname, "response_only"]
+            self.rows.append(row)
         else:
-            cols["status"][idx] = "answered"
-            cols["rtt"][idx] = max(ts - cols["ts"][idx], 0.0)
-            msg = decode_dns(dns) if self.need_r else None
-        self.answered[key] = idx
+            row = found
+            row[17] = "answered"
+            row[15] = max(ts - row[0], 0.0)
+            if self.need_r:
+                msg = decode_dns(dns)
+        self.answered[key] = row
         if self.need_r:
             if msg is None:
                 self.malformed += 1
                 return
-            cols["rcode"][idx] = rcode_name(msg.rcode)
-            cols["flags"][idx] = _flags(bits)
-            cols["answers"][idx] = [a[3] for a in msg.answers]
-            cols["answer_types"][idx] = [qtype_name(a[1]) for a in msg.answers]
-            cols["ttls"][idx] = [a[2] for a in msg.answers]
-            query = cols["query"][idx]
-            for a in msg.answers:
+            answers = msg.answers
+            row[10] = rcode_name(msg.rcode)
+            row[11] = _flags(bits)
+            row[12] = [a[3] for a in answers]
+            row[13] = [qtype_name(a[1]) for a in answers]
+            row[14] = [a[2] for a in answers]
+            for a in answers:
                 if a[1] in (1, 28):
-                    self.names[a[3]] = (query, ts)
+                    self.names[a[3]] = (row[7], ts)
 
-    def _row(self, ts: float, c: bytes, cport: int, s: bytes, sport: int, transport: str,
-             tid: int, msg: object, ifname: str | None, status: str,
-             flags: list[str] | None) -> int:
-        cols = self.cols
-        cols["ts"].append(ts)
-        cols["client_address"].append(self._text(c))
-        cols["client_port"].append(cport)
-        cols["server_address"].append(self._text(s))
-        cols["server_port"].append(sport)
-        cols["transport"].append(transport)
-        cols["trans_id"].append(tid)
-        if msg is not None:
-            cols["query"].append(msg.qname)  # type: ignore[attr-defined]
-            cols["qtype"].append(qtype_name(msg.qtype))  # type: ignore[attr-defined]
-            cols["qclass"].append(class_name(msg.qclass))  # type: ignore[attr-defined]
-        else:
-            cols["query"].append(None)
-            cols["qtype"].append(None)
-            cols["qclass"].append(None)
-        for c_ in ("rcode", "answers", "answer_types", "ttls", "rtt"):
-            cols[c_].append(None)
-        cols["flags"].append(flags)
-        cols["interface"].append(ifname)
-        cols["status"].append(status)
-        return len(cols["ts"]) - 1
+    def columns(self, want: frozenset[str] | None) -> Columns:
+        """The wanted columns (all when None), addresses as text."""
+        out: Columns = {}
+        rows = self.rows
+        for i, name in enumerate(COLUMNS):
+            if want is not None and name not in want and name != "ts":
+                continue
+            if name in ("client_address", "server_address"):
+                text = self._text
+                out[name] = [text(r[i]) for r in rows]
+            else:
+                out[name] = [r[i] for r in rows]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.rows)

@@ -229,10 +229,9 @@ class PcapSource:
         """The dns_queries columns of every file, in file order."""
         merged: dict[str, list[Any]] = {}
         for name, scan, _ in self.scans(want):
-            n = len(scan.cols["ts"])
-            for k, v in scan.cols.items():
+            for k, v in scan.columns(want).items():
                 merged.setdefault(k, []).extend(v)
-            merged.setdefault("source", []).extend([name] * n)
+            merged.setdefault("source", []).extend([name] * len(scan))
         return merged
 
     def name_for(self, address: str) -> str | None:
@@ -246,7 +245,7 @@ class PcapSource:
     def status(self) -> list[dict[str, Any]]:
         out = []
         for name, s, records in self.scans(frozenset()):
-            n = len(s.cols["ts"])
+            n = len(s)
             out.append({
                 "source": name, "running": False, "interfaces": None, "ports": self.ports,
                 "started": s.first_ts, "packets": records, "messages": s.messages,
