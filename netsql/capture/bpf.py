@@ -91,8 +91,9 @@ def attach(sock: socket.socket, prog: list[Insn]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def udp_icmp_filter(snaplen: int = 96) -> list[Insn]:
-    """Accept UDP and ICMP over IPv4, UDP and ICMPv6 over IPv6 (headers only)."""
+def udp_icmp_filter(snaplen: int = 96, exclude_ports: Sequence[int] = ()) -> list[Insn]:
+    """Accept UDP and ICMP over IPv4, UDP and ICMPv6 over IPv6 (headers only), except
+    UDP to or from ``exclude_ports`` (DNS, which dns_queries counts already)."""
     code: list[tuple[str | None, _Sym]] = []
 
     def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
@@ -103,11 +104,25 @@ def udp_icmp_filter(snaplen: int = 96) -> list[Insn]:
     emit(JEQ_K, 0x0800, jt="v4")
     emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
     emit(LD_B_ABS, 9, label="v4")
-    emit(JEQ_K, 17, jt="accept")
+    emit(JEQ_K, 17, jt="v4udp")
     emit(JEQ_K, 1, jt="accept", jf="reject")
+    emit(LDX_B_MSH, 0, label="v4udp")
+    emit(LD_H_IND, 0)
+    for p in exclude_ports:
+        emit(JEQ_K, p, jt="reject")
+    emit(LD_H_IND, 2)
+    for p in exclude_ports:
+        emit(JEQ_K, p, jt="reject")
+    emit(JA, jt="accept")
     emit(LD_B_ABS, 6, label="v6")
-    emit(JEQ_K, 17, jt="accept")
+    emit(JEQ_K, 17, jt="v6udp")
     emit(JEQ_K, 58, jt="accept", jf="reject")
+    emit(LD_H_ABS, 40, label="v6udp")
+    for p in exclude_ports:
+        emit(JEQ_K, p, jt="reject")
+    emit(LD_H_ABS, 42)
+    for p in exclude_ports:
+        emit(JEQ_K, p, jt="reject")
     emit(RET_K, snaplen, label="accept")
     emit(RET_K, 0, label="reject")
     return _assemble(code)

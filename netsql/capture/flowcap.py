@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netsql.capture import bpf
-from netsql.capture.live import ETH_P_ALL, PACKET_OUTGOING, _prefer_this_thread
+from netsql.capture.live import ETH_P_ALL, PACKET_OUTGOING
 
 PROTOS = {17: "udp", 1: "icmp", 58: "icmp"}
 MAX_FLOWS = 200_000
@@ -40,8 +40,10 @@ class Flow:
 
 
 class FlowCapture:
-    def __init__(self, interfaces: Sequence[str] | None = None) -> None:
+    def __init__(self, interfaces: Sequence[str] | None = None,
+                 exclude_ports: Sequence[int] = ()) -> None:
         self.interfaces = list(interfaces) if interfaces else None
+        self.exclude_ports = list(exclude_ports)
         self.flows: dict[tuple[object, ...], Flow] = {}
         self.lock = threading.Lock()
         self.packets = 0
@@ -52,7 +54,7 @@ class FlowCapture:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        prog = bpf.udp_icmp_filter()
+        prog = bpf.udp_icmp_filter(exclude_ports=self.exclude_ports)
         if self.interfaces is None:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
             bpf.attach(s, prog)
@@ -83,7 +85,6 @@ class FlowCapture:
             return list(self.flows.values())
 
     def _run(self) -> None:
-        _prefer_this_thread()
         buf = bytearray(256)
         while not self._stop.is_set():
             try:

@@ -106,7 +106,7 @@ class DnsCapture:
         live.start()
         from netsql.capture.flowcap import FlowCapture
 
-        flowcap = FlowCapture(self.interfaces)
+        flowcap = FlowCapture(self.interfaces, exclude_ports=self.ports)
         try:
             flowcap.start()
             self.flowcap = flowcap
