@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     if env is not None and env.stdout is sys.stdout:
         # `netsql ... | head` ends quietly, like other Unix tools.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        # SIGTERM unwinds like Ctrl-C, so a capture removes its firewall rules.
+        # SIGTERM and SIGHUP unwind, so a capture removes its firewall rules.
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGHUP, _terminate)
     try:
@@ -199,7 +199,9 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM, SIGHUP (the terminal went away): unwind, so a capture removes its
+    firewall rules, and exit 128 + the signal's number, as the shell convention is."""
+    raise SystemExit(128 + signum)
 
 
 def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:

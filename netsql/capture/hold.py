@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 NETLINK_NETFILTER = 12
@@ -33,6 +34,8 @@ NF_ACCEPT = 1
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLMSG_ERROR = 2
 QUEUE_BASE = 17_000
+FLOOD_PER_SECOND = 3000  # more held queries a second than this: stop holding for a while
+FLOOD_PAUSE = 10.0
 RULE_TAG = "netsql-hold"
 
 _HDR = struct.Struct("=IHHII")
@@ -84,6 +87,9 @@ class QueryHold:
         self.rules: list[list[str]] = []
         self.held = 0
         self.errors = 0
+        self.pauses = 0  # times a flood made us stop holding for FLOOD_PAUSE seconds
+        self.paused_until = 0.0
+        self._rules_lock = threading.Lock()
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,11 +163,12 @@ class QueryHold:
 
     def stop(self) -> None:
         self._stop.set()
-        for rule in self.rules:  # first let traffic flow past the queue again
-            try:
-                self._iptables(rule[0], "-D", rule[1:])
-            except HoldError:
-                pass
+        with self._rules_lock:  # first let traffic flow past the queue again
+            for rule in self.rules if not self.paused_until else []:
+                try:
+                    self._iptables(rule[0], "-D", rule[1:])
+                except HoldError:
+                    pass
         self.rules = []
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -180,7 +187,15 @@ class QueryHold:
         assert self.sock is not None
         sock = self.sock
         sock.settimeout(0.2)
+        window, count = time.monotonic(), 0
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now - window >= 1.0:
+                window, count = now, 0
+                if self.paused_until and now >= self.paused_until:
+                    self._resume()
+            if count > FLOOD_PER_SECOND and not self.paused_until:
+                self._pause(now)
             try:
                 data = sock.recv(65536)
             except TimeoutError:
@@ -195,8 +210,34 @@ class QueryHold:
                 if length < 16:
                     break
                 if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
+                    count += 1
                     self._packet(data, off + 16, off + length)
                 off += (length + 3) & ~3
+
+    def _pause(self, now: float) -> None:
+        """A flood of queries: stop holding them for a while (the rules go, packets
+        already queued are let through as they come)."""
+        with self._rules_lock:
+            if self._stop.is_set():
+                return
+            for rule in self.rules:
+                try:
+                    self._iptables(rule[0], "-D", rule[1:])
+                except HoldError:
+                    pass
+            self.paused_until = now + FLOOD_PAUSE
+            self.pauses += 1
+
+    def _resume(self) -> None:
+        with self._rules_lock:
+            if self._stop.is_set():
+                return
+            self.paused_until = 0.0
+            for rule in self.rules:
+                try:
+                    self._iptables(rule[0], "-I", rule[1:])
+                except HoldError:
+                    pass
 
     def _packet(self, data: bytes, start: int, end: int) -> None:
         pos = start + 4  # after nfgenmsg
