@@ -368,14 +368,13 @@ def _capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None
 
         try:
             capture.start()
+            if args.capture:
+                _countdown(env, args.capture)
         except CaptureError:
             # Statements that need dns_queries fail with capture.error; the rest run.
             return state, None
-        try:
-            if args.capture:
-                _countdown(env, args.capture)
-        except BaseException:
-            capture.stop()
+        except BaseException:  # a signal: undo whatever part of the capture started
+            capture.close()
             raise
         if watched is None:
             capture.stop()
@@ -443,7 +442,7 @@ def _shell(env: Env, args: argparse.Namespace) -> ExitStatus:
     try:
         return run_shell(env, state, sources={"query": saved})
     finally:
-        capture.stop()
+        capture.close()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def test_sigterm_removes_the_rules() -> None:
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     queue = wait_for(lambda: queue_of(p.pid))
     assert queue, "the capture never bound its queue"
-    assert any(f"--queue-num {queue} " in r for r in hold_rules())
+    assert wait_for(lambda: any(f"--queue-num {queue} " in r for r in hold_rules()))
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=10)
     assert p.returncode == 128 + signal.SIGTERM
@@ -82,9 +82,26 @@ def test_shell_losing_its_terminal_cleans_up() -> None:
             return None
 
         queue = wait_for(shell_queue)
-        assert queue and any(f"--queue-num {queue} " in r for r in hold_rules())
+        assert queue and wait_for(
+            lambda: any(f"--queue-num {queue} " in r for r in hold_rules()))
         subprocess.run(["tmux", "kill-session", "-t", name], check=True)
         assert wait_for(lambda: not any(f"--queue-num {queue} " in r for r in hold_rules()))
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_sigterm_during_start_leaves_nothing() -> None:
+    """SIGTERM at once, while the capture may still be setting itself up."""
+    need(os.geteuid() == 0 and shutil.which("iptables") is not None,
+         "needs root and iptables")
+    before = set(hold_rules())
+    for delay in (0.25, 0.35, 0.45):
+        p = subprocess.Popen([sys.executable, "-m", "netsql", "--capture", "30", "-e",
+                              "SELECT 1"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=10)
+        assert "Traceback" not in err
+    assert set(hold_rules()) <= before

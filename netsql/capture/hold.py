@@ -119,7 +119,7 @@ class QueryHold:
                                                                         NFQNL_COPY_PACKET))
                      + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 4096))
                      + _attr(NFQA_CFG_FLAGS, flags) + _attr(NFQA_CFG_MASK, flags))
-        try:
+        try:  # a signal may land between two rules: keep the list exact, undo on error
             for tool in tools:
                 purge_stale(tool)
                 for proto in ("udp", "tcp"):
@@ -127,9 +127,10 @@ class QueryHold:
                         rule = ["OUTPUT", "-p", proto, "--dport", str(port), "-m", "comment",
                                 "--comment", RULE_TAG, "-j", "NFQUEUE", "--queue-num",
                                 str(self.queue_num), "--queue-bypass"]
+                        self.rules.append([tool, *rule])  # first: a signal may follow
                         self._iptables(tool, "-I", rule)
-                        self.rules.append([tool, *rule])
-        except HoldError:
+        except BaseException:
+            self._delete_rules()
             self.close()
             raise
 
@@ -161,15 +162,18 @@ class QueryHold:
         self._thread = threading.Thread(target=self._run, name="netsql-hold", daemon=True)
         self._thread.start()
 
+    def _delete_rules(self) -> None:
+        for rule in self.rules if not self.paused_until else []:
+            try:
+                self._iptables(rule[0], "-D", rule[1:])
+            except HoldError:
+                pass
+        self.rules = []
+
     def stop(self) -> None:
         self._stop.set()
         with self._rules_lock:  # first let traffic flow past the queue again
-            for rule in self.rules if not self.paused_until else []:
-                try:
-                    self._iptables(rule[0], "-D", rule[1:])
-                except HoldError:
-                    pass
-        self.rules = []
+            self._delete_rules()
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -77,6 +78,8 @@ class DnsCapture:
         self.flowcap: Any = None  # UDP/ICMP flow counters while live capture runs
         self.hold_error: str | None = None  # why queries are not held (then attribution races)
         self.error: str | None = None  # why the last start failed
+        self._lock = threading.RLock()
+        self._closed = False
         self.ever_started = False
 
     @property
@@ -84,47 +87,51 @@ class DnsCapture:
         return self.live is not None and self.live.running
 
     def start(self, interfaces: Sequence[str] | None = None) -> None:
-        """Start capturing (raises CaptureError with a one-line reason)."""
+        """Start capturing (raises CaptureError with a one-line reason).
+
+        Every part is recorded before it starts, so ``stop`` (from another thread, or
+        after a signal interrupted this) always undoes whatever did start."""
         from netsql.capture.attrib import Attributor
+        from netsql.capture.flowcap import FlowCapture
         from netsql.capture.live import CaptureError, LiveCapture
 
-        if interfaces is not None:
-            self.interfaces = list(interfaces) or None
-        if self.running:
-            self.stop()
-        self.attrib = Attributor(lambda _addr: True, set(self.ports))
-        live = LiveCapture(self._packet, self.interfaces, self.ports)
-        try:
-            live.open()
-        except CaptureError as exc:
-            self.error = str(exc)
-            raise
-        self.error = None
-        self.decoder.early = self.attrib.prefetch
-        self.attrib.start()
-        self._start_hold()
-        live.start()
-        from netsql.capture.flowcap import FlowCapture
-
-        flowcap = FlowCapture(self.interfaces, exclude_ports=self.ports)
-        try:
-            flowcap.start()
-            self.flowcap = flowcap
-        except OSError:
-            flowcap.stop()
-        self.live = live
-        self.ever_started = True
+        with self._lock:
+            if self._closed:
+                return
+            if interfaces is not None:
+                self.interfaces = list(interfaces) or None
+            self._stop_parts()
+            attrib = Attributor(lambda _addr: True, set(self.ports))
+            live = LiveCapture(self._packet, self.interfaces, self.ports)
+            try:
+                live.open()
+            except CaptureError as exc:
+                self.error = str(exc)
+                raise
+            self.error = None
+            self.attrib, self.live = attrib, live
+            self.decoder.early = attrib.prefetch
+            attrib.start()
+            self._start_hold()
+            live.start()
+            self.ever_started = True
+            flowcap = self.flowcap = FlowCapture(self.interfaces, exclude_ports=self.ports)
+            try:
+                flowcap.start()
+            except OSError:
+                flowcap.stop()
+                self.flowcap = None
 
     def _start_hold(self) -> None:
         from netsql.capture.hold import HoldError, QueryHold
 
-        hold = QueryHold(self.attrib.held, self.ports)
+        hold = self.hold = QueryHold(self.attrib.held, self.ports)
         try:
             hold.start()
         except (HoldError, OSError) as exc:
             self.hold, self.hold_error = None, str(exc)
             return
-        self.hold, self.hold_error = hold, None
+        self.hold_error = None
 
     def _packet(self, ts: float, packet: bytes, interface: str) -> None:
         for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live"):
@@ -140,8 +147,19 @@ class DnsCapture:
         time.sleep(0.02)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop_parts()
+
+    def close(self) -> None:
+        """Stop for good: a start still under way (another thread) undoes itself."""
+        with self._lock:
+            self._closed = True
+            self._stop_parts()
+
+    def _stop_parts(self) -> None:
         if self.flowcap is not None:
             self.flowcap.stop()
+            self.flowcap = None
         if self.hold is not None:
             self.hold.stop()
             self.hold = None
