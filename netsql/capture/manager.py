@@ -158,8 +158,7 @@ class DnsCapture:
 
     def _stop_parts(self) -> None:
         if self.flowcap is not None:
-            self.flowcap.stop()
-            self.flowcap = None
+            self.flowcap.stop()  # its counts stay readable for the statements that follow
         if self.hold is not None:
             self.hold.stop()
             self.hold = None
