@@ -7,16 +7,16 @@ runs, a second AF_PACKET socket (BPF: UDP/ICMP headers only) counts them here.
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from netsql.capture import bpf
-from netsql.capture.live import ETH_P_ALL, PACKET_OUTGOING
+from netsql.capture.live import ETH_P_ALL, PACKET_OUTGOING, packet_loop
 
 PROTOS = {17: "udp", 1: "icmp", 58: "icmp"}
 MAX_FLOWS = 200_000
@@ -85,24 +85,11 @@ class FlowCapture:
             return list(self.flows.values())
 
     def _run(self) -> None:
-        buf = bytearray(256)
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select(self._socks, [], [], 0.2)
-            except (OSError, ValueError):
-                return
-            for s in ready:
-                while True:
-                    try:
-                        n, addr = s.recvfrom_into(buf)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        return
-                    if addr[2] == PACKET_OUTGOING and addr[3] == 772:
-                        continue  # loopback: count the incoming copy only
-                    self.packets += 1
-                    self._count(bytes(buf[:n]), addr[0], addr[2] == PACKET_OUTGOING)
+        def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
+            self.packets += 1
+            self._count(packet, addr[0], addr[2] == PACKET_OUTGOING)
+
+        packet_loop(self._socks, self._stop, take, 256)
 
     def _count(self, pkt: bytes, ifname: str, outgoing: bool) -> None:
         try:

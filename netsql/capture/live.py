@@ -15,6 +15,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from netsql.capture import bpf
 
@@ -121,35 +122,43 @@ class LiveCapture:
 
     def _run(self) -> None:
         _prefer_this_thread()
-        buf = bytearray(65536 + 256)
-        view = memoryview(buf)
-        socks = list(self.socks)
-        ports = set(self.ports)
         deliver = self.on_packet
-        while not self._stop.is_set():
+
+        def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
+            self.packets += 1
             try:
-                ready, _, _ = select.select(socks, [], [], 0.2)
-            except (OSError, ValueError):
-                return
-            for s in ready:
-                while True:
-                    try:
-                        n, addr = s.recvfrom_into(buf)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        return
-                    ts = time.time()
-                    # Loopback shows each packet twice (out, then in): keep one.
-                    if addr[2] == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
-                        continue
-                    self.packets += 1
-                    if not ports:
-                        continue
-                    try:
-                        deliver(ts, bytes(view[:n]), addr[0])
-                    except Exception:  # a bad packet must never end the capture
-                        self.errors += 1
+                deliver(ts, packet, addr[0])
+            except Exception:  # a bad packet must never end the capture
+                self.errors += 1
+
+        packet_loop(self.socks, self._stop, take, 65536 + 256)
+
+
+def packet_loop(socks: Sequence[socket.socket], stop: threading.Event,
+                take: Callable[[float, bytes, tuple[Any, ...]], None], bufsize: int) -> None:
+    """Read packets from ``socks`` until ``stop``; ``take(ts, packet, address)`` each.
+
+    Loopback shows every packet twice (going out, then coming in): only the incoming
+    copy is taken, so nothing is counted twice."""
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    socks = list(socks)
+    while not stop.is_set():
+        try:
+            ready, _, _ = select.select(socks, [], [], 0.2)
+        except (OSError, ValueError):
+            return
+        for s in ready:
+            while True:
+                try:
+                    n, addr = s.recvfrom_into(buf)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    return
+                if addr[2] == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
+                    continue
+                take(time.time(), bytes(view[:n]), addr)
 
 
 def _prefer_this_thread() -> None:
