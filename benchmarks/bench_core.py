@@ -13,50 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import loadgen, median_seconds, wall  # noqa: E402
+
 PY = sys.executable
-
-
-def wall(cmd: list[str] | str, runs: int) -> float:
-    shell = isinstance(cmd, str)
-    subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, check=True)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def warm(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-@contextmanager
-def load(kind: str, n: int) -> Iterator[None]:
-    p = subprocess.Popen([PY, os.path.join(HERE, "loadgen.py"), kind, str(n)],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None
-    if p.stdout.readline().strip() != "ready":
-        raise SystemExit(f"loadgen {kind} failed")
-    try:
-        yield
-    finally:
-        p.terminate()
-        p.wait()
 
 
 def netsql(sql: str) -> list[str]:
@@ -81,7 +44,7 @@ def main() -> None:
     ours = wall([PY, "-m", "netsql", "-e", "SELECT 1"], a.runs)
     out.append(row("`netsql -e 'SELECT 1'`", ours, floor, "python+duckdb", "<= 1.2x"))
 
-    with load("sockets", a.sockets):
+    with loadgen("sockets", a.sockets):
         n = int(subprocess.run(["ss", "-tunaH"], capture_output=True, text=True)
                 .stdout.count("\n"))
         out.append(f"| ({n} sockets) | | | | |")
@@ -94,13 +57,15 @@ def main() -> None:
                        "`ss -tuna`", "<= 2x"))
         eng = Engine()
         out.append(row("sockets without pid, statement in a shell",
-                       warm(lambda: list(eng.run(q1)), a.runs), ss, "`ss -tuna`", "<= 2x"))
+                       median_seconds(lambda: list(eng.run(q1)), a.runs), ss, "`ss -tuna`",
+                       "<= 2x"))
         out.append(row("sockets JOIN processes, end to end", wall(netsql(q2), a.runs), ssp,
                        "`ss -tunap`", "<= 1x"))
         out.append(row("sockets JOIN processes, statement in a shell",
-                       warm(lambda: list(eng.run(q2)), a.runs), ssp, "`ss -tunap`", "<= 1x"))
+                       median_seconds(lambda: list(eng.run(q2)), a.runs), ssp, "`ss -tunap`",
+                       "<= 1x"))
 
-    with load("processes", a.processes):
+    with loadgen("processes", a.processes):
         n = len([d for d in os.listdir("/proc") if d.isdigit()])
         out.append(f"| ({n} processes) | | | | |")
         ps = wall("ps -eo pid,ppid,user,comm,args", a.runs)
@@ -109,9 +74,10 @@ def main() -> None:
                        "`ps -eo pid,ppid,user,comm,args`", "<= 2x"))
         eng = Engine()
         out.append(row("`SELECT * FROM processes`, statement in a shell",
-                       warm(lambda: list(eng.run(q3)), a.runs), ps, "`ps -eo ...`", "<= 2x"))
+                       median_seconds(lambda: list(eng.run(q3)), a.runs), ps, "`ps -eo ...`",
+                       "<= 2x"))
         q4 = f"SELECT * FROM processes WHERE pid = {os.getpid()}"
-        one = warm(lambda: list(eng.run(q4)), a.runs)
+        one = median_seconds(lambda: list(eng.run(q4)), a.runs)
         out.append(row("`WHERE pid = N`, statement in a shell", one, ps, "`ps -eo ...`",
                        "no walk"))
     print("\n".join(out))

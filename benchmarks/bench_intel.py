@@ -24,13 +24,14 @@ import dataclasses
 import os
 import random
 import shutil
-import statistics
 import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_seconds  # noqa: E402
 
 PY = sys.executable
 PREAMBLE = """# Title: StevenBlack/hosts (generated for netsql's benchmark)
@@ -80,15 +81,6 @@ def write_hosts(path: str, n: int) -> None:
             f.write(f"0.0.0.0 {d}\n")
 
 
-def median(fn: Callable[[], Any], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=200_000)
@@ -106,7 +98,7 @@ def main() -> None:
         lines = sum(1 for _ in open(hosts))
         cmd = [PY, "-m", "netsql", "intel", "import", hosts, "--intel-db", db1]
         subprocess.run(cmd, check=True, capture_output=True)  # warm-up (page cache, .pyc)
-        t_import = median(lambda: subprocess.run(cmd, check=True, capture_output=True),
+        t_import = median_seconds(lambda: subprocess.run(cmd, check=True, capture_output=True),
                           a.runs)
         rows.append(f"| `netsql intel import` of a {lines:,}-line hosts file "
                     f"(re-import, replacing) | {t_import:.2f} s | < 3 s |")
@@ -137,7 +129,7 @@ def main() -> None:
             else:
                 queries.append(f"q{i}.example-{rnd.randint(0, 999)}.com")
         engine, expected = _engine(db2, queries, set(doms))
-        t_first = median(lambda: list(engine.run("SELECT 1 FROM intel LIMIT 1")), 1)
+        t_first = median_seconds(lambda: list(engine.run("SELECT 1 FROM intel LIMIT 1")), 1)
         rows.append(f"| first statement naming `intel` (macros, views, attach) "
                     f"| {t_first:.3f} s | |")
         got: list[Any] = []
@@ -147,12 +139,12 @@ def main() -> None:
             assert data is not None
             got[:] = data.rows
 
-        t_flag = median(flagged, a.runs)
+        t_flag = median_seconds(flagged, a.runs)
         assert got[0][0] == expected, (got, expected)
         rows.append(f"| `SELECT count(*) FROM flagged`: {a.queries:,} DNS queries against "
                     f"{len(batch):,} domain indicators ({expected:,} hits; collection "
                     f"included) | {t_flag:.3f} s | < 1 s |")
-        t_macro = median(lambda: list(engine.run(
+        t_macro = median_seconds(lambda: list(engine.run(
             "SELECT count(*) FROM dns_queries WHERE len(intel_domain_match(query)) > 0")), a.runs)
         rows.append(f"| same with `intel_domain_match(query)` in WHERE | {t_macro:.3f} s | |")
     finally:

@@ -30,27 +30,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import loadgen  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def load(kind: str, n: int) -> Iterator[None]:
-    p = subprocess.Popen([PY, os.path.join(HERE, "loadgen.py"), kind, str(n)],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None
-    if p.stdout.readline().strip() != "ready":
-        raise SystemExit(f"loadgen {kind} failed")
-    try:
-        yield
-    finally:
-        p.terminate()
-        p.wait()
 
 
 def statement() -> str:
@@ -182,7 +169,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     a = ap.parse_args()
     sql = statement()
-    with load("processes", a.processes), load("sockets", a.sockets):
+    with loadgen("processes", a.processes), loadgen("sockets", a.sockets):
         time.sleep(1)
         ref = refresh_times(sql, a.runs)
         layout = screen_time(sql, a.runs)

@@ -1,0 +1,47 @@
+"""Shared by the benchmarks: timing medians and the busy-host load generator."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def median_seconds(fn: Callable[[], Any], runs: int, warmup: bool = True) -> float:
+    """Median wall time of ``runs`` calls of ``fn`` (after one untimed call)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def wall(cmd: list[str] | str, runs: int) -> float:
+    """Median wall time of a command (output discarded)."""
+    return median_seconds(lambda: subprocess.run(cmd, shell=isinstance(cmd, str),
+                                                 stdout=subprocess.DEVNULL, check=True), runs)
+
+
+@contextmanager
+def loadgen(kind: str, n: int) -> Iterator[None]:
+    """benchmarks/loadgen.py running (``sockets`` or ``processes``) until the block ends."""
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "loadgen.py"), kind, str(n)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        raise SystemExit(f"loadgen {kind} failed")
+    try:
+        yield
+    finally:
+        p.terminate()
+        p.wait()
