@@ -76,6 +76,8 @@ class Collection:
     #: Per-engine state that outlives one pass (capture buffers, caches keyed by pid
     #: and start time). Set by the engine.
     state: dict[str, Any] = field(default_factory=dict)
+    #: Every table this pass collects (collectors may share work across them).
+    tables: frozenset[str] = frozenset()
 
     def once(self, key: str, fn: Callable[[], T]) -> T:
         """``fn()`` computed at most once in this pass."""

@@ -189,7 +189,7 @@ class Engine:
         kind = self._statement_type(stmt)
         t0 = time.perf_counter()
         needs = self.needs(stmt, args) if self._created else {}
-        coll = Collection(state=self.state)
+        coll = Collection(state=self.state, tables=frozenset(needs))
         for note in notes:
             coll.warn(note)
         try:

@@ -33,6 +33,16 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
 
     own = procfs.own_netns()
     cache: dict[bytes, str] = {}
+    if coll.tables & {"sockets", "listening_ports"}:  # their dump carries TCP_INFO
+        from netsql.tables.sockets import read_sockets
+
+        read_sockets(coll)
+        shared: dict[int, list[Any]] = coll.once("tcp_info", dict)
+        for ns, records in shared.items():
+            for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
+                _dump_tcp((d for d in records if d.family == family
+                           and (1 << d.state) & _STATES), family, fname, ns, cols, cache)
+        return
     for ns, base in procfs.namespaces(coll).items():
         try:
             sock = sockdiag.open_socket(None if ns == own else f"{base}/ns/net")

@@ -60,9 +60,13 @@ def read_sockets(coll: Collection) -> Columns:
     def scan() -> Columns:
         cols: Columns = {k: [] for k in _COLUMNS}
         own = procfs.own_netns()
+        # When flows is collected in the same pass, one TCP dump serves both.
+        tcp_info: dict[int, list[Any]] | None = {} if "flows" in coll.tables else None
+        if tcp_info is not None:
+            coll.once("tcp_info", lambda: tcp_info)
         for ns, base in procfs.namespaces(coll).items():
             try:
-                _from_netlink(cols, ns, None if ns == own else f"{base}/ns/net")
+                _from_netlink(cols, ns, None if ns == own else f"{base}/ns/net", tcp_info)
             except OSError:
                 _from_proc(cols, ns, base)
         return cols
@@ -70,7 +74,10 @@ def read_sockets(coll: Collection) -> Columns:
     return coll.once("sockets", scan)
 
 
-def _from_netlink(cols: Columns, ns: int, nspath: str | None) -> None:
+def _from_netlink(cols: Columns, ns: int, nspath: str | None,
+                  tcp_info: dict[int, list[Any]] | None = None) -> None:
+    """One namespace's sockets; with ``tcp_info``, TCP comes with TCP_INFO and the raw
+    records are kept there (namespace -> records) for the flows table."""
     from netsql import sockdiag
 
     sock = sockdiag.open_socket(nspath)
@@ -80,8 +87,14 @@ def _from_netlink(cols: Columns, ns: int, nspath: str | None) -> None:
         for family, fname, af in ((socket.AF_INET, "ipv4", socket.AF_INET),
                                   (socket.AF_INET6, "ipv6", socket.AF_INET6)):
             for proto, pname in ((6, "tcp"), (17, "udp")):
-                _dump_into(staged, sockdiag.dump(sock, family, proto), fname, pname, af, ns,
-                           cache)
+                rows: Iterator[Any]
+                if proto == 6 and tcp_info is not None:
+                    kept = list(sockdiag.dump(sock, family, proto, ext=1 << 1))
+                    tcp_info.setdefault(ns, []).extend(kept)
+                    rows = iter(kept)
+                else:
+                    rows = sockdiag.dump(sock, family, proto)
+                _dump_into(staged, rows, fname, pname, af, ns, cache)
     finally:
         sock.close()
     for k in _COLUMNS:
