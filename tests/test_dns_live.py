@@ -150,3 +150,20 @@ def test_without_cap_net_raw_only_dns_queries_fails(lab: Lab) -> None:
         "netsql: error: live capture needs CAP_NET_RAW: run netsql as root (sudo), or read "
         "a capture file with --pcap FILE")
     assert "Traceback" not in bad.stderr
+
+
+def test_interface_choice_and_unknown_interface(lab: Lab) -> None:
+    stub = start_stub(lab)
+    del stub
+    p = lab.netsql_capture(3, "-i", "lo", "--json", "-e",
+                           "SELECT DISTINCT interface, server_address FROM dns_queries "
+                           "WHERE query = 'www.example.test'")
+    client_lines(lab.resolve("--server", "127.0.0.53", "www.example.test:A"))
+    rows = finish(p)
+    # Only loopback was captured: the app's query to the stub, not the stub's upstream.
+    assert rows == [{"interface": "lo", "server_address": "127.0.0.53"}]
+    bad = lab.run(lab.client, sys.executable, "-m", "netsql", "-i", "nosuch0", "--capture",
+                  "1", "-e", "SELECT count(*) FROM dns_queries",
+                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "netsql: error: no such interface: nosuch0"

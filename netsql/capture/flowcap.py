@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsql.capture import bpf
-from netsql.capture.live import ETH_P_ALL, PACKET_OUTGOING, packet_loop
+from netsql.capture.live import PACKET_OUTGOING, open_packet_sockets, packet_loop
 
 PROTOS = {17: "udp", 1: "icmp", 58: "icmp"}
 MAX_FLOWS = 200_000
@@ -54,19 +54,8 @@ class FlowCapture:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        prog = bpf.udp_icmp_filter(exclude_ports=self.exclude_ports)
-        if self.interfaces is None:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-            bpf.attach(s, prog)
-            self._socks.append(s)
-        else:
-            for name in self.interfaces:
-                s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
-                self._socks.append(s)
-                bpf.attach(s, prog)
-                s.bind((name, ETH_P_ALL))
-        for s in self._socks:
-            s.setblocking(False)
+        self._socks = open_packet_sockets(
+            self.interfaces, bpf.udp_icmp_filter(exclude_ports=self.exclude_ports), 4 << 20)
         self.started = time.time()
         self._thread = threading.Thread(target=self._run, name="netsql-flows", daemon=True)
         self._thread.start()

@@ -52,41 +52,16 @@ class LiveCapture:
         return self._thread is not None and self._thread.is_alive()
 
     def open(self) -> None:
-        prog = bpf.dns_filter(self.ports)
         try:
-            if self.interfaces is None:
-                s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-                self._setup(s, prog)
-                self.socks.append(s)
-            else:
-                for name in self.interfaces:
-                    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
-                    self.socks.append(s)
-                    self._setup(s, prog)
-                    try:
-                        s.bind((name, ETH_P_ALL))
-                    except OSError as exc:
-                        if exc.errno == errno.ENODEV:
-                            raise CaptureError(f"no such interface: {name}") from None
-                        raise
+            self.socks = open_packet_sockets(self.interfaces, bpf.dns_filter(self.ports),
+                                             self.rcvbuf)
         except PermissionError:
-            self.close()
             raise CaptureError("live capture needs CAP_NET_RAW: run netsql as root (sudo), "
                                "or read a capture file with --pcap FILE") from None
-        except CaptureError:
-            self.close()
-            raise
         except OSError as exc:
-            self.close()
+            if exc.errno == errno.ENODEV:
+                raise CaptureError(f"no such interface: {exc.filename}") from None
             raise CaptureError(f"cannot start live capture: {exc.strerror or exc}") from None
-
-    def _setup(self, s: socket.socket, prog: list[bpf.Insn]) -> None:
-        bpf.attach(s, prog)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        s.setblocking(False)
 
     def start(self) -> None:
         if not self.socks:
@@ -132,6 +107,37 @@ class LiveCapture:
                 self.errors += 1
 
         packet_loop(self.socks, self._stop, take, 65536 + 256)
+
+
+def open_packet_sockets(interfaces: Sequence[str] | None, prog: list[bpf.Insn],
+                        rcvbuf: int) -> list[socket.socket]:
+    """Cooked AF_PACKET sockets with ``prog`` attached: one for every interface, or one
+    bound to each of ``interfaces`` (the filter is attached before binding, so nothing
+    unfiltered is queued). Non-blocking. On error none stay open; an unknown interface
+    raises ENODEV with the name as ``filename``."""
+    socks: list[socket.socket] = []
+    try:
+        names: list[str | None] = list(interfaces) if interfaces else [None]
+        for name in names:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM,
+                              socket.htons(ETH_P_ALL) if name is None else 0)
+            socks.append(s)
+            bpf.attach(s, prog)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            s.setblocking(False)
+            if name is not None:
+                try:
+                    s.bind((name, ETH_P_ALL))
+                except OSError as exc:
+                    raise OSError(exc.errno, exc.strerror, name) from None
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 def packet_loop(socks: Sequence[socket.socket], stop: threading.Event,
