@@ -46,7 +46,6 @@ def run_watch(env: Env, engine: Engine, sources: Sequence[Source], *, interval: 
     """Watch ``sources`` until the user quits (the screen) or a signal ends the stream;
     the exit status."""
     from netsql.cli import ExitStatus
-    from netsql.errors import NetsqlError
 
     watch = Watch(engine, sources)
     if not use_screen(env, fmt, changes):
@@ -54,14 +53,9 @@ def run_watch(env: Env, engine: Engine, sources: Sequence[Source], *, interval: 
 
         return run_stream(watch, env, fmt=fmt or "table", interval=interval,
                           changes=changes, header=header)
-    try:
-        first = watch.refresh()
-    except NothingToWatch as exc:
-        env.error(str(exc))
-        return ExitStatus.USAGE
-    except NetsqlError as exc:
-        env.error(str(exc))
-        return ExitStatus.ERROR
+    first = watch.first(env)
+    if isinstance(first, int):
+        return first
     for w in first.warnings:
         env.warn(w)
     from netsql.watch.screen import run_screen

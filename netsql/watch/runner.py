@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from netsql.errors import NetsqlError
 
 if TYPE_CHECKING:
+    from netsql.cli import Env
     from netsql.engine import Engine
     from netsql.formats.base import ResultSet
 
@@ -109,6 +110,20 @@ class Watch:
             if w not in self._seen:
                 self._seen.add(w)
                 now.warnings.append(w)
+
+    def first(self, env: Env) -> Refresh | int:
+        """The first refresh, or the exit status after its one-line error: 2 when no
+        statement returns rows, 1 when one fails (later refreshes report and go on)."""
+        from netsql.cli import ExitStatus
+
+        try:
+            return self.refresh()
+        except NothingToWatch as exc:
+            env.error(str(exc))
+            return ExitStatus.USAGE
+        except NetsqlError as exc:
+            env.error(str(exc))
+            return ExitStatus.ERROR
 
     def interrupt(self) -> None:
         """Stop a refresh running in another thread (its collection and its query); the

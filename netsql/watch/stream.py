@@ -185,9 +185,7 @@ def run_stream(watch: Watch, env: Env, *, fmt: str, interval: float, changes: bo
     nothing to watch); a later one is reported on standard error and the watch goes on.
     """
     from netsql.cli import ExitStatus
-    from netsql.errors import NetsqlError
     from netsql.formats import escape_control
-    from netsql.watch.runner import NothingToWatch
 
     noticed: set[str] = set()
 
@@ -201,14 +199,10 @@ def run_stream(watch: Watch, env: Env, *, fmt: str, interval: float, changes: bo
     last_error = ""
     with Stopper() as stopper:
         try:
-            try:
-                refresh = watch.refresh()
-            except NothingToWatch as exc:
-                env.error(str(exc))
-                return ExitStatus.USAGE
-            except NetsqlError as exc:
-                env.error(str(exc))
-                return ExitStatus.ERROR
+            first = watch.first(env)
+            if isinstance(first, int):
+                return first
+            refresh = first
             start = refresh.at
             while True:
                 for w in refresh.warnings:
