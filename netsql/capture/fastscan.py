@@ -6,6 +6,12 @@ answer: UDP over Ethernet/VLAN/SLL/SLL2/raw IP is parsed inline here and matched
 raw address bytes; names are decoded only when ``query``/``qtype``/``qclass`` are
 wanted, answers only when ``rcode``/``flags``/``answers``/... are. TCP (reassembly)
 and unusual link layers go through the general decoder (packets.py).
+
+Classic pcap files go through ``_cscan`` (a small C extension built with the package
+when a compiler is there): it walks the records, parses the same headers and, when no
+name or answer is wanted, pairs queries with responses itself, calling back into this
+module for everything else. Both paths keep one state (``pending``, ``answered``,
+``rows``), so they agree row for row (tests/test_fastscan.py compares them).
 """
 
 from __future__ import annotations
@@ -13,11 +19,20 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 from netsql.capture.dnswire import class_name, decode_dns, qtype_name, rcode_name
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
 from netsql.schema import Columns
+
+_cscan: ModuleType | None
+try:
+    from netsql.capture import _cscan
+except ImportError:  # built without a C compiler: the pure-Python scan
+    _cscan = None
+
+COMPILED = _cscan is not None
 
 _HH = struct.Struct(">HH")
 _VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
@@ -31,6 +46,43 @@ FLAG_BITS = (("AA", 0x0400), ("TC", 0x0200), ("RD", 0x0100), ("RA", 0x0080))
 
 def _flags(bits: int) -> list[str]:
     return [n for n, b in FLAG_BITS if bits & b]
+
+
+_MALFORMED: Any = object()
+_GENERAL: Any = object()
+_LINK_HEADER = {113: 16, 276: 20}
+
+
+def _link(lt: int, frame: bytes) -> tuple[int, int] | None:
+    """(ethertype, network header offset) for the link types scanned inline; None to
+    skip the frame (loopback's outgoing copy), _MALFORMED when it is too short,
+    _GENERAL when the general decoder must look at it."""
+    n = len(frame)
+    if lt == 1:
+        if n < 14:
+            return _MALFORMED
+        et, off = frame[12] << 8 | frame[13], 14
+        while et in _VLAN:
+            if n < off + 4:
+                return _MALFORMED
+            et, off = frame[off + 2] << 8 | frame[off + 3], off + 4
+        return et, off
+    if lt == 113 or lt == 276:
+        if n < _LINK_HEADER[lt]:
+            return _MALFORMED
+        if lt == 113:
+            ptype, hatype, et = frame[0] << 8 | frame[1], frame[2] << 8 | frame[3], \
+                frame[14] << 8 | frame[15]
+        else:
+            et, hatype, ptype = frame[0] << 8 | frame[1], frame[8] << 8 | frame[9], frame[10]
+        if ptype == 4 and hatype == 772:
+            return None  # loopback's outgoing copy; its incoming twin follows
+        return et, _LINK_HEADER[lt]
+    if lt == 101 or lt == 228 or lt == 229 or lt == 12 or lt == 14:
+        if n < 1:
+            return _MALFORMED
+        return (0x0800 if frame[0] >> 4 == 4 else 0x86DD), 0
+    return _GENERAL
 
 
 class Scan:
@@ -48,6 +100,10 @@ class Scan:
         self.reasm = TcpDnsReassembler()
         self.messages = self.queries = self.responses = self.malformed = 0
         self.first_ts: float | None = None
+        bitmap = bytearray(8192)
+        for p in self.ports:
+            bitmap[p >> 3] |= 1 << (p & 7)
+        self._portmap = bytes(bitmap)
 
     def _text(self, raw: bytes) -> str:
         t = self.addr.get(raw)
@@ -57,56 +113,66 @@ class Scan:
         return t
 
     def feed(self, records: Iterable[tuple[float, int, bytes, str | None]]) -> None:
+        """Feed ``(ts, linktype, frame, ifname)`` records (the pure-Python path; the
+        compiled scanner in _cscan.c does the same for whole pcap buffers)."""
         ports, unpack = self.ports, _HH.unpack_from
         for ts, lt, frame, ifname in records:
             if self.first_ts is None:
                 self.first_ts = ts
-            try:
-                if lt == 1:
-                    et, off = frame[12] << 8 | frame[13], 14
-                    while et in _VLAN:
-                        et, off = frame[off + 2] << 8 | frame[off + 3], off + 4
-                elif lt == 113 or lt == 276:
-                    if lt == 113:
-                        ptype, hatype, et, off = (frame[0] << 8 | frame[1], frame[2] << 8
-                                                  | frame[3], frame[14] << 8 | frame[15], 16)
-                    else:
-                        et, hatype, ptype, off = (frame[0] << 8 | frame[1], frame[8] << 8
-                                                  | frame[9], frame[10], 20)
-                    if ptype == 4 and hatype == 772:
-                        continue  # loopback's outgoing copy; its incoming twin follows
-                elif lt == 101 or lt == 228 or lt == 229 or lt == 12 or lt == 14:
-                    et, off = (0x0800 if frame[0] >> 4 == 4 else 0x86DD), 0
-                else:
-                    self._general(ts, lt, frame, ifname)
-                    continue
-                if et == 0x0800:
-                    proto = frame[off + 9]
-                    if proto != 17 or frame[off + 6] & 0x1F or frame[off + 7]:
-                        if proto == 6:
-                            self._general(ts, lt, frame, ifname)
-                        continue
-                    src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
-                    u = off + (frame[off] & 15) * 4
-                elif et == 0x86DD:
-                    if frame[off + 6] != 17:
-                        if frame[off + 6] in (6, 0, 43, 44, 60):
-                            self._general(ts, lt, frame, ifname)
-                        continue
-                    src, dst = frame[off + 8:off + 24], frame[off + 24:off + 40]
-                    u = off + 40
-                else:
-                    continue
-                sport, dport = unpack(frame, u)
-                if sport not in ports and dport not in ports:
-                    continue
-                end = min(u + (frame[u + 4] << 8 | frame[u + 5]), len(frame))
-                if end - u < 20:
+            link = _link(lt, frame)
+            if link is None:
+                continue
+            if link is _MALFORMED:
+                self.malformed += 1
+                continue
+            if link is _GENERAL:
+                self._general(ts, lt, frame, ifname)
+                continue
+            et, off = link
+            n = len(frame)
+            if et == 0x0800:
+                if n < off + 20 or frame[off] & 15 < 5:
                     self.malformed += 1
                     continue
-                self._message(ts, src, sport, dst, dport, "udp", frame[u + 8:end], ifname)
-            except IndexError:
+                proto = frame[off + 9]
+                if proto != 17 or frame[off + 6] & 0x1F or frame[off + 7]:
+                    if proto == 6:
+                        self._general(ts, lt, frame, ifname)
+                    continue
+                src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
+                u = off + (frame[off] & 15) * 4
+            elif et == 0x86DD:
+                if n < off + 40:
+                    self.malformed += 1
+                    continue
+                if frame[off + 6] != 17:
+                    if frame[off + 6] in (6, 0, 43, 44, 60):
+                        self._general(ts, lt, frame, ifname)
+                    continue
+                src, dst = frame[off + 8:off + 24], frame[off + 24:off + 40]
+                u = off + 40
+            else:
+                continue
+            if n < u + 8:
                 self.malformed += 1
+                continue
+            sport, dport = unpack(frame, u)
+            if sport not in ports and dport not in ports:
+                continue
+            end = min(u + (frame[u + 4] << 8 | frame[u + 5]), n)
+            if end - u < 20:
+                self.malformed += 1
+                continue
+            self._message(ts, src, sport, dst, dport, "udp", frame[u + 8:end], ifname)
+
+    def step(self, buf: bytes, pos: int, big_endian: bool, divisor: int, extra: int,
+             linktype: int) -> tuple[int, int, int]:
+        """Scan the complete classic-pcap records of ``buf`` from ``pos`` with the
+        compiled scanner: (position after them, records, length of a record too long
+        to be real or 0). CaptureReader.feed_pcap drives it."""
+        assert _cscan is not None
+        return _cscan.scan_pcap(self, buf, pos, big_endian, divisor, extra, linktype,
+                                self._portmap, not (self.need_q or self.need_r))
 
     def _general(self, ts: float, lt: int, frame: bytes, ifname: str | None) -> None:
         info = decode_frame(lt, frame)
@@ -145,7 +211,7 @@ class Scan:
                     self.malformed += 1
                     return
                 q, qt, qc = msg.qname, qtype_name(msg.qtype), class_name(msg.qclass)
-            new = [ts, src, sport, dst, dport, transport, tid, q, qt, qc, None, _flags(bits),
+            new = [ts, src, sport, dst, dport, transport, tid, q, qt, qc, None, bits,
                    None, None, None, None, ifname, "unanswered"]
             self.rows.append(new)
             self.pending[key] = new
@@ -179,7 +245,7 @@ class Scan:
                 return
             answers = msg.answers
             row[10] = rcode_name(msg.rcode)
-            row[11] = _flags(bits)
+            row[11] = bits
             row[12] = [a[3] for a in answers]
             row[13] = [qtype_name(a[1]) for a in answers]
             row[14] = [a[2] for a in answers]
@@ -197,6 +263,10 @@ class Scan:
             if name in ("client_address", "server_address"):
                 text = self._text
                 out[name] = [text(r[i]) for r in rows]
+            elif name == "flags":  # kept as the header's bits until asked for
+                known: dict[int, list[str]] = {}
+                out[name] = [None if r[i] is None else known.get(r[i] & 0x0780)
+                             or known.setdefault(r[i] & 0x0780, _flags(r[i])) for r in rows]
             else:
                 out[name] = [r[i] for r in rows]
         return out

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -222,7 +223,6 @@ class PcapSource:
     def scans(self, want: frozenset[str] | None = None) -> list[tuple[str, Any, int]]:
         """(file name, Scan, records) per file; CaptureFileError on a bad file."""
         from netsql.capture.fastscan import Scan
-        from netsql.capture.pcapfile import CaptureFileError, CaptureReader
 
         key = (self._stamp(), want)
         cached = self._key
@@ -230,17 +230,32 @@ class PcapSource:
                 want is not None and want <= cached[1])):
             return self._scans
         out = []
-        for path in self.paths:
-            scan = Scan(self.ports, want)
-            try:
-                with CaptureReader(path) as reader:
-                    scan.feed(reader)
-                    records = reader.records
-            except OSError as exc:
-                raise CaptureFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-            out.append((os.path.basename(path), scan, records))
+        collecting = gc.isenabled()
+        gc.disable()  # a scan makes a list per transaction and no cycles
+        try:
+            for path in self.paths:
+                out.append(self._scan(path, Scan(self.ports, want)))
+        finally:
+            if collecting:
+                gc.enable()
         self._key, self._scans = key, out
         return out
+
+    @staticmethod
+    def _scan(path: str, scan: Any) -> tuple[str, Any, int]:
+        from netsql.capture.fastscan import COMPILED
+        from netsql.capture.pcapfile import CaptureFileError, CaptureReader
+
+        try:
+            with CaptureReader(path) as reader:
+                if COMPILED and reader.format == "pcap":
+                    reader.feed_pcap(scan.step)
+                else:
+                    scan.feed(reader)
+                records = reader.records
+        except OSError as exc:
+            raise CaptureFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return os.path.basename(path), scan, records
 
     def columns(self, want: frozenset[str] | None) -> dict[str, list[Any]]:
         """The dns_queries columns of every file, in file order."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 __all__ = ["CaptureFileError", "CaptureReader", "Record", "read_capture"]
@@ -157,6 +157,36 @@ class CaptureReader:
             self.records += 1
             yield sec + frac / div, linktype, buf[pos + hlen:end], None
             pos = end
+
+    def feed_pcap(self, step: Callable[[bytes, int, bool, int, int, int],
+                                       tuple[int, int, int]]) -> None:
+        """Classic pcap only: hand the records to ``step`` a buffer at a time instead of
+        yielding them one by one. ``step(buf, pos, big_endian, divisor, extra,
+        linktype)`` consumes the complete records from ``pos`` and returns (position
+        after them, how many, the length of a record too long to be real or 0).
+        Counting, truncation and errors are as when iterating."""
+        if self.format != "pcap":
+            raise ValueError("feed_pcap reads classic pcap files only")
+        s = self._s
+        if not s.fill(24):
+            raise self._error("truncated file header")
+        order, div, extra = _PCAP_MAGIC[s.buf[:4]]
+        linktype = struct.unpack_from(order + "I", s.buf, 20)[0] & 0xFFFF
+        hlen = 16 + extra
+        s.pos = 24
+        while True:
+            pos, n, bad = step(s.buf, s.pos, order == ">", div, extra, linktype)
+            self.records += n
+            s.pos = pos
+            if bad:
+                raise self._error(f"record at offset {s.consumed + pos} claims {bad} bytes")
+            left = len(s.buf) - pos
+            need = hlen if left < hlen else hlen + struct.unpack_from(
+                order + "I", s.buf, pos + 8)[0]
+            if not s.fill(max(need, _CHUNK)) and not s.fill(need):
+                if len(s.buf) > s.pos:
+                    self.truncated += 1
+                return
 
     def _pcapng(self) -> Iterator[Record]:
         s = self._s

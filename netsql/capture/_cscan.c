@@ -1,0 +1,458 @@
+/* _cscan: the classic-pcap walk of netsql.capture.fastscan.Scan, compiled.
+ *
+ * scan_pcap(scan, buf, pos, big_endian, divisor, extra, linktype, portmap, fast)
+ *     -> (pos, records, bad_length)
+ *
+ * Walks the complete records of `buf` (a classic pcap file's bytes from `pos`), parses
+ * link, IP and UDP headers exactly as Scan.feed does, and for each DNS message either
+ * pairs it itself (fast: header only, no name or answer wanted) or calls
+ * scan._message(). Frames Scan.feed hands to the general decoder go to scan._general().
+ * State lives in the Scan object (pending, answered, rows, counters), so the two paths
+ * can be mixed and must agree row for row; tests/test_fastscan.py checks that they do.
+ *
+ * Stops before the first incomplete record (pos says where; the caller reads more) or
+ * at a record claiming more than 16 MiB (bad_length is that length, pos its offset).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_RECORD (1u << 24)
+#define ROW_LEN 18
+enum { R_TS, R_CADDR, R_CPORT, R_SADDR, R_SPORT, R_TRANSPORT, R_TID, R_FLAGS = 11,
+       R_RTT = 15, R_IFACE = 16, R_STATUS = 17 };
+
+static PyObject *s_udp, *s_unanswered, *s_answered, *s_response_only;
+static PyObject *s_pending, *s_answered_attr, *s_rows, *s_general, *s_message;
+static PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts;
+
+typedef struct {
+    PyObject *scan, *pending, *answered, *rows;
+    const unsigned char *ports; /* 65536-bit bitmap */
+    int fast;
+    long messages, queries, responses, malformed;
+} State;
+
+/* Ports and transaction ids repeat: one int object per value, made on first use. */
+static PyObject *ints[65536];
+
+static PyObject *int16(unsigned v)
+{
+    if (ints[v] == NULL)
+        ints[v] = PyLong_FromLong(v);
+    return Py_XNewRef(ints[v]);
+}
+
+/* So do addresses: a direct-mapped cache of their bytes objects. */
+static struct { Py_ssize_t len; unsigned char raw[16]; PyObject *obj; } addrs[256];
+
+static PyObject *address(const unsigned char *raw, Py_ssize_t len)
+{
+    unsigned h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ raw[i]) * 16777619u;
+    h = (h ^ h >> 8 ^ h >> 16) & 255;
+    if (addrs[h].obj != NULL && addrs[h].len == len && !memcmp(addrs[h].raw, raw, len))
+        return Py_NewRef(addrs[h].obj);
+    PyObject *obj = PyBytes_FromStringAndSize((const char *)raw, len);
+    if (obj != NULL) {
+        Py_XSETREF(addrs[h].obj, Py_NewRef(obj));
+        addrs[h].len = len;
+        memcpy(addrs[h].raw, raw, len);
+    }
+    return obj;
+}
+
+#define RD16(p) ((unsigned)(p)[0] << 8 | (unsigned)(p)[1])
+
+static inline uint32_t rd32(const unsigned char *p, int be)
+{
+    if (be)
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static inline int port_in(const State *st, unsigned port)
+{
+    return st->ports[port >> 3] >> (port & 7) & 1;
+}
+
+static PyObject *new_row(double ts, PyObject *caddr, PyObject *cport, PyObject *saddr,
+                         PyObject *sport, PyObject *tid, PyObject *flags, PyObject *status)
+{
+    PyObject *row = PyList_New(ROW_LEN), *t = PyFloat_FromDouble(ts);
+    if (row == NULL || t == NULL) {
+        Py_XDECREF(row);
+        Py_XDECREF(t);
+        return NULL;
+    }
+    /* A row holds numbers, bytes and strings (later lists of them): never a cycle, so
+     * the cyclic collector need not walk 100,000s of them. */
+    PyObject_GC_UnTrack(row);
+    for (int i = 0; i < ROW_LEN; i++)
+        PyList_SET_ITEM(row, i, Py_NewRef(Py_None));
+    PyObject *vals[] = {t, caddr, cport, saddr, sport, s_udp, tid};
+    for (int i = 0; i < 7; i++) {
+        Py_DECREF(Py_None);
+        PyList_SET_ITEM(row, i, i == R_TS ? t : Py_NewRef(vals[i]));
+    }
+    Py_DECREF(Py_None);
+    PyList_SET_ITEM(row, R_FLAGS, Py_NewRef(flags));
+    Py_DECREF(Py_None);
+    PyList_SET_ITEM(row, R_STATUS, Py_NewRef(status));
+    return row;
+}
+
+static int row_ts(PyObject *row, double *out)
+{
+    *out = PyFloat_AsDouble(PyList_GET_ITEM(row, R_TS));
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* Scan._message for a UDP message when no name or answer is wanted. */
+static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyObject *dst,
+                        unsigned dport, const unsigned char *dns)
+{
+    unsigned tid = RD16(dns), bits = RD16(dns + 2);
+    PyObject *sp = int16(sport), *dp = int16(dport);
+    PyObject *t = int16(tid), *key = NULL, *row = NULL, *found = NULL;
+    int rc = -1;
+    double old;
+    if (sp == NULL || dp == NULL || t == NULL)
+        goto done;
+    st->messages++;
+    if (!(bits & 0x8000)) {
+        st->queries++;
+        key = PyTuple_Pack(6, s_udp, src, sp, dst, dp, t);
+        if (key == NULL)
+            goto done;
+        PyObject_GC_UnTrack(key); /* atomic members only */
+        PyObject *prev = PyDict_GetItemWithError(st->pending, key);
+        if (prev == NULL && PyErr_Occurred())
+            goto done;
+        if (prev != NULL) {
+            if (row_ts(prev, &old) < 0)
+                goto done;
+            if (ts - old < 1.0) { /* the same query captured twice */
+                rc = 0;
+                goto done;
+            }
+        }
+        PyObject *flags = PyLong_FromLong(bits);
+        if (flags == NULL)
+            goto done;
+        row = new_row(ts, src, sp, dst, dp, t, flags, s_unanswered);
+        Py_DECREF(flags);
+        if (row == NULL || PyList_Append(st->rows, row) < 0
+                || PyDict_SetItem(st->pending, key, row) < 0)
+            goto done;
+        rc = 0;
+        goto done;
+    }
+    st->responses++;
+    key = PyTuple_Pack(6, s_udp, dst, dp, src, sp, t);
+    if (key == NULL)
+        goto done;
+    PyObject_GC_UnTrack(key);
+    found = PyDict_GetItemWithError(st->pending, key);
+    if (found == NULL && PyErr_Occurred())
+        goto done;
+    if (found == NULL) {
+        PyObject *seen = PyDict_GetItemWithError(st->answered, key);
+        if (seen == NULL && PyErr_Occurred())
+            goto done;
+        if (seen != NULL) {
+            if (row_ts(seen, &old) < 0)
+                goto done;
+            if (ts - old < 5.0) { /* a duplicate of an answer already matched */
+                rc = 0;
+                goto done;
+            }
+        }
+        row = new_row(ts, dst, dp, src, sp, t, Py_None, s_response_only);
+        if (row == NULL || PyList_Append(st->rows, row) < 0)
+            goto done;
+    } else {
+        row = Py_NewRef(found);
+        found = NULL;
+        if (PyDict_DelItem(st->pending, key) < 0 || row_ts(row, &old) < 0)
+            goto done;
+        double rtt = ts - old;
+        PyObject *r = PyFloat_FromDouble(0.0 > rtt ? 0.0 : rtt);
+        if (r == NULL)
+            goto done;
+        if (PyList_SetItem(row, R_RTT, r) < 0)
+            goto done;
+        if (PyList_SetItem(row, R_STATUS, Py_NewRef(s_answered)) < 0)
+            goto done;
+    }
+    rc = PyDict_SetItem(st->answered, key, row);
+done:
+    Py_XDECREF(sp);
+    Py_XDECREF(dp);
+    Py_XDECREF(t);
+    Py_XDECREF(key);
+    Py_XDECREF(row);
+    return rc;
+}
+
+/* One record: Scan.feed's loop body. */
+static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_t n)
+{
+    unsigned et;
+    Py_ssize_t off, u;
+    if (lt == 1) {
+        if (n < 14)
+            goto malformed;
+        et = RD16(f + 12);
+        off = 14;
+        while (et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200) {
+            if (n < off + 4)
+                goto malformed;
+            et = RD16(f + off + 2);
+            off += 4;
+        }
+    } else if (lt == 113 || lt == 276) {
+        unsigned ptype, hatype;
+        if (n < (lt == 113 ? 16 : 20))
+            goto malformed;
+        if (lt == 113) {
+            ptype = RD16(f);
+            hatype = RD16(f + 2);
+            et = RD16(f + 14);
+            off = 16;
+        } else {
+            et = RD16(f);
+            hatype = RD16(f + 8);
+            ptype = f[10];
+            off = 20;
+        }
+        if (ptype == 4 && hatype == 772)
+            return 0; /* loopback's outgoing copy; its incoming twin follows */
+    } else if (lt == 101 || lt == 228 || lt == 229 || lt == 12 || lt == 14) {
+        if (n < 1)
+            goto malformed;
+        et = (f[0] >> 4 == 4) ? 0x0800 : 0x86DD;
+        off = 0;
+    } else {
+        goto general;
+    }
+    const unsigned char *src, *dst;
+    Py_ssize_t alen;
+    if (et == 0x0800) {
+        if (n < off + 20 || (f[off] & 15) < 5)
+            goto malformed;
+        unsigned proto = f[off + 9];
+        if (proto != 17 || (f[off + 6] & 0x1F) || f[off + 7]) {
+            if (proto == 6)
+                goto general;
+            return 0;
+        }
+        src = f + off + 12;
+        dst = f + off + 16;
+        alen = 4;
+        u = off + (f[off] & 15) * 4;
+    } else if (et == 0x86DD) {
+        if (n < off + 40)
+            goto malformed;
+        unsigned nh = f[off + 6];
+        if (nh != 17) {
+            if (nh == 6 || nh == 0 || nh == 43 || nh == 44 || nh == 60)
+                goto general;
+            return 0;
+        }
+        src = f + off + 8;
+        dst = f + off + 24;
+        alen = 16;
+        u = off + 40;
+    } else {
+        return 0;
+    }
+    if (n < u + 8)
+        goto malformed;
+    unsigned sport = RD16(f + u), dport = RD16(f + u + 2);
+    if (!port_in(st, sport) && !port_in(st, dport))
+        return 0;
+    Py_ssize_t end = u + (Py_ssize_t)RD16(f + u + 4);
+    if (end > n)
+        end = n;
+    if (end - u < 20)
+        goto malformed;
+    PyObject *s = address(src, alen), *d = address(dst, alen);
+    int rc = -1;
+    if (s != NULL && d != NULL) {
+        if (st->fast) {
+            rc = message_fast(st, ts, s, sport, d, dport, f + u + 8);
+        } else {
+            PyObject *pts = PyFloat_FromDouble(ts), *sp = int16(sport), *dp = int16(dport);
+            PyObject *dns = PyBytes_FromStringAndSize((const char *)f + u + 8, end - u - 8);
+            if (pts && sp && dp && dns) {
+                PyObject *r = PyObject_CallMethodObjArgs(st->scan, s_message, pts, s, sp, d,
+                                                         dp, s_udp, dns, Py_None, NULL);
+                rc = r == NULL ? -1 : 0;
+                Py_XDECREF(r);
+            }
+            Py_XDECREF(pts);
+            Py_XDECREF(sp);
+            Py_XDECREF(dp);
+            Py_XDECREF(dns);
+        }
+    }
+    Py_XDECREF(s);
+    Py_XDECREF(d);
+    return rc;
+malformed:
+    st->malformed++;
+    return 0;
+general: {
+        PyObject *pts = PyFloat_FromDouble(ts), *plt = PyLong_FromLong(lt);
+        PyObject *fr = PyBytes_FromStringAndSize((const char *)f, n), *r = NULL;
+        if (pts && plt && fr)
+            r = PyObject_CallMethodObjArgs(st->scan, s_general, pts, plt, fr, Py_None, NULL);
+        Py_XDECREF(pts);
+        Py_XDECREF(plt);
+        Py_XDECREF(fr);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+}
+
+static int add_counter(PyObject *scan, PyObject *name, long delta)
+{
+    if (delta == 0)
+        return 0;
+    PyObject *v = PyObject_GetAttr(scan, name);
+    if (v == NULL)
+        return -1;
+    PyObject *d = PyLong_FromLong(delta), *sum = d ? PyNumber_Add(v, d) : NULL;
+    Py_DECREF(v);
+    Py_XDECREF(d);
+    if (sum == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(scan, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+static PyObject *scan_pcap(PyObject *self, PyObject *args)
+{
+    (void)self;
+    State st = {0};
+    Py_buffer buf, ports;
+    Py_ssize_t pos, records = 0;
+    int be, extra, lt, fast;
+    long long divisor;
+    uint32_t bad = 0;
+    if (!PyArg_ParseTuple(args, "Oy*npLiiy*p", &st.scan, &buf, &pos, &be, &divisor, &extra,
+                          &lt, &ports, &fast))
+        return NULL;
+    PyObject *result = NULL;
+    if (ports.len != 8192 || divisor <= 0 || extra < 0 || pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan_pcap: bad arguments");
+        goto out;
+    }
+    st.ports = ports.buf;
+    st.fast = fast;
+    st.pending = PyObject_GetAttr(st.scan, s_pending);
+    st.answered = st.pending ? PyObject_GetAttr(st.scan, s_answered_attr) : NULL;
+    st.rows = st.answered ? PyObject_GetAttr(st.scan, s_rows) : NULL;
+    if (st.rows == NULL)
+        goto out;
+    if (!PyDict_Check(st.pending) || !PyDict_Check(st.answered) || !PyList_Check(st.rows)) {
+        PyErr_SetString(PyExc_TypeError, "scan_pcap: scan state has the wrong types");
+        goto out;
+    }
+    const unsigned char *p = buf.buf;
+    Py_ssize_t len = buf.len, hlen = 16 + extra;
+    int failed = 0;
+    while (pos + hlen <= len) {
+        uint32_t sec = rd32(p + pos, be), frac = rd32(p + pos + 4, be);
+        uint32_t incl = rd32(p + pos + 8, be);
+        if (incl > MAX_RECORD) {
+            bad = incl;
+            break;
+        }
+        if (pos + hlen + (Py_ssize_t)incl > len)
+            break;
+        double ts = (double)sec + (double)frac / (double)divisor;
+        if (records == 0) {
+            PyObject *first = PyObject_GetAttr(st.scan, s_first_ts);
+            if (first == NULL) {
+                failed = 1;
+                break;
+            }
+            int unset = first == Py_None;
+            Py_DECREF(first);
+            if (unset) {
+                PyObject *t = PyFloat_FromDouble(ts);
+                if (t == NULL || PyObject_SetAttr(st.scan, s_first_ts, t) < 0) {
+                    Py_XDECREF(t);
+                    failed = 1;
+                    break;
+                }
+                Py_DECREF(t);
+            }
+        }
+        records++;
+        if (frame(&st, ts, lt, p + pos + hlen, incl) < 0) {
+            failed = 1;
+            break;
+        }
+        pos += hlen + incl;
+    }
+    /* the counters change even when a callback failed: keep its exception */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (add_counter(st.scan, s_messages, st.messages) < 0
+            || add_counter(st.scan, s_queries, st.queries) < 0
+            || add_counter(st.scan, s_responses, st.responses) < 0
+            || add_counter(st.scan, s_malformed, st.malformed) < 0) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        goto out;
+    }
+    PyErr_Restore(et, ev, tb);
+    if (!failed)
+        result = Py_BuildValue("nnk", pos, records, (unsigned long)bad);
+out:
+    Py_XDECREF(st.pending);
+    Py_XDECREF(st.answered);
+    Py_XDECREF(st.rows);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&ports);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_pcap", scan_pcap, METH_VARARGS,
+     "scan_pcap(scan, buf, pos, big_endian, divisor, extra, linktype, portmap, fast)"
+     " -> (pos, records, bad_length)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cscan", "Compiled classic-pcap scan for fastscan.Scan.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__cscan(void)
+{
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_udp, "udp"}, {&s_unanswered, "unanswered"}, {&s_answered, "answered"},
+        {&s_response_only, "response_only"}, {&s_pending, "pending"},
+        {&s_answered_attr, "answered"}, {&s_rows, "rows"}, {&s_general, "_general"},
+        {&s_message, "_message"}, {&s_messages, "messages"}, {&s_queries, "queries"},
+        {&s_responses, "responses"}, {&s_malformed, "malformed"},
+        {&s_first_ts, "first_ts"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL)
+            return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,216 @@
+"""The compiled pcap scanner (netsql/capture/_cscan.c) against the pure-Python scan
+(fastscan.Scan.feed): the same capture files must give the same rows, counters and
+errors, whichever columns a statement wants. The Python scan is itself checked against
+dpkt and dnspython in test_pcapfile.py and test_dns_pcap.py."""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+import dpkt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netsql.capture import fastscan
+from netsql.capture.fastscan import Scan
+from netsql.capture.pcapfile import CaptureFileError, CaptureReader
+from tests.conftest import need
+from tests.dnsutil import LINK_TYPES, link_frame, udp_ip
+from tests.test_pcapfile import BASE_TS, Trickle, scenario
+
+WANTS: list[frozenset[str] | None] = [frozenset(), None, frozenset({"query"}),
+                                      frozenset({"rcode", "client_port"})]
+C, S = "192.0.2.1", "198.51.100.53"
+C6, S6 = "2001:db8::1", "2001:db8::53"
+
+
+def pcap(records: list[tuple[float, int, bytes]], order: str = "<", nano: bool = False,
+         modified: bool = False) -> bytes:
+    """A classic pcap file; the link type is the first record's (all must share it)."""
+    magic = 0xA1B23C4D if nano else (0xA1B2CD34 if modified else 0xA1B2C3D4)
+    lt = records[0][1] if records else 1
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, lt)]
+    div = 1_000_000_000 if nano else 1_000_000
+    for ts, _lt, frame in records:
+        sec = int(ts)
+        out.append(struct.pack(order + "IIII", sec, round((ts - sec) * div), len(frame),
+                               len(frame)))
+        if modified:
+            out.append(struct.pack(order + "IHBB", 1, 2, 0, 0))
+        out.append(frame)
+    return b"".join(out)
+
+
+def query(tid: int, name: str = "www.example.test", qtype: int = 1) -> bytes:
+    q = dpkt.dns.DNS(id=tid, op=0x0100, qd=[dpkt.dns.DNS.Q(name=name, type=qtype)])
+    return bytes(q)
+
+
+def answer(tid: int, name: str = "www.example.test", rcode: int = 0) -> bytes:
+    rr = dpkt.dns.DNS.RR(name=name, type=1, cls=1, ttl=60, rdata=b"\xc0\x00\x02\x07")
+    r = dpkt.dns.DNS(id=tid, op=0x8180 | rcode, qd=[dpkt.dns.DNS.Q(name=name)], an=[rr])
+    return bytes(r)
+
+
+def eth(ip: bytes) -> bytes:
+    return link_frame("ethernet", ip)[1]
+
+
+def run(data: bytes | io.RawIOBase, want: frozenset[str] | None, compiled: bool,
+        ports: tuple[int, ...] = (53,)) -> tuple[Any, ...]:
+    """Everything a scan leaves behind, or the error it raised."""
+    scan = Scan(ports, want)
+    src = io.BytesIO(data) if isinstance(data, bytes) else data
+    error = None
+    reader = None
+    try:
+        with CaptureReader(src) as reader:
+            if compiled:
+                reader.feed_pcap(scan.step)
+            else:
+                scan.feed(reader)
+    except CaptureFileError as exc:
+        error = str(exc)
+    cols = scan.columns(None)
+    return (error, cols, scan.messages, scan.queries, scan.responses, scan.malformed,
+            scan.first_ts, len(scan), dict(scan.names), reader and reader.records,
+            reader and reader.truncated)
+
+
+def same(data: bytes, ports: tuple[int, ...] = (53,)) -> tuple[Any, ...]:
+    need(fastscan.COMPILED, "the compiled scanner (_cscan) was not built: needs a C "
+         "compiler and Python headers at install time")
+    for want in WANTS:
+        py, c = run(data, want, False, ports), run(data, want, True, ports)
+        assert c == py, want
+    return run(data, None, True, ports)
+
+
+def test_every_link_type_and_the_general_decoder() -> None:
+    pkts, _ = scenario()
+    for link in LINK_TYPES:
+        recs = []
+        for i, p in enumerate(pkts):
+            lt, frame = link_frame(link, p)
+            recs.append((BASE_TS + i * 0.01, lt, frame))
+        out = same(pcap(recs))
+        assert out[0] is None and out[2] >= 8, link  # UDP and TCP messages, both families
+
+
+def test_pairing_duplicates_and_strays() -> None:
+    t = BASE_TS
+    recs = [
+        (t, eth(udp_ip(C, S, 40000, 53, query(1)))),
+        (t + 0.5, eth(udp_ip(C, S, 40000, 53, query(1)))),  # captured twice: dropped
+        (t + 1.6, eth(udp_ip(C, S, 40000, 53, query(1)))),  # asked again: a new row
+        (t + 1.7, eth(udp_ip(S, C, 53, 40000, answer(1)))),
+        (t + 2.0, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # duplicate answer: dropped
+        (t + 8.0, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # much later: response only
+        (t + 8.1, eth(udp_ip(S, C, 53, 40001, answer(9, rcode=3)))),  # never asked
+        (t + 8.2, eth(udp_ip(C, S, 40002, 53, query(2, "gone.example.test")))),
+        (t + 8.3, eth(udp_ip(C6, S6, 40003, 53, query(3, qtype=28)))),
+        (t + 8.4, eth(udp_ip(S6, C6, 53, 40003, answer(3)))),
+        (t + 8.5, eth(udp_ip(C, S, 40004, 5353, query(4)))),  # not a DNS port here
+        (t + 8.6, eth(udp_ip(C, S, 40005, 53, b"\x00\x07short"))),  # < 12 bytes
+        (t + 8.7, eth(udp_ip(S, C, 53, 40000, answer(1)))[:-3]),  # cut short, and a
+    ]                                                              # duplicate of t + 8.0
+    out = same(pcap([(ts, 1, f) for ts, f in recs]))
+    cols = out[1]
+    assert cols["status"] == ["unanswered", "answered", "response_only", "response_only",
+                              "unanswered", "answered"]
+    assert cols["rtt"][1] is not None and abs(cols["rtt"][1] - 0.1) < 1e-6
+    assert out[5] == 1  # the short message
+    assert same(pcap([(ts, 1, f) for ts, f in recs]), ports=(53, 5353))[2] == out[2] + 1
+
+
+def test_damaged_frames_at_every_length() -> None:
+    """Every prefix of an Ethernet (VLAN, SLL, SLL2, raw) frame carrying DNS, and IP
+    headers that lie: malformed counts and rows must agree."""
+    recs = []
+    ts = BASE_TS
+    for link in ("ethernet", "vlan", "sll", "sll2", "raw"):
+        for ip in (udp_ip(C, S, 40000, 53, query(7)), udp_ip(C6, S6, 40000, 53, query(8))):
+            lt, frame = link_frame(link, ip)
+            for cut in range(len(frame) + 1):
+                recs.append((ts, lt, frame[:cut]))
+                ts += 0.001
+    bad_ihl = bytearray(udp_ip(C, S, 40000, 53, query(9)))
+    bad_ihl[0] = 0x43
+    frag = bytearray(udp_ip(C, S, 40000, 53, query(10)))
+    frag[6] |= 0x20  # first fragment (more fragments): still read
+    later = bytearray(udp_ip(C, S, 40000, 53, query(11)))
+    later[7] = 0x10  # a later fragment: skipped
+    long_len = bytearray(udp_ip(C, S, 40000, 53, query(12)))
+    long_len[24:26] = b"\xff\xff"  # UDP length past the frame: clipped to it
+    for ip in (bad_ihl, frag, later, long_len):
+        recs.append((ts, 1, eth(bytes(ip))))
+        ts += 0.001
+    sll_out = bytearray(link_frame("sll", udp_ip(C, S, 40000, 53, query(13)))[1])
+    sll_out[0:2] = b"\x00\x04"  # loopback's outgoing copy: skipped
+    recs.append((ts, 113, bytes(sll_out)))
+    for lt in sorted({r[1] for r in recs}):
+        out = same(pcap([r for r in recs if r[1] == lt]))
+        assert out[0] is None and out[5] > 0, lt
+
+
+def test_byte_orders_nanoseconds_modified_and_chunks() -> None:
+    """Big-endian, nanosecond and modified pcap; a file much larger than one read so
+    records straddle buffer ends; the same through a pipe-like short-read stream."""
+    recs = []
+    for i in range(30_000):
+        tid = i & 0xFFFF
+        port = 1024 + i % 50_000
+        recs.append((BASE_TS + i * 0.0001, 1, eth(udp_ip(C, S, port, 53, query(tid)))))
+        if i % 7:
+            recs.append((BASE_TS + i * 0.0001 + 0.00005, 1,
+                         eth(udp_ip(S, C, 53, port, answer(tid)))))
+    for kw in ({}, {"order": ">"}, {"nano": True}, {"modified": True}):
+        data = pcap(recs, **kw)  # type: ignore[arg-type]
+        assert len(data) > 3 << 20
+        out = same(data)
+        assert out[7] == 30_000 and out[1]["status"].count("answered") == 30_000 - 30_000 // 7 - 1
+    data = pcap(recs[:3000])
+    via_pipe = run(Trickle(data, 4093), None, True)  # type: ignore[arg-type]
+    assert via_pipe == run(io.BytesIO(data), None, False)
+
+
+def test_corrupt_files_fail_alike() -> None:
+    good = pcap([(BASE_TS, 1, eth(udp_ip(C, S, 40000, 53, query(1))))] * 3)
+    huge = bytearray(good)
+    struct.pack_into("<I", huge, 24 + (len(good) - 24) // 3 + 8, 1 << 25)
+    cases = [(good[:20], "truncated file header", 0), (good[:-5], None, 1),
+             (good[:24 + 10], None, 1), (bytes(huge), "claims 33554432 bytes", 0)]
+    for data, error, truncated in cases:
+        out = same(data)
+        assert (out[0] is None) == (error is None) and (error or "") in (out[0] or "")
+        assert out[10] == truncated
+
+
+def _seed() -> bytes:
+    pkts, _ = scenario()
+    recs = [(BASE_TS + i, 1, link_frame("vlan", p)[1]) for i, p in enumerate(pkts)]
+    recs += [(BASE_TS + 50, 1, eth(udp_ip(S, C, 53, 40000, answer(1))))]
+    return pcap(recs)
+
+
+SEED = _seed()
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255), st.sampled_from("sdi")),
+                max_size=5), st.integers(0, 10**6))
+def test_mutated_files_scan_alike(edits: list[tuple[int, int, str]], cut: int) -> None:
+    buf = bytearray(SEED)
+    for pos, val, kind in edits:
+        pos %= len(buf) + 1
+        if kind == "s" and pos < len(buf):
+            buf[pos] = val
+        elif kind == "d":
+            del buf[pos:pos + 1 + val % 8]
+        else:
+            buf[pos:pos] = bytes([val]) * (1 + val % 4)
+    del buf[len(buf) - cut % 64 if cut % 3 == 0 else len(buf):]
+    if bytes(buf[:4]) in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"):
+        same(bytes(buf))
