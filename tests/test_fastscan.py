@@ -20,8 +20,9 @@ from tests.conftest import need
 from tests.dnsutil import LINK_TYPES, link_frame, udp_ip
 from tests.test_pcapfile import BASE_TS, Trickle, scenario
 
-WANTS: list[frozenset[str] | None] = [frozenset(), None, frozenset({"query"}),
-                                      frozenset({"rcode", "client_port"})]
+WANTS: list[frozenset[str] | None] = [  # header only, question, answers, everything
+    frozenset(), frozenset({"rcode", "flags", "client_port"}), frozenset({"query"}),
+    frozenset({"qtype", "qclass", "rcode"}), frozenset({"answers"}), None]
 C, S = "192.0.2.1", "198.51.100.53"
 C6, S6 = "2001:db8::1", "2001:db8::53"
 
@@ -115,11 +116,22 @@ def test_pairing_duplicates_and_strays() -> None:
         (t + 8.5, eth(udp_ip(C, S, 40004, 5353, query(4)))),  # not a DNS port here
         (t + 8.6, eth(udp_ip(C, S, 40005, 53, b"\x00\x07short"))),  # < 12 bytes
         (t + 8.7, eth(udp_ip(S, C, 53, 40000, answer(1)))[:-3]),  # cut short, and a
-    ]                                                              # duplicate of t + 8.0
+        # questions the compiled scanner leaves to Python: escapes, root, no question,  #
+        # a pointer into the header; and one in capitals it reads itself  # t + 8.0 dup
+        (t + 9.0, eth(udp_ip(C, S, 40010, 53, query(20, "sp ace.a;b.example.test")))),
+        (t + 9.1, eth(udp_ip(C, S, 40011, 53, query(21, "")))),
+        (t + 9.2, eth(udp_ip(C, S, 40012, 53, query(22)[:4] + b"\0\0" + query(22)[6:]))),
+        (t + 9.3, eth(udp_ip(C, S, 40013, 53, query(23)[:12] + b"\xc0\x02\0\1\0\1"))),
+        (t + 9.4, eth(udp_ip(C, S, 40014, 53, query(24, "WWW.Example.TEST")))),
+        (t + 9.5, eth(udp_ip(S, C, 53, 40014, answer(24, "WWW.Example.TEST", rcode=2)))),
+    ]
     out = same(pcap([(ts, 1, f) for ts, f in recs]))
     cols = out[1]
-    assert cols["status"] == ["unanswered", "answered", "response_only", "response_only",
-                              "unanswered", "answered"]
+    assert cols["status"][:6] == ["unanswered", "answered", "response_only", "response_only",
+                                  "unanswered", "answered"]
+    q = cols["query"]
+    assert q[6:9] == ["sp\\032ace.a\\;b.example.test", ".", ""] and q[-1] == "www.example.test"
+    assert cols["rcode"][-1] == "SERVFAIL" and cols["qtype"][-1] == "A"
     assert cols["rtt"][1] is not None and abs(cols["rtt"][1] - 0.1) < 1e-6
     assert out[5] == 1  # the short message
     assert same(pcap([(ts, 1, f) for ts, f in recs]), ports=(53, 5353))[2] == out[2] + 1

@@ -1,12 +1,13 @@
 /* _cscan: the classic-pcap walk of netsql.capture.fastscan.Scan, compiled.
  *
- * scan_pcap(scan, buf, pos, big_endian, divisor, extra, linktype, portmap, fast)
+ * scan_pcap(scan, buf, pos, big_endian, divisor, extra, linktype, portmap, mode)
  *     -> (pos, records, bad_length)
  *
  * Walks the complete records of `buf` (a classic pcap file's bytes from `pos`), parses
  * link, IP and UDP headers exactly as Scan.feed does, and for each DNS message either
- * pairs it itself (fast: header only, no name or answer wanted) or calls
- * scan._message(). Frames Scan.feed hands to the general decoder go to scan._general().
+ * pairs it itself or calls scan._message(). mode 0: no name or answer is wanted (the
+ * header is enough); 1: the question is wanted, and a plain one (no compression, no
+ * character that needs escaping) is read here; 2: answers are wanted (Python decodes). Frames Scan.feed hands to the general decoder go to scan._general().
  * State lives in the Scan object (pending, answered, rows, counters), so the two paths
  * can be mixed and must agree row for row; tests/test_fastscan.py checks that they do.
  *
@@ -20,8 +21,8 @@
 
 #define MAX_RECORD (1u << 24)
 #define ROW_LEN 18
-enum { R_TS, R_CADDR, R_CPORT, R_SADDR, R_SPORT, R_TRANSPORT, R_TID, R_FLAGS = 11,
-       R_RTT = 15, R_IFACE = 16, R_STATUS = 17 };
+enum { R_TS, R_CADDR, R_CPORT, R_SADDR, R_SPORT, R_TRANSPORT, R_TID, R_QUERY, R_QTYPE,
+       R_QCLASS, R_RCODE, R_FLAGS, R_RTT = 15, R_IFACE = 16, R_STATUS = 17 };
 
 static PyObject *s_udp, *s_unanswered, *s_answered, *s_response_only;
 static PyObject *s_pending, *s_answered_attr, *s_rows, *s_general, *s_message;
@@ -30,7 +31,7 @@ static PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts
 typedef struct {
     PyObject *scan, *pending, *answered, *rows;
     const unsigned char *ports; /* 65536-bit bitmap */
-    int fast;
+    int mode;
     long messages, queries, responses, malformed;
 } State;
 
@@ -78,6 +79,13 @@ static inline int port_in(const State *st, unsigned port)
     return st->ports[port >> 3] >> (port & 7) & 1;
 }
 
+/* Set row[i] (a new list's slot holding None) to a new reference. */
+static void put(PyObject *row, int i, PyObject *value)
+{
+    Py_DECREF(PyList_GET_ITEM(row, i));
+    PyList_SET_ITEM(row, i, value);
+}
+
 static PyObject *new_row(double ts, PyObject *caddr, PyObject *cport, PyObject *saddr,
                          PyObject *sport, PyObject *tid, PyObject *flags, PyObject *status)
 {
@@ -93,14 +101,10 @@ static PyObject *new_row(double ts, PyObject *caddr, PyObject *cport, PyObject *
     for (int i = 0; i < ROW_LEN; i++)
         PyList_SET_ITEM(row, i, Py_NewRef(Py_None));
     PyObject *vals[] = {t, caddr, cport, saddr, sport, s_udp, tid};
-    for (int i = 0; i < 7; i++) {
-        Py_DECREF(Py_None);
-        PyList_SET_ITEM(row, i, i == R_TS ? t : Py_NewRef(vals[i]));
-    }
-    Py_DECREF(Py_None);
-    PyList_SET_ITEM(row, R_FLAGS, Py_NewRef(flags));
-    Py_DECREF(Py_None);
-    PyList_SET_ITEM(row, R_STATUS, Py_NewRef(status));
+    for (int i = 0; i < 7; i++)
+        put(row, i, i == R_TS ? t : Py_NewRef(vals[i]));
+    put(row, R_FLAGS, Py_NewRef(flags));
+    put(row, R_STATUS, Py_NewRef(status));
     return row;
 }
 
@@ -110,9 +114,64 @@ static int row_ts(PyObject *row, double *out)
     return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* Scan._message for a UDP message when no name or answer is wanted. */
+/* Bytes a name shows as themselves (dnswire._PLAIN without the separator). */
+static int plain_byte(unsigned c)
+{
+    return c > 0x20 && c < 0x7F && c != '.' && !strchr("\"().;\\@$", (int)c);
+}
+
+/* The first question when it is plain: no compression, at least one label, only bytes
+ * that need no escaping; its text lower-cased as dnswire.decode_dns gives it. Returns 1
+ * (found), 0 (not plain: Python decodes the message) or -1 (error). */
+static int plain_question(const unsigned char *dns, Py_ssize_t n, PyObject **name,
+                          unsigned *qtype, unsigned *qclass)
+{
+    char text[256];
+    Py_ssize_t t = 0, off = 12, stop = n - 1 < 12 + 254 ? n - 1 : 12 + 254;
+    if (n < 13 || RD16(dns + 4) == 0)
+        return 0;
+    while (dns[off] != 0) {
+        unsigned ln = dns[off];
+        Py_ssize_t next = off + 1 + ln;
+        if (ln >= 64 || next > stop)
+            return 0;
+        if (t)
+            text[t++] = '.';
+        for (Py_ssize_t i = off + 1; i < next; i++) {
+            unsigned c = dns[i];
+            if (!plain_byte(c))
+                return 0;
+            text[t++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        off = next;
+    }
+    if (t == 0 || off + 5 > n)
+        return 0;
+    *qtype = RD16(dns + off + 1);
+    *qclass = RD16(dns + off + 3);
+    *name = PyUnicode_DecodeASCII(text, t, NULL);
+    return *name == NULL ? -1 : 1;
+}
+
+static int set_question(PyObject *row, PyObject *qname, unsigned qtype, unsigned qclass)
+{
+    PyObject *t = int16(qtype), *c = int16(qclass);
+    if (t == NULL || c == NULL) {
+        Py_XDECREF(t);
+        Py_XDECREF(c);
+        return -1;
+    }
+    put(row, R_QUERY, Py_NewRef(qname));
+    put(row, R_QTYPE, t);
+    put(row, R_QCLASS, c);
+    return 0;
+}
+
+/* Scan._message for a UDP message whose answers are not wanted; `qname` (NULL when
+ * the question is not wanted) and its type and class fill the question columns. */
 static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyObject *dst,
-                        unsigned dport, const unsigned char *dns)
+                        unsigned dport, const unsigned char *dns, PyObject *qname,
+                        unsigned qtype, unsigned qclass)
 {
     unsigned tid = RD16(dns), bits = RD16(dns + 2);
     PyObject *sp = int16(sport), *dp = int16(dport);
@@ -144,6 +203,8 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
             goto done;
         row = new_row(ts, src, sp, dst, dp, t, flags, s_unanswered);
         Py_DECREF(flags);
+        if (row != NULL && qname != NULL && set_question(row, qname, qtype, qclass) < 0)
+            goto done;
         if (row == NULL || PyList_Append(st->rows, row) < 0
                 || PyDict_SetItem(st->pending, key, row) < 0)
             goto done;
@@ -171,6 +232,8 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
             }
         }
         row = new_row(ts, dst, dp, src, sp, t, Py_None, s_response_only);
+        if (row != NULL && qname != NULL && set_question(row, qname, qtype, qclass) < 0)
+            goto done;
         if (row == NULL || PyList_Append(st->rows, row) < 0)
             goto done;
     } else {
@@ -187,6 +250,14 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         if (PyList_SetItem(row, R_STATUS, Py_NewRef(s_answered)) < 0)
             goto done;
     }
+    /* rcode and flags: the response's header */
+    PyObject *rcode = int16(bits & 0xF), *flags = int16(bits);
+    if (rcode == NULL || flags == NULL || PyList_SetItem(row, R_RCODE, rcode) < 0) {
+        Py_XDECREF(flags);
+        goto done;
+    }
+    if (PyList_SetItem(row, R_FLAGS, flags) < 0)
+        goto done;
     rc = PyDict_SetItem(st->answered, key, row);
 done:
     Py_XDECREF(sp);
@@ -282,21 +353,28 @@ static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_
     PyObject *s = address(src, alen), *d = address(dst, alen);
     int rc = -1;
     if (s != NULL && d != NULL) {
-        if (st->fast) {
-            rc = message_fast(st, ts, s, sport, d, dport, f + u + 8);
-        } else {
+        const unsigned char *dns = f + u + 8;
+        Py_ssize_t dlen = end - u - 8;
+        PyObject *qname = NULL;
+        unsigned qtype = 0, qclass = 0;
+        int plain = st->mode == 0 ? 1 : st->mode == 1
+            ? plain_question(dns, dlen, &qname, &qtype, &qclass) : 0;
+        if (plain > 0) {
+            rc = message_fast(st, ts, s, sport, d, dport, dns, qname, qtype, qclass);
+            Py_XDECREF(qname);
+        } else if (plain == 0) {
             PyObject *pts = PyFloat_FromDouble(ts), *sp = int16(sport), *dp = int16(dport);
-            PyObject *dns = PyBytes_FromStringAndSize((const char *)f + u + 8, end - u - 8);
-            if (pts && sp && dp && dns) {
+            PyObject *msg = PyBytes_FromStringAndSize((const char *)dns, dlen);
+            if (pts && sp && dp && msg) {
                 PyObject *r = PyObject_CallMethodObjArgs(st->scan, s_message, pts, s, sp, d,
-                                                         dp, s_udp, dns, Py_None, NULL);
+                                                         dp, s_udp, msg, Py_None, NULL);
                 rc = r == NULL ? -1 : 0;
                 Py_XDECREF(r);
             }
             Py_XDECREF(pts);
             Py_XDECREF(sp);
             Py_XDECREF(dp);
-            Py_XDECREF(dns);
+            Py_XDECREF(msg);
         }
     }
     Py_XDECREF(s);
@@ -343,19 +421,19 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
     State st = {0};
     Py_buffer buf, ports;
     Py_ssize_t pos, records = 0;
-    int be, extra, lt, fast;
+    int be, extra, lt, mode;
     long long divisor;
     uint32_t bad = 0;
-    if (!PyArg_ParseTuple(args, "Oy*npLiiy*p", &st.scan, &buf, &pos, &be, &divisor, &extra,
-                          &lt, &ports, &fast))
+    if (!PyArg_ParseTuple(args, "Oy*npLiiy*i", &st.scan, &buf, &pos, &be, &divisor, &extra,
+                          &lt, &ports, &mode))
         return NULL;
     PyObject *result = NULL;
-    if (ports.len != 8192 || divisor <= 0 || extra < 0 || pos < 0) {
+    if (ports.len != 8192 || divisor <= 0 || extra < 0 || pos < 0 || mode < 0 || mode > 2) {
         PyErr_SetString(PyExc_ValueError, "scan_pcap: bad arguments");
         goto out;
     }
     st.ports = ports.buf;
-    st.fast = fast;
+    st.mode = mode;
     st.pending = PyObject_GetAttr(st.scan, s_pending);
     st.answered = st.pending ? PyObject_GetAttr(st.scan, s_answered_attr) : NULL;
     st.rows = st.answered ? PyObject_GetAttr(st.scan, s_rows) : NULL;
@@ -429,7 +507,7 @@ out:
 
 static PyMethodDef methods[] = {
     {"scan_pcap", scan_pcap, METH_VARARGS,
-     "scan_pcap(scan, buf, pos, big_endian, divisor, extra, linktype, portmap, fast)"
+     "scan_pcap(scan, buf, pos, big_endian, divisor, extra, linktype, portmap, mode)"
      " -> (pos, records, bad_length)"},
     {NULL, NULL, 0, NULL},
 };

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
@@ -37,7 +37,7 @@ COMPILED = _cscan is not None
 _HH = struct.Struct(">HH")
 _VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
 Q_COLS = frozenset({"query", "qtype", "qclass"})
-R_COLS = frozenset({"rcode", "flags", "answers", "answer_types", "ttls"})
+R_COLS = frozenset({"answers", "answer_types", "ttls"})
 COLUMNS = ("ts", "client_address", "client_port", "server_address", "server_port",
            "transport", "trans_id", "query", "qtype", "qclass", "rcode", "flags", "answers",
            "answer_types", "ttls", "rtt", "interface", "status")
@@ -46,6 +46,26 @@ FLAG_BITS = (("AA", 0x0400), ("TC", 0x0200), ("RD", 0x0100), ("RA", 0x0080))
 
 def _flags(bits: int) -> list[str]:
     return [n for n, b in FLAG_BITS if bits & b]
+
+
+_CODED: dict[str, Callable[[int], Any]] = {  # row values kept as numbers until read
+    "qtype": qtype_name, "qclass": class_name, "rcode": rcode_name,
+    "flags": _flags}
+
+
+def _named(rows: list[list[Any]], i: int, name: Callable[[int], Any]) -> list[Any]:
+    """Column ``i`` of ``rows`` through ``name``, once per distinct number."""
+    known: dict[int, Any] = {}
+    out = []
+    for r in rows:
+        v = r[i]
+        if v is not None:
+            t = known.get(v)
+            if t is None:
+                t = known[v] = name(v)
+            v = t
+        out.append(v)
+    return out
 
 
 _MALFORMED: Any = object()
@@ -172,7 +192,7 @@ class Scan:
         to be real or 0). CaptureReader.feed_pcap drives it."""
         assert _cscan is not None
         return _cscan.scan_pcap(self, buf, pos, big_endian, divisor, extra, linktype,
-                                self._portmap, not (self.need_q or self.need_r))
+                                self._portmap, 2 if self.need_r else int(self.need_q))
 
     def _general(self, ts: float, lt: int, frame: bytes, ifname: str | None) -> None:
         info = decode_frame(lt, frame)
@@ -203,14 +223,14 @@ class Scan:
             if old is not None and ts - old[0] < 1.0:
                 return  # the same query captured twice
             q: str | None = None
-            qt: str | None = None
-            qc: str | None = None
+            qt: int | None = None
+            qc: int | None = None
             if self.need_q:
                 msg = decode_dns(dns)
                 if msg is None:
                     self.malformed += 1
                     return
-                q, qt, qc = msg.qname, qtype_name(msg.qtype), class_name(msg.qclass)
+                q, qt, qc = msg.qname, msg.qtype, msg.qclass
             new = [ts, src, sport, dst, dport, transport, tid, q, qt, qc, None, bits,
                    None, None, None, None, ifname, "unanswered"]
             self.rows.append(new)
@@ -228,8 +248,8 @@ class Scan:
             if self.need_q or self.need_r:
                 msg = decode_dns(dns)
             row = [ts, dst, dport, src, sport, transport, tid,
-                   msg.qname if msg else None, qtype_name(msg.qtype) if msg else None,
-                   class_name(msg.qclass) if msg else None, None, None, None, None, None,
+                   msg.qname if msg else None, msg.qtype if msg else None,
+                   msg.qclass if msg else None, None, None, None, None, None,
                    None, ifname, "response_only"]
             self.rows.append(row)
         else:
@@ -238,14 +258,14 @@ class Scan:
             row[15] = max(ts - row[0], 0.0)
             if self.need_r:
                 msg = decode_dns(dns)
+        row[10] = bits & 0xF  # rcode and flags: the response's header
+        row[11] = bits
         self.answered[key] = row
         if self.need_r:
             if msg is None:
                 self.malformed += 1
                 return
             answers = msg.answers
-            row[10] = rcode_name(msg.rcode)
-            row[11] = bits
             row[12] = [a[3] for a in answers]
             row[13] = [qtype_name(a[1]) for a in answers]
             row[14] = [a[2] for a in answers]
@@ -263,10 +283,8 @@ class Scan:
             if name in ("client_address", "server_address"):
                 text = self._text
                 out[name] = [text(r[i]) for r in rows]
-            elif name == "flags":  # kept as the header's bits until asked for
-                known: dict[int, list[str]] = {}
-                out[name] = [None if r[i] is None else known.get(r[i] & 0x0780)
-                             or known.setdefault(r[i] & 0x0780, _flags(r[i])) for r in rows]
+            elif name in _CODED:  # kept as numbers until asked for
+                out[name] = _named(rows, i, _CODED[name])
             else:
                 out[name] = [r[i] for r in rows]
         return out
