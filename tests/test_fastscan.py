@@ -226,3 +226,49 @@ def test_mutated_files_scan_alike(edits: list[tuple[int, int, str]], cut: int) -
     del buf[len(buf) - cut % 64 if cut % 3 == 0 else len(buf):]
     if bytes(buf[:4]) in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"):
         same(bytes(buf))
+
+
+def pointer_answer(tid: int, name: str, addrs: list[bytes]) -> bytes:
+    """A response as resolvers write it: each answer owned by a pointer to the question."""
+    q = query(tid, name)
+    head = struct.pack(">HHHHHH", tid, 0x8180, 1, len(addrs), 0, 0)
+    return head + q[12:] + b"".join(
+        struct.pack(">HHHIH", 0xC00C, 1 if len(a) == 4 else 28, 1, 300 + i, len(a)) + a
+        for i, a in enumerate(addrs))
+
+
+class Counting(Scan):
+    """Counts the messages handed back to Python."""
+
+    handed = 0
+
+    def _message(self, *args: Any) -> None:
+        Counting.handed += 1
+        super()._message(*args)
+
+
+def test_usual_responses_decode_in_c() -> None:
+    """Plain questions and A/AAAA answers owned by a pointer to the question are decoded
+    by the compiled scanner itself (nothing handed to Python), with the same rows and
+    the same address -> name map (sockets.remote_host) as the Python scan."""
+    need(fastscan.COMPILED, "the compiled scanner (_cscan) was not built")
+    recs = []
+    v6 = bytes.fromhex("20010db8000000000000000000000007")
+    for i in range(50):
+        name = f"Host{i}.Example.TEST"
+        addrs = [bytes([192, 0, 2, i]), v6][: 1 + i % 2] if i % 5 else []
+        recs.append((BASE_TS + i, 1, eth(udp_ip(C, S, 40000 + i, 53, query(i, name)))))
+        recs.append((BASE_TS + i + 0.01, 1,
+                     eth(udp_ip(S, C, 53, 40000 + i, pointer_answer(i, name, addrs)))))
+    data = pcap(recs)
+    for want in (frozenset({"answers"}), None):
+        Counting.handed = 0
+        scan = Counting((53,), want)
+        with CaptureReader(io.BytesIO(data)) as reader:
+            reader.feed_pcap(scan.step)
+        assert Counting.handed == 0
+        assert run(data, want, True) == run(data, want, False)
+        if want is None:  # (names come with the question, which {"answers"} skips)
+            assert scan.names["2001:db8::7"][0] == "host49.example.test"
+        assert scan.columns(None)["answers"][:2] == [[], ["192.0.2.1", "2001:db8::7"]]
+        assert scan.columns(None)["ttls"][1] == [300, 301]

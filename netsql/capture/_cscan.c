@@ -5,9 +5,11 @@
  *
  * Walks the complete records of `buf` (a classic pcap file's bytes from `pos`), parses
  * link, IP and UDP headers exactly as Scan.feed does, and for each DNS message either
- * pairs it itself or calls scan._message(). mode 0: no name or answer is wanted (the
- * header is enough); 1: the question is wanted, and a plain one (no compression, no
- * character that needs escaping) is read here; 2: answers are wanted (Python decodes). Frames Scan.feed hands to the general decoder go to scan._general().
+ * pairs it itself or calls scan._message(). mode bit 1: the question is wanted; bit 2:
+ * the answers are. A plain question (no compression, no character that needs escaping)
+ * is read here, and so are answers when every one is an A or AAAA record of class IN
+ * owned by a pointer to that question (the usual response); any other message goes to
+ * Python (dnswire.decode_dns), so both paths give the same rows. Frames Scan.feed hands to the general decoder go to scan._general().
  * State lives in the Scan object (pending, answered, rows, counters), so the two paths
  * can be mixed and must agree row for row; tests/test_fastscan.py checks that they do.
  *
@@ -18,18 +20,21 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #define MAX_RECORD (1u << 24)
 #define ROW_LEN 18
 enum { R_TS, R_CADDR, R_CPORT, R_SADDR, R_SPORT, R_TRANSPORT, R_TID, R_QUERY, R_QTYPE,
-       R_QCLASS, R_RCODE, R_FLAGS, R_RTT = 15, R_IFACE = 16, R_STATUS = 17 };
+       R_QCLASS, R_RCODE, R_FLAGS, R_ANSWERS, R_RTT = 15, R_IFACE = 16, R_STATUS = 17 };
 
-static PyObject *s_udp, *s_unanswered, *s_answered, *s_response_only;
+static PyObject *s_udp, *s_unanswered, *s_answered, *s_response_only, *s_type_a, *s_type_aaaa;
+static PyObject *s_names;
 static PyObject *s_pending, *s_answered_attr, *s_rows, *s_general, *s_message;
 static PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts;
 
 typedef struct {
-    PyObject *scan, *pending, *answered, *rows;
+    PyObject *scan, *pending, *answered, *rows, *names;
     const unsigned char *ports; /* 65536-bit bitmap */
     int mode;
     long messages, queries, responses, malformed;
@@ -124,7 +129,7 @@ static int plain_byte(unsigned c)
  * that need no escaping; its text lower-cased as dnswire.decode_dns gives it. Returns 1
  * (found), 0 (not plain: Python decodes the message) or -1 (error). */
 static int plain_question(const unsigned char *dns, Py_ssize_t n, PyObject **name,
-                          unsigned *qtype, unsigned *qclass)
+                          unsigned *qtype, unsigned *qclass, Py_ssize_t *qend)
 {
     char text[256];
     Py_ssize_t t = 0, off = 12, stop = n - 1 < 12 + 254 ? n - 1 : 12 + 254;
@@ -149,8 +154,64 @@ static int plain_question(const unsigned char *dns, Py_ssize_t n, PyObject **nam
         return 0;
     *qtype = RD16(dns + off + 1);
     *qclass = RD16(dns + off + 3);
+    *qend = off + 5;
     *name = PyUnicode_DecodeASCII(text, t, NULL);
     return *name == NULL ? -1 : 1;
+}
+
+/* The answers of a response with one plain question ending at `qend`, when every
+ * answer is A or AAAA, class IN, owned by a pointer to the question (0xC00C): three new
+ * lists (data text, type names, ttls) in out[]. 1 found, 0 another shape (Python
+ * decodes it), -1 error. */
+static int simple_answers(const unsigned char *dns, Py_ssize_t n, Py_ssize_t qend,
+                          PyObject *out[3])
+{
+    if (RD16(dns + 4) != 1)
+        return 0;
+    unsigned count = RD16(dns + 6);
+    Py_ssize_t off = qend;
+    for (unsigned i = 0; i < count; i++) { /* check the whole section first */
+        if (off + 12 > n || dns[off] != 0xC0 || dns[off + 1] != 12)
+            return 0;
+        unsigned type = RD16(dns + off + 2), rclass = RD16(dns + off + 4);
+        unsigned rdlen = RD16(dns + off + 10);
+        if (rclass != 1 || !((type == 1 && rdlen == 4) || (type == 28 && rdlen == 16))
+                || off + 12 + (Py_ssize_t)rdlen > n)
+            return 0;
+        off += 12 + rdlen;
+    }
+    out[0] = PyList_New(count);
+    out[1] = PyList_New(count);
+    out[2] = PyList_New(count);
+    if (out[0] == NULL || out[1] == NULL || out[2] == NULL)
+        goto fail;
+    off = qend;
+    for (unsigned i = 0; i < count; i++) {
+        unsigned type = RD16(dns + off + 2);
+        uint32_t ttl = (uint32_t)dns[off + 6] << 24 | (uint32_t)dns[off + 7] << 16
+            | (uint32_t)dns[off + 8] << 8 | dns[off + 9];
+        char text[INET6_ADDRSTRLEN];
+        int af = type == 1 ? AF_INET : AF_INET6;
+        if (inet_ntop(af, dns + off + 12, text, sizeof text) == NULL) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        PyObject *a = PyUnicode_FromString(text), *l = PyLong_FromUnsignedLong(ttl);
+        if (a == NULL || l == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(l);
+            goto fail;
+        }
+        PyList_SET_ITEM(out[0], i, a);
+        PyList_SET_ITEM(out[1], i, Py_NewRef(type == 1 ? s_type_a : s_type_aaaa));
+        PyList_SET_ITEM(out[2], i, l);
+        off += 12 + (type == 1 ? 4 : 16);
+    }
+    return 1;
+fail:
+    for (int i = 0; i < 3; i++)
+        Py_CLEAR(out[i]);
+    return -1;
 }
 
 static int set_question(PyObject *row, PyObject *qname, unsigned qtype, unsigned qclass)
@@ -167,11 +228,12 @@ static int set_question(PyObject *row, PyObject *qname, unsigned qtype, unsigned
     return 0;
 }
 
-/* Scan._message for a UDP message whose answers are not wanted; `qname` (NULL when
- * the question is not wanted) and its type and class fill the question columns. */
+/* Scan._message for a UDP message decoded here: `qname` (NULL when the question is
+ * not wanted) and its type and class fill the question columns; `answers` (NULL when
+ * not wanted) the answer columns of a response. */
 static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyObject *dst,
                         unsigned dport, const unsigned char *dns, PyObject *qname,
-                        unsigned qtype, unsigned qclass)
+                        unsigned qtype, unsigned qclass, PyObject **answers)
 {
     unsigned tid = RD16(dns), bits = RD16(dns + 2);
     PyObject *sp = int16(sport), *dp = int16(dport);
@@ -258,7 +320,26 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
     }
     if (PyList_SetItem(row, R_FLAGS, flags) < 0)
         goto done;
-    rc = PyDict_SetItem(st->answered, key, row);
+    if (PyDict_SetItem(st->answered, key, row) < 0)
+        goto done;
+    if (answers != NULL) {
+        for (int i = 0; i < 3; i++)
+            if (PyList_SetItem(row, R_ANSWERS + i, Py_NewRef(answers[i])) < 0)
+                goto done;
+        /* every answer is an address: the name it answers for, as of this response */
+        PyObject *query = PyList_GET_ITEM(row, R_QUERY);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(answers[0]); i++) {
+            PyObject *when = PyFloat_FromDouble(ts);
+            PyObject *v = when ? PyTuple_Pack(2, query, when) : NULL;
+            Py_XDECREF(when);
+            if (v == NULL || PyDict_SetItem(st->names, PyList_GET_ITEM(answers[0], i), v) < 0) {
+                Py_XDECREF(v);
+                goto done;
+            }
+            Py_DECREF(v);
+        }
+    }
+    rc = 0;
 done:
     Py_XDECREF(sp);
     Py_XDECREF(dp);
@@ -355,13 +436,27 @@ static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_
     if (s != NULL && d != NULL) {
         const unsigned char *dns = f + u + 8;
         Py_ssize_t dlen = end - u - 8;
-        PyObject *qname = NULL;
+        PyObject *qname = NULL, *answers[3] = {NULL, NULL, NULL};
         unsigned qtype = 0, qclass = 0;
-        int plain = st->mode == 0 ? 1 : st->mode == 1
-            ? plain_question(dns, dlen, &qname, &qtype, &qclass) : 0;
+        Py_ssize_t qend = 0;
+        int response = dns[2] & 0x80, want_q = st->mode & 1, want_a = st->mode & 2;
+        int plain = 1;
+        if (response && want_a) {
+            plain = plain_question(dns, dlen, &qname, &qtype, &qclass, &qend);
+            if (plain > 0) {
+                plain = simple_answers(dns, dlen, qend, answers);
+                if (plain <= 0)
+                    Py_CLEAR(qname);
+            }
+        } else if (want_q) {
+            plain = plain_question(dns, dlen, &qname, &qtype, &qclass, &qend);
+        }
         if (plain > 0) {
-            rc = message_fast(st, ts, s, sport, d, dport, dns, qname, qtype, qclass);
+            rc = message_fast(st, ts, s, sport, d, dport, dns, qname, qtype, qclass,
+                              answers[0] != NULL ? answers : NULL);
             Py_XDECREF(qname);
+            for (int i = 0; i < 3; i++)
+                Py_XDECREF(answers[i]);
         } else if (plain == 0) {
             PyObject *pts = PyFloat_FromDouble(ts), *sp = int16(sport), *dp = int16(dport);
             PyObject *msg = PyBytes_FromStringAndSize((const char *)dns, dlen);
@@ -428,7 +523,7 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
                           &lt, &ports, &mode))
         return NULL;
     PyObject *result = NULL;
-    if (ports.len != 8192 || divisor <= 0 || extra < 0 || pos < 0 || mode < 0 || mode > 2) {
+    if (ports.len != 8192 || divisor <= 0 || extra < 0 || pos < 0 || mode < 0 || mode > 3) {
         PyErr_SetString(PyExc_ValueError, "scan_pcap: bad arguments");
         goto out;
     }
@@ -437,9 +532,11 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
     st.pending = PyObject_GetAttr(st.scan, s_pending);
     st.answered = st.pending ? PyObject_GetAttr(st.scan, s_answered_attr) : NULL;
     st.rows = st.answered ? PyObject_GetAttr(st.scan, s_rows) : NULL;
-    if (st.rows == NULL)
+    st.names = st.rows ? PyObject_GetAttr(st.scan, s_names) : NULL;
+    if (st.names == NULL)
         goto out;
-    if (!PyDict_Check(st.pending) || !PyDict_Check(st.answered) || !PyList_Check(st.rows)) {
+    if (!PyDict_Check(st.pending) || !PyDict_Check(st.answered) || !PyList_Check(st.rows)
+            || !PyDict_Check(st.names)) {
         PyErr_SetString(PyExc_TypeError, "scan_pcap: scan state has the wrong types");
         goto out;
     }
@@ -500,6 +597,7 @@ out:
     Py_XDECREF(st.pending);
     Py_XDECREF(st.answered);
     Py_XDECREF(st.rows);
+    Py_XDECREF(st.names);
     PyBuffer_Release(&buf);
     PyBuffer_Release(&ports);
     return result;
@@ -525,7 +623,8 @@ PyMODINIT_FUNC PyInit__cscan(void)
         {&s_answered_attr, "answered"}, {&s_rows, "rows"}, {&s_general, "_general"},
         {&s_message, "_message"}, {&s_messages, "messages"}, {&s_queries, "queries"},
         {&s_responses, "responses"}, {&s_malformed, "malformed"},
-        {&s_first_ts, "first_ts"},
+        {&s_first_ts, "first_ts"}, {&s_type_a, "A"}, {&s_type_aaaa, "AAAA"},
+        {&s_names, "names"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

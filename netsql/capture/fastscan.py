@@ -192,7 +192,7 @@ class Scan:
         to be real or 0). CaptureReader.feed_pcap drives it."""
         assert _cscan is not None
         return _cscan.scan_pcap(self, buf, pos, big_endian, divisor, extra, linktype,
-                                self._portmap, 2 if self.need_r else int(self.need_q))
+                                self._portmap, self.need_q | self.need_r << 1)
 
     def _general(self, ts: float, lt: int, frame: bytes, ifname: str | None) -> None:
         info = decode_frame(lt, frame)
