@@ -15,6 +15,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -30,6 +31,21 @@ _MSG = struct.Struct("=BBBB")
 _PORTS = struct.Struct(">HH")
 _TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
 _ATTR = struct.Struct("=HH")
+
+
+_cdiag: ModuleType | None
+try:
+    from netsql import _cdiag
+except ImportError:  # built without a C compiler: _py_rows
+    _cdiag = None
+
+Tcp = tuple[int | None, int | None, int | None, int | None, int | None, int | None,
+            int | None, float | None, float | None, float | None]
+"""tcp_info counters: bytes_sent, bytes_acked, bytes_received, bytes_retrans, segs_out,
+segs_in, total_retrans, rtt (s), since last send (s), since last receive (s)."""
+Row = tuple[int, int, int, int, str, str | None, int, int, int, int, Tcp | None]
+"""family, state, sport, dport, local address, remote address (None: unconnected),
+rqueue, wqueue, uid, inode, tcp_info counters (None unless asked for)."""
 
 
 class SockDiagError(OSError):
@@ -82,11 +98,90 @@ def open_socket(netns_path: str | None = None) -> socket.socket:
     return result
 
 
-def dump(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
-         ext: int = 0) -> Iterator[DiagSocket]:
+def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int) -> None:
     req = struct.pack("=BBBBI", family, protocol, ext, 0, states) + bytes(48)
     sock.send(_HDR.pack(_HDR.size + len(req), SOCK_DIAG_BY_FAMILY,
                         NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
+
+
+def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
+         info: bool = False) -> list[Row]:
+    """Every socket of ``family``/``protocol`` in ``states`` as a Row, with tcp_info
+    counters when ``info``. Parsed by _cdiag.c when built, else by _py_rows."""
+    _request(sock, family, protocol, states, 1 << (INET_DIAG_INFO - 1) if info else 0)
+    buf = bytearray(1 << 17)
+    parse = _cdiag.rows if _cdiag is not None else _py_rows
+    out: list[Row] = []
+    while True:
+        n = sock.recv_into(buf)
+        status = parse(buf, n, out) if n else 1
+        if status < 0:
+            raise SockDiagError(-status, os.strerror(-status))
+        if status:
+            return out
+
+
+_U64 = struct.Struct("=Q").unpack_from
+_U32 = struct.Struct("=I").unpack_from
+_ZERO = bytes(16)
+
+
+def _py_rows(buf: bytearray, n: int, out: list[Row]) -> int:
+    """The pure-Python _cdiag.rows: append buf[:n]'s messages to ``out``; 0 more
+    follow, 1 done, -errno the kernel's error."""
+    off = 0
+    n = min(n, len(buf))
+    while off + 16 <= n:
+        length, kind, _, _, _ = _HDR.unpack_from(buf, off)
+        if length < 16 or kind == NLMSG_DONE:
+            return 1
+        if kind == NLMSG_ERROR:
+            err = struct.unpack_from("=i", buf, off + 16)[0] if off + 20 <= n else 0
+            return err or 1
+        size = min(length, n - off) - 16
+        m = off + 16
+        if kind == SOCK_DIAG_BY_FAMILY and size >= 72 and buf[m] in (socket.AF_INET,
+                                                                       socket.AF_INET6):
+            fam = buf[m]
+            alen = 4 if fam == socket.AF_INET else 16
+            sport, dport = _PORTS.unpack_from(buf, m + 4)
+            _, rq, wq, uid, inode = _TAIL.unpack_from(buf, m + 52)
+            local = socket.inet_ntop(fam, bytes(buf[m + 8:m + 8 + alen]))
+            raw = bytes(buf[m + 24:m + 24 + alen])
+            remote = None if dport == 0 and raw == _ZERO[:alen] else socket.inet_ntop(fam, raw)
+            tcp = None
+            a, end = m + 72, m + size
+            while a + 4 <= end:
+                alen_, atype = _ATTR.unpack_from(buf, a)
+                if alen_ < 4:
+                    break
+                if atype == INET_DIAG_INFO:
+                    tcp = _tcp_counters(bytes(buf[a + 4:min(a + alen_, end)]))
+                a += (alen_ + 3) & ~3
+            out.append((fam, buf[m + 1], sport, dport, local, remote, rq, wq, uid, inode, tcp))
+        off += (length + 3) & ~3
+    return 0
+
+
+def _tcp_counters(info: bytes) -> Tcp:
+    """The Tcp counters from a struct tcp_info (None where the kernel's is too short)."""
+    n = len(info)
+
+    def q(off: int) -> int | None:
+        return _U64(info, off)[0] if n >= off + 8 else None
+
+    def i(off: int) -> int | None:
+        return _U32(info, off)[0] if n >= off + 4 else None
+
+    return (q(200), q(120), q(128), q(208), i(136), i(140), i(100),
+            _U32(info, 68)[0] / 1e6 if n >= 72 else None,
+            _U32(info, 44)[0] / 1e3 if n >= 60 else None,
+            _U32(info, 52)[0] / 1e3 if n >= 60 else None)
+
+
+def dump(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
+         ext: int = 0) -> Iterator[DiagSocket]:
+    _request(sock, family, protocol, states, ext)
     buf = bytearray(1 << 17)
     view = memoryview(buf)
     alen = 4 if family == socket.AF_INET else 16

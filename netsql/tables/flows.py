@@ -8,7 +8,6 @@ live capture runs, counted from the wire per 5-tuple.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from typing import Any
 
@@ -20,7 +19,6 @@ from netsql.tables.sockets import _STATE_NAMES, attach_names, attach_owners
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
 _STATES = sum(1 << s for s in (1, 2, 3, 4, 5, 7, 8, 9, 11))
-_LAST = struct.Struct("=IIII")  # last_data_sent, last_ack_sent, last_data_recv, last_ack_recv
 NAMES = ("pid", "process", "protocol", "family", "local_address", "local_port",
          "remote_address", "remote_port", "state", "bytes_sent", "bytes_acked",
          "bytes_received", "bytes_retrans", "segs_out", "segs_in", "retransmits", "rtt",
@@ -32,7 +30,6 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
     from netsql import sockdiag
 
     own = procfs.own_netns()
-    cache: dict[bytes, str] = {}
     if coll.tables & {"sockets", "listening_ports"}:  # their dump carries TCP_INFO
         from netsql.tables.sockets import read_sockets
 
@@ -40,8 +37,8 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
         shared: dict[int, list[Any]] = coll.once("tcp_info", dict)
         for ns, records in shared.items():
             for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
-                _dump_tcp((d for d in records if d.family == family
-                           and (1 << d.state) & _STATES), family, fname, ns, cols, cache)
+                _dump_tcp([r for r in records if r[0] == family and (1 << r[1]) & _STATES],
+                          fname, ns, cols)
         return
     for ns, base in procfs.namespaces(coll).items():
         try:
@@ -50,71 +47,41 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
             continue  # another namespace without CAP_SYS_ADMIN: not visible
         try:
             for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
-                _dump_tcp(sockdiag.dump(sock, family, socket.IPPROTO_TCP, states=_STATES,
-                                        ext=1 << (INET_DIAG_INFO - 1)),
-                          family, fname, ns, cols, cache)
+                _dump_tcp(sockdiag.rows(sock, family, socket.IPPROTO_TCP, states=_STATES,
+                                        info=True), fname, ns, cols)
         finally:
             sock.close()
 
 
-_Q = struct.Struct("=Q")
-_I = struct.Struct("=I")
+_NO_INFO = (None,) * 10
+#: flows columns filled from sockdiag's tcp_info counters, in their order there.
+_TCP_COLUMNS = ("bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans", "segs_out",
+                "segs_in", "retransmits", "rtt", "last_send", "last_receive")
 
 
-def _dump_tcp(rows: Any, family: int, fname: str, ns: int, cols: Columns,
-              cache: dict[bytes, str]) -> None:
-    """Append one namespace's TCP sockets with their TCP_INFO counters to ``cols``."""
-    ntop = socket.inet_ntop
-    states = _STATE_NAMES
-    q, i32 = _Q.unpack_from, _I.unpack_from
-    c = cols
-    pid_c, proc_c, proto_c, fam_c = c["pid"], c["process"], c["protocol"], c["family"]
-    la_c, lp_c, ra_c, rp_c = (c["local_address"], c["local_port"], c["remote_address"],
-                              c["remote_port"])
-    st_c, bs_c, ba_c, br_c, bre_c = (c["state"], c["bytes_sent"], c["bytes_acked"],
-                                     c["bytes_received"], c["bytes_retrans"])
-    so_c, si_c, rt_c, rtt_c = c["segs_out"], c["segs_in"], c["retransmits"], c["rtt"]
-    ls_c, lr_c, po_c, pi_c = c["last_send"], c["last_receive"], c["packets_out"], c["packets_in"]
-    uid_c, ino_c, ns_c, src_c = c["uid"], c["inode"], c["net_namespace"], c["source"]
-    for d in rows:
-        info = d.info or b""
-        n = len(info)
-        src = cache.get(d.src)
-        if src is None:
-            src = cache[d.src] = ntop(family, d.src)
-        dst = cache.get(d.dst)
-        if dst is None:
-            dst = cache[d.dst] = ntop(family, d.dst)
-        pid_c.append(None)
-        proc_c.append(None)
-        proto_c.append("tcp")
-        fam_c.append(fname)
-        la_c.append(src)
-        lp_c.append(d.sport)
-        ra_c.append(dst)
-        rp_c.append(d.dport)
-        st_c.append(states.get(d.state, str(d.state)))
-        bs_c.append(q(info, 200)[0] if n >= 208 else None)
-        ba_c.append(q(info, 120)[0] if n >= 128 else None)
-        br_c.append(q(info, 128)[0] if n >= 136 else None)
-        bre_c.append(q(info, 208)[0] if n >= 216 else None)
-        so_c.append(i32(info, 136)[0] if n >= 140 else None)
-        si_c.append(i32(info, 140)[0] if n >= 144 else None)
-        rt_c.append(i32(info, 100)[0] if n >= 104 else None)
-        rtt_c.append(i32(info, 68)[0] / 1e6 if n >= 72 else None)
-        if n >= 60:
-            last = _LAST.unpack_from(info, 44)
-            ls_c.append(last[0] / 1e3)
-            lr_c.append(last[2] / 1e3)
-        else:
-            ls_c.append(None)
-            lr_c.append(None)
-        po_c.append(None)
-        pi_c.append(None)
-        uid_c.append(d.uid)
-        ino_c.append(d.inode)
-        ns_c.append(ns)
-        src_c.append("tcp_info")
+def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
+    """Append one namespace's TCP sockets (sockdiag rows with tcp_info counters) to
+    ``cols``, a column at a time."""
+    if not rows:
+        return
+    _fam, state, lport, rport, local, remote, _rq, _wq, uid, inode, tcp = zip(*rows,
+                                                                              strict=True)
+    k = len(rows)
+    names = _STATE_NAMES
+    for name, values in (("pid", [None] * k), ("process", [None] * k),
+                         ("protocol", ["tcp"] * k), ("family", [fname] * k),
+                         ("local_address", local), ("local_port", lport),
+                         ("remote_address", remote),
+                         ("remote_port", [None if a is None else p
+                                          for a, p in zip(remote, rport, strict=True)]),
+                         ("state", [names.get(s) or str(s) for s in state]),
+                         ("packets_out", [None] * k), ("packets_in", [None] * k),
+                         ("uid", uid), ("inode", inode), ("net_namespace", [ns] * k),
+                         ("source", ["tcp_info"] * k)):
+        cols[name].extend(values)
+    counters = zip(*[t or _NO_INFO for t in tcp], strict=True)
+    for name, values in zip(_TCP_COLUMNS, counters, strict=True):
+        cols[name].extend(values)
 
 
 def captured_rows(coll: Collection, cols: Columns) -> None:
@@ -122,19 +89,23 @@ def captured_rows(coll: Collection, cols: Columns) -> None:
     flowcap = getattr(capture, "flowcap", None)
     if flowcap is None:
         return
+    flows = flowcap.snapshot()
+    if not flows:
+        return
     now = time.time()
     ns = procfs.own_netns()
     # A captured UDP flow belongs to the socket bound to its local port, if any.
-    from netsql.tables.sockets import read_sockets
-
-    socks = read_sockets(coll)
     udp_inode: dict[tuple[str, int], tuple[int, int]] = {}
-    for proto, addr, port, inode, uid, sns in zip(
-            socks["protocol"], socks["local_address"], socks["local_port"], socks["inode"],
-            socks["uid"], socks["net_namespace"], strict=True):
-        if proto == "udp" and sns == ns:
-            udp_inode.setdefault((addr, port), (inode, uid))
-    for f in flowcap.snapshot():
+    if any(f.protocol == "udp" for f in flows):
+        from netsql.tables.sockets import read_sockets
+
+        socks = read_sockets(coll)
+        for proto, addr, port, inode, uid, sns in zip(
+                socks["protocol"], socks["local_address"], socks["local_port"],
+                socks["inode"], socks["uid"], socks["net_namespace"], strict=True):
+            if proto == "udp" and sns == ns:
+                udp_inode.setdefault((addr, port), (inode, uid))
+    for f in flows:
         hit = None
         if f.protocol == "udp" and f.local_port is not None:
             hit = udp_inode.get((f.local_address, f.local_port)) or udp_inode.get(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 from netsql import procfs
@@ -82,62 +81,44 @@ def _from_netlink(cols: Columns, ns: int, nspath: str | None,
 
     sock = sockdiag.open_socket(nspath)
     staged: Columns = {k: [] for k in _COLUMNS}
-    cache: dict[bytes, str] = {}
     try:
-        for family, fname, af in ((socket.AF_INET, "ipv4", socket.AF_INET),
-                                  (socket.AF_INET6, "ipv6", socket.AF_INET6)):
+        for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
             for proto, pname in ((6, "tcp"), (17, "udp")):
-                rows: Iterator[Any]
-                if proto == 6 and tcp_info is not None:
-                    kept = list(sockdiag.dump(sock, family, proto, ext=1 << 1))
-                    tcp_info.setdefault(ns, []).extend(kept)
-                    rows = iter(kept)
-                else:
-                    rows = sockdiag.dump(sock, family, proto)
-                _dump_into(staged, rows, fname, pname, af, ns, cache)
+                info = proto == 6 and tcp_info is not None
+                rows = sockdiag.rows(sock, family, proto, info=info)
+                if info:
+                    tcp_info.setdefault(ns, []).extend(rows)  # type: ignore[union-attr]
+                _dump_into(staged, rows, fname, pname, ns)
     finally:
         sock.close()
     for k in _COLUMNS:
         cols[k].extend(staged[k])
 
 
-def _dump_into(cols: Columns, rows: Iterator[Any], fname: str, pname: str, af: int, ns: int,
-               cache: dict[bytes, str]) -> None:
-    ntop = socket.inet_ntop
-    tcp = pname == "tcp"
-    states = _STATE_NAMES
-    zero = bytes(16 if af == socket.AF_INET6 else 4)
-    family_c, proto_c = cols["family"], cols["protocol"]
-    laddr_c, lport_c = cols["local_address"], cols["local_port"]
-    raddr_c, rport_c = cols["remote_address"], cols["remote_port"]
-    state_c, txq_c, rxq_c = cols["state"], cols["tx_queue"], cols["rx_queue"]
-    uid_c, inode_c, ns_c = cols["uid"], cols["inode"], cols["net_namespace"]
-    for d in rows:
-        src = cache.get(d.src)
-        if src is None:
-            src = cache[d.src] = ntop(af, d.src)
-        family_c.append(fname)
-        proto_c.append(pname)
-        laddr_c.append(src)
-        lport_c.append(d.sport)
-        if d.dport == 0 and d.dst == zero:
-            raddr_c.append(None)
-            rport_c.append(None)
-        else:
-            dst = cache.get(d.dst)
-            if dst is None:
-                dst = cache[d.dst] = ntop(af, d.dst)
-            raddr_c.append(dst)
-            rport_c.append(d.dport)
-        if tcp:
-            state_c.append(states.get(d.state, str(d.state)))
-        else:
-            state_c.append("ESTABLISHED" if d.state == 1 else None)
-        txq_c.append(d.wqueue)
-        rxq_c.append(d.rqueue)
-        uid_c.append(d.uid)
-        inode_c.append(d.inode)
-        ns_c.append(ns)
+def _dump_into(cols: Columns, rows: list[Any], fname: str, pname: str, ns: int) -> None:
+    """Append sockdiag rows of one family and protocol to ``cols``, a column at a time."""
+    if not rows:
+        return
+    _fam, state, lport, rport, local, remote, rq, wq, uid, inode, _tcp = zip(*rows,
+                                                                             strict=True)
+    k = len(rows)
+    cols["family"].extend([fname] * k)
+    cols["protocol"].extend([pname] * k)
+    cols["local_address"].extend(local)
+    cols["local_port"].extend(lport)
+    cols["remote_address"].extend(remote)
+    cols["remote_port"].extend([None if a is None else p for a, p in zip(remote, rport,
+                                                                         strict=True)])
+    if pname == "tcp":
+        names = _STATE_NAMES
+        cols["state"].extend([names.get(s) or str(s) for s in state])
+    else:
+        cols["state"].extend(["ESTABLISHED" if s == 1 else None for s in state])
+    cols["tx_queue"].extend(wq)
+    cols["rx_queue"].extend(rq)
+    cols["uid"].extend(uid)
+    cols["inode"].extend(inode)
+    cols["net_namespace"].extend([ns] * k)
 
 
 def _from_proc(cols: Columns, ns: int, base: str) -> None:
@@ -192,23 +173,14 @@ def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
         return
     owners = procfs.socket_owners(coll, need.pids, expect=cols["inode"])
     first, many = owners.first, owners.all_pids
-    pid_c: list[int | None] = []
-    fd_c: list[int | None] = []
-    all_c: list[list[int] | None] = []
-    orphans = 0
-    for inode in cols["inode"]:
-        hit = first.get(inode)
-        if hit is None:
-            pid_c.append(None)
-            fd_c.append(None)
-            all_c.append(None)
-            if inode:
-                orphans += 1
-        else:
-            pid_c.append(hit[0])
-            fd_c.append(hit[1])
-            all_c.append(many.get(inode, [hit[0]]))
-    cols["pid"], cols["fd"], cols["owners"] = pid_c, fd_c, all_c
+    inodes = cols["inode"]
+    hits = list(map(first.get, inodes))
+    cols["pid"] = [h[0] if h else None for h in hits]
+    cols["fd"] = [h[1] if h else None for h in hits] if need.wants("fd") else [None] * n
+    cols["owners"] = ([many.get(i, [h[0]]) if h else None for i, h in zip(
+        inodes, hits, strict=True)] if need.wants("owners") else [None] * n)
+    orphans = sum(1 for i, h in zip(inodes, hits, strict=True) if h is None and i) \
+        if owners.unreadable else 0
     if owners.unreadable and orphans and need.pids is None:
         coll.warn(
             f"{orphans} sockets have no pid: the fd tables of {owners.unreadable} processes "

@@ -1,0 +1,3 @@
+from typing import Any
+
+def rows(buf: bytes | bytearray, n: int, out: list[Any]) -> int: ...
