@@ -69,7 +69,7 @@ def refresh_times(sql: str, runs: int) -> dict[str, float]:
     from netsql.engine import Engine
     from netsql.registry import default_tables
     from netsql.watch.diff import Differ
-    from netsql.watch.runner import Watch
+    from netsql.watch.runner import Watch, one_thread
 
     per_table: dict[str, list[float]] = {}
 
@@ -85,19 +85,21 @@ def refresh_times(sql: str, runs: int) -> dict[str, float]:
 
         return dataclasses.replace(table, collect=collect)
 
-    watch = Watch(Engine([timed(t) for t in default_tables()]), [("sql", sql, None)])
-    differ = Differ()
+    engine = Engine([timed(t) for t in default_tables()])
+    watch = Watch(engine, [("sql", sql, None)])
+    differ = Differ(whole_row=True)
     walls, cpus = [], []
     rows = 0
-    for _ in range(runs + 1):
-        t, c = time.perf_counter(), time.process_time()
-        r = watch.refresh()
-        snap = r.snapshots[0]
-        differ.update(snap.data.columns, snap.data.types, snap.data.rows, r.at)
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-        rows = len(snap.data.rows)
-        time.sleep(0.2)
+    with one_thread(engine):  # as run_watch runs it
+        for _ in range(runs + 1):
+            t, c = time.perf_counter(), time.process_time()
+            r = watch.refresh()
+            snap = r.snapshots[0]
+            differ.changes(snap.data.columns, snap.data.types, snap.data.rows, r.at)
+            walls.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
+            rows = len(snap.data.rows)
+            time.sleep(0.2)
     out = {"first": walls[0], "wall": statistics.median(walls[1:]), "max": max(walls[1:]),
            "cpu": statistics.median(cpus[1:]), "rows": rows}
     for name, times in per_table.items():  # in the order collected; shared work (the

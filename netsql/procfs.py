@@ -20,6 +20,12 @@ def all_pids() -> list[int]:
     return [int(n) for n in os.listdir(PROC) if n.isdigit()]
 
 
+def pids_of(coll: Collection) -> list[int]:
+    """Every pid, in order, listed once per collection pass (processes, namespaces and
+    socket owners all walk it; do not modify the list)."""
+    return coll.once("pids", lambda: sorted(all_pids()))
+
+
 def read_text(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -63,7 +69,7 @@ def namespaces(coll: Collection) -> dict[int, str]:
         me = own_netns()
         if me is not None:
             found[me] = f"{PROC}/self"
-        for pid in all_pids():
+        for pid in pids_of(coll):
             ns = netns_of(pid)
             if ns is not None and ns not in found:
                 found[ns] = f"{PROC}/{pid}"
@@ -104,7 +110,7 @@ def socket_owners(coll: Collection, pids: Iterable[int] | None = None,
         # Sockets a full pass found no owner for (held by a process we may not read,
         # or by none): their absence does not mean the cache is stale.
         ownerless: set[int] = coll.state.setdefault("fd_ownerless", set())
-        everyone = sorted(all_pids())
+        everyone = pids_of(coll)
         owners = _scan(everyone, cache, False)
         if owners.reused and expect is not None and any(
                 i and i not in owners.first and i not in ownerless for i in expect):

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsql.engine import Engine
 from netsql.registry import default_tables
@@ -185,3 +187,20 @@ def test_delta_of_a_real_byte_counter(srv: socket.socket) -> None:
     assert rates == {2: (rows2[0][2] - rows1[0][2]) / (at2 - at1)}
     c.close()
     s.close()
+
+
+_ROWS = st.lists(st.tuples(st.sampled_from(["a", "b", None]),
+                           st.one_of(st.none(), st.lists(st.integers(0, 2), max_size=2))),
+                 max_size=8)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_ROWS, min_size=1, max_size=4))
+def test_set_difference_path_matches_update(refreshes: list[list[tuple[Any, ...]]]) -> None:
+    """Differ.changes (set difference when no row repeats) gives what Differ.update's
+    matching gives, refresh after refresh: repeats, LIST values, empty results."""
+    columns, types = ["x", "y"], ["VARCHAR", "INTEGER[]"]
+    fast, slow = Differ(whole_row=True), Differ(whole_row=True)
+    for i, rows in enumerate(refreshes):
+        change = slow.update(columns, types, rows, float(i))
+        assert fast.changes(columns, types, rows, float(i)) == (change.added, change.removed)

@@ -135,7 +135,7 @@ def _cmdline(pid: int) -> str | None:
 
 
 def collect(coll: Collection, need: Need) -> Columns:
-    pids = sorted(need.pids) if need.pids is not None else procfs.all_pids()
+    pids = sorted(need.pids) if need.pids is not None else procfs.pids_of(coll)
     wants = need.wants
     w_ids = wants("uid", "gid", "username")
     w_cmd = wants("cmdline")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from netsql.watch.runner import NothingToWatch, Source, Watch
+from netsql.watch.runner import NothingToWatch, Source, Watch, one_thread
 
 if TYPE_CHECKING:
     from netsql.cli import Env
@@ -48,20 +48,21 @@ def run_watch(env: Env, engine: Engine, sources: Sequence[Source], *, interval: 
     from netsql.cli import ExitStatus
 
     watch = Watch(engine, sources)
-    if not use_screen(env, fmt, changes):
-        from netsql.watch.stream import run_stream
+    with one_thread(engine):
+        if not use_screen(env, fmt, changes):
+            from netsql.watch.stream import run_stream
 
-        return run_stream(watch, env, fmt=fmt or "table", interval=interval,
-                          changes=changes, header=header)
-    first = watch.first(env)
-    if isinstance(first, int):
-        return first
-    for w in first.warnings:
-        env.warn(w)
-    from netsql.watch.screen import run_screen
+            return run_stream(watch, env, fmt=fmt or "table", interval=interval,
+                              changes=changes, header=header)
+        first = watch.first(env)
+        if isinstance(first, int):
+            return first
+        for w in first.warnings:
+            env.warn(w)
+        from netsql.watch.screen import run_screen
 
-    run_screen(watch, first, interval=interval, title=describe(sources))
-    return ExitStatus.SUCCESS
+        run_screen(watch, first, interval=interval, title=describe(sources))
+        return ExitStatus.SUCCESS
 
 
 __all__ = ["DEFAULT_INTERVAL", "NothingToWatch", "Source", "Watch", "run_watch", "use_screen"]

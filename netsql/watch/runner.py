@@ -10,9 +10,10 @@ rows runs on every refresh, against the same DuckDB connection and the same
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,20 @@ class Refresh:
     def stamp(self) -> str:
         """ISO 8601 UTC with milliseconds, e.g. ``2026-01-02T03:04:05.678Z``."""
         return self.wall.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.wall.microsecond // 1000:03d}Z"
+
+
+@contextlib.contextmanager
+def one_thread(engine: Engine) -> Iterator[None]:
+    """DuckDB on one thread while a watch runs: its refreshes are small (tens of
+    thousands of rows), where a second thread costs more CPU than it saves time (loading
+    25,000 sockets: 20 ms of CPU on one thread, 30 ms on two). Restored afterwards."""
+    row = engine.con.execute("SELECT current_setting('threads')").fetchone()
+    engine.con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        if row is not None:
+            engine.con.execute(f"SET threads = {int(row[0])}")
 
 
 class Watch:

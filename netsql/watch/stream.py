@@ -104,8 +104,7 @@ class Writer:
                 yield snap.index, data, [], list(data.rows)
                 continue
             differ = self.differs.setdefault(snap.index, Differ(whole_row=True))
-            change = differ.update(data.columns, data.types, data.rows, refresh.at)
-            added, removed = change.added, change.removed
+            added, removed = differ.changes(data.columns, data.types, data.rows, refresh.at)
             yield (snap.index, data, ["added"] * len(added) + ["removed"] * len(removed),
                    added + removed)
 
