@@ -4,9 +4,10 @@
 
 Starts benchmarks/loadgen.py to make the busy host (tens of thousands of loopback
 sockets across several processes, then thousands of processes), times each pair of
-commands end to end (median wall time of --runs runs, after one warm-up), and also
-the statement alone inside one engine (what a shell user waits for). Prints a
-markdown table.
+commands end to end (median wall time of --runs runs, after one warm-up): netsql run
+locally (`--local`: Python and DuckDB start for each command) and netsql with a
+resident `netsql serve` listening (docs/serve.md); and also the statement alone inside
+one engine (what a shell user waits for). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import loadgen, median_seconds, wall  # noqa: E402
+from timing import loadgen, median_seconds, resident, wall  # noqa: E402
 
 PY = sys.executable
 
 
-def netsql(sql: str) -> list[str]:
-    return [PY, "-m", "netsql", "--csv", "-e", sql]
+def netsql(sql: str, local: bool = True) -> list[str]:
+    return [PY, "-m", "netsql", *(["--local"] if local else []), "--csv", "-e", sql]
 
 
 def row(what: str, ours: float, theirs: float, baseline: str, target: str) -> str:
@@ -41,8 +42,12 @@ def main() -> None:
 
     out = ["| what | netsql | baseline | ratio | target |", "| --- | --- | --- | --- | --- |"]
     floor = wall([PY, "-c", "import duckdb; duckdb.connect().sql('select 1')"], a.runs)
-    ours = wall([PY, "-m", "netsql", "-e", "SELECT 1"], a.runs)
+    ours = wall([PY, "-m", "netsql", "--local", "-e", "SELECT 1"], a.runs)
     out.append(row("`netsql -e 'SELECT 1'`", ours, floor, "python+duckdb", "<= 1.2x"))
+    with resident() as env:
+        out.append(row("`netsql -e 'SELECT 1'`, resident", wall(
+            [PY, "-m", "netsql", "-e", "SELECT 1"], a.runs, env), floor, "python+duckdb",
+            "<= 1.2x"))
 
     with loadgen("sockets", a.sockets):
         n = int(subprocess.run(["ss", "-tunaH"], capture_output=True, text=True)
@@ -55,6 +60,11 @@ def main() -> None:
               "s.remote_port, s.state FROM sockets s JOIN processes p USING (pid)")
         out.append(row("sockets without pid, end to end", wall(netsql(q1), a.runs), ss,
                        "`ss -tuna`", "<= 2x"))
+        with resident() as env:
+            out.append(row("sockets without pid, end to end, resident",
+                           wall(netsql(q1, False), a.runs, env), ss, "`ss -tuna`", "<= 2x"))
+            out.append(row("sockets JOIN processes, end to end, resident",
+                           wall(netsql(q2, False), a.runs, env), ssp, "`ss -tunap`", "<= 1x"))
         eng = Engine()
         out.append(row("sockets without pid, statement in a shell",
                        median_seconds(lambda: list(eng.run(q1)), a.runs), ss, "`ss -tuna`",
@@ -72,6 +82,9 @@ def main() -> None:
         q3 = "SELECT * FROM processes"
         out.append(row("`SELECT * FROM processes`, end to end", wall(netsql(q3), a.runs), ps,
                        "`ps -eo pid,ppid,user,comm,args`", "<= 2x"))
+        with resident() as env:
+            out.append(row("`SELECT * FROM processes`, end to end, resident",
+                           wall(netsql(q3, False), a.runs, env), ps, "`ps -eo ...`", "<= 2x"))
         eng = Engine()
         out.append(row("`SELECT * FROM processes`, statement in a shell",
                        median_seconds(lambda: list(eng.run(q3)), a.runs), ps, "`ps -eo ...`",

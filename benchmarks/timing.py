@@ -26,10 +26,34 @@ def median_seconds(fn: Callable[[], Any], runs: int, warmup: bool = True) -> flo
     return statistics.median(times)
 
 
-def wall(cmd: list[str] | str, runs: int) -> float:
+def wall(cmd: list[str] | str, runs: int, env: dict[str, str] | None = None) -> float:
     """Median wall time of a command (output discarded)."""
     return median_seconds(lambda: subprocess.run(cmd, shell=isinstance(cmd, str),
-                                                 stdout=subprocess.DEVNULL, check=True), runs)
+                                                 stdout=subprocess.DEVNULL, check=True,
+                                                 env=env), runs)
+
+
+@contextmanager
+def resident() -> Iterator[dict[str, str]]:
+    """A `netsql serve` (no DNS capture) on a private socket until the block ends; the
+    environment that makes `netsql -e` use it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "netsql.sock")
+        log = open(os.path.join(tmp, "log"), "w+")
+        p = subprocess.Popen([sys.executable, "-m", "netsql", "serve", "--no-capture",
+                              "--socket", path], stderr=log, stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                if os.path.exists(path):
+                    break
+                time.sleep(0.05)
+            yield dict(os.environ, NETSQL_SOCKET=path)
+        finally:
+            p.terminate()
+            p.wait()
+            log.close()
 
 
 @contextmanager

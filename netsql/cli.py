@@ -11,7 +11,6 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TextIO
 
@@ -27,29 +26,26 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
 
 
-@dataclass
 class Env:
-    """Where the CLI reads and writes; tests build their own."""
+    """Where the CLI reads and writes; tests build their own. (A plain class: the
+    dataclasses module costs a one-liner 9 ms to import.)"""
 
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    stdin_isatty: bool | None = None
-    stdout_isatty: bool | None = None
-    width: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.stdin_isatty is None:
-            self.stdin_isatty = _isatty(self.stdin)
-        if self.stdout_isatty is None:
-            self.stdout_isatty = _isatty(self.stdout)
-        if self.width is None:
+    def __init__(self, stdin: TextIO | None = None, stdout: TextIO | None = None,
+                 stderr: TextIO | None = None, stdin_isatty: bool | None = None,
+                 stdout_isatty: bool | None = None, width: int | None = None) -> None:
+        self.stdin: TextIO = stdin if stdin is not None else sys.stdin
+        self.stdout: TextIO = stdout if stdout is not None else sys.stdout
+        self.stderr: TextIO = stderr if stderr is not None else sys.stderr
+        self.stdin_isatty = _isatty(self.stdin) if stdin_isatty is None else stdin_isatty
+        self.stdout_isatty = _isatty(self.stdout) if stdout_isatty is None else stdout_isatty
+        if width is None:
             if self.stdout_isatty:
                 import shutil
 
-                self.width = shutil.get_terminal_size((100, 24)).columns
+                width = shutil.get_terminal_size((100, 24)).columns
             else:
-                self.width = 1_000_000
+                width = 1_000_000
+        self.width: int = width
 
     def error(self, message: str) -> None:
         from netsql.formats import escape_control
@@ -86,6 +82,7 @@ def _source(kind: str) -> type:
 
 
 FORMAT_NAMES = ("table", "line", "csv", "json", "jsonl", "markdown")
+DNS_BUFFER = 100_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     dns.add_argument("--dns-port", action="append", type=_port, metavar="PORT",
                      help="DNS server port to decode (repeatable; default 53; 5353 is "
                      "mDNS, 5355 LLMNR)")
-    dns.add_argument("--dns-buffer", type=_positive, default=100_000, metavar="N",
+    dns.add_argument("--dns-buffer", type=_positive, default=DNS_BUFFER, metavar="N",
                      help="keep at most N live DNS transactions, evicting the oldest "
                      "(default 100000)")
     p.add_argument("--intel-db", metavar="PATH", help="the threat-intel database read by the "
@@ -151,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--changes", action="store_true",
                       help="with --watch: write only the rows added and removed since the "
                       "last refresh, each with an \"action\" field (off a terminal)")
+    p.add_argument("--local", action="store_true",
+                   help="run here even when a resident netsql (netsql serve) listens")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")
     return p
 
@@ -191,7 +190,11 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
             from netsql.intel.cli import main as intel_main
 
             return intel_main(words[1:], env)
-        return int(_main(argv, env))
+        if words[:1] == ["serve"]:  # the resident engine (docs/serve.md)
+            from netsql.serve import main as serve_main
+
+            return serve_main(words[1:], env)
+        return int(_main(words, env))
     except KeyboardInterrupt:
         env.error("interrupted")
         return ExitStatus.INTERRUPTED
@@ -203,7 +206,10 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
+def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
+          ) -> ExitStatus:
+    """Run one command line. ``resident``: the engine state of ``netsql serve`` (its
+    capture and caches) when the command came through its socket."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -229,6 +235,10 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
         env.error("--changes goes with --watch")
         return ExitStatus.USAGE
 
+    if resident is None and _forwardable(args, env):
+        status = _forward(argv, args, env)
+        if status is not None:
+            return status
     sources: list[tuple[str, str]] = [(s.tag, str(s)) for s in (args.sources or [])]
     if not sources:
         if env.stdin_isatty and args.watch is not None:
@@ -270,12 +280,18 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
     watching = args.watch is not None
     from netsql.launch import capture_state
 
-    state, status = capture_state(args, env, [t for _, t, _ in runs] if watching else None)
+    state, status = capture_state(args, env, [t for _, t, _ in runs] if watching else None,
+                                  resident)
     if status is not None:
         return status
     if args.intel_db:
         state["intel_db"] = args.intel_db
-    engine = Engine(state=state)
+    engine = resident.pop("spare_engine", None) if resident is not None else None
+    if engine is None:
+        engine = Engine(state=state)
+    engine.state = state
+    if resident is not None:  # serve.py interrupts it when the client goes away
+        state["interrupt"] = engine.con.interrupt
     if watching:
         from netsql.watch import run_watch
 
@@ -299,6 +315,54 @@ def _main(argv: Sequence[str] | None, env: Env) -> ExitStatus:
             env.error(where + str(exc))
             return ExitStatus.ERROR
     return ExitStatus.SUCCESS
+
+
+#: Variables a resident netsql takes from the client for one command.
+FORWARDED_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
+                 "NETSQL_INTEL_DB", "NO_COLOR")
+
+
+def _forwardable(args: argparse.Namespace, env: Env) -> bool:
+    """Whether a resident netsql may run this command: statements to run once, with its
+    own capture (its interfaces, ports and buffer), not the shell or a watch."""
+    return (not args.local and args.watch is None and not args.interface
+            and not args.dns_port and args.dns_buffer == DNS_BUFFER
+            and not (args.capture and args.pcap)
+            and bool(args.sources or not env.stdin_isatty))
+
+
+def _forward(argv: Sequence[str], args: argparse.Namespace, env: Env) -> ExitStatus | None:
+    """Run the command in a resident netsql if one listens (None: none does, or it
+    declined: run it here)."""
+    import os
+
+    from netsql import resident
+
+    sock = resident.connect()
+    if sock is None:
+        return None
+    if args.capture:  # the resident capture runs all along: wait, as a capture would
+        from netsql.launch import countdown
+
+        countdown(env, args.capture)
+    piped = None if args.sources else env.stdin.read()
+    request = {
+        "argv": list(argv), "cwd": os.getcwd(), "stdin": piped,
+        "stdout_isatty": bool(env.stdout_isatty), "width": env.width,
+        "env": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},
+        "version": __version__,
+    }
+    try:
+        status = resident.forward(sock, request, env.stdout, env.stderr)
+    except (OSError, ValueError) as exc:
+        env.error(f"the resident netsql failed: {exc}")
+        return ExitStatus.ERROR
+    if status is None and piped is not None:
+        import io
+
+        env.stdin = io.StringIO(piped)  # read already: hand it on
+    return None if status is None else ExitStatus(status) if status in (
+        0, 1, 2, 130) else ExitStatus.ERROR
 
 
 def _help(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Env) -> ExitStatus:

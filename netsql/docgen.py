@@ -89,8 +89,10 @@ def _flag(action: argparse.Action) -> str:
     return ", ".join(f"`{o} {metavar}`" for o in action.option_strings)
 
 
-def cli_md(parser: argparse.ArgumentParser) -> str:
-    """docs/cli-reference.md: every flag, from the argument parser."""
+def cli_md(parser: argparse.ArgumentParser,
+           commands: Sequence[argparse.ArgumentParser] = ()) -> str:
+    """docs/cli-reference.md: every flag, from the argument parsers (netsql's, then
+    those of its commands such as ``netsql serve``)."""
     out = [
         "# Command-line flags",
         "",
@@ -108,6 +110,12 @@ def cli_md(parser: argparse.ArgumentParser) -> str:
         out += ["", f"## {title[0].upper() + title[1:]}" if title else "## General", ""]
         out += ["| flag | meaning |", "| --- | --- |"]
         out += [f"| {_cell(_flag(a))} | {_cell(a.help or '')} |" for a in actions]
+    for command in commands:
+        actions = [a for g in command._action_groups for a in g._group_actions
+                   if a.option_strings]
+        out += ["", f"## `{command.prog}`", "", command.description or "", ""]
+        out += ["| flag | meaning |", "| --- | --- |"]
+        out += [f"| {_cell(_flag(a))} | {_cell(a.help or '')} |" for a in actions]
     return "\n".join(out) + "\n"
 
 
@@ -118,13 +126,14 @@ def generated(root: Path) -> dict[Path, str]:
     from netsql.registry import default_tables
     from netsql.repl.commands import default_commands
     from netsql.repl.shelldoc import shell_md
+    from netsql.serve import build_parser as serve_parser
 
     shipped = [read_query(p, SHIPPED) for p in sorted((root / "queries").glob("*.sql"))]
     names = [t.name for t in default_tables()]
     return {root / "docs" / "tables.md": tables_md(default_tables()),
             root / "docs" / "shell.md": shell_md(default_commands()),
             root / "docs" / "query-reference.md": queries_md(shipped, names),
-            root / "docs" / "cli-reference.md": cli_md(build_parser())}
+            root / "docs" / "cli-reference.md": cli_md(build_parser(), [serve_parser()])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,9 +8,7 @@ knows no terminal.
 
 from __future__ import annotations
 
-import difflib
 import gc
-import json
 import re
 import sys
 import time
@@ -89,6 +87,8 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
     m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
     if m:
         name = m.group(1)
+        import difflib  # only for a statement that names an unknown table
+
         close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.7)
         message = f"no such table: {name}"
         if close:
@@ -257,7 +257,7 @@ class Engine:
                 con.execute("RESET disabled_optimizers")
         scans: dict[str, list[Need]] = {}
         for _, plan in rows:
-            for node in _walk(json.loads(plan)):
+            for node in _walk(_json_loads(plan)):
                 info = node.get("extra_info")
                 if not isinstance(info, dict) or "Table" not in info:
                     continue
@@ -393,6 +393,12 @@ def _code_text(sql: str) -> str:
         end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
         parts.append(sql[start:end].strip().strip('"'))
     return " ".join(parts).lower()
+
+
+def _json_loads(text: str) -> Any:
+    import json  # not for SELECT 1: only a statement whose plan names tables
+
+    return json.loads(text)
 
 
 #: Tables up to this many rows load through list parameters instead of pyarrow (whose

@@ -13,17 +13,21 @@ import os
 from netsql.cli import Env, ExitStatus, _isatty
 
 
-def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None = None
-                   ) -> tuple[dict[str, object], ExitStatus | None]:
+def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None = None,
+                  resident: dict[str, object] | None = None,
+                  ) -> tuple[dict[str, object], ExitStatus | None]:
     """DNS sources for the engine: capture files, a live capture (run for --capture).
 
     ``watched``: the SQL of a --watch. Its capture keeps running for the whole watch
     (the caller stops it), and starts without --capture when the SQL reads what a
-    capture fills in (DNS names, captured UDP/ICMP flows).
+    capture fills in (DNS names, captured UDP/ICMP flows). ``resident``: the state of
+    ``netsql serve``, whose capture runs all along (the client waited out --capture).
     """
-    state: dict[str, object] = {}
+    state: dict[str, object] = resident if resident is not None else {}
     live = bool(args.capture) or (watched is not None and not args.pcap and any(
         w in text.lower() for text in watched for w in _CAPTURE_WORDS))
+    if resident is not None:
+        live = False
     if not args.pcap and not live:
         return state, None  # keeps `netsql -e` from importing the capture code
     from netsql.capture.manager import DnsCapture, PcapSource
@@ -35,6 +39,8 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
             return state, ExitStatus.USAGE
     if args.pcap:
         state["pcap"] = PcapSource(args.pcap, ports)
+    if resident is not None:
+        return state, None
     capture = DnsCapture(args.interface, ports, capacity=args.dns_buffer)
     state["capture"] = capture
     if args.capture and args.pcap:

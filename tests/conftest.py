@@ -54,6 +54,7 @@ def run_netsql(*args: str, input: str | None = None, netns: str | None = None,
         cmd = ["ip", "netns", "exec", netns, *cmd]
     full_env = dict(os.environ)
     full_env.pop("NO_COLOR", None)
+    full_env["NETSQL_SOCKET"] = ""  # never a resident netsql someone left running
     full_env.update(env or {})
     return subprocess.run(cmd, input=input if input is not None else "", capture_output=True,
                           text=True, timeout=timeout, env=full_env)

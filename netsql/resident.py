@@ -1,0 +1,138 @@
+"""Talking to a resident netsql (``netsql serve``, docs/serve.md): the client side.
+
+A one-liner pays for starting Python and DuckDB (0.15-0.2 s) before it reads a single
+socket, which is more than ``ss`` or ``ps`` take in all. ``netsql serve`` keeps an
+engine (and a DNS capture, so one-liners see the DNS of the last hours) running
+behind a Unix socket; ``netsql -e`` hands it the command when one is listening and
+runs it locally otherwise. Light on purpose: imported by every one-liner, before
+DuckDB, so only the standard library's socket and json.
+
+Trust, both ways: the client talks only to a socket file owned by its own user, in a
+directory only that user may write, whose server process runs as that user too
+(SO_PEERCRED); the server answers only peers of its own user.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    import socket
+
+#: Sent with each request; a server of another version declines and the client runs
+#: the command itself.
+PROTOCOL = 1
+MAX_REQUEST = 64 << 20
+
+
+def socket_path() -> str:
+    """$NETSQL_SOCKET, else /run/netsql/netsql.sock for root, else
+    $XDG_RUNTIME_DIR/netsql/netsql.sock (or /tmp/netsql-UID/netsql.sock)."""
+    given = os.environ.get("NETSQL_SOCKET")
+    if given is not None:
+        return given
+    if os.geteuid() == 0:
+        base = "/run/netsql"
+    else:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        base = os.path.join(runtime, "netsql") if runtime else f"/tmp/netsql-{os.geteuid()}"
+    return os.path.join(base, "netsql.sock")
+
+
+def untrusted(path: str) -> str | None:
+    """Why the socket at ``path`` must not be used (None: it may). Someone else's socket
+    could answer a root one-liner with made-up rows."""
+    me = os.geteuid()
+    try:
+        st = os.lstat(path)
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} is not a socket"
+    if st.st_uid != me:
+        return f"{path} belongs to uid {st.st_uid}, not to this user ({me})"
+    if parent.st_uid != me or parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{os.path.dirname(path)} may be written by other users"
+    return None
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    import socket
+    import struct
+
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def connect(path: str | None = None, timeout: float = 2.0) -> socket.socket | None:
+    """A connection to a trusted resident netsql, or None when there is none (checked
+    with os alone first: a one-liner with no server pays for no more imports)."""
+    path = path or socket_path()
+    if not path or untrusted(path) is not None:
+        return None
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        if peer_uid(sock) != os.geteuid():
+            sock.close()
+            return None
+        sock.settimeout(None)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def send(sock: socket.socket, obj: Any) -> None:
+    """One frame: 4-byte big-endian length, then JSON."""
+    import json
+    import struct
+
+    data = json.dumps(obj).encode()
+    sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def receive(stream: BinaryIO) -> Any:
+    """The next frame, or None at the end of the stream."""
+    import json
+    import struct
+
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    (n,) = struct.unpack(">I", head)
+    if n > MAX_REQUEST:
+        raise ValueError(f"frame of {n} bytes")
+    data = stream.read(n)
+    if len(data) < n:
+        return None
+    return json.loads(data)
+
+
+def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: Any
+            ) -> int | None:
+    """Send ``request`` and copy the answer to ``stdout``/``stderr`` as it comes; the
+    exit status, or None when the server declined (the caller runs it itself)."""
+    with sock, sock.makefile("rb") as stream:
+        send(sock, dict(request, protocol=PROTOCOL))
+        while True:
+            frame = receive(stream)
+            if frame is None:
+                stderr.write("netsql: error: the resident netsql went away\n")
+                return 1
+            if "declined" in frame:
+                return None
+            if "out" in frame:
+                stdout.write(frame["out"])
+            elif "err" in frame:
+                stderr.write(frame["err"])
+            elif "exit" in frame:
+                stdout.flush()
+                return int(frame["exit"])

@@ -1,0 +1,279 @@
+"""``netsql serve``: a resident engine and DNS capture behind a Unix socket
+(docs/serve.md; the client side is resident.py).
+
+One command at a time, each in a fresh DuckDB connection (a view one command makes is
+not seen by the next), sharing what outlives a command: the live DNS capture (so
+``dns_queries`` holds what was asked before the one-liner ran) and the /proc caches.
+A command runs in the client's directory with the client's output settings; its
+output streams back as it is written. When the client goes away (Ctrl-C), the running
+statement is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO, cast
+
+from netsql import __version__, resident
+from netsql.cli import DNS_BUFFER, FORWARDED_ENV, Env, ExitStatus, UsageError, _main, _Parser
+
+#: State a command brings and takes away; everything else it leaves (caches) is kept.
+PER_COMMAND = frozenset({"pcap", "intel_db", "query_dirs", "cancel", "interrupt",
+                         "spare_engine"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from netsql.cli import _port, _positive
+
+    p = _Parser(prog="netsql serve", add_help=False,
+                description="Keep netsql resident: one-liners (netsql -e) run here, "
+                "faster, and see the DNS captured since it started.")
+    p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    p.add_argument("--socket", metavar="PATH", help="listen on PATH (default: "
+                   "$NETSQL_SOCKET, else /run/netsql/netsql.sock for root, else "
+                   "$XDG_RUNTIME_DIR/netsql/netsql.sock)")
+    p.add_argument("--no-capture", action="store_true", help="do not capture DNS")
+    p.add_argument("-i", "--interface", action="append", metavar="IFACE",
+                   help="capture on IFACE only (repeatable; default: every interface)")
+    p.add_argument("--dns-port", action="append", type=_port, metavar="PORT",
+                   help="DNS server port to decode (repeatable; default 53)")
+    p.add_argument("--dns-buffer", type=_positive, default=DNS_BUFFER, metavar="N",
+                   help=f"keep at most N DNS transactions (default {DNS_BUFFER})")
+    return p
+
+
+def main(argv: Sequence[str], env: Env) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        env.error(f"{exc} (see netsql serve --help)")
+        return ExitStatus.USAGE
+    if args.help:
+        parser.print_help(env.stdout)
+        return ExitStatus.SUCCESS
+    path = os.path.abspath(args.socket or resident.socket_path())
+    # A client that hangs up must not end the server (cli.main set SIGPIPE's default).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        listener = _listen(path)
+    except (OSError, ValueError) as exc:
+        env.error(f"cannot serve on {path}: {exc}")
+        return ExitStatus.ERROR
+    base: dict[str, Any] = {}
+    capture = None
+    try:
+        if not args.no_capture:
+            from netsql.capture.live import CaptureError
+            from netsql.capture.manager import DnsCapture
+
+            capture = DnsCapture(args.interface, args.dns_port or [53],
+                                 capacity=args.dns_buffer)
+            base["capture"] = capture
+            try:
+                capture.start()
+            except CaptureError as exc:  # dns_queries says why; the rest works
+                env.warn(f"no DNS capture: {exc}")
+        _warm_up()
+        env.stderr.write(f"netsql: serving on {path} (pid {os.getpid()})\n")
+        env.stderr.flush()
+        while True:
+            spare = _spare_engine()
+            conn, _ = listener.accept()
+            with conn:
+                _serve_one(conn, base, env, spare)
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED
+    finally:
+        listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if capture is not None:
+            capture.close()
+
+
+def _listen(path: str) -> socket.socket:
+    """A listening socket at ``path`` that only this user can reach."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        if resident.connect(path, timeout=1.0) is not None:
+            raise ValueError("another netsql serve is listening there")
+        os.unlink(path)  # left by one that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    problem = resident.untrusted(path)
+    if problem is not None:
+        sock.close()
+        os.unlink(path)
+        raise ValueError(problem)
+    sock.listen(16)
+    return sock
+
+
+class _Outbox:
+    """Output for the client, in the order it was written, sent as frames."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.parts: list[tuple[str, str]] = []
+        self.size = 0
+
+    def put(self, kind: str, text: str) -> None:
+        if self.parts and self.parts[-1][0] == kind:
+            self.parts[-1] = (kind, self.parts[-1][1] + text)
+        else:
+            self.parts.append((kind, text))
+        self.size += len(text)
+        if self.size >= 1 << 16:
+            self.flush()
+
+    def flush(self) -> None:
+        parts, self.parts, self.size = self.parts, [], 0
+        for kind, text in parts:
+            resident.send(self.conn, {kind: text})
+
+
+class _Frames(io.TextIOBase):
+    """A text stream (the command's stdout or stderr) feeding the outbox."""
+
+    def __init__(self, box: _Outbox, kind: str, isatty: bool) -> None:
+        self.box, self.kind, self._isatty = box, kind, isatty
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._isatty
+
+    def write(self, text: str) -> int:
+        self.box.put(self.kind, text)
+        return len(text)
+
+
+def _warm_up() -> None:
+    """Import now what commands would import on first use (pyarrow alone is 90 ms)."""
+    import pyarrow  # noqa: F401  (the bulk loader of tables of 500+ rows, once loaded)
+
+    import netsql.engine  # noqa: F401
+    import netsql.formats  # noqa: F401
+    import netsql.output  # noqa: F401
+
+
+def _spare_engine() -> Any:
+    """A fresh engine for the next command, made while no command waits (20 ms)."""
+    from netsql.engine import Engine
+
+    return Engine()
+
+
+def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any = None
+               ) -> None:
+    started = time.monotonic()
+    try:
+        uid = resident.peer_uid(conn)
+        if uid != os.geteuid():
+            log.warn(f"refused a client of uid {uid}")
+            return
+        conn.settimeout(10)
+        with conn.makefile("rb") as stream:
+            request = resident.receive(stream)
+        conn.settimeout(None)
+    except (OSError, ValueError) as exc:
+        log.warn(f"bad request: {exc}")
+        return
+    if not isinstance(request, dict) or request.get("protocol") != resident.PROTOCOL \
+            or request.get("version") != __version__:
+        with contextlib.suppress(OSError):
+            resident.send(conn, {"declined": f"netsql {__version__} serves here"})
+        return
+    state = dict(base, cancel=threading.Event(), spare_engine=spare)
+    box = _Outbox(conn)
+    out = _Frames(box, "out", bool(request.get("stdout_isatty")))
+    err = _Frames(box, "err", False)
+    env = Env(stdin=io.StringIO(request.get("stdin") or ""), stdout=cast(TextIO, out),
+              stderr=cast(TextIO, err),
+              stdin_isatty=request.get("stdin") is None,
+              stdout_isatty=bool(request.get("stdout_isatty")),
+              width=int(request.get("width") or 1_000_000))
+    status: int = ExitStatus.ERROR
+    gone = threading.Event()
+    watcher = threading.Thread(target=_watch_client, args=(conn, state, gone), daemon=True)
+    watcher.start()
+    try:
+        with _client_context(request):
+            status = _main([str(a) for a in request.get("argv", [])], env, resident=state)
+        box.flush()
+        resident.send(conn, {"exit": int(status)})
+    except OSError as exc:  # the client went away, or its directory is gone
+        with contextlib.suppress(OSError):
+            err.write(f"netsql: error: {exc.strerror or exc}\n")
+            box.flush()
+            resident.send(conn, {"exit": int(ExitStatus.ERROR)})
+    finally:
+        gone.set()
+        for key, value in state.items():
+            if key not in PER_COMMAND:
+                base[key] = value
+    argv = " ".join(str(a) for a in request.get("argv", []))
+    log.stderr.write(f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
+                     f"{time.monotonic() - started:.3f} s\n")
+    log.stderr.flush()
+
+
+@contextlib.contextmanager
+def _client_context(request: dict[str, Any]) -> Iterator[None]:
+    """The client's directory and settings for one command, restored after."""
+    saved = {k: os.environ.get(k) for k in FORWARDED_ENV}
+    given = request.get("env") or {}
+    for k in FORWARDED_ENV:
+        if k in given:
+            os.environ[k] = str(given[k])
+        else:
+            os.environ.pop(k, None)
+    here = os.getcwd()
+    try:
+        os.chdir(str(request.get("cwd") or "/"))
+        yield
+    finally:
+        os.chdir(here)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _watch_client(conn: socket.socket, state: dict[str, Any], done: threading.Event) -> None:
+    """Interrupt the running statement when the client hangs up (Ctrl-C there)."""
+    while not done.is_set():
+        ready, _, _ = select.select([conn], [], [], 0.2)
+        if not ready or done.is_set():
+            continue
+        try:
+            data = conn.recv(1, socket.MSG_PEEK)
+        except OSError:
+            data = b""
+        if data:
+            time.sleep(0.2)  # the client wrote more (it should not): keep watching
+            continue
+        cancel = state.get("cancel")
+        if cancel is not None:
+            cancel.set()
+        interrupt = state.get("interrupt")
+        if interrupt is not None:
+            interrupt()
+        return

@@ -1,0 +1,220 @@
+"""netsql serve: one-liners run in a resident netsql through its Unix socket, with the
+same output and exit status as run locally; a capture that ran before the one-liner;
+trust checks both ways; a client that hangs up interrupts its statement."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netsql import __version__, resident
+from tests.conftest import need, netsql_cmd, run_netsql
+from tests.netlab import APP_V4, Lab, lab
+
+__all__ = ["lab"]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[str], path: str, log: Path) -> None:
+        self.proc, self.path, self.log = proc, path, log
+
+    def served(self) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if "served uid" in line]
+
+    def run(self, *args: str, input: str | None = None, cwd: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, NETSQL_SOCKET=self.path)
+        env.pop("NO_COLOR", None)
+        return subprocess.run(netsql_cmd(*args), input=input or "", capture_output=True,
+                              text=True, timeout=60, env=env, cwd=cwd)
+
+
+def start(path: str, log: Path, *args: str, netns: str | None = None) -> Server:
+    cmd = netsql_cmd("serve", "--socket", path, *args)
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True,
+                            cwd="/")
+    for _ in range(200):
+        if "serving on" in log.read_text():
+            return Server(proc, path, log)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("netsql serve did not start: " + log.read_text())
+
+
+def stop(server: Server) -> None:
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not os.path.exists(server.path)  # it cleans up its socket
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    s = start(str(d / "netsql.sock"), tmp_path / "serve.log", "--no-capture")
+    try:
+        yield s
+    finally:
+        stop(s)
+
+
+CASES = [
+    ("--json", "-e", "SELECT 1 AS one, 'a' AS s, [1, 2] AS l, NULL AS n"),
+    ("--csv", "-e", "SELECT 2 AS two", "-e", "SELECT 'x,y' AS q"),
+    ("--format", "jsonl", "-e", "SELECT count(*) > 0 AS some FROM processes"),
+    ("--format", "markdown", "-e", "SELECT protocol FROM sockets WHERE false"),
+    ("-e", "SELECT 'wide' AS w"),
+    ("-e", "SELEC 1"),  # a syntax error: exit 1
+    ("-e", "SELECT * FROM socketz"),  # no such table, with the closest names
+    ("-q", "no-such-saved-query"),  # a usage error: exit 2
+    ("-q", "listening-ports", "--csv"),
+]
+
+
+def test_same_output_and_status_as_local(server: Server) -> None:
+    for case in CASES:
+        here = run_netsql("--local", *case)
+        there = server.run(*case)
+        assert (there.returncode, there.stdout, there.stderr) == (
+            here.returncode, here.stdout, here.stderr), case
+    assert len(server.served()) == len(CASES)
+    # Off, the same command runs here.
+    off = run_netsql("-e", "SELECT 3", env={"NETSQL_SOCKET": server.path + ".none"})
+    assert off.returncode == 0 and len(server.served()) == len(CASES)
+
+
+def test_stdin_files_and_the_clients_directory(server: Server, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "q.sql").write_text("SELECT 40 + 2 AS a;\nSELECT 'two' AS b;\n")
+    r = server.run("--csv", input="SELECT 'piped' AS p", cwd=str(work))
+    assert (r.returncode, r.stdout) == (0, "p\npiped\n")
+    r = server.run("--csv", "-f", "q.sql", cwd=str(work))
+    assert (r.returncode, r.stdout) == (0, "a\n42\nb\ntwo\n")
+    r = server.run("-e", "COPY (SELECT 7 AS v) TO 'out.csv' (HEADER)", cwd=str(work))
+    assert r.returncode == 0, r.stderr
+    assert (work / "out.csv").read_text() == "v\n7\n"  # where the client stands
+    r = server.run("-f", "missing.sql", cwd=str(work))
+    assert r.returncode == 2 and "cannot read missing.sql" in r.stderr
+    assert len(server.served()) == 4
+
+
+def test_hanging_up_interrupts_the_statement(server: Server) -> None:
+    env = dict(os.environ, NETSQL_SOCKET=server.path)
+    slow = subprocess.Popen(netsql_cmd("-e", "SELECT count(*) FROM range(1000000000000)"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    slow.send_signal(signal.SIGINT)
+    assert slow.wait(timeout=10) == 130
+    started = time.monotonic()
+    r = server.run("--csv", "--no-header", "-e", "SELECT 5")
+    assert (r.returncode, r.stdout) == (0, "5\n")
+    assert time.monotonic() - started < 10  # the server was not stuck in the statement
+    assert "range(1000000000000)" in server.served()[0]
+
+
+def raw(path: str, request: object) -> object:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        resident.send(s, request)
+        with s.makefile("rb") as f:
+            return resident.receive(f)
+
+
+def test_another_version_is_declined_and_runs_locally(server: Server) -> None:
+    answer = raw(server.path, {"protocol": resident.PROTOCOL, "version": "0.0-other",
+                               "argv": ["-e", "SELECT 1"]})
+    assert isinstance(answer, dict) and "declined" in answer
+    assert raw(server.path, {"protocol": 99}) == {"declined": f"netsql {__version__} serves "
+                                                              "here"}
+    assert server.served() == []
+
+
+def test_sockets_of_other_users_are_not_trusted(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "needs root (to make files owned by another user)")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    d = Path(tempfile.mkdtemp(prefix="netsql-serve-", dir="/tmp"))  # nobody can reach
+    s = start(str(d / "netsql.sock"), tmp_path / "serve.log", "--no-capture")
+    try:
+        os.chown(s.path, nobody, -1)  # as if another user had made it
+        assert "belongs to uid" in (resident.untrusted(s.path) or "")
+        r = s.run("--csv", "--no-header", "-e", "SELECT 6")
+        assert (r.returncode, r.stdout) == (0, "6\n") and s.served() == []  # ran here
+        os.chown(s.path, 0, -1)
+        os.chmod(d, 0o777)  # a directory others may write: a socket could be swapped
+        assert "written by other users" in (resident.untrusted(s.path) or "")
+        assert s.run("-e", "SELECT 6").returncode == 0 and s.served() == []
+        # The server's side: a client of another user is turned away (SO_PEERCRED).
+        os.chmod(s.path, 0o666)
+        probe = ("import socket, sys; s = socket.socket(socket.AF_UNIX); "
+                 "s.connect(sys.argv[1]); s.sendall(b'\\0\\0\\0\\2{}')\n"
+                 "try: print(repr(s.recv(100)))\n"
+                 "except ConnectionResetError: print(repr(b''))")
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        out = subprocess.run([python, "-c", probe, s.path], capture_output=True,
+                             text=True, user=nobody, timeout=20)
+        assert out.stdout.strip() == "b''", out.stderr
+        assert f"refused a client of uid {nobody}" in s.log.read_text()
+    finally:
+        stop(s)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_dead_servers_socket_is_replaced(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    path = str(d / "netsql.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # bound, never listening: what a killed server leaves
+    r = run_netsql("--csv", "--no-header", "-e", "SELECT 8", env={"NETSQL_SOCKET": path})
+    assert (r.returncode, r.stdout) == (0, "8\n")
+    s = start(path, tmp_path / "serve.log", "--no-capture")
+    try:
+        second = subprocess.run(netsql_cmd("serve", "--socket", path, "--no-capture"),
+                                capture_output=True, text=True, timeout=20)
+        assert second.returncode == 1 and "another netsql serve" in second.stderr
+        assert s.run("-e", "SELECT 9").returncode == 0 and len(s.served()) == 1
+    finally:
+        stop(s)
+
+
+def test_dns_asked_before_the_one_liner(lab: Lab, tmp_path: Path) -> None:
+    """The founding story with a resident netsql: the name was asked (by a process long
+    gone) before anyone ran netsql -e; the one-liner still names the process."""
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    s = start(str(d / "netsql.sock"), tmp_path / "serve.log", netns=lab.client)
+    try:
+        time.sleep(0.5)  # the capture thread is up shortly after the notice
+        asked = lab.resolve("vmp.boldchat.com:A")
+        assert asked.returncode == 0, asked.stderr
+        time.sleep(0.5)
+        r = s.run("--json", "-e", "SELECT pid, process, query, answers, status "
+                  "FROM dns_queries WHERE query = 'vmp.boldchat.com'")
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(r.stdout)
+        assert len(rows) == 1 and rows[0]["answers"] == [APP_V4]
+        assert rows[0]["status"] == "answered" and rows[0]["pid"] is not None
+        assert rows[0]["process"].startswith("python")  # tests/dnsclient.py, exited
+        stats = json.loads(s.run("--json", "-e", "SELECT running, queries FROM "
+                                 "capture_stats").stdout)
+        assert stats[0]["running"] is True and stats[0]["queries"] >= 1
+    finally:
+        stop(s)
