@@ -120,7 +120,9 @@ static PyObject *one(const unsigned char *m, size_t len)
             break;
         if (atype == INET_DIAG_INFO) {
             size_t end = a + alen_ < len ? a + alen_ : len;
-            Py_SETREF(tcp, tcp_counters(m + a + 4, end - a - 4));
+            Py_XSETREF(tcp, tcp_counters(m + a + 4, end - a - 4));
+            if (tcp == NULL)
+                break; /* out of memory: the exception stands */
         }
         a += (alen_ + 3) & ~3u;
     }

@@ -93,10 +93,12 @@ def connect(path: str | None = None, timeout: float = 2.0) -> socket.socket | No
 def send(sock: socket.socket, obj: Any) -> None:
     """One frame: 4-byte big-endian length, then JSON."""
     import json
+    import socket
     import struct
 
     data = json.dumps(obj).encode()
-    sock.sendall(struct.pack(">I", len(data)) + data)
+    # MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE that ends us.
+    sock.sendall(struct.pack(">I", len(data)) + data, socket.MSG_NOSIGNAL)
 
 
 def receive(stream: BinaryIO) -> Any:
@@ -113,7 +115,10 @@ def receive(stream: BinaryIO) -> Any:
     data = stream.read(n)
     if len(data) < n:
         return None
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested deep
+        raise ValueError(f"not a frame: {type(exc).__name__}") from None
 
 
 def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: Any
@@ -121,7 +126,10 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
     """Send ``request`` and copy the answer to ``stdout``/``stderr`` as it comes; the
     exit status, or None when the server declined (the caller runs it itself)."""
     with sock, sock.makefile("rb") as stream:
-        send(sock, dict(request, protocol=PROTOCOL))
+        try:
+            send(sock, dict(request, protocol=PROTOCOL))
+        except OSError:  # it went away before reading: run the command here
+            return None
         while True:
             frame = receive(stream)
             if frame is None:

@@ -90,7 +90,10 @@ def main(argv: Sequence[str], env: Env) -> int:
             spare = _spare_engine()
             conn, _ = listener.accept()
             with conn:
-                _serve_one(conn, base, env, spare)
+                try:
+                    _serve_one(conn, base, env, spare)
+                except Exception as exc:  # one command's failure never ends the server
+                    env.warn(f"a command failed: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
     finally:
@@ -105,10 +108,13 @@ def _listen(path: str) -> socket.socket:
     """A listening socket at ``path`` that only this user can reach."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.path.exists(path):
+    if os.path.lexists(path):
+        problem = resident.untrusted(path)
+        if problem is not None:  # never remove what is not our own socket
+            raise ValueError(problem)
         if resident.connect(path, timeout=1.0) is not None:
             raise ValueError("another netsql serve is listening there")
-        os.unlink(path)  # left by one that died
+        os.unlink(path)  # our socket, left by a server that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -188,15 +194,11 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
         if uid != os.geteuid():
             log.warn(f"refused a client of uid {uid}")
             return
-        conn.settimeout(10)
-        with conn.makefile("rb") as stream:
-            request = resident.receive(stream)
-        conn.settimeout(None)
+        request = _read_request(conn, deadline=time.monotonic() + 10)
     except (OSError, ValueError) as exc:
         log.warn(f"bad request: {exc}")
         return
-    if not isinstance(request, dict) or request.get("protocol") != resident.PROTOCOL \
-            or request.get("version") != __version__:
+    if not _well_formed(request):
         with contextlib.suppress(OSError):
             resident.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
@@ -208,23 +210,26 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
               stderr=cast(TextIO, err),
               stdin_isatty=request.get("stdin") is None,
               stdout_isatty=bool(request.get("stdout_isatty")),
-              width=int(request.get("width") or 1_000_000))
+              width=request.get("width") or 1_000_000)
     status: int = ExitStatus.ERROR
-    gone = threading.Event()
-    watcher = threading.Thread(target=_watch_client, args=(conn, state, gone), daemon=True)
+    wake_r, wake_w = os.pipe()  # ends the watcher at once when the command is done
+    watcher = threading.Thread(target=_watch_client, args=(conn, state, wake_r), daemon=True)
     watcher.start()
     try:
         with _client_context(request):
-            status = _main([str(a) for a in request.get("argv", [])], env, resident=state)
+            status = _main(request["argv"], env, resident=state)
         box.flush()
         resident.send(conn, {"exit": int(status)})
-    except OSError as exc:  # the client went away, or its directory is gone
-        with contextlib.suppress(OSError):
-            err.write(f"netsql: error: {exc.strerror or exc}\n")
+    except Exception as exc:  # the client went away, its directory is gone, or DuckDB
+        with contextlib.suppress(OSError):  # was interrupted between statements
+            err.write(f"netsql: error: {getattr(exc, 'strerror', None) or exc}\n")
             box.flush()
             resident.send(conn, {"exit": int(ExitStatus.ERROR)})
     finally:
-        gone.set()
+        os.write(wake_w, b"x")
+        watcher.join()
+        os.close(wake_r)
+        os.close(wake_w)
         for key, value in state.items():
             if key not in PER_COMMAND:
                 base[key] = value
@@ -232,6 +237,48 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
     log.stderr.write(f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
                      f"{time.monotonic() - started:.3f} s\n")
     log.stderr.flush()
+
+
+def _read_request(conn: socket.socket, deadline: float) -> Any:
+    """The client's one request frame, whole within ``deadline`` (a client trickling
+    bytes must not hold the server)."""
+    import struct
+
+    def exactly(n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ValueError("the request took too long")
+            conn.settimeout(left)
+            chunk = conn.recv(min(n - got, 1 << 20))
+            if not chunk:
+                raise ValueError("the client hung up")
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    (n,) = struct.unpack(">I", exactly(4))
+    if n > resident.MAX_REQUEST:
+        raise ValueError(f"a request of {n} bytes")
+    body = exactly(n)
+    conn.settimeout(None)
+    return resident.receive(io.BytesIO(struct.pack(">I", n) + body))
+
+
+def _well_formed(request: Any) -> bool:
+    """A request of this version whose fields have the types a client sends."""
+    if not isinstance(request, dict) or request.get("protocol") != resident.PROTOCOL \
+            or request.get("version") != __version__:
+        return False
+    argv, env, stdin = request.get("argv"), request.get("env", {}), request.get("stdin")
+    return (isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+            and isinstance(request.get("cwd"), str)
+            and (stdin is None or isinstance(stdin, str))
+            and isinstance(request.get("width", 0), int)
+            and isinstance(request.get("stdout_isatty", False), bool)
+            and isinstance(env, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()))
 
 
 @contextlib.contextmanager
@@ -257,15 +304,18 @@ def _client_context(request: dict[str, Any]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _watch_client(conn: socket.socket, state: dict[str, Any], done: threading.Event) -> None:
-    """Interrupt the running statement when the client hangs up (Ctrl-C there)."""
-    while not done.is_set():
-        ready, _, _ = select.select([conn], [], [], 0.2)
-        if not ready or done.is_set():
-            continue
+def _watch_client(conn: socket.socket, state: dict[str, Any], wake: int) -> None:
+    """Interrupt the running statement when the client hangs up (Ctrl-C there); ends
+    when ``wake`` becomes readable (the command is done)."""
+    while True:
         try:
-            data = conn.recv(1, socket.MSG_PEEK)
-        except OSError:
+            ready, _, _ = select.select([conn.fileno(), wake], [], [])
+            if wake in ready:
+                return
+            data = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue
+        except (OSError, ValueError):
             data = b""
         if data:
             time.sleep(0.2)  # the client wrote more (it should not): keep watching

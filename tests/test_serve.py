@@ -218,3 +218,41 @@ def test_dns_asked_before_the_one_liner(lab: Lab, tmp_path: Path) -> None:
         assert stats[0]["running"] is True and stats[0]["queries"] >= 1
     finally:
         stop(s)
+
+
+def test_bad_requests_do_not_end_the_server(server: Server) -> None:
+    base = {"protocol": resident.PROTOCOL, "version": __version__, "cwd": "/",
+            "argv": ["-e", "SELECT 1"]}
+    for bad in (dict(base, width="wide"), dict(base, argv="-e SELECT 1"),
+                dict(base, env={"HOME": 3}), dict(base, stdin=["x"])):
+        assert raw(server.path, bad) == {"declined": f"netsql {__version__} serves here"}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # JSON nested too deep
+        s.connect(server.path)
+        body = b"[" * 100_000
+        s.sendall(len(body).to_bytes(4, "big") + body)
+        assert s.recv(10) == b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # a frame cut short
+        s.connect(server.path)
+        s.sendall(b"\0\0\1\0{")
+    r = server.run("--csv", "--no-header", "-e", "SELECT 10")
+    assert (r.returncode, r.stdout) == (0, "10\n") and len(server.served()) == 1
+    assert server.proc.poll() is None
+
+
+def test_files_only_the_client_can_open_run_locally(server: Server) -> None:
+    """/dev/stdin, pipes and /proc/self would be the server's own: such a command runs
+    in the client."""
+    r = server.run("--csv", "--no-header", "-f", "/dev/stdin", input="SELECT 11;")
+    assert (r.returncode, r.stdout) == (0, "11\n") and server.served() == []
+    r = server.run("--csv", "--no-header", "--capture", "1", "-e", "SELECT 12")
+    assert (r.returncode, r.stdout) == (0, "12\n") and len(server.served()) == 1
+
+
+def test_serve_removes_only_its_own_dead_socket(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    (d / "data.txt").write_text("keep me")
+    r = subprocess.run(netsql_cmd("serve", "--no-capture", "--socket", str(d / "data.txt")),
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and "is not a socket" in r.stderr
+    assert (d / "data.txt").read_text() == "keep me"
