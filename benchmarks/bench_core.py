@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import loadgen, median_seconds, resident, wall  # noqa: E402
+from timing import bytecode, loadgen, median_seconds, resident, wall  # noqa: E402
 
 PY = sys.executable
 
@@ -33,6 +33,7 @@ def row(what: str, ours: float, theirs: float, baseline: str, target: str) -> st
 
 
 def main() -> None:
+    bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--sockets", type=int, default=46000)
     ap.add_argument("--processes", type=int, default=2000)

@@ -236,6 +236,10 @@ def idle_cpu() -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from timing import bytecode
+
+    bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--rate", type=int, default=20_000)

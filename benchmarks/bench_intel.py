@@ -82,6 +82,10 @@ def write_hosts(path: str, n: int) -> None:
 
 
 def main() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from timing import bytecode
+
+    bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=200_000)
     ap.add_argument("--indicators", type=int, default=1_000_000)

@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import loadgen  # noqa: E402
+from timing import bytecode, loadgen  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
@@ -164,6 +164,7 @@ def watch_cpu(sql: str, seconds: float) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--processes", type=int, default=2000)
     ap.add_argument("--sockets", type=int, default=10000)

@@ -5,8 +5,8 @@
  *
  * Appends one tuple per inet_diag_msg in buf[:n] to the list `out`:
  *     (family, state, sport, dport, local, remote, rqueue, wqueue, uid, inode, tcp)
- * local/remote are address text (remote None for an unconnected socket: port 0 and
- * address all zeros); tcp is None, or, when the message carries INET_DIAG_INFO
+ * local/remote are address text (remote and dport None for an unconnected socket: port
+ * 0 and address all zeros); tcp is None, or, when the message carries INET_DIAG_INFO
  * (struct tcp_info), (bytes_sent, bytes_acked, bytes_received, bytes_retrans, segs_out,
  * segs_in, total_retrans, rtt seconds, last send seconds, last receive seconds), each
  * None when the kernel's struct is too old to hold it.
@@ -133,7 +133,14 @@ static PyObject *one(const unsigned char *m, size_t len)
         return NULL;
     }
     /* expires @52, rqueue @56, wqueue @60, uid @64, inode @68 */
-    PyObject *row = Py_BuildValue("iiIINNkkkkN", family, (int)m[1], sport, dport, local,
+    PyObject *rport = remote == Py_None ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong(dport);
+    if (rport == NULL) {
+        Py_DECREF(local);
+        Py_DECREF(remote);
+        Py_DECREF(tcp);
+        return NULL;
+    }
+    PyObject *row = Py_BuildValue("iiINNNkkkkN", family, (int)m[1], sport, rport, local,
                                   remote, (unsigned long)u32(m + 56),
                                   (unsigned long)u32(m + 60), (unsigned long)u32(m + 64),
                                   (unsigned long)u32(m + 68), tcp);

@@ -335,10 +335,20 @@ class Engine:
         batch = pa.table(arrays, names=table.column_names)
         self.con.execute(f'DELETE FROM "{table.name}"')
         self.con.register("__netsql_load", batch)
+        # Below a few hundred thousand rows DuckDB inserts faster on one thread (46,000
+        # sockets: 13-18 ms instead of 24-32; at 1,000,000 rows two threads win).
+        threads = None
+        if n < _ONE_THREAD_ROWS:
+            row = self.con.execute("SELECT current_setting('threads')").fetchone()
+            threads = int(row[0]) if row else None
+            if threads is not None and threads > 1:
+                self.con.execute("SET threads = 1")
         try:
             self.con.execute(f'INSERT INTO "{table.name}" SELECT * FROM __netsql_load')
         finally:
             self.con.unregister("__netsql_load")
+            if threads is not None and threads > 1:
+                self.con.execute(f"SET threads = {threads}")
         return n
 
     def _load_small(self, table: Table, data: Mapping[str, list[Any]],
@@ -406,6 +416,8 @@ def _json_loads(text: str) -> Any:
 #: processes: 23 ms as parameters, 6 ms through Arrow).
 _SMALL = 5000
 _SMALL_ARROW_LOADED = 500
+#: Tables of fewer rows are inserted on one DuckDB thread.
+_ONE_THREAD_ROWS = 300_000
 
 
 def _spill_dir() -> str:

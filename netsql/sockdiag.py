@@ -43,8 +43,9 @@ Tcp = tuple[int | None, int | None, int | None, int | None, int | None, int | No
             int | None, float | None, float | None, float | None]
 """tcp_info counters: bytes_sent, bytes_acked, bytes_received, bytes_retrans, segs_out,
 segs_in, total_retrans, rtt (s), since last send (s), since last receive (s)."""
-Row = tuple[int, int, int, int, str, str | None, int, int, int, int, Tcp | None]
-"""family, state, sport, dport, local address, remote address (None: unconnected),
+Row = tuple[int, int, int, int | None, str, str | None, int, int, int, int, Tcp | None]
+"""family, state, sport, dport, local address, remote address (dport and remote None:
+unconnected),
 rqueue, wqueue, uid, inode, tcp_info counters (None unless asked for)."""
 
 
@@ -158,7 +159,8 @@ def _py_rows(buf: bytearray, n: int, out: list[Row]) -> int:
                 if atype == INET_DIAG_INFO:
                     tcp = _tcp_counters(bytes(buf[a + 4:min(a + alen_, end)]))
                 a += (alen_ + 3) & ~3
-            out.append((fam, buf[m + 1], sport, dport, local, remote, rq, wq, uid, inode, tcp))
+            out.append((fam, buf[m + 1], sport, None if remote is None else dport, local,
+                        remote, rq, wq, uid, inode, tcp))
         off += (length + 3) & ~3
     return 0
 

@@ -14,7 +14,7 @@ from typing import Any
 from netsql import procfs
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
-from netsql.tables.sockets import _STATE_NAMES, attach_names, attach_owners
+from netsql.tables.sockets import _TCP_STATE_TEXT, attach_names, attach_owners
 
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
@@ -67,14 +67,11 @@ def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
     _fam, state, lport, rport, local, remote, _rq, _wq, uid, inode, tcp = zip(*rows,
                                                                               strict=True)
     k = len(rows)
-    names = _STATE_NAMES
     for name, values in (("pid", [None] * k), ("process", [None] * k),
                          ("protocol", ["tcp"] * k), ("family", [fname] * k),
                          ("local_address", local), ("local_port", lport),
-                         ("remote_address", remote),
-                         ("remote_port", [None if a is None else p
-                                          for a, p in zip(remote, rport, strict=True)]),
-                         ("state", [names.get(s) or str(s) for s in state]),
+                         ("remote_address", remote), ("remote_port", rport),
+                         ("state", list(map(_TCP_STATE_TEXT.__getitem__, state))),
                          ("packets_out", [None] * k), ("packets_in", [None] * k),
                          ("uid", uid), ("inode", inode), ("net_namespace", [ns] * k),
                          ("source", ["tcp_info"] * k)):

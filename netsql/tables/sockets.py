@@ -51,6 +51,11 @@ def _ipv6(hexaddr: str, cache: dict[str, str]) -> str:
 _COLUMNS = ("family", "protocol", "local_address", "local_port", "remote_address",
             "remote_port", "state", "tx_queue", "rx_queue", "uid", "inode", "net_namespace")
 _STATE_NAMES = {int(k, 16): v for k, v in TCP_STATES.items()}
+#: sock_diag state number (0-255) -> the state column's text, for TCP and for UDP
+#: ('ESTABLISHED' when connected, else NULL).
+_TCP_STATE_TEXT = [_STATE_NAMES.get(i) or str(i) for i in range(256)]
+_UDP_STATE_TEXT: list[str | None] = [None] * 256
+_UDP_STATE_TEXT[1] = "ESTABLISHED"
 
 
 def read_sockets(coll: Collection) -> Columns:
@@ -107,13 +112,9 @@ def _dump_into(cols: Columns, rows: list[Any], fname: str, pname: str, ns: int) 
     cols["local_address"].extend(local)
     cols["local_port"].extend(lport)
     cols["remote_address"].extend(remote)
-    cols["remote_port"].extend([None if a is None else p for a, p in zip(remote, rport,
-                                                                         strict=True)])
-    if pname == "tcp":
-        names = _STATE_NAMES
-        cols["state"].extend([names.get(s) or str(s) for s in state])
-    else:
-        cols["state"].extend(["ESTABLISHED" if s == 1 else None for s in state])
+    cols["remote_port"].extend(rport)
+    cols["state"].extend(map((_TCP_STATE_TEXT if pname == "tcp" else _UDP_STATE_TEXT)
+                             .__getitem__, state))
     cols["tx_queue"].extend(wq)
     cols["rx_queue"].extend(rq)
     cols["uid"].extend(uid)
