@@ -1,7 +1,8 @@
 """Live capture with AF_PACKET raw sockets (Linux), filtered in the kernel by BPF.
 
 A ``LiveCapture`` owns its sockets and one thread; each DNS packet it receives goes to
-``on_packet(ts, ip_packet, interface)``. Cooked sockets (SOCK_DGRAM) hand over the
+``on_packet(ts, ip_packet, interface, local)`` (``local``: sent by this host, or on
+loopback). Cooked sockets (SOCK_DGRAM) hand over the
 packet from its network header on every link type, so one decoder serves ethernet,
 loopback, tunnels and VLANs alike.
 """
@@ -32,7 +33,7 @@ class CaptureError(Exception):
 
 
 class LiveCapture:
-    def __init__(self, on_packet: Callable[[float, bytes, str], None],
+    def __init__(self, on_packet: Callable[[float, bytes, str, bool], None],
                  interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
                  rcvbuf: int = 32 << 20) -> None:
         self.on_packet = on_packet
@@ -102,7 +103,12 @@ class LiveCapture:
         def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
             self.packets += 1
             try:
-                deliver(ts, packet, addr[0])
+                # A query from this host's processes leaves as PACKET_OUTGOING (or
+                # crosses loopback); one arriving from elsewhere has no local sender
+                # to look up, which under a flood of them would cost two netlink
+                # round trips a packet.
+                deliver(ts, packet, addr[0],
+                        addr[2] == PACKET_OUTGOING or addr[3] == ARPHRD_LOOPBACK)
             except Exception:  # a bad packet must never end the capture
                 self.errors += 1
 

@@ -34,14 +34,14 @@ class _Decoder:
         self.early: Callable[[str, str, int, str, int], None] | None = None
 
     def frame(self, ts: float, linktype: int, frame: bytes, interface: str | None,
-              source: str) -> list[DnsRecord]:
+              source: str, local: bool = True) -> list[DnsRecord]:
         info = decode_frame(linktype, frame)
         if info is None:
             return []
         src, dst, sport, dport, transport, payload, flags, seq = info
         if sport not in self.ports and dport not in self.ports:
             return []
-        if self.early is not None and dport in self.ports and payload:
+        if self.early is not None and local and dport in self.ports and payload:
             qr = payload[4] if transport == "tcp" else payload[2]
             if len(payload) > 4 and not qr & 0x80:
                 self.early(transport, src, sport, dst, dport)
@@ -134,9 +134,12 @@ class DnsCapture:
             return
         self.hold_error = None
 
-    def _packet(self, ts: float, packet: bytes, interface: str) -> None:
-        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live"):
-            self.attrib.submit(rec)
+    def _packet(self, ts: float, packet: bytes, interface: str, local: bool = True) -> None:
+        """A live packet; ``local``: sent by this host (or on loopback), so a query in it
+        has a local process to name."""
+        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local):
+            if local:
+                self.attrib.submit(rec)
 
     def settle(self, timeout: float = 2.0) -> None:
         """Wait until queued attribution work is done (after a capture window)."""
