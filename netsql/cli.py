@@ -263,10 +263,13 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
         env.error("--changes goes with --watch")
         return ExitStatus.USAGE
 
-    if resident is None and _forwardable(args, env):
-        status = _forward(argv, args, env)
-        if status is not None:
-            return status
+    if resident is None:
+        from netsql import resident as client  # light: os and stat until a socket is there
+
+        if client.forwardable(args, env):
+            status = client.run_there(argv, args, env)
+            if status is not None:
+                return ExitStatus(status)
     sources: list[tuple[str, str]] = [(s.tag, str(s)) for s in (args.sources or [])]
     if not sources:
         if env.stdin_isatty and args.watch is not None:
@@ -345,81 +348,6 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
             env.error(where + str(exc))
             return ExitStatus.ERROR
     return ExitStatus.SUCCESS
-
-
-#: Variables a resident netsql takes from the client for one command.
-FORWARDED_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
-                 "XDG_STATE_HOME", "NETSQL_INTEL_DB", "NO_COLOR", "SUDO_USER", "SUDO_UID",
-                 "SUDO_GID")
-
-
-def _forwardable(args: argparse.Namespace, env: Env) -> bool:
-    """Whether a resident netsql may run this command: statements to run once, with its
-    own capture (its interfaces, ports and buffer), not the shell or a watch."""
-    if (args.local or args.watch is not None or args.interface or args.dns_port
-            or args.dns_buffer != DNS_BUFFER or (args.capture and args.pcap)
-            or not (args.sources or not env.stdin_isatty)):
-        return False
-    # Files the server opens must be the ones the client means: regular files, not
-    # /dev/stdin, a pipe or /proc/self (which would be the server's own).
-    named = [str(s) for s in args.sources or [] if s.tag == "file"] + list(args.pcap or [])
-    named += [str(s) for s in args.sources or [] if s.tag == "query" and "/" in str(s)]
-    return all(_plain_file(p) for p in named)
-
-
-def _plain_file(path: str) -> bool:
-    import os
-    import stat
-
-    real = os.path.realpath(path)
-    if real.startswith(("/dev/", "/proc/")):
-        return False
-    try:
-        return stat.S_ISREG(os.stat(real).st_mode)
-    except OSError:
-        return True  # missing: the server says so, as a local run would
-
-
-def _forward(argv: Sequence[str], args: argparse.Namespace, env: Env) -> ExitStatus | None:
-    """Run the command in a resident netsql if one listens (None: none does, or it
-    declined: run it here)."""
-    import os
-
-    from netsql import resident
-
-    path = resident.socket_path()
-    if not path or resident.untrusted(path) is not None:
-        return None
-    try:
-        cwd = os.getcwd()
-    except OSError:  # a directory since removed: run here, where it fails as it would
-        return None
-    # Wait and read before connecting: the server serves one command at a time.
-    if args.capture:  # the resident capture runs all along: wait, as a capture would
-        from netsql.launch import countdown
-
-        countdown(env, args.capture)
-    piped = None if args.sources else env.stdin.read()
-    request = {
-        "argv": list(argv), "cwd": cwd, "stdin": piped,
-        "stdout_isatty": bool(env.stdout_isatty), "width": env.width,
-        "env": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},
-        "version": __version__,
-    }
-    status = None
-    sock = resident.connect(path)
-    if sock is not None:
-        try:
-            status = resident.forward(sock, request, env.stdout, env.stderr)
-        except (OSError, ValueError) as exc:
-            env.error(f"the resident netsql failed: {exc}")
-            return ExitStatus.ERROR
-    if status is None and piped is not None:
-        import io
-
-        env.stdin = io.StringIO(piped)  # read already: hand it on
-    return None if status is None else ExitStatus(status) if status in (
-        0, 1, 2, 130) else ExitStatus.ERROR
 
 
 def _help(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Env) -> ExitStatus:

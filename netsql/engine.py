@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,17 +93,6 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
         if close:
             message += " (did you mean " + ", ".join(close) + "?)"
     return NetsqlError(message, line=line_no, column=col, statement=statement)
-
-
-def _arrow_type(pa: Any, sql_type: str) -> Any:
-    t = sql_type.upper()
-    if t.endswith("[]"):
-        return pa.list_(_arrow_type(pa, t[:-2]))
-    return {
-        "INTEGER": pa.int32(), "BIGINT": pa.int64(), "UBIGINT": pa.uint64(),
-        "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_(),
-        "TIMESTAMP": pa.timestamp("us"), "SMALLINT": pa.int16(),
-    }[t]
 
 
 class Engine:
@@ -313,70 +301,10 @@ class Engine:
 
     def load(self, table: Table, data: Mapping[str, list[Any]],
              columns: frozenset[str] | None = None) -> int:
-        """Replace ``table``'s rows with ``data`` in one columnar insert. Only ``columns``
-        (those the statement reads; None: all) are converted, the rest load as NULL."""
-        n = len(next(iter(data.values()))) if data else 0
-        small = _SMALL if "pyarrow" not in sys.modules else _SMALL_ARROW_LOADED
-        if n <= small or (columns is not None and not columns & data.keys()):
-            return self._load_small(table, data, columns, n)
-        import pyarrow as pa
+        """Replace ``table``'s rows with ``data`` (see netsql/load.py)."""
+        from netsql.load import load
 
-        arrays = []
-        for col in table.columns:
-            values = data.get(col.name)
-            if values is None or (columns is not None and col.name not in columns):
-                arrays.append(pa.nulls(n, _arrow_type(pa, col.type)))
-                continue
-            if col.type == "TIMESTAMP":
-                micros = [None if v is None else int(v * 1_000_000) for v in values]
-                arrays.append(pa.array(micros, pa.int64()).cast(pa.timestamp("us")))
-            else:
-                arrays.append(pa.array(values, _arrow_type(pa, col.type)))
-        batch = pa.table(arrays, names=table.column_names)
-        self.con.execute(f'DELETE FROM "{table.name}"')
-        self.con.register("__netsql_load", batch)
-        # Below a few hundred thousand rows DuckDB inserts faster on one thread (46,000
-        # sockets: 13-18 ms instead of 24-32; at 1,000,000 rows two threads win).
-        threads = None
-        if n < _ONE_THREAD_ROWS:
-            row = self.con.execute("SELECT current_setting('threads')").fetchone()
-            threads = int(row[0]) if row else None
-            if threads is not None and threads > 1:
-                self.con.execute("SET threads = 1")
-        try:
-            self.con.execute(f'INSERT INTO "{table.name}" SELECT * FROM __netsql_load')
-        finally:
-            self.con.unregister("__netsql_load")
-            if threads is not None and threads > 1:
-                self.con.execute(f"SET threads = {threads}")
-        return n
-
-    def _load_small(self, table: Table, data: Mapping[str, list[Any]],
-                    columns: frozenset[str] | None, n: int) -> int:
-        """A few thousand rows (or any number when no column is wanted): list parameters
-        unnested by DuckDB, which spares the import of pyarrow (90 ms, more than
-        converting them takes)."""
-        exprs, params = [], []
-        for col in table.columns:
-            values = data.get(col.name)
-            if values is None or (columns is not None and col.name not in columns):
-                exprs.append(f"NULL::{col.type}")
-                continue
-            if col.type == "TIMESTAMP":
-                params.append([None if v is None else int(v * 1_000_000) for v in values])
-                exprs.append(f"make_timestamp(unnest(${len(params)}::BIGINT[]))")
-            else:
-                params.append(values)
-                exprs.append(f"unnest(${len(params)}::{col.type}[])")
-        self.con.execute(f'DELETE FROM "{table.name}"')
-        if n:
-            if not params:  # no column wanted: n rows of NULLs (count(*) still counts)
-                self.con.execute(f'INSERT INTO "{table.name}" SELECT ' + ", ".join(exprs)
-                                 + " FROM range($1)", [n])
-            else:
-                self.con.execute(f'INSERT INTO "{table.name}" SELECT ' + ", ".join(exprs),
-                                 params)
-        return n
+        return load(self.con, table, data, columns)
 
     def known_tables(self) -> list[str]:
         names = set(self.tables)
@@ -409,15 +337,6 @@ def _json_loads(text: str) -> Any:
     import json  # not for SELECT 1: only a statement whose plan names tables
 
     return json.loads(text)
-
-
-#: Tables up to this many rows load through list parameters instead of pyarrow (whose
-#: import costs 90 ms); once something imported it, from this many rows on (2,000
-#: processes: 23 ms as parameters, 6 ms through Arrow).
-_SMALL = 5000
-_SMALL_ARROW_LOADED = 500
-#: Tables of fewer rows are inserted on one DuckDB thread.
-_ONE_THREAD_ROWS = 300_000
 
 
 def _spill_dir() -> str:

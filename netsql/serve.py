@@ -24,7 +24,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO, cast
 
 from netsql import __version__, resident
-from netsql.cli import DNS_BUFFER, FORWARDED_ENV, Env, ExitStatus, UsageError, _main, _Parser
+from netsql.cli import DNS_BUFFER, Env, ExitStatus, UsageError, _main, _Parser
+from netsql.resident import FORWARDED_ENV
 
 #: State a command brings and takes away; everything else it leaves (caches) is kept.
 PER_COMMAND = frozenset({"pcap", "intel_db", "query_dirs", "cancel", "interrupt",
