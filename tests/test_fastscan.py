@@ -18,6 +18,7 @@ from netsql.capture.fastscan import Scan
 from netsql.capture.pcapfile import CaptureFileError, CaptureReader
 from tests.conftest import need
 from tests.dnsutil import LINK_TYPES, link_frame, udp_ip
+from tests.mutate import Edit, apply_edits, edits
 from tests.test_pcapfile import BASE_TS, Trickle, scenario
 
 WANTS: list[frozenset[str] | None] = [  # header only, question, answers, everything
@@ -211,18 +212,9 @@ SEED = _seed()
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255), st.sampled_from("sdi")),
-                max_size=5), st.integers(0, 10**6))
-def test_mutated_files_scan_alike(edits: list[tuple[int, int, str]], cut: int) -> None:
-    buf = bytearray(SEED)
-    for pos, val, kind in edits:
-        pos %= len(buf) + 1
-        if kind == "s" and pos < len(buf):
-            buf[pos] = val
-        elif kind == "d":
-            del buf[pos:pos + 1 + val % 8]
-        else:
-            buf[pos:pos] = bytes([val]) * (1 + val % 4)
+@given(edits(5), st.integers(0, 10**6))
+def test_mutated_files_scan_alike(changes: list[Edit], cut: int) -> None:
+    buf = apply_edits(SEED, changes)
     del buf[len(buf) - cut % 64 if cut % 3 == 0 else len(buf):]
     if bytes(buf[:4]) in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"):
         same(bytes(buf))

@@ -36,6 +36,7 @@ from tests.dnsutil import (
     tcp_ip,
     udp_ip,
 )
+from tests.mutate import Edit, apply_edits, edits
 from tests.test_dnswire import CORPUS
 
 S, A, P, F = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_PUSH, dpkt.tcp.TH_FIN
@@ -269,20 +270,10 @@ FILES = _files()
 
 
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(FILES), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255),
-                                                  st.sampled_from("sdi")), max_size=4),
-       st.integers(0, 10**6))
-def test_mutated_files_raise_only_capture_errors(data: bytes, edits: list[tuple[int, int, str]],
+@given(st.sampled_from(FILES), edits(4), st.integers(0, 10**6))
+def test_mutated_files_raise_only_capture_errors(data: bytes, changes: list[Edit],
                                                  cut: int) -> None:
-    buf = bytearray(data)
-    for pos, val, kind in edits:
-        pos %= len(buf) + 1
-        if kind == "s" and pos < len(buf):
-            buf[pos] = val
-        elif kind == "d":
-            del buf[pos:pos + 1 + val % 8]
-        else:
-            buf[pos:pos] = bytes([val]) * (1 + val % 4)
+    buf = apply_edits(data, changes)
     del buf[len(buf) - cut % 64 if cut % 3 == 0 else len(buf):]
     try:
         for _ts, lt, frame, _ifname in CaptureReader(io.BytesIO(bytes(buf))):

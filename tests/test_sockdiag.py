@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from netsql import sockdiag
 from tests.conftest import need
+from tests.mutate import Edit, apply_edits, edits
 
 
 def compiled() -> Any:
@@ -116,21 +117,12 @@ SEED = _seed()
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255), st.sampled_from("sdi")),
-                max_size=6), st.integers(0, 10**6), st.booleans())
-def test_damaged_dumps_parse_alike(edits: list[tuple[int, int, str]], cut: int,
-                                   huge: bool) -> None:
+@given(edits(6), st.integers(0, 10**6), st.booleans())
+def test_damaged_dumps_parse_alike(changes: list[Edit], cut: int, huge: bool) -> None:
     buf = bytearray(SEED)
     if huge and len(buf) >= 4:
         struct.pack_into("=I", buf, 0, 0xFFFFFFFE)  # a length that wraps 32-bit sums
-    for pos, val, kind in edits:
-        pos %= len(buf) + 1
-        if kind == "s" and pos < len(buf):
-            buf[pos] = val
-        elif kind == "d":
-            del buf[pos:pos + 1 + val % 8]
-        else:
-            buf[pos:pos] = bytes([val]) * (1 + val % 4)
+    buf = apply_edits(buf, changes)
     data = bytes(buf[:len(buf) - cut % 200])
     c_rows, py_rows, cs, ps = parse_both([data])
     assert c_rows == py_rows and cs == ps
