@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import time
@@ -232,15 +231,8 @@ class PcapSource:
         if cached is not None and cached[0] == key[0] and (cached[1] is None or (
                 want is not None and want <= cached[1])):
             return self._scans
-        out = []
-        collecting = gc.isenabled()
-        gc.disable()  # a scan makes a list per transaction and no cycles
-        try:
-            for path in self.paths:
-                out.append(self._scan(path, Scan(self.ports, want)))
-        finally:
-            if collecting:
-                gc.enable()
+        # (Engine.collect, the caller, has paused the cyclic GC for the pass.)
+        out = [self._scan(path, Scan(self.ports, want)) for path in self.paths]
         self._key, self._scans = key, out
         return out
 
