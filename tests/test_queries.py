@@ -229,12 +229,22 @@ def test_shipped_queries_parse_and_declare_what_they_use() -> None:
 
 
 def test_shipped_queries_run_with_their_defaults() -> None:
-    """On this host, without capture: every statement binds and runs."""
+    """On this host, without capture: every statement binds and runs, and each result
+    set has named, typed columns a reader can tell apart (no duplicate names, no column
+    typed NULL: a NULL no table fills)."""
     engine = Engine()
-    for q in load_queries(environ={"HOME": "/nonexistent"}):
+    shipped = load_queries(environ={"HOME": "/nonexistent"})
+    assert len(shipped) >= 10
+    for q in shipped:
         args = {p.name: "1" for p in q.params if p.required}
-        for res in engine.run(q.sql, q.bind(args)):
-            assert res.data is not None, q.name
+        results = [res for res in engine.run(q.sql, q.bind(args)) if res.data is not None]
+        assert results, f"{q.name}: no statement returns rows"
+        for res in results:
+            assert res.data is not None
+            cols = list(res.data.columns)
+            assert cols and len(set(cols)) == len(cols), (q.name, cols)
+            assert "NULL" not in res.data.types, (q.name, cols, res.data.types)
+            assert all(len(row) == len(cols) for row in res.data.rows), q.name
 
 
 def test_search_order_user_dir_then_queries_dirs(tmp_path: Path) -> None:
