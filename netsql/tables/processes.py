@@ -17,7 +17,7 @@ import pwd
 import time
 from typing import Any
 
-from netsql import procfs
+from netsql import containers, procfs
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
 
@@ -146,10 +146,14 @@ def collect(coll: Collection, need: Need) -> Columns:
     ids_reuse = _Reuse(coll.state, "ids", full) if w_ids else None
     w_path = wants("path", "exe_deleted")
     w_cwd, w_ns = wants("cwd"), wants("net_namespace")
+    w_cgroup = wants("cgroup", "container_id", "container_runtime", "container_name")
+    w_cname = wants("container_name")
+    names_seen: dict[containers.Container, str | None] = {}
     boot = procfs.boot_time() if wants("start_time") else 0.0
     tck, page = procfs.CLK_TCK, procfs.PAGE_SIZE
     names = ("pid", "ppid", "name", "path", "exe_deleted", "cmdline", "username", "uid",
-             "gid", "state", "start_time", "cwd", "threads", "rss", "net_namespace")
+             "gid", "state", "start_time", "cwd", "threads", "rss", "net_namespace",
+             "cgroup", "container_id", "container_runtime", "container_name")
     cols: Columns = {k: [] for k in names}
     readlink = procfs.read_link
     fp: tuple[str, ...] | None = None
@@ -185,11 +189,26 @@ def collect(coll: Collection, need: Need) -> Columns:
             cols["cwd"].append(readlink(f"/proc/{pid}/cwd"))
         if w_ns:
             cols["net_namespace"].append(procfs.netns_of(pid))
+        if w_cgroup:
+            _container_columns(cols, pid, names_seen if w_cname else None)
     for reuse in (cmd_reuse, ids_reuse):
         if reuse is not None and full:
             reuse.done()
     n = len(cols["pid"])
     return {k: v for k, v in cols.items() if len(v) == n}
+
+
+def _container_columns(cols: Columns, pid: int,
+                       names: dict[containers.Container, str | None] | None) -> None:
+    raw = _read(f"/proc/{pid}/cgroup")
+    text = raw.decode("utf-8", "surrogateescape") if raw is not None else ""
+    paths = containers.cgroup_paths(text)
+    found = containers.container_of(paths)
+    cols["cgroup"].append(containers.cgroup_of(text))
+    cols["container_id"].append(found.id if found else None)
+    cols["container_runtime"].append(found.runtime if found else None)
+    cols["container_name"].append(
+        containers.container_name(found, names) if found and names is not None else None)
 
 
 TABLE = Table(
@@ -217,14 +236,27 @@ TABLE = Table(
         Column("rss", "BIGINT", "Resident memory in bytes"),
         Column("net_namespace", "BIGINT", "Inode of the process's network namespace (join "
                "with sockets.net_namespace)"),
+        Column("cgroup", "VARCHAR", "The process's cgroup path (the unified hierarchy's, "
+               "else systemd's or a controller's; '/' in the root)"),
+        Column("container_id", "VARCHAR", "Id of the container the process runs in, from "
+               "its cgroup (docker, podman, containerd, cri-o: the 64-hex id; "
+               "systemd-nspawn, lxc: the machine or container name); NULL on the host"),
+        Column("container_runtime", "VARCHAR", "'docker', 'podman', 'containerd' "
+               "(Kubernetes included), 'cri-o', 'systemd-nspawn' or 'lxc'; NULL on the host"),
+        Column("container_name", "VARCHAR", "The runtime's name for the container, read "
+               "from its files without a daemon call (docker: the container name; podman: "
+               "its first name; Kubernetes: namespace/pod/container; nspawn, lxc: the "
+               "name); NULL when not readable"),
     ),
     collect=collect,
     examples=(
         "SELECT pid, name, cmdline FROM processes ORDER BY rss DESC LIMIT 5",
         "SELECT pid, name, path FROM processes WHERE exe_deleted",
         "SELECT username, count(*) AS n FROM processes GROUP BY username ORDER BY n DESC",
+        "SELECT container_runtime, container_name, count(*) AS n FROM processes "
+        "WHERE container_id IS NOT NULL GROUP BY ALL",
     ),
-    notes="Reads /proc/<pid>/{stat,status,cmdline,exe,cwd,ns/net}, only the files the "
+    notes="Reads /proc/<pid>/{stat,status,cmdline,exe,cwd,ns/net,cgroup}, only the files the "
     "statement's columns need; `WHERE pid = N` reads that one process. Without root, "
     "path, cwd and net_namespace of other users' processes are NULL. Statements run "
     "within 5 s of each other (a --watch, the shell) reuse cmdline and the user ids of "
