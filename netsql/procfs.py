@@ -8,10 +8,13 @@ files a statement needs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from netsql import netns
 from netsql.collect import Collection
+from netsql.schema import Columns
 
 PROC = "/proc"
 
@@ -57,25 +60,52 @@ def own_netns() -> int | None:
 
 
 def namespaces(coll: Collection) -> dict[int, str]:
-    """Every network namespace that some process lives in -> a /proc dir inside it.
+    """Every network namespace -> a handle to enter it (netns.call_in): ``/proc/self/ns/
+    net`` for our own, ``/proc/PID/ns/net`` of a process inside it, else the
+    ``/run/netns`` bind mount of one that `ip netns add` made and no process is in.
 
-    Our own namespace maps to ``/proc/self``. Namespaces whose processes we may not
-    inspect (not root) are invisible; so are namespaces with no process in them
-    (kept alive only by a bind mount under /run/netns).
+    Namespaces whose processes we may not inspect (not root) are invisible, and so are
+    namespaces with neither a process nor a /run/netns entry (held by an open file or
+    a mount elsewhere).
     """
 
     def scan() -> dict[int, str]:
         found: dict[int, str] = {}
         me = own_netns()
         if me is not None:
-            found[me] = f"{PROC}/self"
+            found[me] = f"{PROC}/self/ns/net"
         for pid in pids_of(coll):
             ns = netns_of(pid)
             if ns is not None and ns not in found:
-                found[ns] = f"{PROC}/{pid}"
+                found[ns] = f"{PROC}/{pid}/ns/net"
+        for ns, (_name, handle) in netns.named().items():
+            found.setdefault(ns, handle)
         return found
 
     return coll.once("netns", scan)
+
+
+def each_namespace(coll: Collection, names: Sequence[str],
+                   read: Callable[[int], Columns]) -> Columns:
+    """``read(inode)`` run inside every network namespace, its columns concatenated.
+    Namespaces that cannot be entered (no CAP_SYS_ADMIN, or gone meanwhile) are left
+    out."""
+    own = own_netns()
+    cols: Columns = {k: [] for k in names}
+    for ns, handle in namespaces(coll).items():
+        try:
+            part = netns.call_in(None if ns == own else handle, partial(read, ns))
+        except OSError:
+            continue
+        for k in names:
+            cols[k].extend(part[k])
+    return cols
+
+
+def proc_dir(handle: str) -> str | None:
+    """The /proc/PID directory of a namespace handle from :func:`namespaces` (its
+    /proc/PID/net files show that namespace), None for a /run/netns handle."""
+    return handle[: -len("/ns/net")] if handle.startswith(f"{PROC}/") else None
 
 
 @dataclass

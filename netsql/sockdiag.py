@@ -8,14 +8,14 @@ another network namespace are dumped through a netlink socket opened inside it
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
+
+from netsql import netns
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -23,7 +23,6 @@ NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
-CLONE_NEWNET = 0x40000000
 INET_DIAG_INFO = 2
 
 _HDR = struct.Struct("=IHHII")
@@ -70,33 +69,8 @@ class DiagSocket:
 
 def open_socket(netns_path: str | None = None) -> socket.socket:
     """A sock_diag netlink socket, inside the namespace of ``netns_path`` if given."""
-    if netns_path is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    box: list[socket.socket | BaseException] = []
-
-    def inside() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(netns_path, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
-            finally:
-                os.close(fd)
-            box.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG))
-        except BaseException as exc:  # handed to the caller's thread
-            box.append(exc)
-
-    # A thread that called setns must not go back to serving Python code in the
-    # wrong namespace: it ends right after opening the socket.
-    t = threading.Thread(target=inside, daemon=True)
-    t.start()
-    t.join()
-    result = box[0]
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return netns.call_in(netns_path, lambda: socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG))
 
 
 def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int) -> None:

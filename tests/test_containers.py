@@ -41,14 +41,14 @@ def in_cgroup() -> Iterator[object]:
     made: list[Path] = []
     children: list[subprocess.Popen[bytes]] = []
 
-    def place(path: str) -> int:
-        """A sleeping child in the cgroup PATH (created, with its parents)."""
+    def place(path: str, argv: tuple[str, ...] = ("sleep", "60")) -> int:
+        """A child (sleeping) in the cgroup PATH (created, with its parents)."""
         group = root / path.lstrip("/")
         todo = [group, *group.parents]
         for d in reversed([d for d in todo if root in d.parents and not d.exists()]):
             d.mkdir()
             made.append(d)
-        child = subprocess.Popen(["sleep", "60"])
+        child = subprocess.Popen(argv)
         children.append(child)
         (group / "cgroup.procs").write_text(str(child.pid))
         return child.pid

@@ -64,7 +64,11 @@ def ip_json(ns: str, *args: str) -> list[dict[str, Any]]:
 
 
 def collect_in(ns: str, table: str) -> Columns:
-    return json.loads(in_ns(ns, sys.executable, "-c", COLLECT, table))
+    """The table's rows of namespace ``ns`` (collected from inside it: the rows of the
+    other namespaces it also holds are left out here, see test_every_namespace)."""
+    cols = json.loads(in_ns(ns, sys.executable, "-c", COLLECT, table))
+    keep = [i for i, n in enumerate(cols["net_namespace"]) if n == ns_inode(ns)]
+    return {k: [v[i] for i in keep] for k, v in cols.items()}
 
 
 def as_rows(table: Table, cols: Columns) -> list[dict[str, Any]]:
@@ -289,13 +293,16 @@ def test_interface_counters_follow_traffic(lab: str) -> None:
 
 
 def test_host_loopback_and_local_routes() -> None:
+    own = procfs.own_netns()
     ifs = {r["name"]: r for r in as_rows(interfaces.TABLE,
-                                          interfaces.collect(Collection(), Need()))}
+                                          interfaces.collect(Collection(), Need()))
+           if r["net_namespace"] == own}
     lo = ifs["lo"]
     assert "127.0.0.1/8" in lo["addresses"]
     assert lo["type"] == lo["link_type"] == "loopback" and lo["is_up"]
     assert lo["index"] == 1 and lo["net_namespace"] == procfs.own_netns()
-    rts = as_rows(routes.TABLE, routes.collect(Collection(), Need()))
+    rts = [r for r in as_rows(routes.TABLE, routes.collect(Collection(), Need()))
+           if r["net_namespace"] == own]
     assert any(r["destination"] == "127.0.0.1/32" and r["type"] == "local"
                and r["table"] == "local" and r["interface"] == "lo" for r in rts)
     assert {r["family"] for r in rts} <= {"ipv4", "ipv6"}
@@ -333,3 +340,21 @@ def test_modules_do_not_import_pyroute2() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=ENV, cwd=ROOT, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.privileged
+def test_every_namespace_from_the_root(lab: str) -> None:
+    """Collected from netsql's own namespace: the lab's interfaces and routes (a
+    namespace no process is in, entered through its /run/netns entry) come with its
+    inode, beside the root namespace's own."""
+    lab_ns = ns_inode(lab)
+    (links, _addrs), _ = steady(lab, "interfaces", ip_links)
+    rows = as_rows(interfaces.TABLE, interfaces.collect(Collection(), Need()))
+    assert {r["name"] for r in rows if r["net_namespace"] == lab_ns} == {
+        link["ifname"] for link in ip_json(lab, "link")}
+    assert any(r["net_namespace"] == procfs.own_netns() and r["name"] == "lo" for r in rows)
+    theirs = ip_routes(lab)
+    rts = as_rows(routes.TABLE, routes.collect(Collection(), Need()))
+    assert Counter(our_route(r) for r in rts if r["net_namespace"] == lab_ns) == Counter(
+        theirs)
+    assert any(r["net_namespace"] == procfs.own_netns() for r in rts)

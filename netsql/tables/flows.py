@@ -40,9 +40,9 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
                 _dump_tcp([r for r in records if r[0] == family and (1 << r[1]) & _STATES],
                           fname, ns, cols)
         return
-    for ns, base in procfs.namespaces(coll).items():
+    for ns, handle in procfs.namespaces(coll).items():
         try:
-            sock = sockdiag.open_socket(None if ns == own else f"{base}/ns/net")
+            sock = sockdiag.open_socket(None if ns == own else handle)
         except OSError:
             continue  # another namespace without CAP_SYS_ADMIN: not visible
         try:

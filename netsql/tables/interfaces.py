@@ -1,7 +1,8 @@
-"""interfaces: network interfaces of the current namespace, read over rtnetlink."""
+"""interfaces: network interfaces of every network namespace, read over rtnetlink."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from netsql import procfs
@@ -37,7 +38,8 @@ def _kind(msg: Any) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-def _interfaces(want_addresses: bool, ns: int | None) -> Columns:
+def _interfaces(want_addresses: bool, ns: int) -> Columns:
+    """The interfaces of the namespace this thread is in (``ns``)."""
     from pyroute2 import IPRoute  # 350 ms to import: only when a statement needs it
 
     with IPRoute() as ipr:
@@ -76,13 +78,14 @@ def _interfaces(want_addresses: bool, ns: int | None) -> Columns:
 def collect(coll: Collection, need: Need) -> Columns:
     want = need.wants("addresses")
     key = "interfaces" if want else "interfaces:noaddr"
-    return dict(coll.once(key, lambda: _interfaces(want, procfs.own_netns())))
+    return dict(coll.once(key, lambda: procfs.each_namespace(
+        coll, NAMES, partial(_interfaces, want))))
 
 
 TABLE = Table(
     name="interfaces",
-    description="Network interfaces of the current network namespace, with their "
-    "addresses and traffic counters (`ip -s addr` as a table).",
+    description="Network interfaces of every network namespace, with their addresses "
+    "and traffic counters (`ip -s addr` as a table, in each namespace).",
     columns=(
         Column("name", "VARCHAR", "Interface name ('lo', 'eth0', 'veth1a2b', ...)"),
         Column("index", "INTEGER", "Interface index (ifindex), unique in the namespace"),
@@ -134,7 +137,9 @@ TABLE = Table(
         "SELECT name, oper_state FROM interfaces WHERE is_up AND oper_state = 'DOWN'",
     ),
     notes="Dumps links and addresses over rtnetlink (pyroute2); no privileges needed. "
-    "Only the current network namespace (run netsql under `ip netns exec NAME` to see "
-    "another). Counters are the kernel's 64-bit totals since the device was created. "
+    "Every network namespace (entered through a process in it or its /run/netns entry; "
+    "without root, only netsql's own); index and name are unique only within one "
+    "namespace, so join on (net_namespace, name). Counters are the kernel's 64-bit "
+    "totals since the device was created. "
     "Statements that do not use the addresses column skip the address dump.",
 )

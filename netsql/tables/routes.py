@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from functools import partial
 from typing import Any
 
 from netsql import procfs
@@ -65,7 +66,8 @@ def _gateway(msg: Any) -> str | None:
     return gw if isinstance(gw, str) else None
 
 
-def _routes(coll: Collection, ns: int | None) -> Columns:
+def _routes(coll: Collection, ns: int) -> Columns:
+    """The routes of the namespace this thread is in (``ns``)."""
     from pyroute2 import IPRoute  # 350 ms to import: only when a statement needs routes
 
     protos = iproute2_names(coll, "rt_protos", PROTOCOLS)
@@ -109,13 +111,14 @@ def _routes(coll: Collection, ns: int | None) -> Columns:
 
 
 def collect(coll: Collection, need: Need) -> Columns:
-    return dict(coll.once("routes", lambda: _routes(coll, procfs.own_netns())))
+    return dict(coll.once("routes", lambda: procfs.each_namespace(
+        coll, NAMES, partial(_routes, coll))))
 
 
 TABLE = Table(
     name="routes",
-    description="IPv4 and IPv6 routes of every routing table of the current network "
-    "namespace (`ip route show table all` plus `ip -6 route show table all`).",
+    description="IPv4 and IPv6 routes of every routing table of every network namespace "
+    "(`ip route show table all` plus `ip -6 route show table all`, in each).",
     columns=(
         Column("destination", "VARCHAR", "Destination prefix as CIDR text, always with a "
                "length ('10.1.2.0/24', '127.0.0.1/32'); the default route is '0.0.0.0/0' "
@@ -165,8 +168,8 @@ TABLE = Table(
         "JOIN interfaces i ON i.name = r.interface WHERE r.\"table\" = 'main'",
     ),
     notes="Dumps the IPv4 and IPv6 routes of every routing table over rtnetlink "
-    "(pyroute2); no privileges needed. Only the current network namespace (run netsql "
-    "under `ip netns exec NAME` to see another). Route cache / PMTU exceptions "
+    "(pyroute2), in every network namespace (entered through a process in it or its "
+    "/run/netns entry; without root, only netsql's own). Route cache / PMTU exceptions "
     "(`ip route show cache`), MPLS routes and policy rules (`ip rule`) are not included, "
     "nor the source selector of IPv6 source-specific routes (`from PREFIX`). "
     "A multipath route gives one row per next hop, each with its weight. Names of "

@@ -68,11 +68,13 @@ def read_sockets(coll: Collection) -> Columns:
         tcp_info: dict[int, list[Any]] | None = {} if "flows" in coll.tables else None
         if tcp_info is not None:
             coll.once("tcp_info", lambda: tcp_info)
-        for ns, base in procfs.namespaces(coll).items():
+        for ns, handle in procfs.namespaces(coll).items():
             try:
-                _from_netlink(cols, ns, None if ns == own else f"{base}/ns/net", tcp_info)
+                _from_netlink(cols, ns, None if ns == own else handle, tcp_info)
             except OSError:
-                _from_proc(cols, ns, base)
+                base = procfs.proc_dir(handle)
+                if base is not None:
+                    _from_proc(cols, ns, base)
         return cols
 
     return coll.once("sockets", scan)
