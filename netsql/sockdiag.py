@@ -85,7 +85,6 @@ def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFF
     counters when ``info``. Parsed by _cdiag.c when built, else by _py_rows."""
     _request(sock, family, protocol, states, 1 << (INET_DIAG_INFO - 1) if info else 0)
     buf = bytearray(1 << 17)
-    parse = _cdiag.rows if _cdiag is not None else _py_rows
     out: list[Row] = []
     while True:
         n = sock.recv_into(buf)
@@ -94,6 +93,39 @@ def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFF
             raise SockDiagError(-status, os.strerror(-status))
         if status:
             return out
+
+
+def parse(buf: bytearray, n: int, out: list[Row]) -> int:
+    """Append the sockets of ``buf[:n]`` (dump replies or destroy notifications) to
+    ``out`` as Rows: 0 more follow, 1 done, -errno the kernel's error."""
+    return _cdiag.rows(buf, n, out) if _cdiag is not None else _py_rows(buf, n, out)
+
+
+#: sock_diag multicast groups announcing destroyed sockets with their last counters
+#: (SKNLGRP_INET_TCP_DESTROY, _INET_UDP_, _INET6_TCP_, _INET6_UDP_).
+DESTROY_GROUPS = (1, 2, 3, 4)
+_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP = 270, 1
+SO_RCVBUFFORCE = 33
+
+
+def destroy_socket(netns_path: str | None = None) -> socket.socket:
+    """A sock_diag socket that receives every TCP and UDP socket destroyed in the
+    namespace of ``netns_path`` (here when None), TCP with its tcp_info. Needs root."""
+
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+        try:
+            sock.bind((0, 0))
+            # Room for a burst (a busy host closes thousands a second): 4 MiB.
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+            for group in DESTROY_GROUPS:
+                sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, group)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    return netns.call_in(netns_path, make)
 
 
 _U64 = struct.Struct("=Q").unpack_from

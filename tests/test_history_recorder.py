@@ -1,0 +1,147 @@
+"""The recorder with real parts: real child processes holding real TCP connections,
+the kernel's destroy notifications, flushed to a real history tree and read back
+through the history views."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from netsql.history.recorder import Recorder
+from netsql.history.store import Store
+from netsql.history.views import create_views
+from tests.conftest import need
+
+CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print("connected", s.getsockname()[1], flush=True)
+for line in sys.stdin:
+    if line.startswith("send"):
+        s.sendall(b"x" * int(line.split()[1]))
+        print("sent", flush=True)
+    if line.startswith("close"):
+        s.close()
+        print("closed", flush=True)
+        break
+"""
+
+
+def drain(conn: socket.socket) -> None:
+    """Read until the peer closes, then close too (as a server would)."""
+    while conn.recv(65536):
+        pass
+    conn.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv
+    srv.close()
+    for c in accepted:
+        c.close()
+
+
+def ended(rec: Recorder, lport: int) -> bool:
+    with rec.lock:
+        return any(k[4] == lport and life.ended for k, life in rec.conns.items())
+
+
+def history(root: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    create_views(con, root)
+    return con
+
+
+def tell(p: subprocess.Popen[str], line: str, answer: str) -> None:
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    assert p.stdout.readline().startswith(answer)
+
+
+def test_connection_and_process_lives(tmp_path: Path, listener: socket.socket) -> None:
+    need(os.geteuid() == 0, "needs root to name other processes' sockets")
+    rec = Recorder(Store(tmp_path, host="lab"))
+    port = listener.getsockname()[1]
+    child = subprocess.Popen([sys.executable, "-c", CLIENT, str(port)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    cport = int(child.stdout.readline().split()[1])
+    t0 = time.time()
+    rec.poll()
+    tell(child, "send 5000", "sent")
+    rec.poll()
+    rec.flush()  # a life still going is written with its values so far
+    tell(child, "close", "closed")
+    child.wait(timeout=10)
+    rec.poll()
+    t1 = time.time()
+    assert rec.flush() > 0
+    con = history(tmp_path)
+    rows = con.execute(
+        "SELECT pid, process, protocol, remote_port, bytes_sent, state, community_id, "
+        "epoch(first_seen), epoch(last_seen), host FROM history.connections "
+        "WHERE local_port = ? AND remote_port = ?", [cport, port]).fetchall()
+    assert len(rows) == 1, rows
+    pid, process, proto, rport, sent, state, cid, first, last, host = rows[0]
+    assert (pid, proto, rport, state, host) == (child.pid, "tcp", port, "CLOSED", "lab")
+    assert process.startswith("python") and sent >= 5000 and cid.startswith("1:")
+    assert t0 - 0.5 <= first <= last <= t1 + 0.5
+    life = con.execute("SELECT name, epoch(start_time), epoch(end_time) FROM "
+                       "history.processes WHERE pid = ?", [child.pid]).fetchall()
+    assert len(life) == 1 and life[0][0].startswith("python")
+    assert life[0][1] <= first and t0 - 1 <= life[0][2] <= t1 + 0.5
+
+
+def test_a_connection_between_polls_comes_from_the_destroy_notification(
+        tmp_path: Path, listener: socket.socket) -> None:
+    need(os.geteuid() == 0, "needs root for sock_diag destroy notifications")
+    rec = Recorder(Store(tmp_path, host="lab"), poll_seconds=30, flush_seconds=3600)
+    stop = threading.Event()
+    runner = threading.Thread(target=rec.run, args=(stop,))
+    runner.start()
+    try:
+        assert rec.watching.wait(10), "destroy notifications never subscribed"
+        port = listener.getsockname()[1]
+        quick = [socket.create_connection(("127.0.0.1", port)) for _ in range(1)]
+        lport = quick[0].getsockname()[1]
+        quick[0].sendall(b"y" * 1000)
+        t0 = time.time()
+        quick[0].close()
+        deadline = time.monotonic() + 10
+        while not ended(rec, lport):
+            assert time.monotonic() < deadline, "no destroy notification recorded"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    rows = history(tmp_path).execute(
+        "SELECT state, bytes_sent, epoch(last_seen) FROM history.connections "
+        "WHERE local_port = ?", [lport]).fetchall()
+    assert len(rows) == 1 and rows[0][0] == "CLOSED" and rows[0][1] >= 1000
+    assert abs(rows[0][2] - t0) < 2
