@@ -37,7 +37,11 @@ from netsql.tables import processes
 _TCP_STATE = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
               10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
-_LISTEN = 10
+#: TCP states a connection can be in while its owner holds it (not LISTEN, TIME_WAIT,
+#: CLOSE, NEW_SYN_RECV), as sock_diag's state mask.
+_CONNECTED = sum(1 << st for st in (1, 2, 3, 4, 5, 8, 9, 11))
+#: A life still going whose values did not change is written again after this long.
+REFRESH_SECONDS = 600.0
 _PROCESS_FACTS = frozenset({"pid", "ppid", "name", "path", "cmdline", "uid", "start_time",
                             "net_namespace", "container_id"})
 #: How long an ended connection is remembered (its destroy notification can come a
@@ -53,7 +57,13 @@ class Life:
 
     values: dict[str, Any]
     ended: bool = False
-    dirty: bool = True
+    #: When it was last written, and what changed-looking values it had then.
+    written: float | None = None
+    signature: tuple[Any, ...] = ()
+
+    def changes(self) -> tuple[Any, ...]:
+        v = self.values
+        return (v.get("bytes_sent"), v.get("bytes_received"), v.get("state"), self.ended)
 
 
 @dataclass
@@ -75,6 +85,11 @@ class Recorder:
     #: Connections that ended -> when: a later notification of their destruction
     #: brings their last counters, not a new life.
     ended: dict[ConnKey, float] = field(default_factory=dict)
+    #: Socket inode -> key of the connections the last poll saw held; pid -> key of
+    #: the live processes.
+    live: dict[int, ConnKey] = field(default_factory=dict)
+    live_pids: dict[int, tuple[int, float]] = field(default_factory=dict)
+    last_poll: float = 0.0
     #: Times the kernel dropped destroy notifications we did not read in time.
     overruns: int = 0
     #: Set once destroy notifications are being received in every namespace.
@@ -93,35 +108,57 @@ class Recorder:
 
     def _poll_processes(self, coll: Collection, now: float) -> None:
         alive = set(procfs.pids_of(coll))
-        known = {pid for pid, _ in self.procs}
-        new = alive - known
+        new = alive - self.live_pids.keys()
         if new:
             facts = processes.collect(coll, Need(_PROCESS_FACTS, frozenset(new)))
             for row in _rows(facts):
-                self.procs[(row["pid"], row["start_time"])] = Life(dict(row, last_seen=now))
-        for (pid, _start), life in self.procs.items():
-            if life.ended:
-                continue
-            if pid in alive:
-                life.values["last_seen"] = now
-                life.dirty = True
-            else:
-                self._end_process(life, now)
+                key = (row["pid"], row["start_time"])
+                self.procs[key] = Life(dict(row, last_seen=now))
+                self.live_pids[row["pid"]] = key
+        for pid in self.live_pids.keys() - alive:
+            self._end_process(self.procs[self.live_pids.pop(pid)], now)
 
     @staticmethod
     def _end_process(life: Life, when: float) -> None:
         life.values["end_time"] = life.values["last_seen"] = when
-        life.ended = life.dirty = True
+        life.ended = True
 
     def exited(self, pid: int, when: float) -> None:
         """A process event source saw ``pid`` exit at ``when``."""
         with self.lock:
-            for (p, _start), life in self.procs.items():
-                if p == pid and not life.ended:
-                    self._end_process(life, when)
+            key = self.live_pids.pop(pid, None)
+            if key is not None:
+                self._end_process(self.procs[key], when)
 
     def _poll_connections(self, coll: Collection, now: float) -> None:
-        seen: dict[ConnKey, tuple[Any, int]] = {}
+        """New connections get a life (and their owner looked up); lives whose socket is
+        gone end. A held socket is known by its inode, so a poll costs a dump without
+        tcp_info and two set differences of integers, not work per connection; counters
+        and states are taken at flush time (and from destroy notifications)."""
+        seen = self._dump(coll, info=False)
+        fresh = seen.keys() - self.live.keys()
+        gone = self.live.keys() - seen.keys()
+        for inode in gone:
+            key = self.live.pop(inode)
+            self._end_connection(key, self.conns[key], now)
+        if fresh:
+            owners = procfs.socket_owners(coll, expect=fresh)
+            for inode in fresh:
+                ns, proto, row = seen[inode]
+                key = _key(ns, proto, row)
+                if key in self.ended or key in self.conns:
+                    continue  # ended between the dump and now, or a reused tuple
+                self.conns[key] = Life(self._connection(key, row, now, owners))
+                self.live[inode] = key
+            for key in [k for k, t in self.ended.items() if t < now - ENDED_MEMORY]:
+                del self.ended[key]
+        self.last_poll = now
+
+    def _dump(self, coll: Collection, info: bool) -> dict[int, tuple[int, str, Any]]:
+        """Every connected TCP and UDP socket an owner holds, of every namespace, by
+        inode: (namespace, protocol, sock_diag row). A TCP socket its owner closed
+        (orphaned: no inode) or in TIME_WAIT has ended."""
+        seen: dict[int, tuple[int, str, Any]] = {}
         own = procfs.own_netns()
         for ns, handle in procfs.namespaces(coll).items():
             try:
@@ -130,34 +167,16 @@ class Recorder:
                 continue
             try:
                 for family in (2, 10):
-                    for row in sockdiag.rows(sock, family, 6, info=True):
-                        # A socket its owner closed (orphaned: no inode) or in
-                        # TIME_WAIT is a connection that ended.
-                        if row[1] != _LISTEN and row[5] is not None and row[9]:
-                            seen[_key(ns, "tcp", row)] = (row, ns)
-                    for row in sockdiag.rows(sock, family, 17):
-                        if row[5] is not None:  # connected UDP only
-                            seen[_key(ns, "udp", row)] = (row, ns)
+                    rows = sockdiag.rows(sock, family, 6, states=_CONNECTED, info=info)
+                    seen.update((r[9], (ns, "tcp", r)) for r in rows if r[9])
+                    rows = sockdiag.rows(sock, family, 17)
+                    seen.update((r[9], (ns, "udp", r)) for r in rows
+                                if r[5] is not None and r[9])
             except OSError as exc:
                 self._error(f"sock_diag in namespace {ns}: {exc}")
             finally:
                 sock.close()
-        fresh = [k for k in seen if k not in self.conns and k not in self.ended]
-        owners = procfs.socket_owners(coll, expect=[seen[k][0][9] for k in fresh]) \
-            if fresh else None
-        for key in fresh:
-            row, ns = seen[key]
-            self.conns[key] = Life(self._connection(key, row, now, owners))
-        for key, life in self.conns.items():
-            if life.ended:
-                continue
-            got = seen.get(key)
-            if got is None:
-                self._end_connection(key, life, now)
-                continue
-            _update(life, got[0], now)
-        for key in [k for k, t in self.ended.items() if t < now - ENDED_MEMORY]:
-            del self.ended[key]
+        return seen
 
     def _connection(self, key: ConnKey, row: Any, now: float,
                     owners: procfs.Owners | None) -> dict[str, Any]:
@@ -166,7 +185,8 @@ class Recorder:
         pid = owner[0] if owner else None
         proc = self._process_of(pid)
         values = {
-            "first_seen": now, "last_seen": now, "pid": pid, "uid": row[8],
+            # A destroyed socket (no inode) no longer tells its owner's uid.
+            "first_seen": now, "last_seen": now, "pid": pid, "uid": row[8] if row[9] else None,
             "process": proc.get("name"), "path": proc.get("path"),
             "container_id": proc.get("container_id"), "protocol": proto,
             "family": "ipv4" if family == 2 else "ipv6", "local_address": local,
@@ -181,12 +201,8 @@ class Recorder:
         return values
 
     def _process_of(self, pid: int | None) -> dict[str, Any]:
-        if pid is None:
-            return {}
-        for (p, _start), life in self.procs.items():
-            if p == pid and not life.ended:
-                return life.values
-        return {}
+        key = self.live_pids.get(pid) if pid is not None else None
+        return self.procs[key].values if key is not None else {}
 
     def destroyed(self, ns: int, proto: str, row: Any, when: float) -> None:
         """A destroy notification: end the connection at ``when`` with its last
@@ -199,7 +215,6 @@ class Recorder:
             if key in self.ended:  # the owner had closed it: keep its end, take counters
                 if life is not None and life.ended:
                     _counters(life.values, row)
-                    life.dirty = True
                 return
             if life is None:  # it lived between two polls
                 life = self.conns[key] = Life(self._connection(key, row, when, None))
@@ -209,8 +224,11 @@ class Recorder:
     def _end_connection(self, key: ConnKey, life: Life, when: float) -> None:
         life.values["state"] = "CLOSED"
         life.values["last_seen"] = when
-        life.ended = life.dirty = True
+        life.ended = True
         self.ended[key] = when
+        inode = life.values.get("inode")
+        if inode is not None and self.live.get(inode) == key:
+            del self.live[inode]
 
     # -- DNS -------------------------------------------------------------------------
 
@@ -223,21 +241,39 @@ class Recorder:
     # -- flushing --------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Write what changed since the last flush; forget ended lives once written.
-        Returns the rows written."""
+        """Write the lives that began, changed or ended since the last flush (and the
+        unchanged ones last written REFRESH_SECONDS ago), then the DNS rows; forget the
+        ended lives. Returns the rows written."""
+        live = self._dump(Collection(state=self.state), info=True) if self.conns else {}
+        now = self.clock()
         with self.lock:
-            conns = [life.values for life in self.conns.values() if life.dirty]
-            procs = [life.values for life in self.procs.values() if life.dirty]
+            for inode, key in self.live.items():
+                got = live.get(inode)
+                if got is not None:
+                    _update(self.conns[key], got[2], self.last_poll)
+            for pkey in self.live_pids.values():
+                self.procs[pkey].values["last_seen"] = self.last_poll
+            conns = self._due(self.conns, now)
+            procs = self._due(self.procs, now)
             dns, self.pending_dns = self.pending_dns, []
-            for table in (self.conns, self.procs):
-                for key in [k for k, life in table.items() if life.ended]:
-                    del table[key]  # type: ignore[arg-type]
-                for life in table.values():
-                    life.dirty = False
         for recorded, rows in ((CONNECTIONS, conns), (PROCESSES, procs), (DNS_QUERIES, dns)):
             if rows:
                 self.store.write(recorded, _columns(recorded.column_names, rows))
         return len(conns) + len(procs) + len(dns)
+
+    @staticmethod
+    def _due(lives: dict[Any, Life], now: float) -> list[dict[str, Any]]:
+        out = []
+        for key in list(lives):
+            life = lives[key]
+            sig = life.changes()
+            if life.written is None or sig != life.signature or \
+                    now - life.written >= REFRESH_SECONDS:
+                out.append(dict(life.values))
+                life.written, life.signature = now, sig
+            if life.ended:
+                del lives[key]
+        return out
 
     # -- running ---------------------------------------------------------------------
 
@@ -332,7 +368,6 @@ def _update(life: Life, row: Any, now: float) -> None:
     if values["protocol"] == "tcp":
         values["state"] = _TCP_STATE.get(row[1], str(row[1]))
     _counters(values, row)
-    life.dirty = True
 
 
 def _rows(cols: dict[str, list[Any]]) -> list[dict[str, Any]]:
