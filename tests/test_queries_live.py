@@ -315,7 +315,9 @@ def test_routes_and_gateways(lab: Lab) -> None:
                  "table", "100"]):
         res = lab.run(lab.client, *cmd)
         assert res.returncode == 0, res.stderr
-    [rows] = netsql(lab, "-q", "routes-and-gateways")
+    inode = os.stat(f"/run/netns/{lab.client}").st_ino
+    [rows] = netsql(lab, "-q", "routes-and-gateways", "-p", f"netns={inode}")
+    assert {(r["net_namespace"], r["netns_name"]) for r in rows} == {(inode, lab.client)}
     got = [(r["family"], r["destination"], r["is_default"], r["preferred"], r["gateway"],
             r["interface"], r["metric"], r["table"]) for r in rows]
     assert got == [
@@ -325,5 +327,8 @@ def test_routes_and_gateways(lab: Lab) -> None:
         ("ipv4", "192.0.2.0/24", False, False, SERVER_V4, dev, 5, "main"),
     ]
     assert {r["interface_state"] for r in rows} == {"UP"}
-    [v6] = netsql(lab, "-q", "routes-and-gateways", "-p", "family=IPv6")
-    assert {r["family"] for r in v6} == {"ipv6"}
+    [v6] = netsql(lab, "-q", "routes-and-gateways", "-p", "family=IPv6", "-p",
+                  f"netns={inode}")
+    assert {r["family"] for r in v6} == {"ipv6"} and len(v6) == 2
+    [every] = netsql(lab, "-q", "routes-and-gateways")  # every namespace, the lab's too
+    assert {r["net_namespace"] for r in every} > {inode}
