@@ -102,14 +102,24 @@ class Engine:
                  state: dict[str, Any] | None = None,
                  setups: Sequence[Setup] | None = None) -> None:
         if tables is None:
-            from netsql.registry import default_tables
+            from netsql.registry import default_tables, osquery_tables
 
-            tables = default_tables()
+            tables = default_tables() + osquery_tables()
         if setups is None:
             from netsql.registry import default_setups
 
             setups = default_setups()
-        self.tables: dict[str, Table] = {t.name: t for t in tables}
+        self.tables: dict[str, Table] = {t.key: t for t in tables}
+        #: Schemas on DuckDB's search_path besides main: their tables may be named
+        #: without the schema (netsql/osquery/mode.py puts "osquery" there).
+        self.search_schemas: set[str] = set()
+        #: Rewrites each statement before it runs; None: statements run as written.
+        #: (netsql/osquery/dialect.py: osquery's SQLite dialect and hidden columns.)
+        self.rewrite: Callable[[str], str] | None = None
+        if any(t.schema for t in tables):
+            from netsql.registry import default_rewrite
+
+            self.rewrite = default_rewrite(self)
         self.setups: list[Setup] = list(setups)
         self.state: dict[str, Any] = state if state is not None else {}
         self.con = duckdb.connect(":memory:", config={
@@ -133,8 +143,9 @@ class Engine:
         text = None if sql is None else _code_text(sql)
         if text is not None and any(w in text for w in _CATALOG_WORDS):
             text = None  # a catalog query (SHOW TABLES, duckdb_columns()): declare all
-        for name in self.tables:
-            if text is None or name in text:
+        for name, t in self.tables.items():
+            if text is None or (t.name in text and (
+                    not t.schema or t.schema in text or t.schema in self.search_schemas)):
                 self._create(name)
         warnings: list[str] = []
         for s in self.setups:
@@ -152,6 +163,11 @@ class Engine:
                 continue
             self._set_up.add(s.name)
         return warnings
+
+    def declare_tables(self, names: Sequence[str]) -> None:
+        """Create the stand-in tables ``names`` (engine keys) now."""
+        for name in names:
+            self._create(name)
 
     def _create(self, name: str) -> None:
         if name not in self._created and name in self.tables:
@@ -174,6 +190,8 @@ class Engine:
 
     def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
         """Collect what one statement needs, then run it."""
+        if self.rewrite is not None:
+            stmt = self.rewrite(stmt)
         args = self._used_params(stmt, params)
         notes = self.declare(stmt)
         kind = self._statement_type(stmt)
@@ -249,7 +267,7 @@ class Engine:
                 info = node.get("extra_info")
                 if not isinstance(info, dict) or "Table" not in info:
                     continue
-                name = str(info["Table"]).rsplit(".", 1)[-1]
+                name = _table_key(str(info["Table"]))
                 if name not in self.tables:
                     continue
                 projections = _as_list(info.get("Projections"))
@@ -315,6 +333,15 @@ class Engine:
         except duckdb.Error:
             pass
         return sorted(names)
+
+
+def _table_key(qualified: str) -> str:
+    """The engine key of a scanned table: 'memory.main.sockets' -> 'sockets',
+    'memory.osquery.processes' -> 'osquery.processes'."""
+    parts = [p.strip('"') for p in qualified.split(".")]  # keywords come quoted: "time"
+    if len(parts) >= 2 and parts[-2] != "main":
+        return f"{parts[-2]}.{parts[-1]}"
+    return parts[-1]
 
 
 def _code_text(sql: str) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from netsql.schema import Table
 
 if TYPE_CHECKING:
-    from netsql.engine import Setup
+    from netsql.engine import Engine, Setup
 
 
 def default_tables() -> list[Table]:
@@ -35,6 +36,20 @@ def default_tables() -> list[Table]:
         flows.TABLE,
         capture_stats.TABLE,
     ]
+
+
+def osquery_tables() -> list[Table]:
+    """osquery's tables, shaped as osquery's Linux specs (schema "osquery"; docs/osquery.md)."""
+    from netsql.osquery import tables
+
+    return tables()
+
+
+def default_rewrite(engine: Engine) -> Callable[[str], str]:
+    """The statement rewrite of an engine with osquery's tables (off until --osquery)."""
+    from netsql.osquery.dialect import Dialect
+
+    return Dialect(engine)
 
 
 def default_setups() -> list[Setup]:

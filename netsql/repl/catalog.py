@@ -80,7 +80,7 @@ class Catalog:
                  query: Query | None = None) -> None:
         items = tables.values() if isinstance(tables, Mapping) else tables
         self.virtual: dict[str, TableInfo] = {
-            t.name: TableInfo(t.name, "virtual", t.description,
+            t.key: TableInfo(t.key, "virtual", t.description,
                               tuple(ColumnInfo(c.name, c.type, c.description)
                                     for c in t.columns))
             for t in items

@@ -47,33 +47,6 @@ def username(uid: int | None) -> str | None:
     return _users[uid]
 
 
-def _read(path: str) -> bytes | None:
-    """A whole /proc file (os.open and os.read: half the cost of open())."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        chunks = [os.read(fd, 65536)]
-        while len(chunks[-1]) == 65536:
-            chunks.append(os.read(fd, 65536))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
-    raw = _read(f"/proc/{pid}/stat")
-    if raw is None:
-        return None
-    text = raw.decode("utf-8", "surrogateescape")
-    # comm may hold spaces and parentheses: it runs from the first '(' to the last ')'.
-    lp, rp = text.find("("), text.rfind(")")
-    return text[lp + 1 : rp], text[rp + 2 :].split()
-
-
 def _fingerprint(fields: list[str]) -> tuple[str, ...] | None:
     """What an exec changes; None when the addresses are hidden: a kernel thread, or a
     process we may not inspect (the kernel then shows its code addresses as 1 and the
@@ -115,7 +88,7 @@ class _Reuse:
 
 
 def _ids(pid: int) -> tuple[int | None, int | None]:
-    raw = _read(f"/proc/{pid}/status")
+    raw = procfs.read_bytes(f"/proc/{pid}/status")
     text = raw.decode("utf-8", "surrogateescape") if raw is not None else ""
     uid = gid = None
     for line in text.splitlines():
@@ -128,7 +101,7 @@ def _ids(pid: int) -> tuple[int | None, int | None]:
 
 
 def _cmdline(pid: int) -> str | None:
-    raw = _read(f"/proc/{pid}/cmdline")
+    raw = procfs.read_bytes(f"/proc/{pid}/cmdline")
     if raw is None:
         return None
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "surrogateescape")
@@ -159,7 +132,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     fp: tuple[str, ...] | None = None
     for pid in pids:
         if w_stat:
-            st = _stat_fields(pid)
+            st = procfs.stat_fields(pid)
             if st is None:
                 continue  # exited (or never existed)
             comm, f = st
