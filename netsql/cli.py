@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--changes", action="store_true",
                       help="with --watch: write only the rows added and removed since the "
                       "last refresh, each with an \"action\" field (off a terminal)")
+    osq = p.add_argument_group("osquery compatibility (docs/osquery.md)")
+    osq.add_argument("--osquery", action="store_true",
+                     help="osquery's table names resolve to osquery-shaped tables first "
+                     "(always reachable as osquery.TABLE), in osquery's SQLite dialect")
+    osq.add_argument("--pack", metavar="FILE", help="run every query of the osquery pack "
+                     "FILE (implies --osquery); with --format json or jsonl, as osqueryd's "
+                     "results log")
     p.add_argument("--local", action="store_true",
                    help="run here even when a resident netsql (netsql serve) listens")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")
@@ -263,6 +270,10 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
         env.error("--changes goes with --watch")
         return ExitStatus.USAGE
 
+    if args.pack:  # always here: a pack is a file of this user's (netsql/osquery/packs.py)
+        from netsql.osquery.packs import run_pack
+
+        return ExitStatus(run_pack(args, env))
     if resident is None:
         from netsql import resident as client  # light: os and stat until a socket is there
 
@@ -321,6 +332,10 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
     if engine is None:
         engine = Engine(state=state)
     engine.state = state
+    if args.osquery:
+        from netsql.osquery.dialect import set_mode
+
+        set_mode(engine, True)
     if resident is not None:  # serve.py interrupts it when the client goes away
         state["interrupt"] = engine.con.interrupt
     if watching:

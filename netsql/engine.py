@@ -178,6 +178,8 @@ class Engine:
     # -- statements -------------------------------------------------------------
     def split(self, sql: str) -> list[str]:
         """The statements of ``sql``, each as text (a parse error is a NetsqlError)."""
+        if self.rewrite is not None:  # SQLite's syntax must be rewritten to parse at all
+            sql = self.rewrite(sql)
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as exc:

@@ -8,7 +8,8 @@ DuckDB's own tokenizer (so strings and comments are never touched), before it ru
 * ``LIKE`` is ``ILIKE`` (SQLite's LIKE ignores ASCII case);
 * ``strftime('%s', ...)`` is a BIGINT number of seconds; ``strftime(format, time,
   modifiers...)``, ``datetime(...)``, ``date(...)`` and ``time(...)`` take SQLite's
-  arguments ('now', 'unixepoch', 'localtime'), through macros in the osquery schema;
+  arguments ('now', 'unixepoch', 'localtime', 'utc'), through macros in the osquery
+  schema; ``regex_match(text, pattern, group)`` as osquery's;
 * integer division (``SET integer_division = true``) and ``search_path`` osquery,main.
 
 Outside osquery mode only hidden columns are handled: ``SELECT *`` over an osquery
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
     from netsql.engine import Engine
 
 #: SQLite's date and time functions -> macros taking SQLite's arguments.
-FUNCTIONS = {"strftime": "sqlite_strftime", "datetime": "sqlite_datetime",
-             "date": "sqlite_date", "time": "sqlite_time"}
+#: (datetime needs no rewrite: the macro osquery.datetime is found through search_path,
+#: so a result column keeps its SQLite name; DuckDB parses date(x) as a cast, and its
+#: own strftime takes the arguments the other way round.)
+FUNCTIONS = {"strftime": "sqlite_strftime", "date": "sqlite_date", "time": "sqlite_time"}
 
 _NOW = "make_timestamp(epoch_us(get_current_timestamp()))"
 MACROS = f"""
@@ -57,9 +60,9 @@ CREATE OR REPLACE MACRO {SCHEMA}.sqlite_strftime(f) AS strftime({_NOW}, f),
   (f, t, m) AS strftime({SCHEMA}.sqlite_ts(t, m), f),
   (f, t, m, n) AS strftime({SCHEMA}.sqlite_ts(t, m, n), f);
 """
-for _name, _fmt in (("datetime", "%Y-%m-%d %H:%M:%S"), ("date", "%Y-%m-%d"),
-                    ("time", "%H:%M:%S")):
-    MACROS += (f"CREATE OR REPLACE MACRO {SCHEMA}.sqlite_{_name}() AS "
+for _name, _fmt in (("datetime", "%Y-%m-%d %H:%M:%S"), ("sqlite_date", "%Y-%m-%d"),
+                    ("sqlite_time", "%H:%M:%S")):
+    MACROS += (f"CREATE OR REPLACE MACRO {SCHEMA}.{_name}() AS "
                f"strftime({_NOW}, '{_fmt}'),\n"
                f"  (t) AS strftime({SCHEMA}.sqlite_ts(t), '{_fmt}'),\n"
                f"  (t, m) AS strftime({SCHEMA}.sqlite_ts(t, m), '{_fmt}'),\n"
@@ -174,8 +177,8 @@ class Dialect:
             tree = json.loads(row[0]) if row else {}
         except (duckdb.Error, ValueError):
             return stmt
-        if tree.get("error"):
-            return stmt
+        if tree.get("error") or len(tree.get("statements", [])) != 1:
+            return stmt  # one statement at a time (Engine.execute calls again)
         raw = stmt.encode()
         inserts: list[tuple[int, str]] = []
         for node in _select_nodes(tree):

@@ -63,6 +63,8 @@ OPTIONS: list[Option] = [
            _int_ok, "a whole number >= 0"),
     Option("complete_while_typing", True, "Show completions while typing (else on Tab).",
            lambda v: isinstance(v, bool), "true or false"),
+    Option("osquery", False, "Start in osquery mode, as `--osquery` and `.osquery on` "
+           "(docs/osquery.md).", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 
@@ -76,6 +78,7 @@ class Config:
     timer: bool = False
     maxrows: int = 1000
     complete_while_typing: bool = True
+    osquery: bool = False
     #: The file this was read from (None: defaults only).
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
