@@ -110,12 +110,28 @@ def parse_pack(text: str, name: str) -> Pack:
     return Pack(name, queries, str(data.get("platform") or ""), discovery)
 
 
+def shipped_packs() -> dict[str, str]:
+    """The packs netsql ships: name -> path (netsql/osquery/packs/*.conf)."""
+    here = os.path.join(os.path.dirname(__file__), "packs")
+    try:
+        return {f[:-5]: os.path.join(here, f) for f in sorted(os.listdir(here))
+                if f.endswith(".conf")}
+    except OSError:
+        return {}
+
+
 def load_pack(path: str) -> Pack:
+    """The pack in file ``path``, or the shipped pack of that name."""
+    shipped = shipped_packs()
+    if not os.path.exists(path) and path in shipped:
+        path = shipped[path]
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_PACK_BYTES + 1)
     except OSError as exc:
-        raise PackError(f"cannot read pack {path}: {exc.strerror or exc}") from None
+        known = ", ".join(shipped) or "none"
+        raise PackError(f"cannot read pack {path}: {exc.strerror or exc} (shipped packs: "
+                        f"{known})") from None
     if len(raw) > MAX_PACK_BYTES:
         raise PackError(f"pack {path} is larger than {MAX_PACK_BYTES >> 20} MiB")
     try:

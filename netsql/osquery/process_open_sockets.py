@@ -1,5 +1,8 @@
 """osquery.process_open_sockets: every socket of every network namespace with its owner.
 
+Text that does not apply is '' (osquery sets every column), as osquery's packs expect
+(``WHERE path <> '' OR remote_address <> ''``).
+
 TCP and UDP come from netsql's sockets reader (sock_diag, else /proc/net text); raw,
 UDP-Lite, ping (ICMP), unix and packet sockets from /proc/<pid>/net/* once per
 namespace, as osquery reads them. Owners come from the shared /proc/*/fd scan.
@@ -7,7 +10,6 @@ namespace, as osquery reads them. Owners come from the shared /proc/*/fd scan.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from netsql import procfs
@@ -49,7 +51,8 @@ def _inet_text(rows: list[dict[str, Any]], text: str, family: int, proto: int | 
                      "protocol": int(lport, 16) if raw else proto,
                      "local_address": conv(lhex, cache), "local_port": 0 if raw else
                      int(lport, 16), "remote_address": conv(rhex, cache),
-                     "remote_port": 0 if raw else int(rport, 16), "net_namespace": ns})
+                     "remote_port": 0 if raw else int(rport, 16), "path": "", "state": "",
+                     "net_namespace": ns})
 
 
 def _unix_text(rows: list[dict[str, Any]], text: str, ns: str) -> None:
@@ -58,9 +61,10 @@ def _unix_text(rows: list[dict[str, Any]], text: str, ns: str) -> None:
         f = line.split(None, 7)
         if len(f) < 7:
             continue
-        path = f[7] if len(f) > 7 else None
         rows.append({"socket": int(f[6]), "family": AF_UNIX, "protocol": int(f[2], 16),
-                     "local_port": 0, "remote_port": 0, "path": path, "net_namespace": ns})
+                     "local_address": "", "remote_address": "", "local_port": 0,
+                     "remote_port": 0, "path": f[7] if len(f) > 7 else "", "state": "",
+                     "net_namespace": ns})
 
 
 def _packet_text(rows: list[dict[str, Any]], text: str, ns: str) -> None:
@@ -71,7 +75,8 @@ def _packet_text(rows: list[dict[str, Any]], text: str, ns: str) -> None:
             continue
         proto = int(f[3], 16)
         rows.append({"socket": int(f[8]), "family": AF_PACKET,
-                     "protocol": socket.ntohs(proto), "local_port": 0, "remote_port": 0,
+                     "protocol": proto, "local_address": "",
+                     "remote_address": "", "local_port": 0, "remote_port": 0, "path": "",
                      "state": "NONE", "net_namespace": ns})
 
 
@@ -91,7 +96,7 @@ def all_sockets(coll: Collection) -> list[dict[str, Any]]:
                 "local_address": laddr, "local_port": lport,
                 "remote_address": raddr if raddr is not None else _any(family),
                 "remote_port": rport if rport is not None else 0,
-                "state": STATES.get(state, state) if proto == "tcp" else None,
+                "state": STATES.get(state, state) if proto == "tcp" else "", "path": "",
                 "net_namespace": None if ns is None else str(ns)})
         for ns, base in procfs.namespaces(coll).items():
             for name, family, pnum in TEXT_FILES:
@@ -141,15 +146,15 @@ TABLE = table(
             "ICMP / 58 ICMPv6 (ping sockets), a raw socket's own protocol; unix sockets: "
             "0; packet sockets: the Ethernet protocol (3 = ETH_P_ALL)"),
         col("local_address", "TEXT", "Socket local address ('0.0.0.0' or '::' for any); "
-            "NULL for unix and packet sockets"),
+            "'' for unix and packet sockets"),
         col("remote_address", "TEXT", "Socket remote address ('0.0.0.0' or '::' when not "
             "connected)"),
         col("local_port", "INTEGER", "Socket local port (0 for raw, unix, packet)"),
         col("remote_port", "INTEGER", "Socket remote port (0 when not connected)"),
         col("path", "TEXT", "For UNIX sockets (family=1), the domain path ('@name' for "
-            "an abstract socket); NULL when unnamed"),
+            "an abstract socket); '' when unnamed and for other sockets"),
         col("state", "TEXT", "TCP socket state (ESTABLISHED, LISTEN, TIME_WAIT, CLOSED, "
-            "...); 'NONE' for packet sockets; NULL for the others"),
+            "...); 'NONE' for packet sockets; '' for the others"),
         col("net_namespace", "TEXT", "The inode number of the network namespace"),
     ],
     collect,

@@ -1,5 +1,8 @@
 """osquery.processes: osquery's processes table (specs/processes.table, Linux columns).
 
+As in osquery, text that cannot be read is '' (osquery sets every column it knows),
+numbers that cannot be read are NULL.
+
 Read from /proc like netsql's processes (procfs.stat_fields), only the files the
 statement's columns need; ``WHERE pid = N`` reads that one process.
 """
@@ -106,19 +109,20 @@ def collect(coll: Collection, need: Need) -> Columns:
             r["resident_size"] = _kib(s.get("VmRSS"))
             r["total_size"] = _kib(s.get("VmSize"))
         if w_path:
-            r["path"], r["on_disk"] = on_disk(readlink(f"/proc/{pid}/exe"))
+            path, r["on_disk"] = on_disk(readlink(f"/proc/{pid}/exe"))
+            r["path"] = path or ""
         if w_cmd:
             raw = procfs.read_bytes(f"/proc/{pid}/cmdline")
             r["cmdline"] = (raw or b"").rstrip(b"\0").replace(b"\0", b" ").decode(
                 "utf-8", "surrogateescape")
         if w_cwd:
-            r["cwd"] = readlink(f"/proc/{pid}/cwd")
+            r["cwd"] = readlink(f"/proc/{pid}/cwd") or ""
         if w_root:
-            r["root"] = readlink(f"/proc/{pid}/root")
+            r["root"] = readlink(f"/proc/{pid}/root") or ""
         if w_io:
             r["disk_bytes_read"], r["disk_bytes_written"] = _io(pid)
         if w_cg:
-            r["cgroup_path"] = cgroup_path(pid)
+            r["cgroup_path"] = cgroup_path(pid) or ""
         rows.append(r)
     return {c.name: [r.get(c.name) for r in rows] for c in TABLE.columns if not c.hidden}
 
@@ -130,11 +134,12 @@ TABLE = table(
         col("pid", "BIGINT", "Process (or thread) ID"),
         col("name", "TEXT", "The process path or shorthand argv[0] (Linux: the kernel's "
             "comm from /proc/PID/status, at most 15 characters)"),
-        col("path", "TEXT", "Path to executed binary; NULL when not readable (osquery: '')"),
+        col("path", "TEXT", "Path to executed binary; '' when not readable (kernel "
+            "threads, other users' processes without root)"),
         col("cmdline", "TEXT", "Complete argv, joined by spaces"),
         col("state", "TEXT", "Process state: the kernel's letter (R, S, D, Z, T, I, ...)"),
-        col("cwd", "TEXT", "Process current working directory"),
-        col("root", "TEXT", "Process virtual root directory"),
+        col("cwd", "TEXT", "Process current working directory ('' when not readable)"),
+        col("root", "TEXT", "Process virtual root directory ('' when not readable)"),
         col("uid", "BIGINT", "Unsigned user ID"),
         col("gid", "BIGINT", "Unsigned group ID"),
         col("euid", "BIGINT", "Unsigned effective user ID"),
