@@ -92,6 +92,10 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
         message = f"no such table: {name}"
         if close:
             message += " (did you mean " + ", ".join(close) + "?)"
+    m = re.match(r'Binder Error: Referenced column "(.+?)" not found', message)
+    if m and f'"{m.group(1)}"' in statement:  # SQLite's (osquery's) double-quoted string
+        message = (f"no column \"{m.group(1)}\": a string is written '{m.group(1)}' "
+                   "(--osquery reads double-quoted words as strings, as SQLite does)")
     return NetsqlError(message, line=line_no, column=col, statement=statement)
 
 
