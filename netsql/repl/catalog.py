@@ -50,7 +50,7 @@ class FunctionInfo:
 
 _USER_COLUMNS = """
 SELECT c.table_name, coalesce(t.kind, 'table'), coalesce(t.comment, ''), c.column_name,
-       c.data_type, coalesce(c.comment, '')
+       c.data_type, coalesce(c.comment, ''), c.schema_name
 FROM duckdb_columns() c
 LEFT JOIN (SELECT table_name AS name, 'table' AS kind, comment, database_name, schema_name
            FROM duckdb_tables()
@@ -107,8 +107,9 @@ class Catalog:
     def user_tables(self) -> dict[str, TableInfo]:
         if self._user is None:
             grouped: dict[str, tuple[str, str, list[ColumnInfo]]] = {}
-            for table, kind, comment, col, typ, col_comment in self._rows(_USER_COLUMNS):
-                if table in self.virtual:
+            for table, kind, comment, col, typ, col_comment, schema in self._rows(
+                    _USER_COLUMNS):
+                if table in self.virtual or f"{schema}.{table}" in self.virtual:
                     continue
                 entry = grouped.setdefault(table, (kind, comment, []))
                 entry[2].append(ColumnInfo(col, typ, col_comment))
