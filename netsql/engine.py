@@ -105,10 +105,11 @@ class Engine:
     def __init__(self, tables: Sequence[Table] | None = None,
                  state: dict[str, Any] | None = None,
                  setups: Sequence[Setup] | None = None) -> None:
+        rewrite = tables is None
         if tables is None:
-            from netsql.registry import default_tables, osquery_tables
+            from netsql.registry import default_tables
 
-            tables = default_tables() + osquery_tables()
+            tables = default_tables()
         if setups is None:
             from netsql.registry import default_setups
 
@@ -119,8 +120,9 @@ class Engine:
         self.search_schemas: set[str] = set()
         #: Rewrites each statement before it runs; None: statements run as written.
         #: (netsql/osquery/dialect.py: osquery's SQLite dialect and hidden columns.)
+        #: The default engine's adds osquery's tables on their first mention.
         self.rewrite: Callable[[str], str] | None = None
-        if any(t.schema for t in tables):
+        if rewrite:
             from netsql.registry import default_rewrite
 
             self.rewrite = default_rewrite(self)

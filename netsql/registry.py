@@ -46,7 +46,9 @@ def osquery_tables() -> list[Table]:
 
 
 def default_rewrite(engine: Engine) -> Callable[[str], str]:
-    """The statement rewrite of an engine with osquery's tables (off until --osquery)."""
+    """The default engine's statement rewrite: it adds osquery's tables to the engine on
+    their first mention (a statement naming the osquery schema, or osquery mode), and
+    is off until --osquery (netsql/osquery/dialect.py)."""
     from netsql.osquery.dialect import Dialect
 
     return Dialect(engine)

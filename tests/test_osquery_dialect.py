@@ -133,3 +133,19 @@ def test_cli_flag() -> None:
     done = run_netsql("-e", 'SELECT name FROM processes WHERE name = "x"')
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "a string is written 'x' (--osquery reads" in done.stderr
+
+
+def test_one_liners_do_not_import_osquery_tables() -> None:
+    """osquery's tables are added on their first mention: `netsql -e 'SELECT 1'` does
+    not pay for importing them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom netsql.engine import Engine\ne = Engine()\n"
+            "e.execute('SELECT 1')\nprint('netsql.osquery.processes' in sys.modules, "
+            "'osquery.processes' in e.tables)\n"
+            "e.execute('SELECT count(*) FROM osquery.time')\n"
+            "print('netsql.osquery.processes' in sys.modules, 'osquery.processes' in e.tables)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "False", "True", "True"]

@@ -139,8 +139,7 @@ def test_dot_commands(completer: ShellCompleter) -> None:
     assert texts(sch) == [".schema"] and sch[0].start_position == -4
     assert texts(complete(completer, ".mode ")) == format_names()
     assert texts(complete(completer, ".mode js")) == ["json", "jsonl"]
-    assert texts(complete(completer, ".schema sock")) == [
-        "sockets", "osquery.process_open_sockets"]
+    assert texts(complete(completer, ".schema sock")) == ["sockets"]
     assert texts(complete(completer, ".timer ")) == ["on", "off"]
     assert texts(complete(completer, ".capture st")) == ["status", "start", "stop"]
     assert texts(complete(completer, ".help ta")) == ["tables"]

@@ -100,20 +100,31 @@ class Dialect:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.osquery = False
-        self._hidden = {t.name: [c.name for c in t.columns if c.hidden]
-                        for t in engine.tables.values() if t.schema == SCHEMA}
-        self._names: set[str] | None = None
+        self._hidden: dict[str, list[str]] | None = None
+
+    def load_tables(self) -> dict[str, list[str]]:
+        """Add osquery's tables to the engine (once: importing them costs a one-liner
+        that does not use them 15 ms); their hidden columns by table name."""
+        if self._hidden is None:
+            from netsql.registry import osquery_tables
+
+            ours = osquery_tables()
+            for t in ours:
+                self.engine.tables.setdefault(t.key, t)
+            self._hidden = {t.name: [c.name for c in t.columns if c.hidden] for t in ours}
+        return self._hidden
 
     def __call__(self, stmt: str) -> str:
         lower = stmt.lower()
         if not self.osquery and SCHEMA not in lower:
             return stmt
+        hidden = self.load_tables()
         if self.osquery:
             try:
                 stmt = self.sqlite(stmt)
             except Exception:  # not tokenizable: DuckDB's own error will say why
                 return stmt
-        if "*" in stmt and any(n in lower for n, cols in self._hidden.items() if cols):
+        if "*" in stmt and any(n in lower for n, cols in hidden.items() if cols):
             stmt = self.hide(stmt)
         return stmt
 
@@ -209,8 +220,9 @@ class Dialect:
             name = str(node.get("table_name", "")).lower()
             schema = str(node.get("schema_name", "")).lower()
             ours = schema == SCHEMA or (not schema and self.osquery)
-            if ours and self._hidden.get(name):
-                yield (str(node.get("alias") or name).lower(), self._hidden[name])
+            hidden = self.load_tables().get(name)
+            if ours and hidden:
+                yield (str(node.get("alias") or name).lower(), hidden)
 
 
 def _select_nodes(node: Any) -> Iterator[dict[str, Any]]:
@@ -230,6 +242,7 @@ def set_mode(engine: Engine, on: bool) -> None:
     if not isinstance(dialect, Dialect):
         raise NetsqlError("this engine has no osquery tables")
     con = engine.con
+    dialect.load_tables()
     if on:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         con.execute(MACROS)
@@ -242,6 +255,12 @@ def set_mode(engine: Engine, on: bool) -> None:
         con.execute("RESET integer_division")
         engine.search_schemas.discard(SCHEMA)
     dialect.osquery = on
+
+
+def load_tables(engine: Engine) -> None:
+    """Add osquery's tables to a default engine now (the shell, for completion)."""
+    if isinstance(engine.rewrite, Dialect):
+        engine.rewrite.load_tables()
 
 
 def is_on(engine: Engine) -> bool:

@@ -3,7 +3,6 @@ sortlist ($NETSQL_RESOLV_CONF names another file)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 from netsql import procfs
@@ -28,6 +27,8 @@ def path() -> str:
 
 def parse(text: str) -> list[tuple[int, str, str, str | None, int]]:
     """Rows (id, type, address, netmask, options) as glibc's resolver reads the file."""
+    import ipaddress
+
     servers: list[str] = []
     search: list[str] = []
     sortlist: list[tuple[str, str]] = []

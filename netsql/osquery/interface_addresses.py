@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
 from netsql.collect import Collection, Need
@@ -13,6 +12,8 @@ NAMES = ("interface", "address", "mask", "broadcast", "point_to_point", "type")
 
 
 def _addresses() -> Columns:
+    import ipaddress
+
     from pyroute2 import IPRoute  # 350 ms to import: only when a statement needs it
 
     ifnames = dict(socket.if_nameindex())

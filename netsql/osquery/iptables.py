@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import shlex
-import shutil
-import subprocess
 from typing import Any
 
 from netsql.collect import Collection, Need
@@ -21,6 +17,8 @@ TIMEOUT = 10.0
 
 
 def _net(text: str) -> tuple[str, str]:
+    import ipaddress
+
     net = ipaddress.IPv4Network(text, strict=False)
     return str(net.network_address), str(net.netmask)
 
@@ -50,6 +48,8 @@ def parse(text: str) -> list[dict[str, Any]]:
 
 
 def _rule(line: str, filter_name: str, policies: dict[str, str]) -> dict[str, Any]:
+    import shlex
+
     packets = nbytes = 0
     if line.startswith("["):
         counters, _, line = line.partition("] ")
@@ -94,6 +94,9 @@ def _rule(line: str, filter_name: str, policies: dict[str, str]) -> dict[str, An
 
 
 def collect(coll: Collection, need: Need) -> Columns:
+    import shutil
+    import subprocess
+
     program = shutil.which("iptables-save")
     rows: list[dict[str, Any]] = []
     if program is None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import uuid
 
 from netsql import __version__, procfs
 from netsql.collect import Collection, Need
@@ -25,6 +23,9 @@ def _distro() -> str | None:
 
 
 def collect(coll: Collection, need: Need) -> Columns:
+    import platform  # 20 ms to import (with uuid): only when the table is read
+    import uuid
+
     instance = coll.state.setdefault(_INSTANCE, str(uuid.uuid4()))
     st = procfs.stat_fields(os.getpid())
     start = int(procfs.boot_time() + int(st[1][19]) / procfs.CLK_TCK) if st else None

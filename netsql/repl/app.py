@@ -193,6 +193,9 @@ def run_shell(env: Env, state: dict[str, Any] | None = None, *,
     for w in config.warnings:
         env.warn(w)
     engine = Engine(state=state)
+    from netsql.osquery.dialect import load_tables
+
+    load_tables(engine)  # osquery.TABLE in completion and .tables
     shell = Shell(engine, env, config, commands=commands, sources=sources)
     if osquery or config.osquery:  # --osquery, or osquery = true in the config
         from netsql.osquery.dialect import set_mode
