@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netsql import procfs
+from netsql import netns, procfs
 from netsql.collect import Collection, Need
 from netsql.osquery.spec import col, table
 from netsql.schema import Columns
@@ -80,6 +80,20 @@ def _packet_text(rows: list[dict[str, Any]], text: str, ns: str) -> None:
                      "state": "NONE", "net_namespace": ns})
 
 
+def _net_files(handle: str) -> dict[str, str | None]:
+    """The /proc/net files osquery reads (besides TCP and UDP) of one namespace: through
+    a process in it, else from inside it (a /run/netns namespace without processes)."""
+    names = [n for n, _, _ in TEXT_FILES] + ["unix", "packet"]
+    base = procfs.proc_dir(handle)
+    if base is not None:
+        return {n: procfs.read_text(f"{base}/net/{n}") for n in names}
+    try:
+        return netns.call_in(handle, lambda: {
+            n: procfs.read_text(f"/proc/thread-self/net/{n}") for n in names})
+    except OSError:
+        return {}
+
+
 def all_sockets(coll: Collection) -> list[dict[str, Any]]:
     """Every socket of every namespace as osquery shapes it (no owners yet)."""
 
@@ -98,13 +112,13 @@ def all_sockets(coll: Collection) -> list[dict[str, Any]]:
                 "remote_port": rport if rport is not None else 0,
                 "state": STATES.get(state, state) if proto == "tcp" else "", "path": "",
                 "net_namespace": None if ns is None else str(ns)})
-        for ns, base in procfs.namespaces(coll).items():
+        for ns, handle in procfs.namespaces(coll).items():
+            texts = _net_files(handle)
             for name, family, pnum in TEXT_FILES:
-                text = procfs.read_text(f"{base}/net/{name}")
-                if text:
-                    _inet_text(rows, text, family, pnum, str(ns))
-            _unix_text(rows, procfs.read_text(f"{base}/net/unix") or "", str(ns))
-            _packet_text(rows, procfs.read_text(f"{base}/net/packet") or "", str(ns))
+                if texts.get(name):
+                    _inet_text(rows, texts[name] or "", family, pnum, str(ns))
+            _unix_text(rows, texts.get("unix") or "", str(ns))
+            _packet_text(rows, texts.get("packet") or "", str(ns))
         return rows
 
     return coll.once("osquery.sockets", scan)

@@ -173,7 +173,7 @@ def collect(coll: Collection, need: Need) -> Columns:
 
 def _container_columns(cols: Columns, pid: int,
                        names: dict[containers.Container, str | None] | None) -> None:
-    raw = _read(f"/proc/{pid}/cgroup")
+    raw = procfs.read_bytes(f"/proc/{pid}/cgroup")
     text = raw.decode("utf-8", "surrogateescape") if raw is not None else ""
     paths = containers.cgroup_paths(text)
     found = containers.container_of(paths)
