@@ -170,11 +170,6 @@ class Engine:
             self._set_up.add(s.name)
         return warnings
 
-    def declare_tables(self, names: Sequence[str]) -> None:
-        """Create the stand-in tables ``names`` (engine keys) now."""
-        for name in names:
-            self._create(name)
-
     def _create(self, name: str) -> None:
         if name not in self._created and name in self.tables:
             t = self.tables[name]

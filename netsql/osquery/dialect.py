@@ -246,7 +246,6 @@ def set_mode(engine: Engine, on: bool) -> None:
     if on:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         con.execute(MACROS)
-        engine.declare_tables([k for k, t in engine.tables.items() if t.schema == SCHEMA])
         con.execute(f"SET search_path = '{SCHEMA},main'")
         con.execute("SET integer_division = true")
         engine.search_schemas.add(SCHEMA)
