@@ -270,6 +270,9 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
         env.error("--changes goes with --watch")
         return ExitStatus.USAGE
 
+    if args.pack and (args.sources or args.params):
+        env.error("--pack runs the pack's queries: it does not go with -e, -f, -q or -p")
+        return ExitStatus.USAGE
     if args.pack:  # always here: a pack is a file of this user's (netsql/osquery/packs.py)
         from netsql.osquery.packs import run_pack
 

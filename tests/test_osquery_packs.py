@@ -96,6 +96,31 @@ def test_pack_errors_are_one_line(tmp_path: Path) -> None:
         "pack_failing_good", "snapshot", [{"one": "1"}])
 
 
+def test_pack_usage_errors() -> None:
+    done = run_netsql("--pack", "incident-response", "-e", "SELECT 1")
+    assert done.returncode == 2 and "does not go with -e" in done.stderr
+    done = run_netsql("--pack", "incident-response", "--changes")
+    assert done.returncode == 2 and "--changes goes with --watch" in done.stderr
+
+
+def test_watch_without_changes_logs_snapshots(tmp_path: Path) -> None:
+    pack = tmp_path / "t.conf"
+    pack.write_text('{"queries": {"one": {"query": "SELECT 1 AS a, NULL AS b;"}}}')
+    proc = subprocess.Popen(netsql_cmd("--pack", str(pack), "--format", "jsonl", "--watch",
+                                       "0.2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, NETSQL_SOCKET=""))
+    try:
+        lines = read_lines(proc, 2, 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert [(x["action"], x["snapshot"], x["counter"]) for x in lines] == [
+        ("snapshot", [{"a": "1", "b": ""}], 0), ("snapshot", [{"a": "1", "b": ""}], 1)]
+    for x in lines:
+        check_line(x)
+
+
 def read_lines(proc: subprocess.Popen[str], want: int, timeout: float) -> list[dict[str, Any]]:
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
