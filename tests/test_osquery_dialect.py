@@ -149,3 +149,9 @@ def test_one_liners_do_not_import_osquery_tables() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_netsql_functions_keep_their_answers_in_osquery_mode(osq: Engine) -> None:
+    """integer_division must not change netsql's own macros (intel's ratios)."""
+    assert one(osq, "SELECT string_entropy('aabb')") == 1.0
+    assert one(osq, "SELECT domain_digit_ratio('ab12.com')") == 0.5
