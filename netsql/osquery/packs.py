@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netsql.errors import NetsqlError
-from netsql.formats.data import json_value, plain_text
+from netsql.formats.data import escape_control, json_value, plain_text
 
 if TYPE_CHECKING:
     import argparse
@@ -189,8 +189,13 @@ class Log:
         return _line({**head, "snapshot": rows, "action": "snapshot"})
 
 
-def _line(obj: dict[str, Any]) -> str:
-    return "{" + ",".join(f"{json_value(k)}:{json_value(v)}" for k, v in obj.items()) + "}"
+def _line(v: Any) -> str:
+    """Compact JSON, as osqueryd writes it (strings escaped by netsql's json_value)."""
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{json_value(k)}:{_line(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(_line(x) for x in v) + "]"
+    return json_value(v)
 
 
 # -- running -------------------------------------------------------------------------
@@ -271,7 +276,7 @@ class Runner:
                 out.write("\n")
             stamp = " " + dt.datetime.fromtimestamp(at, dt.UTC).strftime(
                 "%Y-%m-%dT%H:%M:%SZ") if watching else ""
-            out.write(f"-- {name}{stamp}\n")
+            out.write(f"-- {escape_control(name)}{stamp}\n")
             self.printer.formatter.write(data, out, self.printer.ctx)
             self.printer.printed += 1
             return
