@@ -116,7 +116,7 @@ class Engine:
             setups = default_setups()
         self.tables: dict[str, Table] = {t.key: t for t in tables}
         #: Schemas on DuckDB's search_path besides main: their tables may be named
-        #: without the schema (netsql/osquery/mode.py puts "osquery" there).
+        #: without the schema (osquery mode, netsql/osquery/dialect.py, puts "osquery" there).
         self.search_schemas: set[str] = set()
         #: Rewrites each statement before it runs; None: statements run as written.
         #: (netsql/osquery/dialect.py: osquery's SQLite dialect and hidden columns.)

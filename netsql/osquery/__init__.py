@@ -5,8 +5,7 @@ types in the DuckDB schema ``osquery``, its SQLite dialect (``--osquery``), and 
   collectors (procfs, sockdiag, netsql.tables.*);
 * :mod:`~netsql.osquery.spec`: how osquery's column types map onto DuckDB's;
 * :mod:`~netsql.osquery.dialect`: the statement rewrite (double-quoted strings, LIKE,
-  SQLite's date functions, hidden columns);
-* :mod:`~netsql.osquery.mode`: turning osquery mode on and off in an engine;
+  SQLite's date functions, hidden columns) and osquery mode on and off (set_mode);
 * :mod:`~netsql.osquery.packs`: pack files and osqueryd's results-log lines.
 """
 
