@@ -153,10 +153,12 @@ def test_process_open_sockets_of_the_probe(engine: Engine, probe: dict[str, Any]
 def test_listening_ports_is_osquerys_definition(engine: Engine,
                                                 probe: dict[str, Any]) -> None:
     pid = probe["pid"]
-    got = {(r["protocol"], r["port"], r["path"]) for r in rows(
+    got = {(r["protocol"], r["port"], r["address"], r["path"], r["socket"]) for r in rows(
         engine, f"SELECT * FROM osquery.listening_ports WHERE pid = {pid}")}
-    assert got == {(6, probe["listener"]["port"], ""), (17, probe["udp"]["port"], ""),
-                   (0, 0, os.path.join(probe["tmp"], "probe.sock"))}
+    assert got == {
+        (6, probe["listener"]["port"], "127.0.0.1", None, probe["listener"]["inode"]),
+        (17, probe["udp"]["port"], "127.0.0.1", None, probe["udp"]["inode"]),
+        (0, 0, None, os.path.join(probe["tmp"], "probe.sock"), probe["unix"]["inode"])}
 
 
 def test_process_open_files_of_the_probe(engine: Engine, probe: dict[str, Any]) -> None:

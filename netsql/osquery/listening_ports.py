@@ -1,8 +1,10 @@
 """osquery.listening_ports: osquery's definition, open sockets without a peer.
 
-osquery's listening_ports is process_open_sockets' rows whose remote port is 0
-(inet) and unix sockets with a path: so every bound UDP socket counts, and a TCP
-socket in state LISTEN is not required (netsql's listening_ports does require it).
+osquery's listening_ports is process_open_sockets' rows less connected inet sockets and
+unnamed unix sockets: every bound UDP socket counts, a TCP socket in state LISTEN is not
+required (netsql's listening_ports does require it), and packet sockets are listed.
+As in osquery, address is NULL for unix sockets and path NULL for the others; unlike
+osquery (which says 0), a unix socket's inode is kept in ``socket``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ def collect(coll: Collection, need: Need) -> Columns:
     for r in pos.with_owners(coll, Need(None, need.pids)):
         fam = r["family"]
         if fam == pos.AF_UNIX:
-            if not r.get("path"):
-                continue
-        elif fam not in (pos.AF_INET, pos.AF_INET6) or r["remote_port"] != 0:
-            continue
-        keep.append({**r, "port": r["local_port"], "address": r.get("local_address")})
+            if not r["path"]:
+                continue  # anonymous
+            keep.append({**r, "port": 0, "address": None})
+        elif fam in (pos.AF_INET, pos.AF_INET6) and r["remote_port"] != 0:
+            continue  # connected
+        else:  # bound inet sockets, and packet sockets (as osquery)
+            keep.append({**r, "port": r["local_port"], "address": r["local_address"],
+                         "path": None})
     return {k: [r.get(k) for r in keep] for k in NAMES}
 
 
@@ -37,12 +42,14 @@ TABLE = table(
         col("pid", "INTEGER", "Process (or thread) ID; -1 when no readable process holds "
             "the socket"),
         col("port", "INTEGER", "Transport layer port (0 for unix sockets)"),
-        col("protocol", "INTEGER", "Transport protocol: 6 TCP, 17 UDP, ...; 0 for unix"),
-        col("family", "INTEGER", "Network protocol: 2 IPv4, 10 IPv6, 1 unix"),
-        col("address", "TEXT", "Specific address for bind ('0.0.0.0' or '::' for any)"),
+        col("protocol", "INTEGER", "Transport protocol: 6 TCP, 17 UDP, ...; 0 for unix; "
+            "the Ethernet protocol for packet sockets"),
+        col("family", "INTEGER", "Network protocol: 2 IPv4, 10 IPv6, 1 unix, 17 packet"),
+        col("address", "TEXT", "Specific address for bind ('0.0.0.0' or '::' for any; "
+            "'' for packet sockets, NULL for unix sockets)"),
         col("fd", "BIGINT", "Socket file descriptor number"),
-        col("socket", "BIGINT", "Socket inode number"),
-        col("path", "TEXT", "Path for UNIX domain sockets"),
+        col("socket", "BIGINT", "Socket inode number (osquery says 0 for unix sockets)"),
+        col("path", "TEXT", "Path for UNIX domain sockets; NULL for the others"),
         col("net_namespace", "TEXT", "The inode number of the network namespace"),
     ],
     collect,
