@@ -211,6 +211,9 @@ def test_unowned_socket_has_pid_minus_one(engine: Engine) -> None:
             break
         time.sleep(0.05)
     assert got == [{"pid": -1, "fd": -1, "state": "TIME_WAIT"}]
+    assert rows(engine, "SELECT state FROM osquery.process_open_sockets WHERE pid = -1 "
+                        f"AND local_port = {port} AND remote_port = {lport}") == [
+        {"state": "TIME_WAIT"}]
 
 
 def test_etc_hosts_reads_the_file_named(engine: Engine, tmp_path: Path,

@@ -129,11 +129,13 @@ def with_owners(coll: Collection, need: Need) -> list[dict[str, Any]]:
     a pid filter, only those processes' sockets (as osquery)."""
     rows = all_sockets(coll)
     inodes = [r["socket"] for r in rows]
-    owners = procfs.socket_owners(coll, need.pids, expect=inodes).first
+    # WHERE pid = -1 asks for the unowned sockets: every process must be read.
+    pids = None if need.pids is None or min(need.pids, default=0) < 0 else need.pids
+    owners = procfs.socket_owners(coll, pids, expect=inodes).first
     out = []
     for r in rows:
         hit = owners.get(r["socket"])
-        if need.pids is not None and hit is None:
+        if pids is not None and hit is None:
             continue
         out.append({**r, "pid": hit[0] if hit else -1, "fd": hit[1] if hit else -1})
     return out
