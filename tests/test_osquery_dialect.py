@@ -43,6 +43,8 @@ def test_double_quoted_strings(osq: Engine) -> None:
     assert one(osq, 'SELECT x AS "my col" FROM (SELECT 1 AS x) ORDER BY "my col"') == 1
     assert one(osq, "SELECT 'it''s \"quoted\"' -- \"comment\"") == 'it\'s "quoted"'
     assert one(osq, 'SELECT "a ""b"" c"') == 'a "b" c'
+    osq.execute('CREATE TEMP VIEW "my view" AS SELECT "text" AS v')
+    assert one(osq, 'SELECT v FROM "my view" WHERE v = "text"') == "text"
 
 
 def test_like_ignores_ascii_case(osq: Engine) -> None:

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 #: own strftime takes the arguments the other way round.)
 FUNCTIONS = {"strftime": "sqlite_strftime", "date": "sqlite_date", "time": "sqlite_time"}
 
+#: Tokens after which a double-quoted word is a name (an alias, a table being made or
+#: read), never a string: SQLite reads these positions as identifiers too.
+NAME_BEFORE = frozenset({"as", ".", "from", "join", "table", "view", "into", "update",
+                         "exists", "macro", "function", "schema", "index"})
+
 _NOW = "make_timestamp(epoch_us(get_current_timestamp()))"
 MACROS = f"""
 CREATE OR REPLACE MACRO {SCHEMA}.sqlite_mod(t, m) AS (CASE lower(m)
@@ -154,7 +159,7 @@ class Dialect:
             word = t.text[1:-1].replace('""', '"')
             prev = toks[i - 1].text.lower() if i else ""
             nxt = toks[i + 1].text if i + 1 < len(toks) else ""
-            if prev in ("as", ".") or nxt == "." or word.lower() in names:
+            if prev in NAME_BEFORE or nxt == "." or word.lower() in names:
                 continue
             edits.append((t.start, t.end, "'" + word.replace("'", "''") + "'"))
         for i, t in enumerate(toks):
