@@ -97,6 +97,16 @@ def test_osquery_names_first(osq: Engine) -> None:
     assert back is not None and back.columns == own.columns
 
 
+def test_hosts_is_etc_hosts(osq: Engine, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.1 one.example\n")
+    monkeypatch.setenv("NETSQL_ETC_HOSTS", str(hosts))
+    data = osq.execute("SELECT * FROM hosts").data
+    assert data is not None and data.rows == [("192.0.2.1", "one.example")]
+    assert data.columns == ["address", "hostnames"]
+
+
 def test_hidden_columns_in_osquery_mode(osq: Engine) -> None:
     star = osq.execute("SELECT * FROM users u LIMIT 1").data
     assert star is not None and "include_remote" not in star.columns

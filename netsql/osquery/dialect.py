@@ -251,6 +251,10 @@ def set_mode(engine: Engine, on: bool) -> None:
     if on:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         con.execute(MACROS)
+        # osquery's alias of etc_hosts (its spec: aliases=["hosts"]), hidden column left out
+        engine.declare(f"SELECT * FROM {SCHEMA}.etc_hosts")
+        con.execute(f"CREATE OR REPLACE VIEW {SCHEMA}.hosts AS "
+                    f"SELECT address, hostnames FROM {SCHEMA}.etc_hosts")
         con.execute(f"SET search_path = '{SCHEMA},main'")
         con.execute("SET integer_division = true")
         engine.search_schemas.add(SCHEMA)

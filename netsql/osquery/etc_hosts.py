@@ -56,5 +56,5 @@ TABLE = table(
     examples=("SELECT address, hostnames FROM etc_hosts WHERE address NOT IN "
               "('127.0.0.1', '::1')",),
     notes="$NETSQL_ETC_HOSTS names another file to read (tests, a mounted image). "
-    "osquery's alias `hosts` is not provided.",
+    "In osquery mode osquery's alias `hosts` is a view of it.",
 )
