@@ -43,6 +43,10 @@ def test_double_quoted_strings(osq: Engine) -> None:
     assert one(osq, 'SELECT x AS "my col" FROM (SELECT 1 AS x) ORDER BY "my col"') == 1
     assert one(osq, "SELECT 'it''s \"quoted\"' -- \"comment\"") == 'it\'s "quoted"'
     assert one(osq, 'SELECT "a ""b"" c"') == 'a "b" c'
+    osq.execute('CREATE TEMP TABLE t1 ("new col" INTEGER, "b" VARCHAR)')
+    osq.execute("INSERT INTO t1 VALUES (5, 'five')")
+    assert one(osq, 'SELECT "new col" FROM t1 WHERE "b" = b') == 5  # known after CREATE
+    assert one(osq, 'SELECT count(*) FROM t1 WHERE b IN ("five", "six")') == 1
     osq.execute('CREATE TEMP VIEW "my view" AS SELECT "text" AS v')
     assert one(osq, 'SELECT v FROM "my view" WHERE v = "text"') == "text"
 

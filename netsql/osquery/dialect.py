@@ -41,6 +41,16 @@ FUNCTIONS = {"strftime": "sqlite_strftime", "date": "sqlite_date", "time": "sqli
 NAME_BEFORE = frozenset({"as", ".", "from", "join", "table", "view", "into", "update",
                          "exists", "macro", "function", "schema", "index"})
 
+#: Type names, after which a double-quoted word in parentheses is a column being defined.
+TYPE_WORDS = frozenset({
+    "integer", "int", "int4", "int8", "bigint", "smallint", "tinyint", "hugeint", "ubigint",
+    "uinteger", "text", "varchar", "char", "string", "double", "real", "float", "decimal",
+    "numeric", "boolean", "bool", "timestamp", "timestamptz", "date", "time", "interval",
+    "blob", "bytea", "uuid", "json", "struct", "map"})
+
+#: Statements that may add names a double-quoted word could mean.
+CATALOG_CHANGES = ("create", "alter", "drop", "attach", "detach", "import", "use", "load")
+
 _NOW = "make_timestamp(epoch_us(get_current_timestamp()))"
 MACROS = f"""
 CREATE OR REPLACE MACRO {SCHEMA}.sqlite_mod(t, m) AS (CASE lower(m)
@@ -106,6 +116,8 @@ class Dialect:
         self.engine = engine
         self.osquery = False
         self._hidden: dict[str, list[str]] | None = None
+        self._known: set[str] | None = None  # known_names(), until a statement changes them
+        self._dirty = False  # the last statement may have changed them (asked anew next)
 
     def load_tables(self) -> dict[str, list[str]]:
         """Add osquery's tables to the engine (once: importing them costs a one-liner
@@ -124,6 +136,10 @@ class Dialect:
         if not self.osquery and SCHEMA not in lower:
             return stmt
         hidden = self.load_tables()
+        if self._dirty:
+            self._known, self._dirty = None, False
+        if lower.lstrip().startswith(CATALOG_CHANGES):
+            self._known, self._dirty = None, True
         if self.osquery:
             try:
                 stmt = self.sqlite(stmt)
@@ -135,7 +151,10 @@ class Dialect:
 
     # -- SQLite's dialect ----------------------------------------------------------
     def known_names(self) -> set[str]:
-        """Column and table names (lower case) a double-quoted word may mean."""
+        """Column and table names (lower case) a double-quoted word may mean (asking
+        DuckDB's catalog costs 20 ms: kept until a statement may change it)."""
+        if self._known is not None:
+            return self._known
         names = {n.lower() for t in self.engine.tables.values()
                  for n in (t.name, *t.column_names)}
         try:
@@ -145,13 +164,14 @@ class Dialect:
                 "SELECT view_name FROM duckdb_views()").fetchall())
         except duckdb.Error:
             pass
+        self._known = names
         return names
 
     def sqlite(self, stmt: str) -> str:
         toks = tokens(stmt)
         edits: list[tuple[int, int, str]] = []
         quoted = [i for i, t in enumerate(toks) if t.text.startswith('"')]
-        names = self.known_names() if quoted else set()
+        names = set(self.known_names()) if quoted else set()
         names |= {toks[i + 1].text.strip('"').lower() for i, t in enumerate(toks[:-1])
                   if t.text.lower() == "as"}
         for i in quoted:
@@ -161,6 +181,8 @@ class Dialect:
             nxt = toks[i + 1].text if i + 1 < len(toks) else ""
             if prev in NAME_BEFORE or nxt == "." or word.lower() in names:
                 continue
+            if prev in ("(", ",") and nxt.lower() in TYPE_WORDS:
+                continue  # a column definition: CREATE TABLE t ("c" INTEGER, ...)
             edits.append((t.start, t.end, "'" + word.replace("'", "''") + "'"))
         for i, t in enumerate(toks):
             low = t.text.lower()
