@@ -354,12 +354,13 @@ def _code_text(sql: str) -> str:
         tokens = duckdb.tokenize(sql)
     except Exception:  # not SQL DuckDB can tokenize: keep the whole text
         return sql.lower()
+    data = sql.encode("utf-8", "surrogatepass")  # the tokenizer's offsets are in bytes
     parts = []
     for i, (start, kind) in enumerate(tokens):
         if str(kind).endswith(("comment", "string_const")):
             continue
-        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
-        parts.append(sql[start:end].strip().strip('"'))
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(data)
+        parts.append(data[start:end].decode("utf-8", "surrogatepass").strip().strip('"'))
     return " ".join(parts).lower()
 
 
@@ -406,9 +407,11 @@ def _filter_columns(filters: list[str], table: Table) -> list[str]:
 
 
 def _identifiers(text: str) -> Iterator[str]:
+    data = text.encode("utf-8", "surrogatepass")  # the tokenizer's offsets are in bytes
     for start, kind in duckdb.tokenize(text):
         if str(kind).endswith(("identifier", "keyword")):
-            m = re.match(r'"((?:[^"]|"")*)"|[A-Za-z_][A-Za-z0-9_$]*', text[start:])
+            m = re.match(r'"((?:[^"]|"")*)"|[A-Za-z_][A-Za-z0-9_$]*',
+                         data[start:].decode("utf-8", "surrogatepass"))
             if m:
                 yield (m.group(1).replace('""', '"') if m.group(1) is not None
                        else m.group(0).lower())

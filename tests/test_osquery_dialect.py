@@ -43,6 +43,10 @@ def test_double_quoted_strings(osq: Engine) -> None:
     assert one(osq, 'SELECT x AS "my col" FROM (SELECT 1 AS x) ORDER BY "my col"') == 1
     assert one(osq, "SELECT 'it''s \"quoted\"' -- \"comment\"") == 'it\'s "quoted"'
     assert one(osq, 'SELECT "a ""b"" c"') == 'a "b" c'
+    # offsets are the tokenizer's UTF-8 byte offsets
+    assert osq.execute("SELECT 'ééé' AS a, \"x\" LIKE 'X' AS b, \"ü\" AS c").data.rows == [
+        ("ééé", True, "ü")]
+    assert one(osq, "SELECT * FROM (SELECT 'é' AS a) WHERE a = \"é\"") == "é"
     osq.execute('CREATE TEMP TABLE t1 ("new col" INTEGER, "b" VARCHAR)')
     osq.execute("INSERT INTO t1 VALUES (5, 'five')")
     assert one(osq, 'SELECT "new col" FROM t1 WHERE "b" = b') == 5  # known after CREATE

@@ -284,3 +284,12 @@ def test_interface_details_counters_are_64_bit(engine: Engine) -> None:
         before = int(f.read())
     assert lo["type"] == 772 and lo["flags"] & 0x8 and lo["flags"] & 0x1
     assert lo["ibytes"] >= before - 1_000_000 and lo["last_change"] == -1
+
+
+def test_non_ascii_text_before_a_table_name(engine: Engine) -> None:
+    """DuckDB's tokenizer counts bytes: a statement with 'é' before the table name still
+    declares the table (netsql's own and osquery's) and hides hidden columns."""
+    data = engine.execute("SELECT 'ééé' AS x, pid FROM processes WHERE pid = 1").data
+    assert data is not None and data.rows == [("ééé", 1)]
+    data = engine.execute("SELECT 'éé' AS x, * FROM osquery.groups WHERE gid = 0").data
+    assert data is not None and data.columns == ["x", "gid", "gid_signed", "groupname"]

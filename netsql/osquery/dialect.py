@@ -89,23 +89,29 @@ CREATE OR REPLACE MACRO {SCHEMA}.regex_match(s, pattern, i) AS
 
 
 class Token:
-    __slots__ = ("kind", "start", "text")
+    """One token: ``start`` and ``end`` are offsets in the UTF-8 bytes of the SQL, as
+    DuckDB's tokenizer gives them; ``text`` is the token's text."""
 
-    def __init__(self, start: int, kind: str, text: str) -> None:
-        self.start, self.kind, self.text = start, kind, text
+    __slots__ = ("end", "kind", "start", "text")
 
-    @property
-    def end(self) -> int:
-        return self.start + len(self.text)
+    def __init__(self, start: int, end: int, kind: str, text: str) -> None:
+        self.start, self.end, self.kind, self.text = start, end, kind, text
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def tokens(sql: str) -> list[Token]:
     """DuckDB's tokens of ``sql`` with their text (whitespace left out)."""
     raw = duckdb.tokenize(sql)
+    data = _utf8(sql)
     out = []
     for i, (start, kind) in enumerate(raw):
-        end = raw[i + 1][0] if i + 1 < len(raw) else len(sql)
-        out.append(Token(start, str(kind).rsplit(".", 1)[-1], sql[start:end].rstrip()))
+        nxt = raw[i + 1][0] if i + 1 < len(raw) else len(data)
+        piece = data[start:nxt].rstrip()
+        out.append(Token(start, start + len(piece), str(kind).rsplit(".", 1)[-1],
+                         piece.decode("utf-8", "surrogatepass")))
     return out
 
 
@@ -191,9 +197,10 @@ class Dialect:
             elif (low in FUNCTIONS and i + 1 < len(toks) and toks[i + 1].text == "("
                   and (i == 0 or toks[i - 1].text != ".")):
                 edits.append(self._function(toks, i))
+        data = _utf8(stmt)
         for start, end, text in sorted(edits, reverse=True):
-            stmt = stmt[:start] + text + stmt[end:]
-        return stmt
+            data = data[:start] + _utf8(text) + data[end:]
+        return data.decode("utf-8", "surrogatepass")
 
     @staticmethod
     def _function(toks: list[Token], i: int) -> tuple[int, int, str]:
@@ -217,7 +224,7 @@ class Dialect:
             return stmt
         if tree.get("error") or len(tree.get("statements", [])) != 1:
             return stmt  # one statement at a time (Engine.execute calls again)
-        raw = stmt.encode()
+        raw = _utf8(stmt)
         inserts: list[tuple[int, str]] = []
         for node in _select_nodes(tree):
             tables = dict(self._base_tables(node.get("from_table")))
@@ -234,7 +241,7 @@ class Dialect:
                         f'"{c}"' for c in hidden) + ")"))
         for at, text in sorted(inserts, reverse=True):
             raw = raw[:at] + text.encode() + raw[at:]
-        return raw.decode()
+        return raw.decode("utf-8", "surrogatepass")
 
     def _base_tables(self, node: Any) -> Iterator[tuple[str, list[str]]]:
         """(alias or name, hidden columns) of the osquery tables a FROM scans directly."""
