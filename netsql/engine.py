@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import duckdb
 from netsql.collect import Collection, Need, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
-from netsql.schema import Table
+from netsql.schema import Setup, Table
 
 # Statement types whose result is data; the others (CREATE, INSERT, SET, ...) print nothing.
 QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "EXECUTE", "RELATION", "MULTI"}
@@ -33,22 +33,6 @@ _EXPLAIN_OFF = "statistics_propagation,empty_result_pullup"
 # Words of statements that list the catalog rather than name a table.
 _CATALOG_WORDS = ("show", "duckdb_", "information_schema", "pg_", "describe", "table_info",
                   "sqlite_master", "pragma")
-
-
-@dataclass(frozen=True)
-class Setup:
-    """SQL made on first use: views, macros, attached databases (netsql.intel's, say).
-
-    Like the stand-in tables, created only before the first statement whose lower-cased
-    text contains one of ``words`` (or any catalog query), so start-up pays nothing for
-    it. ``run(con, engine.state)`` returns warnings for that statement; ``tables`` are
-    the virtual tables its SQL references, declared first.
-    """
-
-    name: str
-    words: tuple[str, ...]
-    run: Callable[[duckdb.DuckDBPyConnection, Mapping[str, Any]], Sequence[str]]
-    tables: tuple[str, ...] = ()
 
 
 @dataclass

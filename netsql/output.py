@@ -9,7 +9,7 @@ from netsql.formats import get_formatter
 from netsql.formats.base import OutputContext, ResultSet
 
 if TYPE_CHECKING:
-    from netsql.cli import Env, ExitStatus
+    from netsql.context import Env, ExitStatus
     from netsql.engine import Result
 
 
@@ -37,7 +37,7 @@ class Printer:
 
 
 def list_tables(env: Env, fmt: str, *, header: bool = True) -> ExitStatus:
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.registry import default_tables
 
     tables = default_tables()

@@ -1,4 +1,5 @@
-"""Declarations of virtual tables: one ``Table`` per table module.
+"""Declarations of virtual tables (one ``Table`` per table module) and of the SQL
+made on first use (``Setup``).
 
 A declaration is the single source for the DuckDB DDL, ``--list-tables``,
 ``.schema``, completion, docs/tables.md and the generic per-table tests.
@@ -6,11 +7,13 @@ A declaration is the single source for the DuckDB DDL, ``--list-tables``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import duckdb
+
     from netsql.collect import Collection, Need
 
 #: Column data for one table: column name -> list of values (all the same length).
@@ -66,7 +69,17 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def columns_of(table: Table, data: Columns) -> Sequence[list[Any]]:
-    """The column lists of ``data`` in declaration order (missing -> all NULL)."""
-    n = len(next(iter(data.values()))) if data else 0
-    return [data.get(c.name, [None] * n) for c in table.columns]
+@dataclass(frozen=True)
+class Setup:
+    """SQL made on first use: views, macros, attached databases (netsql.intel's, say).
+
+    Like the stand-in tables, created only before the first statement whose lower-cased
+    text contains one of ``words`` (or any catalog query), so start-up pays nothing for
+    it. ``run(con, engine.state)`` returns warnings for that statement; ``tables`` are
+    the virtual tables its SQL references, declared first.
+    """
+
+    name: str
+    words: tuple[str, ...]
+    run: Callable[[duckdb.DuckDBPyConnection, Mapping[str, Any]], Sequence[str]]
+    tables: tuple[str, ...] = ()

@@ -13,7 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from netsql.cli import Env, ExitStatus, main
+from netsql.cli import main
+from netsql.context import Env, ExitStatus
 from netsql.intel import db
 from netsql.intel.files import parse
 from tests.conftest import run_netsql

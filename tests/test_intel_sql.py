@@ -18,10 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netsql.collect import Collection, Need
-from netsql.engine import Engine, NetsqlError, Setup
+from netsql.engine import Engine, NetsqlError
 from netsql.intel import db, functions
 from netsql.intel.files import parse
 from netsql.registry import default_tables
+from netsql.schema import Setup
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "intel"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netsql.cli import ExitStatus
+from netsql.context import ExitStatus
 from netsql.docgen import generated
 from netsql.engine import Engine
 from netsql.queries import (

@@ -98,7 +98,7 @@ def test_no_history_file_under_another_users_directory(tmp_path: Path) -> None:
 
 def test_netsql_e_does_not_import_the_shell_libraries() -> None:
     # (Its own output stream: run as the netsql process, main() would exit at once.)
-    code = ("import io, sys; from netsql.cli import Env, main; "
+    code = ("import io, sys; from netsql.cli import main; from netsql.context import Env; "
             "rc = main(['-e', 'SELECT 1'], Env(stdout=io.StringIO())); "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('prompt_toolkit', 'pygments') or m.startswith('netsql.repl')]; "

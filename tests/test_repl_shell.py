@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from netsql.cli import Env
 from netsql.collect import Collection, Need
+from netsql.context import Env
 from netsql.engine import Engine
 from netsql.registry import default_tables
 from netsql.repl.commands import Command, CommandError, default_commands

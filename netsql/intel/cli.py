@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from netsql.cli import FORMAT_NAMES, Env, ExitStatus, UsageError, _Parser
+from netsql.context import FORMAT_NAMES, Env, ExitStatus, Parser, UsageError
 from netsql.intel.files import FORMATS, Batch, ParseError, parse, read_lines
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -25,14 +25,14 @@ _SOURCE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 def build_parser() -> argparse.ArgumentParser:
     db_help = ("the intel database (default: $NETSQL_INTEL_DB, else "
                "$XDG_DATA_HOME/netsql/intel.duckdb)")
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--intel-db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
-    p = _Parser(prog="netsql intel", description="Keep offline threat-intel lists; "
+    p = Parser(prog="netsql intel", description="Keep offline threat-intel lists; "
                 "queries read them as the intel table, intel_* functions and the flagged "
                 "view.", epilog="Exit status: 0 success, 1 a bad file or database problem, "
                 "2 usage error.")
     p.add_argument("--intel-db", metavar="PATH", help=db_help)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     imp = sub.add_parser("import", parents=[common], help="import (or re-import) a list",
                          description="Load FILE's indicators as the list SOURCE, replacing "
                          "what SOURCE held; a bad line imports nothing. FILE may be gzip "

@@ -18,8 +18,8 @@ from typing import Any
 
 import duckdb
 
-from netsql.engine import Setup
 from netsql.errors import NetsqlError
+from netsql.schema import Setup
 
 # A few multi-label public suffixes (ICANN and the private ones where attackers rent
 # subdomains); registered_domain() is naive beyond these (see docs/intel.md).

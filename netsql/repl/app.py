@@ -30,7 +30,7 @@ from netsql.repl.shell import Outcome, Shell, Source
 from netsql.repl.sqltext import input_complete
 
 if TYPE_CHECKING:
-    from netsql.cli import Env, ExitStatus
+    from netsql.context import Env, ExitStatus
 
 UI_STYLE = {
     "prompt": "bold",
@@ -184,7 +184,7 @@ def run_shell(env: Env, state: dict[str, Any] | None = None, *,
     ``sources``: extra completion sources for command arguments, e.g.
     ``{"query": lambda: [(name, description), ...]}`` for ``@query``.
     """
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.engine import Engine
 
     config = load_config(user_dirs().config_file)

@@ -37,7 +37,7 @@ from netsql.repl.pager import needs_pager, page
 from netsql.repl.sqltext import split_input
 
 if TYPE_CHECKING:
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.engine import Engine, Result
 
 #: Extra completion sources: name -> () -> (value, description) pairs.

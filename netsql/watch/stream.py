@@ -33,7 +33,7 @@ from netsql.formats.data import json_value, unique_keys
 from netsql.watch.diff import Differ
 
 if TYPE_CHECKING:
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.watch.runner import Refresh, Watch
 
 HUMAN = ("table", "line", "markdown")
@@ -183,7 +183,7 @@ def run_stream(watch: Watch, env: Env, *, fmt: str, interval: float, changes: bo
     A first refresh that fails ends the watch with its error (status 1; 2 when there is
     nothing to watch); a later one is reported on standard error and the watch goes on.
     """
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.formats import escape_control
 
     noticed: set[str] = set()

@@ -1,4 +1,5 @@
-"""Talking to a resident netsql (``netsql serve``, docs/serve.md): the client side.
+"""Talking to a resident netsql (``netsql serve``, docs/serve.md): the client side
+(the server is server.py).
 
 A one-liner pays for starting Python and DuckDB (0.15-0.2 s) before it reads a single
 socket, which is more than ``ss`` or ``ps`` take in all. ``netsql serve`` keeps an
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
 
-    from netsql.cli import Env
+    from netsql.context import Env
 
 #: Sent with each request; a server of another version declines and the client runs
 #: the command itself.
@@ -161,7 +162,7 @@ FORWARDED_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
 def forwardable(args: argparse.Namespace, env: Env) -> bool:
     """Whether a resident netsql may run this command: statements to run once, with its
     own capture (its interfaces, ports and buffer), not the shell or a watch."""
-    from netsql.cli import DNS_BUFFER
+    from netsql.context import DNS_BUFFER
 
     if (args.local or args.watch is not None or args.interface or args.dns_port
             or args.dns_buffer != DNS_BUFFER or (args.capture and args.pcap)
