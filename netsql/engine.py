@@ -20,6 +20,7 @@ import duckdb
 from netsql.collect import Collection, Need, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
+from netsql.paths import spill_dir
 from netsql.schema import Setup, Table
 
 # Statement types whose result is data; the others (CREATE, INSERT, SET, ...) print nothing.
@@ -100,7 +101,7 @@ class Engine:
             "autoinstall_known_extensions": False,
             # DuckDB spills big queries to ./.tmp by default: never into the directory
             # a responder happens to stand in, nor without bound.
-            "temp_directory": _spill_dir(),
+            "temp_directory": spill_dir(),
             "max_temp_directory_size": "4GB",
         })
         self._created: set[str] = set()
@@ -321,18 +322,6 @@ def _json_loads(text: str) -> Any:
     import json  # not for SELECT 1: only a statement whose plan names tables
 
     return json.loads(text)
-
-
-def _spill_dir() -> str:
-    """Where DuckDB may spill: the effective user's own cache directory."""
-    import os
-    import pwd
-
-    try:
-        home = pwd.getpwuid(os.geteuid()).pw_dir
-    except KeyError:
-        home = os.environ.get("HOME", "/")
-    return os.path.join(home, ".cache", "netsql", "spill")
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

@@ -185,9 +185,9 @@ class QueryHold:
             self.sock = None
 
     def _run(self) -> None:
-        from netsql.capture.live import _prefer_this_thread
+        from netsql.capture.live import prefer_this_thread
 
-        _prefer_this_thread()
+        prefer_this_thread()
         assert self.sock is not None
         sock = self.sock
         sock.settimeout(0.2)

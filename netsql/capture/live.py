@@ -97,7 +97,7 @@ class LiveCapture:
         return self.packets, self.kernel_drops
 
     def _run(self) -> None:
-        _prefer_this_thread()
+        prefer_this_thread()
         deliver = self.on_packet
 
         def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
@@ -173,7 +173,7 @@ def packet_loop(socks: Sequence[socket.socket], stop: threading.Event,
                 take(time.time(), bytes(view[:n]), addr)
 
 
-def _prefer_this_thread() -> None:
+def prefer_this_thread() -> None:
     """Wake this thread first when a packet arrives (SCHED_FIFO, lowest real-time priority).
 
     Attribution races the sender: a short-lived client (getent) closes its socket

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from netsql.context import FORMAT_NAMES, Env, ExitStatus, Parser, UsageError
 from netsql.intel.files import FORMATS, Batch, ParseError, parse, read_lines
+from netsql.paths import intel_db
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLES = (("sample-domains.txt", "sample-domains"), ("sample-ips.txt", "sample-ips"))
@@ -75,7 +76,7 @@ def main(argv: Sequence[str], env: Env | None = None) -> int:
         return ExitStatus.USAGE
     from netsql.intel import db
 
-    path = db.default_path(args.intel_db)
+    path = intel_db(args.intel_db)
     try:
         return int(COMMANDS[args.command](args, env, path))
     except (db.IntelDbError, ParseError) as exc:

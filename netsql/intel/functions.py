@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from netsql.errors import NetsqlError
+from netsql.paths import intel_db
 from netsql.schema import Setup
 
 # A few multi-label public suffixes (ICANN and the private ones where attackers rent
@@ -309,7 +310,7 @@ def setup_intel(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> lis
         return []  # done by an earlier statement
     con.execute(macros_sql())
     try:
-        warnings = db.attach(con, db.default_path(state.get("intel_db")))
+        warnings = db.attach(con, intel_db(state.get("intel_db")))
     except db.IntelDbError as exc:
         raise NetsqlError(str(exc)) from None
     con.execute(VIEWS_SQL)

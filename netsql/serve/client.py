@@ -19,6 +19,8 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from netsql.paths import socket_path
+
 if TYPE_CHECKING:
     import argparse
     import socket
@@ -30,20 +32,6 @@ if TYPE_CHECKING:
 #: the command itself.
 PROTOCOL = 1
 MAX_REQUEST = 64 << 20
-
-
-def socket_path() -> str:
-    """$NETSQL_SOCKET, else /run/netsql/netsql.sock for root, else
-    $XDG_RUNTIME_DIR/netsql/netsql.sock (or /tmp/netsql-UID/netsql.sock)."""
-    given = os.environ.get("NETSQL_SOCKET")
-    if given is not None:
-        return given
-    if os.geteuid() == 0:
-        base = "/run/netsql"
-    else:
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        base = os.path.join(runtime, "netsql") if runtime else f"/tmp/netsql-{os.geteuid()}"
-    return os.path.join(base, "netsql.sock")
 
 
 def untrusted(path: str) -> str | None:

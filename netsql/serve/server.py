@@ -25,6 +25,7 @@ from typing import Any, TextIO, cast
 
 from netsql import __version__
 from netsql.context import DNS_BUFFER, Env, ExitStatus, Parser, UsageError, port, positive
+from netsql.paths import socket_path
 from netsql.serve import client
 from netsql.serve.client import FORWARDED_ENV
 
@@ -61,7 +62,7 @@ def main(argv: Sequence[str], env: Env) -> int:
     if args.help:
         parser.print_help(env.stdout)
         return ExitStatus.SUCCESS
-    path = os.path.abspath(args.socket or client.socket_path())
+    path = os.path.abspath(args.socket or socket_path())
     # A client that hangs up must not end the server (cli.main set SIGPIPE's default).
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from netsql import procfs
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
-from netsql.tables.sockets import _TCP_STATE_TEXT, attach_names, attach_owners
+from netsql.tables.sockets import TCP_STATE_TEXT, attach_names, attach_owners
 
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
@@ -71,7 +71,7 @@ def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
                          ("protocol", ["tcp"] * k), ("family", [fname] * k),
                          ("local_address", local), ("local_port", lport),
                          ("remote_address", remote), ("remote_port", rport),
-                         ("state", list(map(_TCP_STATE_TEXT.__getitem__, state))),
+                         ("state", list(map(TCP_STATE_TEXT.__getitem__, state))),
                          ("packets_out", [None] * k), ("packets_in", [None] * k),
                          ("uid", uid), ("inode", inode), ("net_namespace", [ns] * k),
                          ("source", ["tcp_info"] * k)):
