@@ -18,8 +18,9 @@ from netsql.collect import Collection, Need
 from netsql.context import Env
 from netsql.engine import Engine
 from netsql.registry import default_tables
-from netsql.repl.commands import Command, CommandError, default_commands
-from netsql.repl.shell import Outcome, Shell, caret_lines, catalog_changes
+from netsql.repl.commands import default_commands
+from netsql.repl.face import Command, CommandError, Outcome
+from netsql.repl.shell import Shell, caret_lines, catalog_changes
 from netsql.repl.shelldoc import shell_md
 from netsql.repl.sqltext import input_complete, is_complete, split_input
 from netsql.schema import Column, Columns, Table

@@ -24,10 +24,10 @@ from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.styles import Style, merge_styles, style_from_pygments_cls
 
 from netsql.paths import user_dirs
-from netsql.repl.commands import Command
 from netsql.repl.completer import ShellCompleter
 from netsql.repl.config import Config, load_config, prepare_history
-from netsql.repl.shell import Outcome, Shell, Source
+from netsql.repl.face import Command, Outcome
+from netsql.repl.shell import Shell, Source
 from netsql.repl.sqltext import input_complete
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ ends, so a query that starts after a collection is stopped too.
 
 from __future__ import annotations
 
-import enum
 import io
 import os
 import shlex
@@ -25,14 +24,9 @@ from netsql.formats import ResultSet, escape_control, get_formatter
 from netsql.formats.base import Formatter, OutputContext
 from netsql.formats.text import text_width
 from netsql.repl.catalog import Catalog
-from netsql.repl.commands import (
-    Command,
-    CommandError,
-    QuitShell,
-    closest,
-    default_commands,
-)
+from netsql.repl.commands import closest, default_commands
 from netsql.repl.config import Config
+from netsql.repl.face import Command, CommandError, Outcome, QuitShell
 from netsql.repl.pager import needs_pager, page
 from netsql.repl.sqltext import split_input
 
@@ -45,12 +39,6 @@ Source = Callable[[], Iterable[tuple[str, str]]]
 
 HUMAN_FORMATS = ("table", "line", "markdown")
 MAX_READ_DEPTH = 16
-
-
-class Outcome(enum.Enum):
-    OK = "ok"
-    ERROR = "error"
-    QUIT = "quit"
 
 
 def caret_lines(statement: str, line: int, column: int, width: int) -> list[str]:
