@@ -94,12 +94,6 @@ def main(argv: Sequence[str], env: Env | None = None) -> int:
         return ExitStatus.ERROR
 
 
-def _notice(env: Env, message: str) -> None:
-    from netsql.formats import escape_control
-
-    print(f"netsql: {escape_control(message)}", file=env.stderr)
-
-
 def _summary(batch: Batch, file: str, source: str, replaced: int | None) -> str:
     kinds: dict[str, int] = {}
     for k in batch.kind:
@@ -158,7 +152,7 @@ def cmd_import(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
                               [source]).fetchone()
             where = file if file == "<stdin>" else os.path.abspath(file)
             db.import_batch(con, batch, source, where, digest)
-            _notice(env, _summary(batch, file, source, None if row is None else int(row[0])))
+            env.notice(_summary(batch, file, source, None if row is None else int(row[0])))
             if not len(batch):
                 env.warn(f"{file} holds no indicators: source '{source}' is now empty")
     finally:
@@ -176,7 +170,7 @@ def cmd_list(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
         rows: list[tuple[object, ...]] = []
         columns = ["source", "format", "indicators", "kinds", "imported_at", "path"]
         types = ["VARCHAR"] * len(columns)
-        _notice(env, f"no lists imported yet ({path} does not exist)")
+        env.notice(f"no lists imported yet ({path} does not exist)")
     else:
         con = db.open_read_only(path)
         try:
@@ -203,7 +197,7 @@ def cmd_remove(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
                 return ExitStatus.ERROR
         for source in dict.fromkeys(args.sources):
             n = db.remove(con, source)
-            _notice(env, f"removed source '{source}' ({n:,} indicators)")
+            env.notice(f"removed source '{source}' ({n:,} indicators)")
     finally:
         con.close()
     return ExitStatus.SUCCESS

@@ -332,7 +332,6 @@ def setup_flagged(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> l
 
 
 PUBLIC = tuple(name for name in MACROS if not name.startswith("__"))
-LOOKUPS = ("intel_domain_match", "intel_ip_match", "intel_lookup")
 
 SETUPS: Sequence[Setup] = (
     Setup("intel-functions", PUBLIC, setup_functions),

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from netsql.context import HUMAN_FORMATS
 from netsql.engine import Interrupted, NetsqlError
 from netsql.formats import ResultSet, escape_control, get_formatter
 from netsql.formats.base import Formatter, OutputContext
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 #: Extra completion sources: name -> () -> (value, description) pairs.
 Source = Callable[[], Iterable[tuple[str, str]]]
 
-HUMAN_FORMATS = ("table", "line", "markdown")
 MAX_READ_DEPTH = 16
 
 
@@ -124,7 +124,7 @@ class Shell:
                     return outcome
         except KeyboardInterrupt:  # while printing, or between statements
             self.cancel.clear()
-            print("netsql: interrupted", file=self.env.stderr)
+            self.env.notice("interrupted")
             return Outcome.ERROR
         return Outcome.OK
 
@@ -298,10 +298,10 @@ class Shell:
             out.write(text)
             out.flush()
         for n in notices:
-            print(f"netsql: {escape_control(n)}", file=self.env.stderr)
+            self.env.notice(n)
         if cut:
-            print(f"netsql: showing the first {self.maxrows} of {total} rows "
-                  "(.maxrows N to change, 0 for all)", file=self.env.stderr)
+            self.env.notice(f"showing the first {self.maxrows} of {total} rows "
+                            "(.maxrows N to change, 0 for all)")
 
     def write_text(self, text: str) -> None:
         """Shell text (help, settings) to the terminal, whatever .output says."""
@@ -333,7 +333,7 @@ class Shell:
     # -- errors -------------------------------------------------------------------------
     def report(self, exc: NetsqlError, origin: str | None = None) -> None:
         if isinstance(exc, Interrupted):
-            print("netsql: interrupted", file=self.env.stderr)
+            self.env.notice("interrupted")
             return
         if exc.statement and exc.line is not None and exc.column is not None:
             for line in caret_lines(exc.statement, exc.line, exc.column,

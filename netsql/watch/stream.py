@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from netsql.context import Env
     from netsql.watch.runner import Refresh, Watch
 
-HUMAN = ("table", "line", "markdown")
 
 
 class _Stop(BaseException):
@@ -184,14 +183,13 @@ def run_stream(watch: Watch, env: Env, *, fmt: str, interval: float, changes: bo
     nothing to watch); a later one is reported on standard error and the watch goes on.
     """
     from netsql.context import ExitStatus
-    from netsql.formats import escape_control
 
     noticed: set[str] = set()
 
     def notice(message: str) -> None:  # "columns cut to fit": once, not every refresh
         if message not in noticed:
             noticed.add(message)
-            print(f"netsql: {escape_control(message)}", file=env.stderr)
+            env.notice(message)
 
     writer = Writer(fmt, changes=changes, header=header, tty=bool(env.stdout_isatty),
                     width=env.width or 100, notice=notice)
