@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from netsql.collect import Collection, Need, pids_from_filters
+from netsql.collect import Collection, Need, State, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
 from netsql.paths import spill_dir
@@ -84,7 +84,7 @@ class Engine:
     """DuckDB plus the virtual tables. One engine per shell or command."""
 
     def __init__(self, tables: Sequence[Table] | None = None,
-                 state: dict[str, Any] | None = None,
+                 state: State | None = None,
                  setups: Sequence[Setup] | None = None) -> None:
         if tables is None:
             from netsql.registry import default_tables
@@ -96,7 +96,7 @@ class Engine:
             setups = default_setups()
         self.tables: dict[str, Table] = {t.name: t for t in tables}
         self.setups: list[Setup] = list(setups)
-        self.state: dict[str, Any] = state if state is not None else {}
+        self.state: State = state if state is not None else State()
         self.con = duckdb.connect(":memory:", config={
             "autoinstall_known_extensions": False,
             # DuckDB spills big queries to ./.tmp by default: never into the directory
@@ -269,7 +269,7 @@ class Engine:
         a third of the pass (25,000 sockets: 40 ms of CPU to parse with it, 26 without).
         """
         loaded = {}
-        cancel = self.state.get("cancel")
+        cancel = self.state.cancel
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -11,6 +11,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from netsql.collect import State
 from netsql.context import Env, ExitStatus, isatty
 
 if TYPE_CHECKING:
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
 
 
 def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None = None,
-                  resident: dict[str, object] | None = None,
-                  ) -> tuple[dict[str, object], ExitStatus | None]:
+                  resident: State | None = None,
+                  ) -> tuple[State, ExitStatus | None]:
     """DNS sources for the engine: capture files, a live capture (run for --capture).
 
     ``watched``: the SQL of a --watch. Its capture keeps running for the whole watch
@@ -27,7 +28,7 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
     capture fills in (DNS names, captured UDP/ICMP flows). ``resident``: the state of
     ``netsql serve``, whose capture runs all along (the client waited out --capture).
     """
-    state: dict[str, object] = resident if resident is not None else {}
+    state = resident if resident is not None else State()
     live = bool(args.capture) or (watched is not None and not args.pcap and any(
         w in text.lower() for text in watched for w in _CAPTURE_WORDS))
     if resident is not None:
@@ -42,11 +43,11 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
             env.error(f"cannot read capture file {path}")
             return state, ExitStatus.USAGE
     if args.pcap:
-        state["pcap"] = PcapSource(args.pcap, ports)
+        state.pcap = PcapSource(args.pcap, ports)
     if resident is not None:
         return state, None
     capture = new_capture(args)
-    state["capture"] = capture
+    state.capture = capture
     if args.capture and args.pcap:
         env.error("--capture and --pcap do not go together: dns_queries reads one source")
         return state, ExitStatus.USAGE

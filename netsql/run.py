@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from netsql.collect import State
 from netsql.context import Env, ExitStatus
 
 #: Engines of a finished one-shot command run as the netsql process itself (not the
@@ -39,7 +40,7 @@ def exit_now(status: int) -> None:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
-        resident: dict[str, Any] | None = None) -> ExitStatus:
+        resident: State | None = None) -> ExitStatus:
     """Run one parsed command line (``argv``: its words, for a resident netsql).
     ``resident``: the engine state of ``netsql serve`` (its capture and caches) when
     the command came through its socket."""
@@ -113,13 +114,12 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
     if status is not None:
         return status
     if args.intel_db:
-        state["intel_db"] = args.intel_db
-    engine = resident.pop("spare_engine", None) if resident is not None else None
-    if engine is None:
-        engine = Engine(state=state)
+        state.intel_db = args.intel_db
+    engine = state.spare_engine or Engine(state=state)
+    state.spare_engine = None
     engine.state = state
-    if resident is not None:  # serve.py interrupts it when the client goes away
-        state["interrupt"] = engine.con.interrupt
+    if resident is not None:  # netsql serve interrupts it when the client goes away
+        state.interrupt = engine.con.interrupt
     if watching:
         from netsql.watch import run_watch
 
@@ -128,9 +128,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
                                         fmt=args.format, changes=args.changes,
                                         header=not args.no_header))
         finally:
-            capture = state.get("capture")
-            if capture is not None:
-                capture.stop()  # type: ignore[attr-defined]
+            if state.capture is not None:
+                state.capture.stop()
     if resident is None and env.stdout is sys.stdout:
         FINISHED.append(engine)  # kept alive until main() exits at once
     printer = Printer(env, fmt, header=not args.no_header)

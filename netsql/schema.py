@@ -7,14 +7,14 @@ A declaration is the single source for the DuckDB DDL, ``--list-tables``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import duckdb
 
-    from netsql.collect import Collection, Need
+    from netsql.collect import Collection, Need, State
 
 #: Column data for one table: column name -> list of values (all the same length).
 Columns = dict[str, list[Any]]
@@ -81,5 +81,5 @@ class Setup:
 
     name: str
     words: tuple[str, ...]
-    run: Callable[[duckdb.DuckDBPyConnection, Mapping[str, Any]], Sequence[str]]
+    run: Callable[[duckdb.DuckDBPyConnection, State], Sequence[str]]
     tables: tuple[str, ...] = ()

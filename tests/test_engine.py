@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.engine import Engine, NetsqlError
 from netsql.registry import default_tables
 from netsql.schema import Table
@@ -192,7 +192,7 @@ def test_fd_scan_reuse_never_misses_a_new_socket() -> None:
     replaced a closed one (same count) must still be found."""
     from netsql import procfs
 
-    state: dict[str, Any] = {}
+    state = State()
     with socket.socket() as a:
         a.bind(("127.0.0.1", 0))
         a.listen()

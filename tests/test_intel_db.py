@@ -215,12 +215,13 @@ def test_older_database_is_upgraded_in_place(dbfile: Path,
 
 
 def test_engine_attach_upgrades_too(dbfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netsql.collect import State
     from netsql.engine import Engine
 
     assert intel(dbfile, "import", str(FIX / "ips.txt")).code == 0
     monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, V2])
     monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
-    engine = Engine(state={"intel_db": str(dbfile)})
+    engine = Engine(state=State(intel_db=str(dbfile)))
     (res,) = engine.run("SELECT count(*) FROM intel")
     assert res.data is not None and res.data.rows == [(5,)]
     assert engine.con.execute("SELECT note FROM intel_db.sources").fetchall() == [("v2",)]

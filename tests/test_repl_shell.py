@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.context import Env
 from netsql.engine import Engine
 from netsql.registry import default_tables
@@ -226,7 +226,7 @@ def test_capture_absent_and_present() -> None:
     outcome, out, err = run(".capture")
     assert outcome is Outcome.ERROR and err == "netsql: error: capture is not available\n"
     cap = FakeCapture()
-    run = Out(make_shell(Engine(state={"capture": cap})))
+    run = Out(make_shell(Engine(state=State(capture=cap))))
     _, out, _ = run(".capture")
     assert "messages" in out and "12" in out
     run(".capture start eth0 lo")
@@ -264,7 +264,8 @@ def test_input_splitting_and_completeness() -> None:
 def _slow_table(started: threading.Event) -> Table:
     def collect(coll: Collection, need: Need) -> Columns:
         started.set()
-        cancel = coll.state["cancel"]
+        cancel = coll.state.cancel
+        assert cancel is not None
         cancel.wait(30)  # a capture window that honours the cancel flag
         return {"n": [1]}
 

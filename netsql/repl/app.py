@@ -31,6 +31,7 @@ from netsql.repl.shell import Shell, Source
 from netsql.repl.sqltext import input_complete
 
 if TYPE_CHECKING:
+    from netsql.collect import State
     from netsql.context import Env, ExitStatus
 
 UI_STYLE = {
@@ -174,12 +175,12 @@ def build_session(shell: Shell, history: History, completer: ShellCompleter,
     return session
 
 
-def run_shell(env: Env, state: dict[str, Any] | None = None, *,
+def run_shell(env: Env, state: State | None = None, *,
               commands: Sequence[Command] | None = None,
               sources: dict[str, Source] | None = None) -> ExitStatus:
     """The interactive shell.
 
-    ``state``: the engine's state, e.g. a capture object under "capture" (``.capture``,
+    ``state``: the engine's state, e.g. a capture in ``state.capture`` (``.capture``,
     the prompt and the toolbar use it when present). ``commands``: the dot-command list
     (default :func:`~netsql.repl.commands.default_commands`; pass it plus your own).
     ``sources``: extra completion sources for command arguments, e.g.

@@ -170,7 +170,7 @@ def _queries(shell: ShellFace) -> list[Any]:
     from netsql.queries import QueryUsageError, load_queries
 
     try:
-        return load_queries(shell.engine.state.get("query_dirs") or (), warn=shell.env.warn)
+        return load_queries(shell.engine.state.query_dirs, warn=shell.env.warn)
     except QueryUsageError as exc:
         raise CommandError(str(exc)) from None
 

@@ -3,7 +3,7 @@ command list, results through the formatters. No prompt_toolkit here: tests driv
 ``Shell`` with plain streams, and ``.read`` uses the same path as the keyboard.
 
 Cancelling: each statement runs in a worker thread while the main thread waits.
-Ctrl-C (SIGINT, in the main thread) sets ``engine.state["cancel"]`` (a
+Ctrl-C (SIGINT, in the main thread) sets ``engine.state.cancel`` (a
 ``threading.Event`` collectors may poll during long work such as a capture window)
 and calls ``engine.interrupt()`` (DuckDB's ``interrupt``), repeatedly until the worker
 ends, so a query that starts after a collection is stopped too.
@@ -79,7 +79,9 @@ class Shell:
         self.output_path: str | None = None
         self.once_path: str | None = None
         self.capture_interfaces: list[str] | None = None
-        self.cancel: threading.Event = engine.state.setdefault("cancel", threading.Event())
+        if engine.state.cancel is None:
+            engine.state.cancel = threading.Event()
+        self.cancel: threading.Event = engine.state.cancel
         self._depth = 0
         self._printed = 0
 
@@ -97,9 +99,9 @@ class Shell:
         result = self.engine.execute(sql)
         return result.data.rows if result.data is not None else []
 
-    # -- capture: an optional object in engine.state["capture"] ---------------------
+    # -- capture: an optional object in engine.state.capture ---------------------
     def capture(self) -> Any:
-        return self.engine.state.get("capture")
+        return self.engine.state.capture
 
     def capture_status(self) -> dict[str, Any]:
         capture = self.capture()

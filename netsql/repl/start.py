@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from netsql.collect import State
 from netsql.context import Env, ExitStatus
 
 
@@ -16,18 +17,13 @@ def shell(env: Env, args: argparse.Namespace) -> ExitStatus:
     from netsql.launch import new_capture, start_capture
     from netsql.repl.app import run_shell  # prompt_toolkit only for the shell
 
-    ports = args.dns_port or [53]
-    state: dict[str, object] = {}
-    if args.intel_db:
-        state["intel_db"] = args.intel_db
+    state = State(intel_db=args.intel_db or None, query_dirs=list(args.queries or []))
     if args.pcap:
-        state["pcap"] = PcapSource(args.pcap, ports)
-    capture = new_capture(args)
-    state["capture"] = capture
+        state.pcap = PcapSource(args.pcap, args.dns_port or [53])
+    capture = state.capture = new_capture(args)
     if not args.pcap:  # a failure is kept in capture.error: .capture and dns_queries say why
         threading.Thread(target=start_capture, args=(capture,), name="netsql-capture-start",
                          daemon=True).start()
-    state["query_dirs"] = list(args.queries or [])
 
     def saved() -> list[tuple[str, str]]:
         from netsql.queries import QueryUsageError, load_queries

@@ -24,14 +24,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO, cast
 
 from netsql import __version__
+from netsql.collect import State
 from netsql.context import DNS_BUFFER, Env, ExitStatus, Parser, UsageError, port, positive
 from netsql.paths import socket_path
 from netsql.serve import client
 from netsql.serve.client import FORWARDED_ENV
-
-#: State a command brings and takes away; everything else it leaves (caches) is kept.
-PER_COMMAND = frozenset({"pcap", "intel_db", "query_dirs", "cancel", "interrupt",
-                         "spare_engine"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,14 +67,14 @@ def main(argv: Sequence[str], env: Env) -> int:
     except (OSError, ValueError) as exc:
         env.error(f"cannot serve on {path}: {exc}")
         return ExitStatus.ERROR
-    base: dict[str, Any] = {}
+    base = State()
     capture = None
     try:
         if not args.no_capture:
             from netsql.launch import new_capture, start_capture
 
             capture = new_capture(args)
-            base["capture"] = capture
+            base.capture = capture
             problem = start_capture(capture)
             if problem is not None:  # dns_queries says why; the rest works
                 env.warn(f"no DNS capture: {problem}")
@@ -184,7 +181,7 @@ def _spare_engine() -> Any:
     return Engine()
 
 
-def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any = None
+def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None
                ) -> None:
     started = time.monotonic()
     try:
@@ -200,7 +197,8 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
         with contextlib.suppress(OSError):
             client.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
-    state = dict(base, cancel=threading.Event(), spare_engine=spare)
+    # The command brings its own files and settings; the capture and caches are kept.
+    state = base.for_command(cancel=threading.Event(), spare_engine=spare)
     box = _Outbox(conn)
     out = _Frames(box, "out", bool(request.get("stdout_isatty")))
     err = _Frames(box, "err", False)
@@ -228,16 +226,13 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
         watcher.join()
         os.close(wake_r)
         os.close(wake_w)
-        for key, value in state.items():
-            if key not in PER_COMMAND:
-                base[key] = value
     argv = " ".join(str(a) for a in request.get("argv", []))
     log.stderr.write(f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
                      f"{time.monotonic() - started:.3f} s\n")
     log.stderr.flush()
 
 
-def _run(argv: list[str], env: Env, state: dict[str, Any]) -> ExitStatus:
+def _run(argv: list[str], env: Env, state: State) -> ExitStatus:
     from netsql.flags import parse
     from netsql.run import run
 
@@ -312,7 +307,7 @@ def _client_context(request: dict[str, Any]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _watch_client(conn: socket.socket, state: dict[str, Any], wake: int) -> None:
+def _watch_client(conn: socket.socket, state: State, wake: int) -> None:
     """Interrupt the running statement when the client hangs up (Ctrl-C there); ends
     when ``wake`` becomes readable (the command is done)."""
     while True:
@@ -328,10 +323,8 @@ def _watch_client(conn: socket.socket, state: dict[str, Any], wake: int) -> None
         if data:
             time.sleep(0.2)  # the client wrote more (it should not): keep watching
             continue
-        cancel = state.get("cancel")
-        if cancel is not None:
-            cancel.set()
-        interrupt = state.get("interrupt")
-        if interrupt is not None:
-            interrupt()
+        if state.cancel is not None:
+            state.cancel.set()
+        if state.interrupt is not None:
+            state.interrupt()
         return

@@ -82,7 +82,7 @@ def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
 
 
 def captured_rows(coll: Collection, cols: Columns) -> None:
-    capture = coll.state.get("capture")
+    capture = coll.state.capture
     flowcap = getattr(capture, "flowcap", None)
     if flowcap is None:
         return
@@ -141,10 +141,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     attach_names(coll, cols, need)
     cols.pop("owners", None)
     cols.pop("fd", None)
-    if need.pids is not None:
-        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
-        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-    return cols
+    return need.keep_pids(cols)
 
 
 TABLE = Table(

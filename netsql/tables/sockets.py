@@ -194,7 +194,7 @@ def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
 def attach_names(coll: Collection, cols: Columns, need: Need) -> None:
     """remote_host: the name captured DNS answers gave for remote_address."""
     n = len(cols["inode"])
-    sources = [coll.state[k] for k in ("capture", "pcap") if coll.state.get(k) is not None]
+    sources = [s for s in (coll.state.capture, coll.state.pcap) if s is not None]
     if not need.wants("remote_host") or not sources:
         cols["remote_host"] = [None] * n
         return
@@ -215,10 +215,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     cols = dict(read_sockets(coll))
     attach_owners(coll, cols, need)
     attach_names(coll, cols, need)
-    if need.pids is not None:
-        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
-        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-    return cols
+    return need.keep_pids(cols)
 
 
 TABLE = Table(

@@ -142,8 +142,8 @@ class Watch:
 
     def interrupt(self) -> None:
         """Stop a refresh running in another thread (its collection and its query); the
-        caller clears ``engine.state["cancel"]`` once that thread has ended."""
-        cancel = self.engine.state.get("cancel")
+        caller clears ``engine.state.cancel`` once that thread has ended."""
+        cancel = self.engine.state.cancel
         if cancel is not None:
             cancel.set()
         self.engine.interrupt()
