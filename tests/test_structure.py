@@ -145,3 +145,27 @@ def test_layer_contracts_hold() -> None:
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "broken" in done.stdout and "0 broken" in done.stdout
+
+
+def test_every_module_has_a_layer() -> None:
+    """A new module is placed in the layer contract (pyproject.toml), so the contract
+    constrains it too."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    layers = {name.strip() for c in contracts if c["type"] == "layers"
+              for layer in c["layers"] for name in layer.split("|")}
+    edges = graph()
+    loose = [m for m, path in modules().items() if not any(
+        m == layer or m.startswith(layer + ".") for layer in layers)
+        and not (path.name == "__init__.py" and not edges[m])]  # an empty package face
+    assert loose == []
+
+
+def test_shared_format_names_match_the_formats() -> None:
+    from netsql.context import FORMAT_NAMES, HUMAN_FORMATS
+    from netsql.formats import format_names
+
+    assert list(FORMAT_NAMES) == format_names()
+    assert set(HUMAN_FORMATS) < set(FORMAT_NAMES)
