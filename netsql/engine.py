@@ -36,6 +36,24 @@ _CATALOG_WORDS = ("show", "duckdb_", "information_schema", "pg_", "describe", "t
                   "sqlite_master", "pragma")
 
 
+class Statement(str):
+    """One statement's text, carrying what DuckDB's parser said of it: parsed once
+    (by ``Engine.split``, or by ``Engine.execute`` when given plain text) and passed on.
+    ``kind``: its statement type (SELECT, CREATE, ...); ``params``: the named
+    parameters it uses, lower-cased (None: it did not parse; its run will say why)."""
+
+    kind: str = "SELECT"
+    params: frozenset[str] | None = None
+
+    @classmethod
+    def parsed(cls, text: str, parse: Any | None) -> Statement:
+        stmt = cls(text)
+        if parse is not None:
+            stmt.kind = str(parse.type).rsplit(".", 1)[-1]
+            stmt.params = frozenset(n.lower() for n in parse.named_parameters)
+        return stmt
+
+
 @dataclass
 class Result:
     statement: str
@@ -145,13 +163,25 @@ class Engine:
             self._created.add(name)
 
     # -- statements -------------------------------------------------------------
-    def split(self, sql: str) -> list[str]:
-        """The statements of ``sql``, each as text (a parse error is a NetsqlError)."""
+    def split(self, sql: str) -> list[Statement]:
+        """The statements of ``sql``, each parsed (a parse error is a NetsqlError)."""
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as exc:
             raise _one_line(exc, sql, self.known_tables()) from None
-        return [s.query.strip().rstrip(";").strip() for s in stmts if s.query.strip(" ;\n\t")]
+        return [Statement.parsed(s.query.strip().rstrip(";").strip(), s) for s in stmts
+                if s.query.strip(" ;\n\t")]
+
+    def parse(self, stmt: str) -> Statement:
+        """``stmt`` (one statement's text) parsed; unparsable text is kept as it is, for
+        its run to report."""
+        if isinstance(stmt, Statement):
+            return stmt
+        try:
+            parse = self.con.extract_statements(stmt)[0]
+        except (duckdb.Error, IndexError):
+            parse = None
+        return Statement.parsed(stmt, parse)
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Result]:
         for stmt in self.split(sql):
@@ -159,9 +189,10 @@ class Engine:
 
     def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
         """Collect what one statement needs, then run it."""
-        args = self._used_params(stmt, params)
+        stmt = self.parse(stmt)
+        args = _used_params(stmt, params)
         notes = self.declare(stmt)
-        kind = self._statement_type(stmt)
+        kind = stmt.kind
         t0 = time.perf_counter()
         needs = self.needs(stmt, args) if self._created else {}
         coll = Collection(state=self.state, tables=frozenset(needs))
@@ -187,26 +218,8 @@ class Engine:
         t2 = time.perf_counter()
         return Result(stmt, data, coll.warnings, loaded, t1 - t0, t2 - t1)
 
-    def _used_params(self, stmt: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """The named parameters ``stmt`` uses: DuckDB rejects values a statement does not
-        name, and each statement of a saved query uses only some of its parameters."""
-        if not params:
-            return None
-        try:
-            used = {n.lower() for s in self.con.extract_statements(stmt)
-                    for n in s.named_parameters}
-        except duckdb.Error:
-            return dict(params)  # the statement's own error will say what is wrong
-        return {k: v for k, v in params.items() if k.lower() in used} or None
-
     def interrupt(self) -> None:
         self.con.interrupt()
-
-    def _statement_type(self, stmt: str) -> str:
-        try:
-            return str(self.con.extract_statements(stmt)[0].type).rsplit(".", 1)[-1]
-        except (duckdb.Error, IndexError):
-            return "SELECT"
 
     # -- which tables a statement needs -------------------------------------------
     def needs(self, stmt: str, args: dict[str, Any] | None = None) -> dict[str, Need]:
@@ -300,6 +313,17 @@ class Engine:
         except duckdb.Error:
             pass
         return sorted(names)
+
+
+def _used_params(stmt: Statement, params: Mapping[str, Any] | None
+                 ) -> dict[str, Any] | None:
+    """The named parameters ``stmt`` uses: DuckDB rejects values a statement does not
+    name, and each statement of a saved query uses only some of its parameters."""
+    if not params:
+        return None
+    if stmt.params is None:
+        return dict(params)  # the statement's own error will say what is wrong
+    return {k: v for k, v in params.items() if k.lower() in stmt.params} or None
 
 
 def _code_text(sql: str) -> str:
