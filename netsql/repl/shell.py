@@ -225,8 +225,7 @@ class Shell:
                     self.engine.interrupt()  # again: the query may start after collection
                     waited += 1
                     if waited == 20:
-                        print("netsql: cancelling (waiting for the collection to stop)",
-                              file=self.env.stderr)
+                        self.env.notice("cancelling (waiting for the collection to stop)")
                 done.wait(0.1)
             except KeyboardInterrupt:
                 cancel.set()

@@ -19,6 +19,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from netsql.context import notice
 from netsql.paths import socket_path
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
         while True:
             frame = receive(stream)
             if frame is None:
-                stderr.write("netsql: error: the resident netsql went away\n")
+                notice(stderr, "the resident netsql went away", "error")
                 return 1
             if "declined" in frame:
                 return None

@@ -25,7 +25,16 @@ from typing import Any, TextIO, cast
 
 from netsql import __version__
 from netsql.collect import State
-from netsql.context import DNS_BUFFER, Env, ExitStatus, Parser, UsageError, port, positive
+from netsql.context import (
+    DNS_BUFFER,
+    Env,
+    ExitStatus,
+    Parser,
+    UsageError,
+    notice,
+    port,
+    positive,
+)
 from netsql.paths import socket_path
 from netsql.serve import client
 from netsql.serve.client import FORWARDED_ENV
@@ -79,7 +88,7 @@ def main(argv: Sequence[str], env: Env) -> int:
             if problem is not None:  # dns_queries says why; the rest works
                 env.warn(f"no DNS capture: {problem}")
         _warm_up()
-        env.stderr.write(f"netsql: serving on {path} (pid {os.getpid()})\n")
+        env.notice(f"serving on {path} (pid {os.getpid()})")
         env.stderr.flush()
         while True:
             spare = _spare_engine()
@@ -218,7 +227,7 @@ def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None
         client.send(conn, {"exit": int(status)})
     except Exception as exc:  # the client went away, its directory is gone, or DuckDB
         with contextlib.suppress(OSError):  # was interrupted between statements
-            err.write(f"netsql: error: {getattr(exc, 'strerror', None) or exc}\n")
+            notice(cast(TextIO, err), str(getattr(exc, "strerror", None) or exc), "error")
             box.flush()
             client.send(conn, {"exit": int(ExitStatus.ERROR)})
     finally:
@@ -227,8 +236,8 @@ def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None
         os.close(wake_r)
         os.close(wake_w)
     argv = " ".join(str(a) for a in request.get("argv", []))
-    log.stderr.write(f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
-                     f"{time.monotonic() - started:.3f} s\n")
+    log.notice(f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
+               f"{time.monotonic() - started:.3f} s")
     log.stderr.flush()
 
 
