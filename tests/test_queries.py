@@ -206,14 +206,6 @@ def test_each_statement_gets_only_the_parameters_it_uses() -> None:
     assert [r.data.rows if r.data else None for r in results] == [None, [(1,)], [(5, "x")]]
 
 
-def test_completions_for_the_shell() -> None:
-    q = parse_query(SAMPLE, "/x/sample.sql")
-    comps = dict(q.completions())
-    assert list(comps)[:2] == ["who=", "n="]
-    assert comps["who="] == "text, required: Whose name: any text."
-    assert comps["n="] == "int, default 3: How many."
-
-
 # -- the library -----------------------------------------------------------------------
 
 
