@@ -14,6 +14,7 @@ from prompt_toolkit.history import FileHistory
 
 from netsql.paths import Dirs, user_dirs
 from netsql.repl.config import DEFAULT_PAGER, Config, load_config, prepare_history, trim_history
+from tests.conftest import modules_loaded_by
 
 
 def test_config_values_and_warnings(tmp_path: Path) -> None:
@@ -96,14 +97,10 @@ def test_no_history_file_under_another_users_directory(tmp_path: Path) -> None:
 
 def test_netsql_e_does_not_import_the_shell_libraries() -> None:
     # (Its own output stream: run as the netsql process, main() would exit at once.)
-    code = ("import io, sys; from netsql.cli import main; from netsql.context import Env; "
-            "rc = main(['-e', 'SELECT 1'], Env(stdout=io.StringIO())); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('prompt_toolkit', 'pygments') or m.startswith('netsql.repl')]; "
-            "print(bad, file=sys.stderr); sys.exit(rc)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0 and p.stderr.strip() == "[]", p.stderr
+    status, loaded, _ = modules_loaded_by(
+        "import io; from netsql.cli import main; from netsql.context import Env; "
+        "rc = main(['-e', 'SELECT 1'], Env(stdout=io.StringIO()))")
+    assert status == 0 and loaded == "[]", loaded
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "netsql", "-e", "SELECT 1"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0
