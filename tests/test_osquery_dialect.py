@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from netsql.cli import Env
+from netsql.context import Env
 from netsql.engine import Engine
 from netsql.errors import NetsqlError
 from netsql.osquery.dialect import is_on, set_mode

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from netsql.engine import Engine
-from netsql.osquery import tables
 from netsql.osquery.dialect import set_mode
+from netsql.registry import osquery_tables
 from tests.osquery_specs import DUCKDB, SPECS, WIDER
 
-TABLES = {t.name: t for t in tables()}
+TABLES = {t.name: t for t in osquery_tables()}
 
 
 def test_every_spec_has_a_table() -> None:

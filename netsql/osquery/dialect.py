@@ -19,16 +19,26 @@ table leaves them out (``* EXCLUDE (...)`` added at the star), as osquery does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import duckdb
 
 from netsql.errors import NetsqlError
 from netsql.osquery.spec import SCHEMA
+from netsql.schema import Table
 
-if TYPE_CHECKING:
-    from netsql.engine import Engine
+
+class Host(Protocol):
+    """What the dialect uses of the engine it rewrites for (netsql.engine.Engine; the
+    engine sits above this module, so it is named by its shape here)."""
+
+    tables: dict[str, Table]
+    con: duckdb.DuckDBPyConnection
+    search_schemas: set[str]
+    rewrite: Callable[[str], str] | None
+
+    def declare(self, sql: str | None = None) -> list[str]: ...
 
 #: SQLite's date and time functions -> macros taking SQLite's arguments.
 #: (datetime needs no rewrite: the macro osquery.datetime is found through search_path,
@@ -118,8 +128,9 @@ def tokens(sql: str) -> list[Token]:
 class Dialect:
     """The engine's statement rewrite (Engine.rewrite); ``osquery``: osquery mode."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host, tables: Callable[[], list[Table]]) -> None:
         self.engine = engine
+        self._tables = tables  # osquery's tables (netsql.registry.osquery_tables)
         self.osquery = False
         self._hidden: dict[str, list[str]] | None = None
         self._known: set[str] | None = None  # known_names(), until a statement changes them
@@ -129,9 +140,7 @@ class Dialect:
         """Add osquery's tables to the engine (once: importing them costs a one-liner
         that does not use them 15 ms); their hidden columns by table name."""
         if self._hidden is None:
-            from netsql.registry import osquery_tables
-
-            ours = osquery_tables()
+            ours = self._tables()
             for t in ours:
                 self.engine.tables.setdefault(t.key, t)
             self._hidden = {t.name: [c.name for c in t.columns if c.hidden] for t in ours}
@@ -223,7 +232,7 @@ class Dialect:
         except (duckdb.Error, ValueError):
             return stmt
         if tree.get("error") or len(tree.get("statements", [])) != 1:
-            return stmt  # one statement at a time (Engine.execute calls again)
+            return stmt  # one statement at a time (Engine.parse calls again)
         raw = _utf8(stmt)
         inserts: list[tuple[int, str]] = []
         for node in _select_nodes(tree):
@@ -270,7 +279,7 @@ def _select_nodes(node: Any) -> Iterator[dict[str, Any]]:
             yield from _select_nodes(v)
 
 
-def set_mode(engine: Engine, on: bool) -> None:
+def set_mode(engine: Host, on: bool) -> None:
     """Turn osquery mode on or off in ``engine``: its names first, its dialect."""
     dialect = engine.rewrite
     if not isinstance(dialect, Dialect):
@@ -294,11 +303,11 @@ def set_mode(engine: Engine, on: bool) -> None:
     dialect.osquery = on
 
 
-def load_tables(engine: Engine) -> None:
+def load_tables(engine: Host) -> None:
     """Add osquery's tables to a default engine now (the shell, for completion)."""
     if isinstance(engine.rewrite, Dialect):
         engine.rewrite.load_tables()
 
 
-def is_on(engine: Engine) -> bool:
+def is_on(engine: Host) -> bool:
     return isinstance(engine.rewrite, Dialect) and engine.rewrite.osquery

@@ -10,7 +10,7 @@ from netsql.osquery.spec import col, table
 from netsql.osquery.system_info import machine_uuid
 from netsql.schema import Columns
 
-_INSTANCE = "osquery.instance_id"  # engine state: one id per engine
+_INSTANCE = "osquery.instance_id"  # in State.caches: one id per engine (netsql serve: its own)
 LINUX_PLATFORM_MASK = 0x1 | 0x8  # osquery's PlatformType: POSIX | LINUX
 
 
@@ -26,7 +26,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     import platform  # 20 ms to import (with uuid): only when the table is read
     import uuid
 
-    instance = coll.state.setdefault(_INSTANCE, str(uuid.uuid4()))
+    instance = coll.state.caches.setdefault(_INSTANCE, str(uuid.uuid4()))
     st = procfs.stat_fields(os.getpid())
     start = int(procfs.boot_time() + int(st[1][19]) / procfs.CLK_TCK) if st else None
     row = {

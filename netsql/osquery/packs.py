@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netsql.errors import NetsqlError
-from netsql.formats.data import escape_control, json_value, plain_text
+from netsql.escape import escape_control
+from netsql.formats.data import json_value, plain_text
 
 if TYPE_CHECKING:
     import argparse
 
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.engine import Engine
     from netsql.formats.base import ResultSet
 
@@ -295,7 +296,7 @@ class Runner:
 
 def run_pack(args: argparse.Namespace, env: Env) -> int:
     """``netsql --pack FILE [--format F] [--watch S [--changes]]``: the exit status."""
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.engine import Engine
     from netsql.osquery.dialect import set_mode
 
@@ -319,7 +320,7 @@ def run_pack(args: argparse.Namespace, env: Env) -> int:
 
 def _watch(runner: Runner, queries: list[PackQuery], interval: float) -> int:
     """Every query every ``interval`` seconds until SIGINT, SIGTERM or SIGHUP (status 0)."""
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.watch.runner import one_thread
     from netsql.watch.stream import next_tick
 

@@ -1,25 +1,22 @@
-"""The shell's config file and where its files live (XDG base directories).
+"""The shell's config file and its history file.
 
 Config: ``$XDG_CONFIG_HOME/netsql/config.toml`` (default ``~/.config/netsql/config.toml``).
 History: ``$XDG_STATE_HOME/netsql/history`` (default ``~/.local/state/netsql/history``).
-
-Under sudo (effective uid 0 and ``SUDO_USER`` set) both come from root's own home
-directory, taken from the password database: ``HOME`` and ``XDG_*`` may still name the
-invoking user's directories (``sudo -E``, some sudoers), and a root-owned history file
-there would break the user's next unprivileged run. As a second guard, the history file
-is never created under a directory that belongs to another user (``su`` without ``-``):
-the shell then keeps history in memory only and says so once.
+Where they live, under sudo too, is netsql/paths.py's rule. The history file is never
+created under a directory that belongs to another user (``su`` without ``-``): the
+shell then keeps history in memory only and says so once.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from netsql.paths import Dirs, foreign_owner
 
 DEFAULT_PAGER = "less -SRF"
 
@@ -118,62 +115,6 @@ def load_config(path: Path) -> Config:
         else:
             setattr(config, key, value.lower() if key == "format" else value)
     return config
-
-
-# -- where files live --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dirs:
-    config: Path  # .../netsql (holds config.toml)
-    state: Path  # .../netsql (holds history)
-    sudo: bool  # paths are root's own because we run under sudo
-    uid: int  # who should own what we create
-
-    @property
-    def config_file(self) -> Path:
-        return self.config / "config.toml"
-
-    @property
-    def history_file(self) -> Path:
-        return self.state / "history"
-
-
-def _xdg(environ: Mapping[str, str], var: str, default: Path) -> Path:
-    value = environ.get(var, "")
-    # The spec: relative paths are invalid and must be ignored.
-    return Path(value) if value and os.path.isabs(value) else default
-
-
-def user_dirs(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Dirs:
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if euid == 0 and environ.get("SUDO_USER") and environ.get("SUDO_UID", "0") != "0":
-        home = Path(pwd.getpwuid(0).pw_dir)
-        return Dirs(home / ".config" / "netsql", home / ".local" / "state" / "netsql",
-                    sudo=True, uid=0)
-    home_env = environ.get("HOME", "")
-    home = Path(home_env) if home_env else Path(pwd.getpwuid(euid).pw_dir)
-    return Dirs(_xdg(environ, "XDG_CONFIG_HOME", home / ".config") / "netsql",
-                _xdg(environ, "XDG_STATE_HOME", home / ".local" / "state") / "netsql",
-                sudo=False, uid=euid)
-
-
-def foreign_owner(path: Path, uid: int) -> Path | None:
-    """The nearest existing ancestor of ``path`` (or ``path`` itself) when it belongs
-    to a user other than ``uid``; None when creating ``path`` is ours to do."""
-    p = path
-    while True:
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            if p.parent == p:
-                return None
-            p = p.parent
-            continue
-        except OSError:
-            return p
-        return p if st.st_uid != uid else None
 
 
 def prepare_history(dirs: Dirs, keep: int) -> tuple[Path | None, str | None]:
