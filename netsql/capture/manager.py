@@ -102,7 +102,7 @@ class DnsCapture:
                 self.interfaces = list(interfaces) or None
             self._stop_parts()
             attrib = Attributor(lambda _addr: True, set(self.ports))
-            live = LiveCapture(self._packet, self.interfaces, self.ports)
+            live = LiveCapture(self.packet, self.interfaces, self.ports)
             try:
                 live.open()
             except CaptureError as exc:
@@ -133,9 +133,10 @@ class DnsCapture:
             return
         self.hold_error = None
 
-    def _packet(self, ts: float, packet: bytes, interface: str, local: bool = True) -> None:
-        """A live packet; ``local``: sent by this host (or on loopback), so a query in it
-        has a local process to name."""
+    def packet(self, ts: float, packet: bytes, interface: str, local: bool = True) -> None:
+        """A live packet (LiveCapture's ``on_packet``: an IP packet, as cooked sockets
+        give it); ``local``: sent by this host (or on loopback), so a query in it has a
+        local process to name."""
         for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local):
             if local:
                 self.attrib.submit(rec)

@@ -1,0 +1,208 @@
+"""One DNS matching policy (netsql/capture/pairing.py, docs/dns.md "Matching") on all
+three paths that build dns_queries rows: the live tracker (frames handed over exactly as
+LiveCapture hands them, DnsCapture.packet), the pure-Python pcap scan and the compiled
+scanner (_cscan.c). Each sequence is written to a pcap file, read by both scans, fed to
+the live path, and all three must give the same rows; each sequence also pins down what
+those rows are."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import dpkt
+import pytest
+
+from netsql.capture import fastscan
+from netsql.capture.fastscan import COLUMNS
+from netsql.capture.manager import DnsCapture, PcapSource
+from netsql.capture.pairing import WINDOW
+from netsql.capture.pcapfile import CaptureReader
+from tests.conftest import need
+from tests.dnsutil import pre, tcp_ip, udp_ip
+from tests.test_fastscan import answer, eth, pcap, query, run, same
+from tests.test_pcapfile import BASE_TS
+
+C, S = "192.0.2.1", "198.51.100.53"
+C6, S6 = "2001:db8::1", "2001:db8::53"
+SYN, ACK, PSH = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_PUSH
+
+# (seconds after BASE_TS, IP packet, interface it was seen on)
+Step = tuple[float, bytes, str]
+COMPARED = tuple(c for c in COLUMNS if c != "interface")  # a classic pcap has none
+
+
+def q(tid: int, name: str = "www.example.test", cport: int = 40000, t: float = 0.0,
+      iface: str = "veth0", client: str = C, server: str = S) -> Step:
+    return t, udp_ip(client, server, cport, 53, query(tid, name)), iface
+
+
+def r(tid: int, name: str = "www.example.test", cport: int = 40000, t: float = 0.0,
+      iface: str = "veth0", rcode: int = 0, client: str = C, server: str = S) -> Step:
+    return t, udp_ip(server, client, 53, cport, answer(tid, name, rcode)), iface
+
+
+def quantized(t: float) -> float:
+    """BASE_TS + t as a pcap file gives it back (microseconds), so every path sees the
+    same timestamps."""
+    ts = BASE_TS + t
+    sec = int(ts)
+    return sec + round((ts - sec) * 1_000_000) / 1_000_000
+
+
+def live_rows(steps: list[Step]) -> list[tuple[Any, ...]]:
+    """The rows the live capture makes of ``steps``: each packet goes to DnsCapture.packet,
+    the callback LiveCapture calls for every packet its sockets read (an IP packet, from
+    another host: nothing to attribute)."""
+    cap = DnsCapture(ports=(53,))
+    for t, ip, iface in steps:
+        cap.packet(quantized(t), ip, iface, local=False)
+    return [tuple(getattr(rec, c) for c in COMPARED) for rec in cap.tracker.snapshot()]
+
+
+def table(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
+    return list(zip(*(cols[c] for c in COMPARED), strict=True))
+
+
+def file_rows(path: Path, compiled: bool) -> list[tuple[Any, ...]]:
+    """The rows a scan of the pcap file gives (the Python scan or the compiled one)."""
+    with open(path, "rb") as f:
+        out = run(f, None, compiled)  # type: ignore[arg-type]
+    assert out[0] is None, out[0]
+    return table(out[1])
+
+
+def conform(steps: list[Step], tmp_path: Path) -> list[dict[str, Any]]:
+    """Rows of ``steps`` from all three paths, asserted identical; as dicts."""
+    path = tmp_path / "steps.pcap"
+    data = pcap([(quantized(t), 1, eth(ip)) for t, ip, _ in steps])
+    path.write_bytes(data)
+    live = live_rows(steps)
+    python = file_rows(path, compiled=False)
+    assert python == live
+    engine = table(PcapSource([str(path)]).columns(None))  # what the engine reads
+    assert engine == live
+    need(fastscan.COMPILED, "the compiled scanner (_cscan) was not built: needs a C "
+         "compiler and Python headers at install time")
+    assert file_rows(path, compiled=True) == live
+    same(data)  # and C == Python whichever columns a statement reads
+    return [dict(zip(COMPARED, row, strict=True)) for row in live]
+
+
+def statuses(rows: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    return [(row["query"], row["trans_id"], row["status"]) for row in rows]
+
+
+def test_response_seen_twice_is_one_row(tmp_path: Path) -> None:
+    """A query and its response each seen on a veth and on the bridge: one row."""
+    rows = conform([q(1, t=0.0), q(1, t=0.00001, iface="br0"),
+                    r(1, t=0.002, iface="br0"), r(1, t=0.00201)], tmp_path)
+    assert statuses(rows) == [("www.example.test", 1, "answered")]
+    assert rows[0]["rtt"] == pytest.approx(0.002, abs=1e-6) and rows[0]["answers"] == ["192.0.2.7"]
+
+
+def test_retransmitted_query_is_one_transaction(tmp_path: Path) -> None:
+    """The client asks again with the same id and port; the server answers both: one
+    row, its rtt from the first query."""
+    rows = conform([q(2, t=0.0), q(2, t=1.0), r(2, t=1.01), r(2, t=1.02)], tmp_path)
+    assert statuses(rows) == [("www.example.test", 2, "answered")]
+    assert rows[0]["rtt"] == pytest.approx(1.01, abs=1e-6) and rows[0]["ts"] == quantized(0.0)
+
+
+def test_id_reuse_is_a_new_transaction(tmp_path: Path) -> None:
+    """An id and port used again after the answer, or after the window with no answer,
+    is a new transaction; a late copy of the first answer after the second query is
+    still a duplicate of the first (it is within the window of the first answer)."""
+    late = WINDOW + 1
+    rows = conform([q(3, "a.example.test", t=0.0), r(3, "a.example.test", t=0.01),
+                    q(3, "b.example.test", t=0.5), r(3, "b.example.test", t=0.51, rcode=3),
+                    q(4, "c.example.test", cport=40001, t=1.0),
+                    q(4, "d.example.test", cport=40001, t=1.0 + late),
+                    r(4, "d.example.test", cport=40001, t=1.01 + late)], tmp_path)
+    assert statuses(rows) == [("a.example.test", 3, "answered"),
+                              ("b.example.test", 3, "answered"),
+                              ("c.example.test", 4, "unanswered"),
+                              ("d.example.test", 4, "answered")]
+    assert [row["rcode"] for row in rows] == ["NOERROR", "NXDOMAIN", None, "NOERROR"]
+
+
+def test_response_before_query(tmp_path: Path) -> None:
+    """Captured out of order (the response first): one answered row, rtt 0; a further
+    copy of the query joins it too. A response with no query at all stays alone."""
+    rows = conform([r(5, t=0.0, iface="br0"), q(5, t=0.0001), q(5, t=0.0002, iface="br0"),
+                    r(6, "stray.example.test", cport=40002, t=0.1)], tmp_path)
+    assert statuses(rows) == [("www.example.test", 5, "answered"),
+                              ("stray.example.test", 6, "response_only")]
+    assert rows[0]["rtt"] == 0.0 and rows[0]["rcode"] == "NOERROR"
+    assert rows[0]["ts"] == quantized(0.0) and rows[1]["rtt"] is None
+
+
+def test_response_that_never_comes(tmp_path: Path) -> None:
+    """A query left unanswered; its response arriving after the window is not paired
+    with it (a response-only row); the same id and port once that response's window
+    has passed open a new transaction."""
+    late = WINDOW + 0.5
+    rows = conform([q(7, t=0.0), q(8, cport=40003, t=1.0), r(7, t=late),
+                    q(7, t=late + WINDOW + 0.1)], tmp_path)
+    assert statuses(rows) == [("www.example.test", 7, "unanswered"),
+                              ("www.example.test", 8, "unanswered"),
+                              ("www.example.test", 7, "response_only"),
+                              ("www.example.test", 7, "unanswered")]
+    assert [row["rcode"] for row in rows] == [None, None, "NOERROR", None]
+
+
+def _tcp_exchange(t: float, cport: int, tid: int, name: str, client: str, server: str,
+                  iface: str) -> list[Step]:
+    qw, rw = pre(query(tid, name)), pre(answer(tid, name))
+    return [
+        (t, tcp_ip(client, server, cport, 53, b"", 100, SYN), iface),
+        (t + 0.001, tcp_ip(server, client, 53, cport, b"", 500, SYN | ACK), iface),
+        (t + 0.002, tcp_ip(client, server, cport, 53, qw[:5], 101), iface),  # split
+        (t + 0.003, tcp_ip(client, server, cport, 53, qw[5:], 106), iface),
+        (t + 0.004, tcp_ip(server, client, 53, cport, rw, 501, ACK | PSH), iface),
+    ]
+
+
+def test_tcp_and_udp(tmp_path: Path) -> None:
+    """The transport is part of the key: the same id and ports over UDP and TCP are two
+    transactions. TCP segments seen on two interfaces (and a TCP retransmission) give
+    each message once; IPv6 like IPv4."""
+    tcp = _tcp_exchange(0.1, 40010, 9, "t.example.test", C, S, "veth0")
+    tcp_br = [(t + 0.00001, ip, "br0") for t, ip, _ in tcp]  # the bridge's copies
+    steps = sorted([*tcp, *tcp_br], key=lambda s: s[0])
+    steps.append((0.1035, tcp[3][1], "veth0"))  # a TCP retransmission of a segment
+    udp = [q(9, "t.example.test", cport=40010, t=0.0), r(9, "t.example.test", cport=40010,
+                                                         t=0.2)]
+    six = _tcp_exchange(0.3, 40011, 10, "six.example.test", C6, S6, "veth0")
+    six += [q(10, "six.example.test", cport=40011, t=0.31, client=C6, server=S6),
+            r(10, "six.example.test", cport=40011, t=0.32, client=C6, server=S6)]
+    rows = conform(sorted([*udp, *steps, *six], key=lambda s: s[0]), tmp_path)
+    assert [(row["query"], row["transport"], row["client_address"], row["status"])
+            for row in rows] == [
+        ("t.example.test", "udp", C, "answered"),
+        ("t.example.test", "tcp", C, "answered"),
+        ("six.example.test", "tcp", C6, "answered"),
+        ("six.example.test", "udp", C6, "answered")]
+    assert rows[1]["rtt"] == pytest.approx(0.001, abs=1e-6)  # from the segment completing the query
+
+
+def test_counters_agree(tmp_path: Path) -> None:
+    """Duplicates are counted alike by the live tracker and both scans."""
+    steps = [q(1, t=0.0), q(1, t=0.00001, iface="br0"), r(1, t=0.002, iface="br0"),
+             r(1, t=0.00201), q(2, cport=40001, t=0.1), q(2, cport=40001, t=1.1)]
+    cap = DnsCapture(ports=(53,))
+    for t, ip, iface in steps:
+        cap.packet(quantized(t), ip, iface, local=False)
+    data = pcap([(quantized(t), 1, eth(ip)) for t, ip, _ in steps])
+    counts = []
+    for compiled in (False, True) if fastscan.COMPILED else (False,):
+        scan = fastscan.Scan((53,), None)
+        with CaptureReader(io.BytesIO(data)) as reader:
+            if compiled:
+                reader.feed_pcap(scan.step)
+            else:
+                scan.feed(reader)
+        counts.append((scan.messages, scan.queries, scan.responses, scan.pairing.duplicates))
+    t = cap.tracker
+    assert set(counts) == {(t.messages, t.queries, t.responses, t.duplicates)} == {(6, 4, 2, 3)}
