@@ -8,6 +8,12 @@ those rows are."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +25,13 @@ from netsql.capture.fastscan import COLUMNS
 from netsql.capture.manager import DnsCapture, PcapSource
 from netsql.capture.pairing import WINDOW
 from netsql.capture.pcapfile import CaptureReader
-from tests.conftest import need
+from tests.conftest import need, run_netsql
 from tests.dnsutil import pre, tcp_ip, udp_ip
+from tests.netlab import CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, Lab, lab, sh
 from tests.test_fastscan import answer, eth, pcap, query, run, same
 from tests.test_pcapfile import BASE_TS
+
+__all__ = ["lab"]  # the fixture
 
 C, S = "192.0.2.1", "198.51.100.53"
 C6, S6 = "2001:db8::1", "2001:db8::53"
@@ -206,3 +215,60 @@ def test_counters_agree(tmp_path: Path) -> None:
         counts.append((scan.messages, scan.queries, scan.responses, scan.pairing.duplicates))
     t = cap.tracker
     assert set(counts) == {(t.messages, t.queries, t.responses, t.duplicates)} == {(6, 4, 2, 3)}
+
+
+def _bridge_the_client(lab: Lab) -> None:
+    """Put the client's veth into a bridge that holds its addresses: every DNS packet
+    is then seen twice in the client namespace, on the bridge and on the veth."""
+    veth = lab.run(lab.client, "ip", "-o", "link", "show", "type", "veth").stdout
+    dev = veth.split(":")[1].strip().split("@")[0]
+    br = "br" + dev[2:]
+    ns = ["ip", "-n", lab.client]
+    sh(*ns, "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0")
+    sh(*ns, "addr", "flush", "dev", dev)
+    sh(*ns, "link", "set", dev, "master", br)
+    sh(*ns, "addr", "add", f"{CLIENT_V4}/24", "dev", br)
+    sh(*ns, "addr", "add", f"{CLIENT_V6}/64", "dev", br, "nodad")
+    sh(*ns, "link", "set", br, "up")
+    deadline = time.monotonic() + 10
+    while lab.run(lab.client, "ping", "-c", "1", "-W", "1", SERVER_V4).returncode:
+        assert time.monotonic() < deadline, "the bridge does not forward"
+
+
+ROW = "query, qtype, rcode, answers, transport, client_address, client_port, trans_id, status"
+
+
+def test_real_bridge_live_and_file_agree(lab: Lab) -> None:
+    """Real traffic through a bridge: live capture and tcpdump's file of the same packets
+    (each query and response seen on the bridge and on the veth) give one answered row
+    per lookup, the same rows."""
+    need(shutil.which("tcpdump") is not None, "needs tcpdump")
+    _bridge_the_client(lab)
+    path = os.path.join(lab.tmp, "bridge.pcap")
+    dump = lab.spawn(lab.client, "tcpdump", "-i", "any", "-U", "--immediate-mode", "-Z", "root",
+                     "-w", path, "port", "53", stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (os.path.exists(path) and os.path.getsize(path) >= 24):  # header: capturing
+        assert dump.poll() is None and time.monotonic() < deadline, "tcpdump did not start"
+        time.sleep(0.02)
+    p = lab.netsql_capture(4, "--json", "-e", f"SELECT {ROW} FROM dns_queries ORDER BY ts")
+    udp = lab.resolve("www.example.test:A", "alias.example.test:AAAA", "gone.example.test:A")
+    tcp = lab.resolve("--tcp", "--server", SERVER_V6, "vmp.boldchat.com:AAAA")
+    assert udp.returncode == 0 and tcp.returncode == 0, udp.stderr + tcp.stderr
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    live = json.loads(out)
+    dump.send_signal(signal.SIGINT)
+    dump.wait(timeout=10)
+    from_file = run_netsql("--pcap", path, "--json", "-e",
+                           f"SELECT {ROW} FROM dns_queries ORDER BY ts")
+    assert from_file.returncode == 0, from_file.stderr
+    assert [(r["query"], r["transport"], r["status"]) for r in live] == [
+        ("www.example.test", "udp", "answered"), ("alias.example.test", "udp", "answered"),
+        ("gone.example.test", "udp", "answered"), ("vmp.boldchat.com", "tcp", "answered")]
+    assert json.loads(from_file.stdout) == live
+    copies = run_netsql("--pcap", path, "--csv", "--no-header", "-e",
+                        "SELECT messages FROM capture_stats WHERE source = 'bridge.pcap'")
+    # every UDP message twice (12); TCP's copies are dropped by its reassembly (2)
+    assert copies.stdout.split() == ["14"]

@@ -313,14 +313,13 @@ static int pair_response(State *st, PyObject *key, double ts, PyObject **row)
     return NEW;
 }
 
-/* Pairing.opened (a capture file's table keeps every transaction): `row` is now the
- * transaction of `key`. */
-static int pair_opened(State *st, PyObject *key, double ts, PyObject *row, int is_query)
+/* Pairing.opened (a capture file's table keeps every transaction): `row`, new, is now
+ * the transaction of `key` (its time, the row's ts, is the message's). */
+static int pair_opened(State *st, PyObject *key, PyObject *row, int is_query)
 {
-    PyObject *when = PyFloat_FromDouble(ts), *e = PyList_New(4);
-    if (when == NULL || e == NULL) {
-        Py_XDECREF(when);
-        Py_XDECREF(e);
+    PyObject *when = Py_NewRef(PyList_GET_ITEM(row, R_TS)), *e = PyList_New(4);
+    if (e == NULL) {
+        Py_DECREF(when);
         return -1;
     }
     PyList_SET_ITEM(e, E_QUERY, is_query ? when : Py_NewRef(Py_None));
@@ -376,7 +375,7 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         if (row != NULL && qname != NULL && set_question(row, qname, qtype, qclass) < 0)
             goto done;
         if (row == NULL || PyList_Append(st->rows, row) < 0
-                || pair_opened(st, key, ts, row, 1) < 0)
+                || pair_opened(st, key, row, 1) < 0)
             goto done;
         rc = 0;
         goto done;
@@ -398,7 +397,7 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         if (row != NULL && qname != NULL && set_question(row, qname, qtype, qclass) < 0)
             goto done;
         if (row == NULL || PyList_Append(st->rows, row) < 0
-                || pair_opened(st, key, ts, row, 0) < 0)
+                || pair_opened(st, key, row, 0) < 0)
             goto done;
     } else {
         row = Py_NewRef(found);
