@@ -19,10 +19,13 @@ from typing import Any
 
 import dpkt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from netsql.capture import fastscan
 from netsql.capture.fastscan import COLUMNS
 from netsql.capture.manager import DnsCapture, PcapSource
+from netsql.capture.packets import decode_frame
 from netsql.capture.pairing import WINDOW
 from netsql.capture.pcapfile import CaptureReader
 from tests.conftest import need, run_netsql
@@ -217,6 +220,43 @@ def test_counters_agree(tmp_path: Path) -> None:
     assert set(counts) == {(t.messages, t.queries, t.responses, t.duplicates)} == {(6, 4, 2, 3)}
 
 
+def test_live_forgets_the_oldest_past_its_limit() -> None:
+    """Live capture keeps at most max_pending open transactions: past that, the oldest
+    is forgotten (counted), and its late response stands alone."""
+    cap = DnsCapture(ports=(53,))
+    cap.tracker = tracker = type(cap.tracker)(max_pending=2)
+    cap.decoder.tracker = tracker
+    for t, ip, iface in [q(1, t=0.0), q(2, cport=40001, t=0.1), q(3, cport=40002, t=0.2),
+                         r(1, t=0.3), r(3, cport=40002, t=0.4)]:
+        cap.packet(quantized(t), ip, iface, local=False)
+    assert [(rec.trans_id, rec.status) for rec in tracker.snapshot()] == [
+        (1, "unanswered"), (2, "unanswered"), (3, "answered"), (1, "response_only")]
+    assert tracker.pairing.forgotten == 2 and len(tracker.pairing.table) == 2
+
+
+# Random sequences: a few keys, so that copies, retransmissions, reuse and strays mix;
+# times on a coarse grid around the window, so that its edges are hit exactly.
+_EVENT = st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 1), st.integers(0, 1),
+                   st.sampled_from([0.0, 0.001, 0.5, 2.5, WINDOW / 2, WINDOW - 0.001, WINDOW,
+                                    WINDOW + 0.001]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(_EVENT, max_size=14))
+def test_random_sequences_agree(tmp_path: Path,
+                                events: list[tuple[bool, int, int, int, float]]) -> None:
+    """Any mix of queries and responses over a few keys: the same rows on every path."""
+    steps: list[Step] = []
+    t = 0.0
+    for is_query, tid, port, name, gap in events:
+        t += gap
+        make = q if is_query else r
+        steps.append(make(tid, f"n{name}.example.test", cport=40000 + port, t=t,
+                          iface=("veth0", "br0")[port]))
+    conform(steps, tmp_path)
+
+
 def _bridge_the_client(lab: Lab) -> None:
     """Put the client's veth into a bridge that holds its addresses: every DNS packet
     is then seen twice in the client namespace, on the bridge and on the veth."""
@@ -236,6 +276,19 @@ def _bridge_the_client(lab: Lab) -> None:
 
 
 ROW = "query, qtype, rcode, answers, transport, client_address, client_port, trans_id, status"
+
+
+def _packets(path: str) -> str:
+    """The DNS packets of a capture file, one a line (to see why a test failed)."""
+    lines = []
+    with CaptureReader(path) as reader:
+        for ts, lt, frame, _ in reader:
+            info = decode_frame(lt, frame)
+            if info is not None:
+                src, dst, sport, dport, transport, payload, flags, seq = info
+                lines.append(f"{ts:.6f} {transport} {src}.{sport} > {dst}.{dport} "
+                             f"len {len(payload)} flags {flags} seq {seq} {payload[:4].hex()}")
+    return "\n".join(lines)
 
 
 def test_real_bridge_live_and_file_agree(lab: Lab) -> None:
@@ -267,7 +320,7 @@ def test_real_bridge_live_and_file_agree(lab: Lab) -> None:
     assert [(r["query"], r["transport"], r["status"]) for r in live] == [
         ("www.example.test", "udp", "answered"), ("alias.example.test", "udp", "answered"),
         ("gone.example.test", "udp", "answered"), ("vmp.boldchat.com", "tcp", "answered")]
-    assert json.loads(from_file.stdout) == live
+    assert json.loads(from_file.stdout) == live, _packets(path)
     copies = run_netsql("--pcap", path, "--csv", "--no-header", "-e",
                         "SELECT messages FROM capture_stats WHERE source = 'bridge.pcap'")
     # every UDP message twice (12); TCP's copies are dropped by its reassembly (2)

@@ -56,6 +56,7 @@ class Pairing:
         self.table: dict[Key, Entry] = OrderedDict() if max_open else {}
         self.duplicates = 0  # copies and retransmissions folded into a transaction
         self.forgotten = 0  # transactions dropped for room while still in their window
+        self._expired = float("-inf")  # capture time of the last expire()
 
     def query(self, key: Key, ts: float) -> tuple[int, Any]:
         """(verdict, the row it concerns or None) for a query with ``key`` at ``ts``."""
@@ -99,7 +100,11 @@ class Pairing:
             self.forgotten += 1
 
     def expire(self, now: float) -> None:
-        """Forget transactions nothing can match any more (older than ``WINDOW``)."""
+        """Forget transactions nothing can match any more (older than ``WINDOW``); at
+        most once a second of capture time (a cost per message otherwise)."""
+        if now - self._expired < 1.0:
+            return
+        self._expired = now
         table = self.table
         assert isinstance(table, OrderedDict)
         while table:
