@@ -53,7 +53,7 @@ class Pairing:
 
     def __init__(self, max_open: int | None = None) -> None:
         self.max_open = max_open
-        self.table: dict[Key, Entry] = OrderedDict() if max_open else {}
+        self.table: dict[Key, Entry] = OrderedDict() if max_open is not None else {}
         self.duplicates = 0  # copies and retransmissions folded into a transaction
         self.forgotten = 0  # transactions dropped for room while still in their window
         self._expired = float("-inf")  # capture time of the last expire()
