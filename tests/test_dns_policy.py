@@ -305,13 +305,15 @@ def test_real_bridge_live_and_file_agree(lab: Lab) -> None:
     while not (os.path.exists(path) and os.path.getsize(path) >= 24):  # header: capturing
         assert dump.poll() is None and time.monotonic() < deadline, "tcpdump did not start"
         time.sleep(0.02)
-    p = lab.netsql_capture(4, "--json", "-e", f"SELECT {ROW} FROM dns_queries ORDER BY ts")
+    p = lab.netsql_capture(4, "--json", "-e", f"SELECT {ROW} FROM dns_queries ORDER BY ts; "
+                           "SELECT messages, duplicates FROM capture_stats")
     udp = lab.resolve("www.example.test:A", "alias.example.test:AAAA", "gone.example.test:A")
     tcp = lab.resolve("--tcp", "--server", SERVER_V6, "vmp.boldchat.com:AAAA")
     assert udp.returncode == 0 and tcp.returncode == 0, udp.stderr + tcp.stderr
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
-    live = json.loads(out)
+    live, stats = (json.loads(part) for part in out.replace("]\n[", "]\x00[").split("\x00"))
+    assert stats == [{"messages": 14, "duplicates": 6}]
     dump.send_signal(signal.SIGINT)
     dump.wait(timeout=10)
     from_file = run_netsql("--pcap", path, "--json", "-e",
@@ -322,6 +324,8 @@ def test_real_bridge_live_and_file_agree(lab: Lab) -> None:
         ("gone.example.test", "udp", "answered"), ("vmp.boldchat.com", "tcp", "answered")]
     assert json.loads(from_file.stdout) == live, _packets(path)
     copies = run_netsql("--pcap", path, "--csv", "--no-header", "-e",
-                        "SELECT messages FROM capture_stats WHERE source = 'bridge.pcap'")
-    # every UDP message twice (12); TCP's copies are dropped by its reassembly (2)
-    assert copies.stdout.split() == ["14"]
+                        "SELECT messages, duplicates FROM capture_stats "
+                        "WHERE source = 'bridge.pcap'")
+    # every UDP message twice (12, 6 of them copies); TCP's copies are dropped by its
+    # reassembly (2)
+    assert copies.stdout.split() == ["14,6"]

@@ -184,6 +184,7 @@ class DnsCapture:
             "messages": t.messages,
             "queries": t.queries,
             "responses": t.responses,
+            "duplicates": t.duplicates,
             "malformed": self.decoder.malformed,
             "kernel_drops": drops,
             "dropped": drops,
@@ -277,7 +278,8 @@ class PcapSource:
             out.append({
                 "source": name, "running": False, "interfaces": None, "ports": self.ports,
                 "started": s.first_ts, "packets": records, "messages": s.messages,
-                "queries": s.queries, "responses": s.responses, "malformed": s.malformed,
+                "queries": s.queries, "responses": s.responses,
+                "duplicates": s.pairing.duplicates, "malformed": s.malformed,
                 "kernel_drops": 0, "dropped": 0, "evicted": 0, "buffered": n,
                 "capacity": None, "unattributed": None, "held": 0, "hold_error": None,
                 "error": None,
