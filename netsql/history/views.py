@@ -60,8 +60,9 @@ NO_HISTORY = ("history.* is empty: no recorded tree; record one with `netsql ser
 def setup_history(con: Any, state: Any) -> list[str]:
     """The engine's setup on first mention of ``history``: the views over
     ``state.history`` (through a recording netsql serve, its own tree, polled and
-    flushed first so the views hold everything up to this statement), else empty views and a notice. Times compare
-    in UTC (the session's time zone), as every time netsql keeps is UTC."""
+    flushed first so the views hold everything up to this statement), else empty
+    views and a notice. Times compare in UTC (the session's time zone), as every time
+    netsql keeps is UTC."""
     try:
         con.execute("SET TimeZone = 'UTC'")
     except Exception:  # a DuckDB built without ICU has no time zones but UTC anyway
