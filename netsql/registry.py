@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from netsql.schema import Table
+from netsql.schema import Setup, Table
 
 if TYPE_CHECKING:
     from netsql.osquery.dialect import Host
-    from netsql.schema import Setup
 
 
 def default_tables() -> list[Table]:
@@ -91,7 +90,9 @@ def default_rewrite(engine: Host) -> Callable[[str], str]:
 
 
 def default_setups() -> list[Setup]:
-    """SQL the engine creates on first mention: the threat-intel functions and views."""
+    """SQL the engine creates on first mention: the threat-intel functions and views,
+    the history views."""
+    from netsql.history.views import setup_history
     from netsql.intel import functions
 
-    return list(functions.SETUPS)
+    return [*functions.SETUPS, Setup("history", ("history",), setup_history)]

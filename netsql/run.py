@@ -122,6 +122,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         return status
     if args.intel_db:
         state.intel_db = args.intel_db
+    if args.history:
+        state.history = args.history
     engine = state.spare_engine or Engine(state=state)
     state.spare_engine = None
     engine.state = state
