@@ -58,6 +58,18 @@ def history(lab: Lab, rec: Path, sql: str, **env: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
+def history_q(lab: Lab, rec: Path, name: str, *params: str) -> list[dict[str, Any]]:
+    args = ["-q", name]
+    for p in params:
+        args += ["-p", p]
+    res = subprocess.run(["ip", "netns", "exec", lab.client, sys.executable, "-m", "netsql",
+                          "--history", str(rec), "--format", "jsonl", *args],
+                         capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+                         env={**os.environ, "NETSQL_SOCKET": ""})
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
 def wait_for(what: str, check: Any, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -88,6 +100,19 @@ def test_a_beacon_comes_back_from_history(lab: Lab, tmp_path: Path) -> None:
         env={**os.environ, "NETSQL_SOCKET": str(sock)})
     assert live.returncode == 0 and live.stdout.strip(), live.stdout + live.stderr
     assert json.loads(live.stdout) == {"state": "ESTABLISHED"}, live.stdout
+    # The live tables through the recording server: when the connection began, for
+    # sockets and for trace-domain's 'connected' row.
+    through = subprocess.run(
+        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "netsql", "--format",
+         "jsonl", "-e", f"SELECT epoch(first_seen) AS t FROM sockets WHERE pid = {pid} "
+         "AND remote_port = 8443", "-q", "trace-domain", "-p", "domain=vmp.boldchat.com"],
+        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        env={**os.environ, "NETSQL_SOCKET": str(sock)})
+    assert through.returncode == 0, through.stderr
+    lines = [json.loads(line) for line in through.stdout.splitlines()]
+    assert abs(lines[0]["t"] - connected) <= 2, lines
+    [trace] = [r for r in lines if r.get("relation") == "connected" and r["pid"] == pid]
+    assert trace["first_seen"] is not None
     beacon.wait(timeout=30)
     closed = time.time()
 
@@ -110,6 +135,15 @@ def test_a_beacon_comes_back_from_history(lab: Lab, tmp_path: Path) -> None:
         lab, rec, "SELECT pid, answers FROM history.dns_queries "
         "WHERE query = 'vmp.boldchat.com'"))
     assert {a["pid"] for a in asked} == {pid} and asked[0]["answers"] == [APP_V4]
+    # The shipped history queries.
+    [who] = history_q(lab, rec, "who-asked", "domain=VMP.boldchat.com.")
+    assert (who["pid"], who["times"], who["answers"]) == (pid, 1, [APP_V4])
+    new = history_q(lab, rec, "new-destinations")
+    assert [(n["remote_address"], n["remote_port"]) for n in new
+            if n["remote_port"] == 8443] == [(APP_V4, 8443)]
+    brief = history_q(lab, rec, "short-lived-talkers", "under=30s")
+    assert {(b["what"], b["target"]) for b in brief if b["pid"] == pid} == {
+        ("asked", "vmp.boldchat.com"), ("connected", f"{APP_V4}:8443")}
     # Plain DuckDB, no netsql: the same files.
     plain = duckdb.connect().execute(
         f"SELECT count(*) FROM read_parquet('{rec}/connections/*/*/*.parquet', "

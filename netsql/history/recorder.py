@@ -200,6 +200,15 @@ class Recorder:
         _counters(values, row)
         return values
 
+    def first_seen(self, inodes: list[Any]) -> list[float | None]:
+        """When each socket's connection was first seen (epoch seconds, as the live
+        tables' times load), by inode; None for one not held as a connection when last
+        polled."""
+        with self.lock:
+            found = {ino: self.conns[key].values["first_seen"]
+                     for ino, key in self.live.items()}
+        return [found.get(i) for i in inodes]
+
     def _process_of(self, pid: int | None) -> dict[str, Any]:
         key = self.live_pids.get(pid) if pid is not None else None
         return self.procs[key].values if key is not None else {}
