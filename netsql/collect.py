@@ -77,6 +77,11 @@ def pids_from_filters(filters: list[str]) -> frozenset[int] | None:
     return None
 
 
+#: Said once (per command) when a statement reads a DNS-derived column with no DNS source.
+NO_DNS_SOURCE = ("remote_host is NULL for every row: no DNS source is active (capture DNS "
+                 "with --capture SECONDS, read it with --pcap FILE, or run netsql serve)")
+
+
 @dataclass
 class State:
     """What outlives one statement: the engine's sources and caches (one per shell,
@@ -98,6 +103,13 @@ class State:
     spare_engine: Any = None
     #: Collectors' caches that outlive a pass, by name (kept by netsql serve too).
     caches: dict[str, Any] = field(default_factory=dict)
+
+    def dns_sources(self) -> list[Any]:
+        """The DNS sources names come from: capture files, a live capture that ran."""
+        found = [] if self.pcap is None else [self.pcap]
+        if self.capture is not None and getattr(self.capture, "ever_started", True):
+            found.append(self.capture)
+        return found
 
     def for_command(self, **given: Any) -> State:
         """A state for one command of netsql serve: this one's capture and caches

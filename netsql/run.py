@@ -133,11 +133,14 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
     if resident is None and env.stdout is sys.stdout:
         FINISHED.append(engine)  # kept alive until main() exits at once
     printer = Printer(env, fmt, header=not args.no_header)
+    said: set[str] = set()  # a warning is given once per command, not per statement
     for origin, text, params in runs:
         try:
             for result in engine.run(text, params):
                 for w in result.warnings:
-                    env.warn(w)
+                    if w not in said:
+                        said.add(w)
+                        env.warn(w)
                 printer.print(result)
         except NetsqlError as exc:
             where = f"{origin}: " if origin not in ("sql", "stdin") else ""

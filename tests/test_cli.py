@@ -131,3 +131,21 @@ def test_broken_pipe_is_quiet() -> None:
                        "| head -1", shell=True, capture_output=True, text=True)
     assert p.stdout == "range\n"
     assert "Traceback" not in p.stderr
+
+
+def test_dns_derived_columns_without_a_dns_source_say_so_once(tmp_path: os.PathLike[str]
+                                                                ) -> None:
+    note = "remote_host is NULL for every row: no DNS source is active"
+    out = run_netsql("--csv", "-e", "SELECT remote_host FROM sockets LIMIT 1; "
+                     "SELECT remote_host FROM flows LIMIT 1; SELECT 1")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count(note) == 1, out.stderr
+    saved = run_netsql("--csv", "-q", "direct-ip-connections")
+    assert saved.returncode == 0 and saved.stderr.count(note) == 1, saved.stderr
+    # A statement that does not read remote_host, or a DNS source: no such notice.
+    assert note not in run_netsql("-e", "SELECT remote_address FROM sockets").stderr
+    empty = os.path.join(str(tmp_path), "empty.pcap")
+    with open(empty, "wb") as f:  # a pcap file header (LINKTYPE_RAW) and no packets
+        f.write(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000065000000"))
+    with_pcap = run_netsql("--pcap", empty, "-e", "SELECT remote_host FROM sockets")
+    assert with_pcap.returncode == 0 and note not in with_pcap.stderr, with_pcap.stderr
