@@ -59,7 +59,8 @@ LEFT JOIN (SELECT table_name AS name, 'table' AS kind, comment, database_name, s
            FROM duckdb_views() WHERE NOT internal) t
   ON t.name = c.table_name AND t.database_name = c.database_name
      AND t.schema_name = c.schema_name
-WHERE NOT c.internal
+WHERE NOT c.internal AND c.schema_name = 'main'
+  AND c.database_name IN (current_database(), 'temp')
 ORDER BY c.table_name, c.column_index
 """
 

@@ -294,7 +294,8 @@ def default_commands() -> list[Command]:
     return [
         Command("help", "[COMMAND]", "List the commands, or explain one", cmd_help,
                 (("@command",),)),
-        Command("tables", "[PATTERN]", "List tables (PATTERN: a substring, or a LIKE or "
+        Command("tables", "[PATTERN]", "List the tables and views a statement can name "
+                "(PATTERN: a substring, or a LIKE or "
                 "glob pattern)", cmd_tables, (("@table",),)),
         Command("schema", "[TABLE]", "Show the columns of TABLE (or of every table) with "
                 "types and descriptions", cmd_schema, (("@table",),)),
