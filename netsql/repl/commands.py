@@ -309,8 +309,8 @@ def default_commands() -> list[Command]:
                 cmd_maxrows, doc="A notice says when rows were left out. Output sent to "
                 "a file with .output or .once is never cut."),
         Command("pager", "[on|off|COMMAND]", "Page results taller than the terminal",
-                cmd_pager, (("on", "off", "less -SRF"),),
-                doc="on: the config's pager, else $PAGER, else `less -SRF`; COMMAND runs "
+                cmd_pager, (("on", "off", "less -SRFX"),),
+                doc="on: the config's pager, else $PAGER, else `less -SRFX`; COMMAND runs "
                 "with sh -c and reads the result on its standard input."),
         Command("output", "[FILE|stdout]", "Send results to FILE (truncated first), or "
                 "back to the terminal", cmd_output, (("stdout", "@file"),)),
