@@ -239,6 +239,22 @@ def test_result_stays_on_screen_after_quitting_less(term: Term, pager: str) -> N
     assert re.search(r"^│ 7000 │$", screen, re.M), screen
 
 
+def test_shell_words_in_notices_and_capture_start_time(term: Term) -> None:
+    """The cut-columns notice names the shell's .mode line (not --format line), and
+    .capture shows when capture started as a UTC ISO 8601 time, not an epoch."""
+    term.start()
+    term.line("SELECT repeat('x', 150) AS wide;")
+    screen = term.wait_for("to see whole values")
+    assert "use .mode line or a wider terminal" in screen and "--format" not in screen
+    need(os.geteuid() == 0, "needs root to capture")
+    term.line("SELECT 1 AS one;")  # a new prompt, drawn once capture runs
+    term.wait_for(re.compile(r"^netsql@\S+ \[capture\]>", re.M))
+    term.line(".capture")
+    screen = term.wait_for(re.compile(r"^started +\S+$", re.M))
+    started = re.findall(r"^started +(\S+)$", screen, re.M)[-1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", started), screen
+
+
 def test_toolbar_prompt_and_no_color(term: Term) -> None:
     term.start(cpr=True)
     term.wait_for(re.compile(r"capture: (on \(all\) \d+ msgs, \d+ dropped|off) │ mode: table │ "

@@ -226,6 +226,11 @@ def cmd_capture(shell: ShellFace, args: list[str]) -> None:
     except Exception as exc:  # the capture layer's own failure, as one line
         raise CommandError(f"capture {sub}: {exc}") from None
     status = shell.capture_status()
+    if isinstance(status.get("started"), int | float):  # an epoch: a UTC ISO 8601 time
+        import datetime as dt
+
+        status["started"] = dt.datetime.fromtimestamp(status["started"], dt.UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
     keys = [k for k in ("running", "interfaces", "messages", "dropped", "evicted")
             if k in status] + [k for k in status if k not in
                                ("running", "interfaces", "messages", "dropped", "evicted")]
@@ -324,7 +329,8 @@ def default_commands() -> list[Command]:
                 (("status", "start", "stop", "interface"), ("@interface",)),
                 doc="`.capture start [IFACE...]` starts capturing (on the interfaces "
                 "given, else those of `.capture interface`, else the default); "
-                "`.capture interface IFACE...` sets them (restarting a running capture)."),
+                "`.capture interface IFACE...` sets them (restarting a running capture). The "
+                "status shows `started` as a UTC ISO 8601 time."),
         Command("watch", "[SECONDS] STATEMENT", "Re-run STATEMENT every SECONDS (default 2) "
                 "in a full-screen live view", cmd_watch,
                 doc="New rows are marked +, rows that went away stay marked - for one "

@@ -287,7 +287,7 @@ class Shell:
         size = self.terminal_size()
         notices: list[str] = []
         ctx = OutputContext(tty=tty, width=size.columns if tty else 0, header=self.header,
-                            notice=notices.append)
+                            notice=notices.append, whole_values=".mode line")
         buf = io.StringIO()
         if self._printed and formatter.name in HUMAN_FORMATS:
             buf.write("\n")
