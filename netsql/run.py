@@ -132,6 +132,11 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
                 state.capture.stop()
     if resident is None and env.stdout is sys.stdout:
         FINISHED.append(engine)  # kept alive until main() exits at once
+    if any(dot_line(text) for _, text, _ in runs):  # `echo .tables | netsql`
+        from netsql.repl.script import has_commands, run_script
+
+        if any(has_commands(text) for _, text, _ in runs):
+            return ExitStatus(run_script(env, engine, runs, fmt, header=not args.no_header))
     printer = Printer(env, fmt, header=not args.no_header)
     said: set[str] = set()  # a warning is given once per command, not per statement
     for origin, text, params in runs:
@@ -147,6 +152,11 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             env.error(where + str(exc))
             return ExitStatus.ERROR
     return ExitStatus.SUCCESS
+
+
+def dot_line(text: str) -> bool:
+    """Might ``text`` hold a dot-command (a line starting with '.')? A cheap first look."""
+    return any(line.lstrip().startswith(".") for line in text.splitlines())
 
 
 def _help(args: argparse.Namespace, env: Env) -> ExitStatus:

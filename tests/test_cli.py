@@ -149,3 +149,23 @@ def test_dns_derived_columns_without_a_dns_source_say_so_once(tmp_path: os.PathL
         f.write(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000065000000"))
     with_pcap = run_netsql("--pcap", empty, "-e", "SELECT remote_host FROM sockets")
     assert with_pcap.returncode == 0 and note not in with_pcap.stderr, with_pcap.stderr
+
+
+def test_dot_commands_from_stdin_and_files(tmp_path: os.PathLike[str]) -> None:
+    """As sqlite3 and duckdb: `echo .tables | netsql`, and .mode/.headers in -f files."""
+    out = run_netsql("--format", "csv", input=".tables\n")
+    assert out.returncode == 0, out.stderr
+    names = [row[0] for row in csv.reader(io.StringIO(out.stdout, newline=""))]
+    assert names[0] == "name" and {"sockets", "processes", "dns_queries"} <= set(names)
+    script = os.path.join(str(tmp_path), "script.sql")
+    with open(script, "w") as f:
+        f.write("-- a report\n.mode csv\nSELECT 1 AS a,\n  2 AS b;\n.headers off\n"
+                "SELECT 3, 4;\n.quit\nSELECT 'not run';\n")
+    out = run_netsql("-f", script)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert list(csv.reader(io.StringIO(out.stdout, newline=""))) == [
+        ["a", "b"], ["1", "2"], ["3", "4"]]
+    bad = run_netsql(input=".bogus\nSELECT 'not run';\n")
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.startswith("netsql: error: unknown command .bogus")
+    assert bad.stderr.count("\n") == 1
