@@ -169,3 +169,19 @@ def test_dot_commands_from_stdin_and_files(tmp_path: os.PathLike[str]) -> None:
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.startswith("netsql: error: unknown command .bogus")
     assert bad.stderr.count("\n") == 1
+
+
+def test_help_lists_subcommands_and_help_topics() -> None:
+    main_help = run_netsql("--help")
+    assert main_help.returncode == 0
+    for word in ("netsql serve", "netsql intel", "netsql help [TOPIC]"):
+        assert word in main_help.stdout
+    assert run_netsql("help").stdout == main_help.stdout
+    for topic, want in (("serve", "--socket"), ("intel", "import"),
+                        ("sockets", "remote_host"), ("dns-top", "-p limit=INT"),
+                        ("formats", "jsonl"), ("queries", "direct-ip-connections")):
+        out = run_netsql("help", topic)
+        assert out.returncode == 0 and want in out.stdout, (topic, out.stderr)
+    bad = run_netsql("help", "sokets")
+    assert bad.returncode == ExitStatus.USAGE and bad.stdout == ""
+    assert bad.stderr.startswith("netsql: error: no help topic 'sokets' (did you mean sockets?)")
