@@ -8,7 +8,6 @@ Split from cli.py so the one-liner path stays thin; nothing here is imported by
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from netsql.collect import State
@@ -39,8 +38,11 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
 
     ports = args.dns_port or [53]
     for path in args.pcap or []:
-        if not os.path.isfile(path) or not os.access(path, os.R_OK):
-            env.error(f"cannot read capture file {path}")
+        try:  # open it, so the error says why (what is in it is checked when read)
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            env.error(f"cannot read capture file {path}: {exc.strerror or exc}")
             return state, ExitStatus.USAGE
     if args.pcap:
         state.pcap = PcapSource(args.pcap, ports)

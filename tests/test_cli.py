@@ -185,3 +185,23 @@ def test_help_lists_subcommands_and_help_topics() -> None:
     bad = run_netsql("help", "sokets")
     assert bad.returncode == ExitStatus.USAGE and bad.stdout == ""
     assert bad.stderr.startswith("netsql: error: no help topic 'sokets' (did you mean sockets?)")
+
+
+def test_error_positions_are_in_the_whole_input() -> None:
+    """An error in a later statement points where it is in the -e text, as a parse
+    error does."""
+    out = run_netsql("--csv", "-e", "SELECT 1; SELECT * FROM nope")
+    assert out.returncode == 1 and out.stdout.splitlines() == ["1", "1"]
+    assert out.stderr == "netsql: error: no such table: nope (line 1, column 25)\n"
+    out = run_netsql("-e", "SELECT 1;\n  SELECT *\n   FROM nope")
+    assert out.stderr.endswith("(line 3, column 9)\n"), out.stderr
+    parse = run_netsql("-e", "SELECT 1; SELEC 2")
+    assert parse.stderr.endswith("(line 1, column 11)\n"), parse.stderr
+
+
+def test_a_saved_query_used_as_a_table_suggests_q() -> None:
+    out = run_netsql("-e", "SELECT * FROM connections")
+    assert out.returncode == 1
+    assert out.stderr == ("netsql: error: no such table: connections; connections is a saved "
+                          "query: run it with netsql -q connections (.run connections in the "
+                          "shell) (line 1, column 15)\n")

@@ -73,4 +73,8 @@ def test_bad_capture_files(tmp_path: object) -> None:
     assert ok.returncode == 0 and ok.stdout.splitlines() == ["one", "1"]
     missing = run_netsql("--pcap", path + ".nope", "-e", "SELECT 1")
     assert missing.returncode == 2
-    assert "cannot read capture file" in missing.stderr
+    assert missing.stderr == (f"netsql: error: cannot read capture file {path}.nope: "
+                              "No such file or directory\n")
+    folder = run_netsql("--pcap", str(tmp_path), "-e", "SELECT 1")
+    assert folder.returncode == 2
+    assert folder.stderr == f"netsql: error: cannot read capture file {tmp_path}: Is a directory\n"
