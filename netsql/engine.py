@@ -231,6 +231,13 @@ class Engine:
         t2 = time.perf_counter()
         return Result(stmt, data, coll.warnings, loaded, t1 - t0, t2 - t1)
 
+    def row_statements(self, sql: str) -> int:
+        """How many statements of ``sql`` return rows (0 when it does not parse)."""
+        try:
+            return sum(s.kind in QUERY_TYPES for s in self.split(sql))
+        except NetsqlError:
+            return 0
+
     def interrupt(self) -> None:
         self.con.interrupt()
 

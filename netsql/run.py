@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             return ExitStatus.USAGE
 
     from netsql.engine import Engine, NetsqlError
-    from netsql.output import Printer
+    from netsql.output import DOCUMENT_FORMATS, Printer
 
     watching = args.watch is not None
     from netsql.launch import capture_state
@@ -137,7 +137,9 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
 
         if any(has_commands(text) for _, text, _ in runs):
             return ExitStatus(run_script(env, engine, runs, fmt, header=not args.no_header))
-    printer = Printer(env, fmt, header=not args.no_header)
+    several = fmt in DOCUMENT_FORMATS and sum(
+        engine.row_statements(text) for _, text, _ in runs) > 1
+    printer = Printer(env, fmt, header=not args.no_header, several=several)
     said: set[str] = set()  # a warning is given once per command, not per statement
     for origin, text, params in runs:
         try:
@@ -148,9 +150,11 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
                         env.warn(w)
                 printer.print(result)
         except NetsqlError as exc:
+            printer.finish()
             where = f"{origin}: " if origin not in ("sql", "stdin") else ""
             env.error(where + str(exc))
             return ExitStatus.ERROR
+    printer.finish()
     return ExitStatus.SUCCESS
 
 

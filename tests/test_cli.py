@@ -205,3 +205,41 @@ def test_a_saved_query_used_as_a_table_suggests_q() -> None:
     assert out.stderr == ("netsql: error: no such table: connections; connections is a saved "
                           "query: run it with netsql -q connections (.run connections in the "
                           "shell) (line 1, column 15)\n")
+
+
+def test_several_statements_stay_one_parseable_document(tmp_path: os.PathLike[str]) -> None:
+    """json: one array of per-statement arrays; jsonl: rows tagged with their
+    statement; csv: one table with a statement column (same name, same column)."""
+    sql = "SELECT 1 AS a, 'x' AS b; CREATE TABLE t (x INTEGER); SELECT 2 AS a, 3 AS c"
+    out = run_netsql("--json", "-e", sql)
+    assert out.returncode == 0 and json.loads(out.stdout) == [
+        [{"a": 1, "b": "x"}], [{"a": 2, "c": 3}]]
+    out = run_netsql("--format", "jsonl", "-e", sql)
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"statement": 1, "a": 1, "b": "x"}, {"statement": 2, "a": 2, "c": 3}]
+    out = run_netsql("--csv", "-e", sql)
+    assert list(csv.reader(io.StringIO(out.stdout, newline=""))) == [
+        ["statement", "a", "b", "c"], ["1", "1", "x", ""], ["2", "2", "", "3"]]
+    # One statement that returns rows: the plain shapes, whatever else runs.
+    assert json.loads(run_netsql("--json", "-e", "SET threads = 1; SELECT 1 AS a").stdout) == [
+        {"a": 1}]
+    # An error after the first result still leaves valid JSON behind.
+    bad = run_netsql("--json", "-e", "SELECT 1 AS a; SELECT * FROM nope")
+    assert bad.returncode == 1 and json.loads(bad.stdout) == [[{"a": 1}]]
+
+
+def test_dns_top_in_csv_is_one_table(tmp_path: os.PathLike[str]) -> None:
+    from tests.dnsutil import udp_ip
+    from tests.test_fastscan import pcap, query
+
+    path = os.path.join(str(tmp_path), "q.pcap")
+    with open(path, "wb") as f:
+        f.write(pcap([(1.0 + i, 101, udp_ip("192.0.2.1", "198.51.100.53", 4000 + i, 53,
+                                             query(i + 1, name))) for i, name in
+                      enumerate(["a.example.test", "b.example.test", "a.example.test"])]))
+    out = run_netsql("--pcap", path, "--csv", "-q", "dns-top")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout, newline="")))
+    assert {r["statement"] for r in rows} == {"1", "2", "3", "4", "5", "6", "7"}
+    third = [(r["third_level"], r["queries"]) for r in rows if r["statement"] == "7"]
+    assert third == [("a.example.test", "2"), ("b.example.test", "1")]
