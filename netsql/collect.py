@@ -82,6 +82,11 @@ NO_DNS_SOURCE = ("remote_host is NULL for every row: no DNS source is active (ca
                  "with --capture SECONDS, read it with --pcap FILE, or run netsql serve)")
 
 
+def milliseconds(seconds: list[Any]) -> list[Any]:
+    """Durations in seconds as milliseconds, to the microsecond (``rtt`` columns)."""
+    return [None if v is None else round(v * 1000.0, 3) for v in seconds]
+
+
 @dataclass
 class State:
     """What outlives one statement: the engine's sources and caches (one per shell,
