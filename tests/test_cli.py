@@ -98,7 +98,11 @@ def test_usage_errors_exit_2() -> None:
 def test_error_stops_later_statements() -> None:
     out = run_netsql("--csv", "-e", "SELECT 1 AS a; SELECT nope; SELECT 3 AS c")
     assert out.returncode == ExitStatus.ERROR
-    assert out.stdout.splitlines() == ["a", "1"]
+    # Several statements: one csv table with a statement column (docs/cli.md).
+    assert out.stdout.splitlines() == ["statement,a", "1,1"]
+    out = run_netsql("--format", "table", "-e", "SELECT 1 AS a; SELECT nope; SELECT 3 AS c")
+    assert out.returncode == ExitStatus.ERROR and "│ a │" in out.stdout
+    assert "│ c │" not in out.stdout
 
 
 def test_list_tables_json_schema() -> None:
@@ -190,8 +194,8 @@ def test_help_lists_subcommands_and_help_topics() -> None:
 def test_error_positions_are_in_the_whole_input() -> None:
     """An error in a later statement points where it is in the -e text, as a parse
     error does."""
-    out = run_netsql("--csv", "-e", "SELECT 1; SELECT * FROM nope")
-    assert out.returncode == 1 and out.stdout.splitlines() == ["1", "1"]
+    out = run_netsql("-e", "SELECT 1; SELECT * FROM nope")
+    assert out.returncode == 1 and "│ 1 │" in out.stdout
     assert out.stderr == "netsql: error: no such table: nope (line 1, column 25)\n"
     out = run_netsql("-e", "SELECT 1;\n  SELECT *\n   FROM nope")
     assert out.stderr.endswith("(line 3, column 9)\n"), out.stderr
