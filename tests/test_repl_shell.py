@@ -350,7 +350,7 @@ def test_queries_lists_shipped_queries(run: Out) -> None:
 def test_tables_lists_only_what_a_statement_can_name(tmp_path: Path) -> None:
     """Not the intel database's internal tables (indicators, schema_version, sources):
     a statement reaches those only through the intel views."""
-    run = Out(make_shell(Engine(state={"intel_db": str(tmp_path / "none.duckdb")})))
+    run = Out(make_shell(Engine(state=State(intel_db=str(tmp_path / "none.duckdb")))))
     assert run("SELECT count(*) FROM flagged; CREATE TABLE mine (a INTEGER); "
                "CREATE SCHEMA extra; CREATE VIEW extra.v AS SELECT 1 AS one;")[0] is Outcome.OK
     run(".mode json")
