@@ -175,3 +175,13 @@ def test_netsql_functions_keep_their_answers_in_osquery_mode(osq: Engine) -> Non
     """integer_division must not change netsql's own macros (intel's ratios)."""
     assert one(osq, "SELECT string_entropy('aabb')") == 1.0
     assert one(osq, "SELECT domain_digit_ratio('ab12.com')") == 0.5
+
+
+def test_help_names_an_osquery_table() -> None:
+    done = run_netsql("help", "osquery.listening_ports")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("osquery.listening_ports: ")
+    assert any(line.split()[:2] == ["socket", "BIGINT"] for line in lines[2:])
+    done = run_netsql("help", "osquery.no_such_table")
+    assert done.returncode == 2 and "no help topic" in done.stderr
