@@ -12,14 +12,10 @@ import time
 from typing import Any
 
 from netsql import procfs
+from netsql.backends.linux_sockets import TCP_STATE_TEXT, attach_owners, read_sockets
 from netsql.collect import Collection, Need, milliseconds
 from netsql.schema import Column, Columns, Table
-from netsql.tables.sockets import (
-    TCP_STATE_TEXT,
-    attach_first_seen,
-    attach_names,
-    attach_owners,
-)
+from netsql.tables.sockets import attach_first_seen, attach_names
 
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
@@ -36,8 +32,6 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
 
     own = procfs.own_netns()
     if coll.tables & {"sockets", "listening_ports"}:  # their dump carries TCP_INFO
-        from netsql.tables.sockets import read_sockets
-
         read_sockets(coll)
         shared: dict[int, list[Any]] = coll.once("tcp_info", dict)
         for ns, records in shared.items():
@@ -99,8 +93,6 @@ def captured_rows(coll: Collection, cols: Columns) -> None:
     # A captured UDP flow belongs to the socket bound to its local port, if any.
     udp_inode: dict[tuple[str, int], tuple[int, int]] = {}
     if any(f.protocol == "udp" for f in flows):
-        from netsql.tables.sockets import read_sockets
-
         socks = read_sockets(coll)
         for proto, addr, port, inode, uid, sns in zip(
                 socks["protocol"], socks["local_address"], socks["local_port"],
