@@ -114,6 +114,16 @@ def _ids(pid: int) -> tuple[int | None, int | None]:
     return uid, gid
 
 
+def _rss(pid: int, stat: list[str], page: int) -> int:
+    """Resident bytes as /proc/PID/statm counts them (what ps and top show): the rss
+    field of /proc/PID/stat is the kernel's per-CPU estimate, which lags it by up to
+    64 pages per CPU on recent kernels (the psutil backend's differential test found
+    it)."""
+    raw = _read(f"/proc/{pid}/statm")
+    fields = raw.split() if raw is not None else []
+    return int(fields[1]) * page if len(fields) > 1 else int(stat[21]) * page
+
+
 def _cmdline(pid: int) -> str | None:
     raw = _read(f"/proc/{pid}/cmdline")
     if raw is None:
@@ -129,6 +139,7 @@ def processes(coll: Collection, need: Need) -> Columns:
     w_cmd = wants("cmdline")
     # The costly files are reused between statements, keyed by what stat tells.
     w_stat = wants("ppid", "name", "state", "start_time", "threads", "rss") or w_ids or w_cmd
+    w_rss = wants("rss")
     full = need.pids is None
     cmd_reuse = _Reuse(coll.state.caches, "cmdline", full) if w_cmd else None
     ids_reuse = _Reuse(coll.state.caches, "ids", full) if w_ids else None
@@ -157,7 +168,8 @@ def processes(coll: Collection, need: Need) -> Columns:
             cols["state"].append(STATES.get(f[0], f[0]))
             cols["threads"].append(int(f[17]))
             cols["start_time"].append(boot + int(f[19]) / tck)
-            cols["rss"].append(int(f[21]) * page)
+            if w_rss:
+                cols["rss"].append(_rss(pid, f, page))
         elif not os.path.exists(f"/proc/{pid}"):
             continue
         cols["pid"].append(pid)

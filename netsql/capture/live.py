@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from netsql.backends import on_linux
 from netsql.capture import bpf
 
 ETH_P_ALL = 0x0003
@@ -26,6 +27,12 @@ PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 ARPHRD_LOOPBACK = 772
 SO_RCVBUFFORCE = 33
+
+
+#: Why live capture does not start off Linux (one line, for the user).
+NEEDS_LINUX = ("live DNS capture needs Linux (AF_PACKET sockets); on macOS and the BSDs it "
+               "would need the BPF devices (/dev/bpf*), which netsql does not read yet: "
+               "capture with tcpdump and read the file with --pcap FILE")
 
 
 class CaptureError(Exception):
@@ -75,6 +82,8 @@ class LiveCapture(Reader):
         return self._thread is not None and self._thread.is_alive()
 
     def open(self) -> None:
+        if not on_linux():
+            raise CaptureError(NEEDS_LINUX)
         try:
             self.socks = open_packet_sockets(self.interfaces, bpf.dns_filter(self.ports),
                                              self.rcvbuf)

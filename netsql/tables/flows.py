@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 from netsql import procfs
+from netsql.backends import on_linux
 from netsql.backends.linux_sockets import TCP_STATE_TEXT, attach_owners, read_sockets
 from netsql.collect import Collection, Need, milliseconds
+from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 from netsql.tables.sockets import attach_first_seen, attach_names
 
@@ -117,7 +119,16 @@ def captured_rows(coll: Collection, cols: Columns) -> None:
             cols[k].append(row.get(k))
 
 
+#: Why flows is empty off Linux (one line, for the user).
+NEEDS_LINUX = ("flows needs Linux: TCP counters come from sock_diag (TCP_INFO) and UDP/ICMP "
+               "counts from AF_PACKET capture; on macOS and the BSDs it would need the "
+               "BPF devices (/dev/bpf*) and the per-socket counters nettop reads, which "
+               "netsql does not read yet")
+
+
 def collect(coll: Collection, need: Need) -> Columns:
+    if not on_linux():
+        raise NetsqlError(NEEDS_LINUX)
     cols: Columns = {k: [] for k in NAMES}
     tcp_rows(coll, cols)
     cols["rtt"] = milliseconds(cols["rtt"])  # sockdiag gives seconds
@@ -197,5 +208,6 @@ TABLE = Table(
     ),
     notes="TCP rows come from sock_diag with TCP_INFO (every namespace, as `sockets`); "
     "counters are the kernel's since the connection opened. UDP/ICMP rows need live "
-    "capture (--capture SECONDS or the shell) and count only what was seen while it ran.",
+    "capture (--capture SECONDS or the shell) and count only what was seen while it ran. "
+    "Linux only: elsewhere a statement that reads flows fails with a one-line error.",
 )

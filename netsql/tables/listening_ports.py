@@ -21,7 +21,8 @@ TABLE = Table(
                "without root"),
         Column("fd", "INTEGER", "File descriptor number in that process"),
         Column("owners", "INTEGER[]", "Every pid holding the socket (pre-forked servers "
-               "share one listener among workers)"),
+               "share one listener among workers); as in sockets, one of them with the "
+               "psutil backend on Linux"),
         Column("protocol", "VARCHAR", "'tcp' or 'udp'"),
         Column("family", "VARCHAR", "'ipv4' or 'ipv6'"),
         Column("address", "VARCHAR", "Bound address ('0.0.0.0' or '::' for every address)"),

@@ -54,7 +54,9 @@ TABLE = Table(
                "several share it); NULL when no process holds it (TIME_WAIT) or its "
                "owner is not readable without root"),
         Column("fd", "INTEGER", "File descriptor number in that process"),
-        Column("owners", "INTEGER[]", "Every pid holding the socket (shared after fork)"),
+        Column("owners", "INTEGER[]", "Every pid holding the socket (shared after fork). "
+               "The psutil backend on Linux knows one holder of a shared socket (psutil's "
+               "pick, not always the lowest pid), which pid and owners then show"),
         Column("family", "VARCHAR", "'ipv4' or 'ipv6'"),
         Column("protocol", "VARCHAR", "'tcp' or 'udp'"),
         Column("local_address", "VARCHAR", "Local IP address ('0.0.0.0' or '::' for any)"),
