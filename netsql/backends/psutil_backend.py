@@ -17,6 +17,7 @@ from typing import Any
 
 from netsql.backends.base import IFF_FLAGS, IFF_RUNNING, IFF_UP, Backend, link_flags, username
 from netsql.collect import Collection, Need
+from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns
 
 #: table -> columns psutil cannot fill (NULL with this backend).
@@ -57,8 +58,7 @@ class PsutilBackend(Backend):
     unfilled = UNFILLED
 
     def processes(self, coll: Collection, need: Need) -> Columns:
-        import psutil
-
+        psutil = _psutil()
         wanted = [c for c in _ATTRS if need.wants(c)]
         attrs = sorted({"pid", *(_ATTRS[c] for c in wanted)})
         infos: Iterable[dict[str, Any]]
@@ -100,6 +100,16 @@ class PsutilBackend(Backend):
         return coll.once("psutil:interfaces", _interfaces)
 
 
+def _psutil() -> Any:
+    """The psutil module (a one-line error when it cannot be imported here)."""
+    try:
+        import psutil
+    except ImportError as exc:
+        raise NetsqlError(f"the psutil backend needs psutil (pip install psutil): {exc}"
+                          ) from None
+    return psutil
+
+
 def _some(psutil: Any, pids: list[int], attrs: list[str]) -> Iterable[dict[str, Any]]:
     for pid in pids:
         try:
@@ -110,7 +120,7 @@ def _some(psutil: Any, pids: list[int], attrs: list[str]) -> Iterable[dict[str, 
 
 def _connections(coll: Collection, pids: list[int] | None) -> list[tuple[Any, int | None]]:
     """(connection, pid) of every inet socket psutil lists (of ``pids`` only, if given)."""
-    import psutil
+    psutil = _psutil()
 
     if pids is None:
         try:
@@ -174,7 +184,7 @@ def _prefix(netmask: str | None, v6: bool) -> int:
 
 
 def _interfaces() -> Columns:
-    import psutil
+    psutil = _psutil()
 
     stats = psutil.net_if_stats()
     addrs = psutil.net_if_addrs()
