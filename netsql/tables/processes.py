@@ -60,7 +60,7 @@ TABLE = Table(
         "SELECT container_runtime, container_name, count(*) AS n FROM processes "
         "WHERE container_id IS NOT NULL GROUP BY ALL",
     ),
-    notes="Natively (Linux) reads /proc/<pid>/{stat,status,cmdline,exe,cwd,ns/net,cgroup}, "
+    notes="Natively (Linux) reads /proc/<pid>/{stat,statm,status,cmdline,exe,cwd,ns/net,cgroup}, "
     "only the files the statement's columns need; `WHERE pid = N` reads that one "
     "process. Without root, path, cwd and net_namespace of other users' processes are "
     "NULL. Statements run within 5 s of each other (a --watch, the shell) reuse cmdline "
