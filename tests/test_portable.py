@@ -62,6 +62,7 @@ for m in pkgutil.walk_packages(netsql.__path__, "netsql."):
             failed[m.name] = repr(exc)
 
 from netsql.cli import Env, main
+from netsql.registry import default_tables
 
 def run(*argv, env=None):
     saved = dict(os.environ)
@@ -101,6 +102,8 @@ result = {
     "capture": run("--capture", "1", "-e", "SELECT count(*) FROM dns_queries"),
     "native": run("-e", "SELECT 1", env={"NETSQL_BACKEND": "native"}),
     "listener": [me, port, uport, listener.fileno(), udp.fileno()],
+    "every_table": {t.name: run("-e", f"SELECT count(*) FROM {t.name}")
+                    for t in default_tables()},
     "pyroute2": "pyroute2" in sys.modules,
     "touched": touched,
 }
@@ -171,3 +174,11 @@ def test_as_darwin_everything_imports_and_host_tables_come_from_psutil(tmp_path:
         (line,) = r["err"].splitlines()
         assert line.startswith("netsql: error:") and words in line, (name, line)
     assert "/dev/bpf" in got["capture"]["err"] and "/dev/bpf" in got["flows"]["err"]
+    # Every table, those added later included: rows, or one line saying it needs Linux.
+    assert {"processes", "sockets", "routes", "flows"} <= set(got["every_table"])
+    for name, r in got["every_table"].items():
+        assert r["status"] in (0, 1), (name, r)
+        assert "Traceback" not in r["err"], (name, r["err"])
+        if r["status"] == 1:
+            (line,) = r["err"].splitlines()
+            assert line.startswith(f"netsql: error: {name} needs Linux"), (name, line)

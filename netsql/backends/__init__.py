@@ -28,6 +28,13 @@ def on_linux(platform: str | None = None) -> bool:
     return (platform or sys.platform).startswith("linux")
 
 
+def require_linux(why: str) -> None:
+    """A one-line NetsqlError saying ``why`` when not on Linux (tables no backend but
+    the kernel's can fill)."""
+    if not on_linux():
+        raise NetsqlError(why)
+
+
 def chosen(environ: Mapping[str, str] | None = None, platform: str | None = None) -> str:
     """The backend name NETSQL_BACKEND and the platform choose (BackendError if none)."""
     value = (os.environ if environ is None else environ).get(ENV, "").strip()

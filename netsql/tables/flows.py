@@ -12,10 +12,9 @@ import time
 from typing import Any
 
 from netsql import procfs
-from netsql.backends import on_linux
+from netsql.backends import require_linux
 from netsql.backends.linux_sockets import TCP_STATE_TEXT, attach_owners, read_sockets
 from netsql.collect import Collection, Need, milliseconds
-from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 from netsql.tables.sockets import attach_first_seen, attach_names
 
@@ -127,8 +126,7 @@ NEEDS_LINUX = ("flows needs Linux: TCP counters come from sock_diag (TCP_INFO) a
 
 
 def collect(coll: Collection, need: Need) -> Columns:
-    if not on_linux():
-        raise NetsqlError(NEEDS_LINUX)
+    require_linux(NEEDS_LINUX)
     cols: Columns = {k: [] for k in NAMES}
     tcp_rows(coll, cols)
     cols["rtt"] = milliseconds(cols["rtt"])  # sockdiag gives seconds

@@ -8,9 +8,8 @@ from functools import partial
 from typing import Any
 
 from netsql import procfs
-from netsql.backends import on_linux
+from netsql.backends import require_linux
 from netsql.collect import Collection, Need
-from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 
 # iproute2's built-in names (lib/rt_names.c); /etc/iproute2 files add to them.
@@ -118,8 +117,7 @@ NEEDS_LINUX = ("routes needs Linux (rtnetlink); on macOS and the BSDs, `netstat 
 
 
 def collect(coll: Collection, need: Need) -> Columns:
-    if not on_linux():
-        raise NetsqlError(NEEDS_LINUX)
+    require_linux(NEEDS_LINUX)
     return dict(coll.once("routes", lambda: procfs.each_namespace(
         coll, NAMES, partial(_routes, coll))))
 
