@@ -81,22 +81,29 @@ class Backend(ABC):
     def interfaces(self, coll: Collection, need: Need) -> Columns:
         """The interfaces table (the addresses column only when ``need`` wants it)."""
 
+    @abstractmethod
+    def attach_owners(self, coll: Collection, cols: Columns, need: Need) -> None:
+        """Fill pid, fd and owners of the sockets rows ``cols`` (some of what ``sockets``
+        returned for a need without them) as ``need`` wants them."""
+
     def listening_ports(self, coll: Collection, need: Need) -> Columns:
         """Sockets that accept connections (TCP LISTEN) or receive datagrams
-        (unconnected UDP), as the listening_ports table names their columns."""
-        owners = None if need.columns is None else need.columns & {"pid", "fd", "owners"}
-        src = self.sockets(coll, Need(None if owners is None else frozenset(owners),
-                                      need.pids))
+        (unconnected UDP), as the listening_ports table names their columns. Their
+        owners are looked up for these rows only."""
+        src = self.sockets(coll, Need(frozenset(), need.pids))
         keep = [i for i, (proto, state, raddr) in enumerate(zip(
             src["protocol"], src["state"], src["remote_address"], strict=True))
             if (proto == "tcp" and state == "LISTEN") or (proto == "udp" and raddr is None)]
         n = len(src["protocol"])
-        cols: Columns = {k: [src[k][i] for i in keep] for k in _LISTEN_KEPT
-                         if k in src and len(src[k]) == n}
-        cols["address"] = [src["local_address"][i] for i in keep]
-        cols["port"] = [src["local_port"][i] for i in keep]
-        rxq = src.get("rx_queue")
-        if rxq is not None and len(rxq) == n:
-            cols["backlog"] = [rxq[i] if src["protocol"][i] == "tcp" else None for i in keep]
-        cols["wildcard"] = [a in ("0.0.0.0", "::") for a in cols["address"]]
-        return cols
+        cols: Columns = {k: [v[i] for i in keep] for k, v in src.items() if len(v) == n}
+        owners = None if need.columns is None else need.columns & {"pid", "fd", "owners"}
+        self.attach_owners(coll, cols, Need(None if owners is None else frozenset(owners),
+                                            need.pids))
+        out: Columns = {k: cols[k] for k in _LISTEN_KEPT if k in cols}
+        out["address"] = cols["local_address"]
+        out["port"] = cols["local_port"]
+        if "rx_queue" in cols:
+            out["backlog"] = [q if p == "tcp" else None
+                              for q, p in zip(cols["rx_queue"], cols["protocol"], strict=True)]
+        out["wildcard"] = [a in ("0.0.0.0", "::") for a in out["address"]]
+        return out

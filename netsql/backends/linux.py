@@ -22,6 +22,9 @@ class LinuxBackend(Backend):
     def sockets(self, coll: Collection, need: Need) -> Columns:
         return linux_sockets.sockets(coll, need)
 
+    def attach_owners(self, coll: Collection, cols: Columns, need: Need) -> None:
+        linux_sockets.attach_owners(coll, cols, need)
+
     def interfaces(self, coll: Collection, need: Need) -> Columns:
         """Links (and addresses, when wanted) of every namespace, over rtnetlink."""
         want = need.wants("addresses")

@@ -96,6 +96,9 @@ class PsutilBackend(Backend):
             map(str, sorted(need.pids)))
         return coll.once(key, lambda: _sockets(coll, need.pids))
 
+    def attach_owners(self, coll: Collection, cols: Columns, need: Need) -> None:
+        """Nothing to do: psutil lists each socket with its owner."""
+
     def interfaces(self, coll: Collection, need: Need) -> Columns:
         return coll.once("psutil:interfaces", _interfaces)
 
