@@ -114,14 +114,14 @@ def _ids(pid: int) -> tuple[int | None, int | None]:
     return uid, gid
 
 
-def _rss(pid: int, stat: list[str], page: int) -> int:
-    """Resident bytes as /proc/PID/statm counts them (what ps and top show): the rss
-    field of /proc/PID/stat is the kernel's per-CPU estimate, which lags it by up to
-    64 pages per CPU on recent kernels (the psutil backend's differential test found
-    it)."""
+def _rss(pid: int, page: int) -> int | None:
+    """Resident bytes as /proc/PID/statm counts them (what ps, top and psutil show):
+    the rss field of /proc/PID/stat is the kernel's per-CPU estimate, which lags it by
+    up to 64 pages per CPU on recent kernels (the psutil backend's differential test
+    found it)."""
     raw = _read(f"/proc/{pid}/statm")
     fields = raw.split() if raw is not None else []
-    return int(fields[1]) * page if len(fields) > 1 else int(stat[21]) * page
+    return int(fields[1]) * page if len(fields) > 1 else None
 
 
 def _cmdline(pid: int) -> str | None:
@@ -138,7 +138,7 @@ def processes(coll: Collection, need: Need) -> Columns:
     w_ids = wants("uid", "gid", "username")
     w_cmd = wants("cmdline")
     # The costly files are reused between statements, keyed by what stat tells.
-    w_stat = wants("ppid", "name", "state", "start_time", "threads", "rss") or w_ids or w_cmd
+    w_stat = wants("ppid", "name", "state", "start_time", "threads") or w_ids or w_cmd
     w_rss = wants("rss")
     full = need.pids is None
     cmd_reuse = _Reuse(coll.state.caches, "cmdline", full) if w_cmd else None
@@ -168,9 +168,12 @@ def processes(coll: Collection, need: Need) -> Columns:
             cols["state"].append(STATES.get(f[0], f[0]))
             cols["threads"].append(int(f[17]))
             cols["start_time"].append(boot + int(f[19]) / tck)
-            if w_rss:
-                cols["rss"].append(_rss(pid, f, page))
-        elif not os.path.exists(f"/proc/{pid}"):
+        if w_rss:
+            rss = _rss(pid, page)
+            if rss is None and not w_stat:
+                continue  # exited (or never existed)
+            cols["rss"].append(rss)
+        elif not w_stat and not os.path.exists(f"/proc/{pid}"):
             continue
         cols["pid"].append(pid)
         if ids_reuse is not None:
