@@ -187,3 +187,24 @@ def _diff(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[Any]
                        key=lambda o: sum(o.get(k) == v for k, v in row.items()))
             out.append((side, {k: v for k, v in row.items() if near.get(k) != v}))
     return out
+
+
+def test_resident_netsql_follows_the_clients_backend(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_serve import start, stop
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    server = start(str(run_dir / "netsql.sock"), tmp_path / "serve.log", "--no-capture")
+    try:
+        sql = "SELECT count(*) AS n, count(inode) AS inodes FROM sockets"
+        monkeypatch.delenv("NETSQL_BACKEND", raising=False)
+        native = server.run("--json", "-e", sql)
+        monkeypatch.setenv("NETSQL_BACKEND", "psutil")
+        theirs = server.run("--json", "-e", sql)
+    finally:
+        stop(server)
+    assert native.returncode == theirs.returncode == 0, (native.stderr, theirs.stderr)
+    assert len(server.served()) == 2
+    (n,), (p,) = json.loads(native.stdout), json.loads(theirs.stdout)
+    assert n["inodes"] > 0 and p["n"] > 0 and p["inodes"] == 0
