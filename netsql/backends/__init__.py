@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from netsql.backends.base import Backend
-from netsql.collect import Collection
 from netsql.errors import NetsqlError
+
+if TYPE_CHECKING:  # kept light: the command line checks NETSQL_BACKEND before it forwards
+    from netsql.backends.base import Backend
+    from netsql.collect import Collection
 
 ENV = "NETSQL_BACKEND"
 NAMES = ("native", "psutil")
