@@ -208,3 +208,13 @@ def test_resident_netsql_follows_the_clients_backend(tmp_path: Path,
     assert len(server.served()) == 2
     (n,), (p,) = json.loads(native.stdout), json.loads(theirs.stdout)
     assert n["inodes"] > 0 and p["n"] > 0 and p["inodes"] == 0
+
+
+def test_platforms_doc_lists_what_psutil_leaves_null() -> None:
+    import re
+
+    text = (ROOT / "docs" / "platforms.md").read_text(encoding="utf-8")
+    section = text.split("## What the psutil backend leaves NULL", 1)[1].split("\n\nWhere", 1)[0]
+    listed = {m.group(1): set(re.findall(r"`(\w+)`", m.group(2))) for m in re.finditer(
+        r"^- `(\w+)`: ((?:.|\n  )*)", section, re.M)}
+    assert listed == {k: set(v) for k, v in UNFILLED.items()}
