@@ -182,3 +182,25 @@ def test_as_darwin_everything_imports_and_host_tables_come_from_psutil(tmp_path:
         if r["status"] == 1:
             (line,) = r["err"].splitlines()
             assert line.startswith(f"netsql: error: {name} needs Linux"), (name, line)
+
+
+SETUP = r"""
+import runpy, sys, setuptools
+sys.platform = sys.argv[1]
+seen = {}
+setuptools.setup = lambda **kw: seen.update(kw)
+runpy.run_path("setup.py", run_name="__main__")
+print(sorted(e.name for e in seen.get("ext_modules", [])))
+"""
+
+
+def test_c_parts_are_built_on_linux_only() -> None:
+    def extensions(platform: str) -> str:
+        out = subprocess.run([sys.executable, "-c", SETUP, platform], capture_output=True,
+                             text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert extensions("darwin") == "[]"
+    assert extensions("freebsd14") == "[]"
+    assert extensions("linux") == "['netsql._cdiag', 'netsql.capture._cscan']"
