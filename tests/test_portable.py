@@ -61,7 +61,8 @@ for m in pkgutil.walk_packages(netsql.__path__, "netsql."):
         except Exception as exc:
             failed[m.name] = repr(exc)
 
-from netsql.cli import Env, main
+from netsql.cli import main
+from netsql.context import Env
 from netsql.registry import default_tables
 
 def run(*argv, env=None):

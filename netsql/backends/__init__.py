@@ -23,6 +23,8 @@ ENV = "NETSQL_BACKEND"
 NAMES = ("native", "psutil")
 #: Platforms the host tables serve (the psutil backend off Linux).
 PLATFORMS = ("linux", "macos", "freebsd")
+
+
 class BackendError(NetsqlError):
     """NETSQL_BACKEND names no backend this platform has."""
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from netsql.backends import on_linux
 from netsql.capture import bpf
 
 ETH_P_ALL = 0x0003
@@ -82,7 +81,7 @@ class LiveCapture(Reader):
         return self._thread is not None and self._thread.is_alive()
 
     def open(self) -> None:
-        if not on_linux():
+        if not hasattr(socket, "AF_PACKET"):  # Linux's alone (not macOS's, not the BSDs')
             raise CaptureError(NEEDS_LINUX)
         try:
             self.socks = open_packet_sockets(self.interfaces, bpf.dns_filter(self.ports),
