@@ -218,3 +218,38 @@ def test_platforms_doc_lists_what_psutil_leaves_null() -> None:
     listed = {m.group(1): set(re.findall(r"`(\w+)`", m.group(2))) for m in re.finditer(
         r"^- `(\w+)`: ((?:.|\n  )*)", section, re.M)}
     assert listed == {k: set(v) for k, v in UNFILLED.items()}
+
+
+def test_recording_serve_with_psutil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a recorder, sockets.first_seen comes natively and is NULL (not an error)
+    with psutil, which has no inodes; the recorder itself reads processes natively
+    whatever NETSQL_BACKEND says (its lives keep their namespace)."""
+    import socket
+
+    from netsql.collect import State
+    from netsql.history.recorder import Recorder
+    from netsql.history.store import Store
+    from netsql.procfs import own_netns
+
+    need(os.geteuid() == 0, "needs root to name the sockets of every process")
+    monkeypatch.setenv("NETSQL_BACKEND", "psutil")
+    rec = Recorder(Store(tmp_path, host="lab"))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as client:
+            server, _ = listener.accept()
+            with server:
+                rec.poll()
+                me = rec.procs[rec.live_pids[os.getpid()]].values
+                assert me["net_namespace"] == own_netns() is not None
+                port = client.getsockname()[1]
+                sql = (f"SELECT count(*) AS n, count(first_seen) AS seen FROM sockets "
+                       f"WHERE local_port = {port}")
+                got = {}
+                for backend in ("native", "psutil"):
+                    monkeypatch.setenv("NETSQL_BACKEND", backend)
+                    (result,) = list(Engine(state=State(recorder=rec)).run(sql))
+                    assert result.data is not None
+                    got[backend] = result.data.rows[0]
+    assert got == {"native": (1, 1), "psutil": (1, 0)}

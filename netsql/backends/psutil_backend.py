@@ -24,7 +24,8 @@ from netsql.schema import Column, Columns
 UNFILLED: dict[str, frozenset[str]] = {
     "processes": frozenset({"exe_deleted", "net_namespace", "cgroup", "container_id",
                             "container_runtime", "container_name"}),
-    "sockets": frozenset({"tx_queue", "rx_queue", "uid", "inode", "net_namespace"}),
+    "sockets": frozenset({"tx_queue", "rx_queue", "uid", "inode", "net_namespace",
+                          "first_seen"}),
     "listening_ports": frozenset({"backlog", "uid", "inode", "net_namespace"}),
     "interfaces": frozenset({"oper_state", "type", "link_type", "master", "net_namespace"}),
 }

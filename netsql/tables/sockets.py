@@ -39,10 +39,11 @@ def collect(coll: Collection, need: Need) -> Columns:
 
 def attach_first_seen(coll: Collection, cols: Columns, need: Need) -> None:
     """``first_seen``: when a recording netsql serve first saw the socket's connection
-    (by inode), else NULL."""
+    (by inode), else NULL (as with the psutil backend, which has no inodes)."""
     recorder = coll.state.recorder
-    if need.wants("first_seen") and recorder is not None:
-        cols["first_seen"] = recorder.first_seen(cols["inode"])
+    inodes = cols.get("inode")
+    if need.wants("first_seen") and recorder is not None and inodes is not None:
+        cols["first_seen"] = recorder.first_seen(inodes)
 
 
 TABLE = Table(
