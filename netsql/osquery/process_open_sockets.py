@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from netsql import netns, procfs
+from netsql.backends import linux_sockets as sockets
 from netsql.collect import Collection, Need
 from netsql.osquery.spec import col, table
 from netsql.schema import Columns
-from netsql.tables import sockets
 
 AF_UNIX, AF_INET, AF_INET6, AF_PACKET = 1, 2, 10, 17
 FAMILIES = {"ipv4": AF_INET, "ipv6": AF_INET6}
