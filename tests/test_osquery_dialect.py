@@ -185,3 +185,29 @@ def test_help_names_an_osquery_table() -> None:
     assert any(line.split()[:2] == ["socket", "BIGINT"] for line in lines[2:])
     done = run_netsql("help", "osquery.no_such_table")
     assert done.returncode == 2 and "no help topic" in done.stderr
+
+
+def test_completion_names_osquery_tables_as_schema_dot_table() -> None:
+    """The shell completes osquery.process_open_sockets as a statement names it (schema
+    and table quoted apart when needed), never as one quoted identifier."""
+    import io
+
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from netsql.osquery.dialect import load_tables
+    from netsql.repl.commands import default_commands
+    from netsql.repl.completer import ShellCompleter
+    from netsql.repl.shell import Shell
+
+    env = Env(stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO(),
+              stdin_isatty=False, stdout_isatty=False, width=100)
+    engine = Engine()
+    load_tables(engine)
+    shell = Shell(engine, env, commands=default_commands())
+    completer = ShellCompleter(shell.catalog, shell.commands, shell.formats, shell.sources)
+    before = "SELECT * FROM process_open_so"
+    got = [c.text for c in completer.get_completions(
+        Document(before, len(before)), CompleteEvent(completion_requested=True))]
+    assert "osquery.process_open_sockets" in got
+    assert not any(t.startswith('"') for t in got)
