@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from netsql import results
 from netsql.collect import Collection, Need, State, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
@@ -140,6 +141,9 @@ class Engine:
         })
         self._created: set[str] = set()
         self._set_up: set[str] = set()
+        self._pending: ResultSet | None = None  # the last result, maybe still streaming
+        #: DuckDB renders text (execute's ``render``) for results expected this long.
+        self.render_rows = results.RENDER_ROWS
 
     def declare(self, sql: str | None = None) -> list[str]:
         """Create the stand-in DuckDB tables that ``sql`` might name (all when None),
@@ -182,6 +186,7 @@ class Engine:
     # -- statements -------------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
         """The statements of ``sql``, each parsed (a parse error is a NetsqlError)."""
+        self.settle()
         if self.rewrite is not None:  # SQLite's syntax must be rewritten to parse at all
             sql = self.rewrite(sql)
         try:
@@ -206,22 +211,35 @@ class Engine:
             parse = None
         return Statement.parsed(stmt, parse)
 
-    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Result]:
+    def run(self, sql: str, params: Mapping[str, Any] | None = None,
+            render: results.Render | None = None) -> Iterator[Result]:
         """Each statement of ``sql`` run in turn; an error's position is in ``sql``."""
         pos = 0
         for stmt in self.split(sql):
             start = sql.find(stmt, pos)
             pos = start + len(stmt) if start >= 0 else pos
             try:
-                result = self.execute(stmt, params)
+                result = self.execute(stmt, params, render)
             except NetsqlError as exc:
                 if start >= 0 and exc.statement == stmt:
                     exc.place(sql, start)
                 raise
             yield result
 
-    def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
-        """Collect what one statement needs, then run it."""
+    def settle(self) -> None:
+        """Hold the rows of the last result if nobody read them yet, or end a result read
+        in part: DuckDB's connection runs nothing else while a result streams."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.settle()
+
+    def execute(self, stmt: str, params: Mapping[str, Any] | None = None,
+                render: results.Render | None = None) -> Result:
+        """Collect what one statement needs, then run it. Its rows stream as DuckDB
+        produces them (``Result.data.chunks()``), until the engine runs anything else.
+        ``render``, for a SELECT: asked for SQL that renders a row as text; when it gives
+        one, DuckDB renders the rows (``Result.data.text``) instead of handing them over."""
+        self.settle()
         stmt = self.parse(stmt)
         args = _used_params(stmt, params)
         notes = self.declare(stmt)
@@ -237,13 +255,20 @@ class Engine:
             exc.statement = exc.statement or stmt
             raise
         t1 = time.perf_counter()
+        def error(exc: BaseException) -> NetsqlError:
+            return _one_line(exc, stmt, self.known_tables())
+
         try:
-            cur = self.con.execute(stmt, args) if args else self.con.execute(stmt)
             data = None
-            if kind in QUERY_TYPES and cur.description is not None:
-                cols = [d[0] for d in cur.description]
-                types = [str(d[1]) for d in cur.description]
-                data = ResultSet(cols, types, cur.fetchall())
+            if render is not None and kind == "SELECT":
+                data = results.rendered(self.con, stmt, args, render, error, self.render_rows)
+            if data is None:
+                cur = self.con.execute(stmt, args) if args else self.con.execute(stmt)
+                if kind in QUERY_TYPES and cur.description is not None:
+                    cols = [d[0] for d in cur.description]
+                    types = [str(d[1]) for d in cur.description]
+                    data = ResultSet(cols, types, chunks=results.rows_of(cur, error))
+            self._pending = data
         except duckdb.InterruptException:
             raise Interrupted("interrupted") from None
         except duckdb.Error as exc:

@@ -20,6 +20,12 @@ from netsql.context import (
 )
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
 def _source(kind: str) -> type:
     class Tagged(str):
         tag = kind
@@ -55,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="same as --format csv")
     p.add_argument("--no-header", action="store_true", help="omit the header row "
                    "(table, csv)")
+    p.add_argument("--maxrows", type=_count, default=40, metavar="N",
+                   help="on a terminal, the table format shows the first and last N/2 rows "
+                   "of a longer result and the row count (default 40; 0: every row)")
     p.add_argument("--list-tables", action="store_true",
                    help="list the virtual tables (with --format json: the whole schema)")
     dns = p.add_argument_group("DNS capture (the dns_queries table)")

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 DOCUMENT_FORMATS = ("csv", "json", "jsonl")
 
 
+#: Rows of a result the table format shows on a terminal: the first and last 20, as the
+#: DuckDB shell does (``--maxrows``; the shell has ``.maxrows``).
+MAXROWS = 40
+
+
 class Printer:
     """Results of one command, in one format.
 
@@ -26,17 +31,31 @@ class Printer:
     the statements that return rows), ``csv`` is one table: a ``statement`` column,
     then every statement's columns (same name, same column), written at
     :meth:`finish`. Human formats print one table after another.
+
+    Rows are written as they come, so memory stays bounded whatever their size (the
+    table format on a terminal holds the ``maxrows`` rows it shows; csv and jsonl of
+    several statements hold their rows).
     """
 
     def __init__(self, env: Env, fmt: str, *, header: bool = True,
-                 several: bool = False) -> None:
+                 several: bool = False, maxrows: int = MAXROWS) -> None:
         self.env = env
         self.formatter = get_formatter(fmt)
-        self.ctx = OutputContext(tty=bool(env.stdout_isatty), width=env.width or 100,
-                                 header=header, notice=env.notice)
+        tty = bool(env.stdout_isatty)
+        self.ctx = OutputContext(tty=tty, width=env.width or 100, header=header,
+                                 notice=env.notice, maxrows=maxrows if tty else 0)
         self.printed = 0
         self.several = several and self.formatter.name in DOCUMENT_FORMATS
         self._held: list[ResultSet] = []  # csv of several statements, until finish()
+
+    def render(self, columns: list[str], types: list[str]) -> str | None:
+        """For Engine.execute: SQL that makes DuckDB render a row in this format, when it
+        can do so exactly (csv, json, jsonl off a terminal; see formats.sqlrow)."""
+        if self.ctx.tty or self.several or not getattr(self.formatter, "rendered", False):
+            return None
+        from netsql.formats.sqlrow import row_sql
+
+        return row_sql(self.formatter.name, columns, types)
 
     def print(self, result: Result) -> None:
         if result.data is None:

@@ -159,11 +159,12 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             return ExitStatus(run_script(env, engine, runs, fmt, header=not args.no_header))
     several = fmt in DOCUMENT_FORMATS and sum(
         engine.row_statements(text) for _, text, _ in runs) > 1
-    printer = Printer(env, fmt, header=not args.no_header, several=several)
+    printer = Printer(env, fmt, header=not args.no_header, several=several,
+                      maxrows=args.maxrows)
     said: set[str] = set()  # a warning is given once per command, not per statement
     for origin, text, params in runs:
         try:
-            for result in engine.run(text, params):
+            for result in engine.run(text, params, printer.render):
                 for w in result.warnings:
                     if w not in said:
                         said.add(w)

@@ -111,8 +111,14 @@ def test_mode_and_formats(run: Out) -> None:
 def test_maxrows_cuts_with_a_notice(run: Out) -> None:
     run(".maxrows 5")
     _, out, err = run("SELECT * FROM range(20) t(i);")
-    assert out.count("│") == 2 * 6  # header and 5 rows
-    assert "showing the first 5 of 20 rows" in err
+    # as the DuckDB shell: the first and the last rows, dots between, the row count
+    shown = [line.strip("│ ") for line in out.splitlines() if line.startswith("│")]
+    assert shown == ["i", "0", "1", "2", "·", "·", "·", "18", "19", "20 rows (5 shown)"]
+    assert err == ""
+    run(".mode line")
+    _, out, err = run("SELECT * FROM range(20) t(i);")
+    assert out.count("i = ") == 5 and "showing the first 5 of 20 rows" in err
+    run(".mode table")
     run(".maxrows 0")
     _, out, err = run("SELECT * FROM range(20) t(i);")
     assert out.count("│") == 2 * 21 and err == ""

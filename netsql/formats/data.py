@@ -43,7 +43,7 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud80
 _encode_str = json.encoder.encode_basestring  # C-accelerated, keeps non-ASCII as is
 
 
-def _json_str(s: str) -> str:
+def json_str(s: str) -> str:
     out: str = _encode_str(s)
     if _JSON_UNSAFE.search(out) is not None:
         out = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
@@ -64,7 +64,7 @@ def json_value(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, str):
-        return _json_str(v)
+        return json_str(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -77,11 +77,11 @@ def json_value(v: Any) -> str:
         return "[" + ", ".join(json_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(
-            f"{_json_str(k if isinstance(k, str) else plain_text(k))}: {json_value(x)}"
+            f"{json_str(k if isinstance(k, str) else plain_text(k))}: {json_value(x)}"
             for k, x in v.items()) + "}"
     if isinstance(v, dt.timedelta):
         return repr(interval_seconds(v))
-    return _json_str(plain_text(v))
+    return json_str(plain_text(v))
 
 
 def plain_text(v: Any) -> str:
@@ -127,45 +127,76 @@ def unique_keys(columns: list[str]) -> list[str]:
     return keys
 
 
-def _json_objects(result: ResultSet) -> Iterator[str]:
-    prefixes = [_json_str(k) + ": " for k in unique_keys(result.columns)]
-    for row in result.rows:
-        yield "{" + ", ".join(p + json_value(v) for p, v in zip(prefixes, row, strict=True)) + "}"
+def _json_objects(result: ResultSet) -> Iterator[list[str]]:
+    """The rows as JSON objects, a chunk at a time."""
+    prefixes = [json_str(k) + ": " for k in unique_keys(result.columns)]
+    for chunk in result.chunks():
+        yield ["{" + ", ".join(p + json_value(v) for p, v in zip(prefixes, row, strict=True))
+               + "}" for row in chunk]
+
+
+def write_text(out: TextIO, data: bytes) -> None:
+    """Bytes DuckDB rendered, to ``out``: straight to its binary buffer when it has one."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        out.flush()
+        buffer.write(data)
+    else:
+        out.write(data.decode("utf-8"))
 
 
 class CsvFormat:
     name = "csv"
     description = ("comma-separated values (RFC 4180, header row, NULL as empty field, "
                    "lists as JSON text)")
+    rendered = True  # off a terminal DuckDB may render the rows (formats.sqlrow)
 
     def write(self, result: ResultSet, out: TextIO, ctx: OutputContext) -> None:
         writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
         fix = escape_control if ctx.tty else None
         if ctx.header:
             writer.writerow([fix(c) for c in result.columns] if fix else result.columns)
-        for row in result.rows:
-            fields = [plain_text(v) for v in row]
-            writer.writerow([fix(f) for f in fields] if fix else fields)
+        if result.text is not None:
+            for data in result.text:
+                write_text(out, data)
+            return
+        for chunk in result.chunks():
+            if fix:
+                writer.writerows([fix(plain_text(v)) for v in row] for row in chunk)
+            else:
+                writer.writerows([plain_text(v) for v in row] for row in chunk)
 
 
 class JsonFormat:
     name = "json"
     description = "one JSON array of objects (keys in column order, native JSON types)"
+    rendered = True
 
     def write(self, result: ResultSet, out: TextIO, ctx: OutputContext) -> None:
-        sep = "[\n"
-        for obj in _json_objects(result):
-            out.write(sep)
-            out.write(obj)
-            sep = ",\n"
-        out.write("[]\n" if sep == "[\n" else "\n]\n")
+        empty = True
+        if result.text is not None:  # each row comes as ",\n{...}"
+            for data in result.text:
+                if data:
+                    write_text(out, b"[\n" + data[2:] if empty else data)
+                    empty = False
+        else:
+            for objs in _json_objects(result):
+                if objs:
+                    out.write(("[\n" if empty else ",\n") + ",\n".join(objs))
+                    empty = False
+        out.write("[]\n" if empty else "\n]\n")
 
 
 class JsonlFormat:
     name = "jsonl"
     description = "JSON Lines: one JSON object per row"
+    rendered = True
 
     def write(self, result: ResultSet, out: TextIO, ctx: OutputContext) -> None:
-        for obj in _json_objects(result):
-            out.write(obj)
-            out.write("\n")
+        if result.text is not None:
+            for data in result.text:
+                write_text(out, data)
+            return
+        for objs in _json_objects(result):
+            if objs:
+                out.write("\n".join(objs) + "\n")

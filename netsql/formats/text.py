@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
-from netsql.formats.base import OutputContext, ResultSet
+from netsql.formats.base import OutputContext, ResultSet, Row
 from netsql.formats.data import decimal_text, escape_control, json_value
 
 ELLIPSIS = "…"
@@ -94,18 +95,43 @@ def pad(s: str, width: int, right: bool = False) -> str:
     return fill + s if right else s + fill
 
 
-def numeric_columns(result: ResultSet) -> list[bool]:
-    """Which columns hold numbers (right-aligned): by DuckDB type, else by values."""
+def numeric_columns(result: ResultSet, rows: Sequence[Row] | None = None) -> list[bool]:
+    """Which columns hold numbers (right-aligned): by DuckDB type, else by the values of
+    ``rows`` (default: the result's rows)."""
     flags = []
     for i, _ in enumerate(result.columns):
         typ = result.types[i] if i < len(result.types) else ""
         if _NUMERIC_TYPE.fullmatch(str(typ).strip()):
             flags.append(True)
             continue
-        values = [row[i] for row in result.rows if row[i] is not None]
+        values = [row[i] for row in (result.rows if rows is None else rows)
+                  if row[i] is not None]
         flags.append(bool(values) and all(
             isinstance(v, int | float | Decimal) and not isinstance(v, bool) for v in values))
     return flags
+
+
+def head_and_tail(chunks: Iterable[Sequence[Row]], maxrows: int
+                  ) -> tuple[list[Row], int, list[Row]]:
+    """What a screen shows of a result, as the DuckDB shell does: all of it when it has
+    at most ``maxrows`` rows (0: no limit), else the first and the last halves. Returns
+    (first rows, how many rows are left out between, last rows); reads every chunk but
+    holds at most ``maxrows`` rows."""
+    first: list[Row] = []
+    for chunk in chunks:
+        first.extend(chunk)
+        if maxrows and len(first) > maxrows:
+            break
+    else:
+        return first, 0, []
+    top = (maxrows + 1) // 2
+    tail: deque[Row] = deque(first[top:], maxlen=maxrows - top)
+    seen = len(first)
+    del first[top:]
+    for chunk in chunks:
+        seen += len(chunk)
+        tail.extend(chunk)
+    return first, seen - len(first) - len(tail), list(tail)
 
 
 def fit_widths(natural: Sequence[int], budget: int) -> list[int]:
@@ -152,30 +178,49 @@ class TableFormat:
     description = "a boxed table fitted to the terminal width (the default on a terminal)"
 
     def write(self, result: ResultSet, out: TextIO, ctx: OutputContext) -> None:
+        """On a terminal: the whole result when it has at most ``ctx.maxrows`` rows, else
+        its first and last rows and the row count. Elsewhere the rows stream, in columns
+        as wide as the first chunk's widest values (a later, wider value widens its row)."""
         ncols = len(result.columns)
-        if ncols == 0 or (not ctx.header and not result.rows):
+        if ncols == 0:
             return
-        if _can_encode(out, "┌─┬┐│├┼┤└┴┘" + ELLIPSIS):
-            box, vert, ellipsis = ("┌┬┐", "├┼┤", "└┴┘", "─"), "│", ELLIPSIS
+        chunks = result.chunks()
+        rest: Iterator[Sequence[Row]] = iter(())
+        if ctx.tty:
+            first, skipped, last = head_and_tail(chunks, ctx.maxrows)
         else:
-            box, vert, ellipsis = ("+++", "+++", "+++", "-"), "|", "~"
+            first, skipped, last, rest = list(next(chunks, [])), 0, [], chunks
+        if not ctx.header and not first:
+            return
+        if _can_encode(out, "┌─┬┐│├┼┤└┴┘·" + ELLIPSIS):
+            box, vert, ellipsis, dot = ("┌┬┐", "├┼┤", "└┴┘", "─"), "│", ELLIPSIS, "·"
+        else:
+            box, vert, ellipsis, dot = ("+++", "+++", "+++", "-"), "|", "~", "."
         header = [escape_control(c) for c in result.columns]
-        body = [[cell_text(v) for v in row] for row in result.rows]
+        body = [[cell_text(v) for v in row] for row in first + last]
         body_widths = [[text_width(c) for c in cells] for cells in body]
         natural = [text_width(h) if ctx.header else 0 for h in header]
         for cell_widths in body_widths:
             natural = list(map(max, natural, cell_widths))
+        natural = [max(n, 1) for n in natural] if skipped else natural
         chrome = 3 * ncols + 1
         widths = natural if ctx.width <= 0 else fit_widths(natural, ctx.width - chrome)
-        right = numeric_columns(result)
+        right = numeric_columns(result, first + last)
+        shown = len(first) + len(last)
+        footer = f"{skipped + shown:,} rows ({shown:,} shown)"
+        room = text_width(footer) - (sum(widths) + chrome - 4)
+        if skipped and room > 0 and (ctx.width <= 0 or sum(widths) + chrome + room <= ctx.width):
+            widths[-1] += room  # the footer goes inside the box, as in the DuckDB shell
+        wider = 0  # later values wider than their column (off a terminal: kept whole)
 
-        def line(corners: str) -> str:
-            return corners[0] + corners[1].join(box[3] * (w + 2) for w in widths) + corners[2]
+        def line(corners: str, joint: str | None = None) -> str:
+            return corners[0] + (joint or corners[1]).join(box[3] * (w + 2) for w in widths) \
+                + corners[2]
 
-        def row_line(cells: list[str], cell_widths: list[int]) -> str:
+        def row_line(cells: list[str], cell_widths: list[int], cut: bool = True) -> str:
             parts = []
             for c, cw, w, r in zip(cells, cell_widths, widths, right, strict=True):
-                if cw > w:
+                if cw > w and cut:
                     parts.append(pad(truncate(c, w, ellipsis), w, r))
                 else:
                     parts.append(" " * (w - cw) + c if r else c + " " * (w - cw))
@@ -186,9 +231,28 @@ class TableFormat:
             out.write(row_line(header, [text_width(h) for h in header]) + "\n")
             if body:
                 out.write(line(box[1]) + "\n")
-        for cells, cell_widths in zip(body, body_widths, strict=True):
-            out.write(row_line(cells, cell_widths) + "\n")
-        out.write(line(box[2]) + "\n")
+        lines = [row_line(cells, cw) for cells, cw in zip(body, body_widths, strict=True)]
+        if skipped:
+            dots = [dot.center(w) for w in widths]
+            lines[len(first):len(first)] = [row_line(dots, widths)] * 3
+        out.write("".join(x + "\n" for x in lines))
+        for chunk in rest:
+            text = []
+            for row in chunk:
+                cells = [cell_text(v) for v in row]
+                cell_widths = [text_width(c) for c in cells]
+                wider += sum(cw > w for cw, w in zip(cell_widths, widths, strict=True))
+                text.append(row_line(cells, cell_widths, cut=False) + "\n")
+            out.write("".join(text))
+        inner = sum(widths) + chrome - 4
+        if skipped and text_width(footer) <= inner:
+            out.write(line(box[1], box[2][1]) + "\n")
+            out.write(f"{vert} {pad(footer, inner)} {vert}\n")
+            out.write(box[2][0] + box[3] * (inner + 2) + box[2][2] + "\n")
+        else:
+            out.write(line(box[2]) + "\n")
+            if skipped:
+                out.write(footer + "\n")
         out.flush()
 
         cut = sum(w < n for w, n in zip(widths, natural, strict=True))
@@ -201,6 +265,9 @@ class TableFormat:
                         f"the table is {total} wide, more than the width of {ctx.width}")
             ctx.notice(f"{what}; use {ctx.whole_values} or a wider terminal to see whole "
                        "values")
+        if wider:
+            ctx.notice(f"{wider} value{'s' if wider != 1 else ''} wider than the columns, "
+                       "sized to the first rows, widen their rows")
 
 
 class LineFormat:
@@ -213,11 +280,14 @@ class LineFormat:
             return
         name_width = max(text_width(n) for n in names)
         labels = [pad(n, name_width, right=True) + " = " for n in names]
-        for i, row in enumerate(result.rows):
-            if i:
-                out.write("\n")
-            for label, v in zip(labels, row, strict=True):
-                out.write(label + cell_text(v) + "\n")
+        sep = ""
+        for chunk in result.chunks():
+            parts = []
+            for row in chunk:
+                parts.append(sep + "".join(label + cell_text(v) + "\n"
+                                           for label, v in zip(labels, row, strict=True)))
+                sep = "\n"
+            out.write("".join(parts))
 
 
 class MarkdownFormat:
@@ -225,18 +295,22 @@ class MarkdownFormat:
     description = "a GitHub-flavoured Markdown pipe table"
 
     def write(self, result: ResultSet, out: TextIO, ctx: OutputContext) -> None:
+        """Columns as wide as the first chunk's widest values (later rows may be wider:
+        Markdown does not need the pipes aligned)."""
         if not result.columns:
             return
 
         def md(s: str) -> str:
             return s.replace("|", "\\|")
 
+        chunks = result.chunks()
+        first = list(next(chunks, []))
         header = [md(escape_control(c)) for c in result.columns]
-        body = [[md(cell_text(v)) for v in row] for row in result.rows]
+        body = [[md(cell_text(v)) for v in row] for row in first]
         widths = [max(3, text_width(h)) if ctx.header else 0 for h in header]
         for cells in body:
             widths = [max(w, text_width(c)) for w, c in zip(widths, cells, strict=True)]
-        right = numeric_columns(result)
+        right = numeric_columns(result, first)
 
         def row_line(cells: list[str]) -> str:
             parts = [pad(c, w, r) for c, w, r in zip(cells, widths, right, strict=True)]
@@ -246,5 +320,6 @@ class MarkdownFormat:
             out.write(row_line(header))
             out.write("| " + " | ".join("-" * (w - 1) + ":" if r else "-" * w
                                         for w, r in zip(widths, right, strict=True)) + " |\n")
-        for cells in body:
-            out.write(row_line(cells))
+        out.write("".join(row_line(cells) for cells in body))
+        for chunk in chunks:
+            out.write("".join(row_line([md(cell_text(v)) for v in row]) for row in chunk))

@@ -324,8 +324,10 @@ def default_commands() -> list[Command]:
         Command("timer", "on|off", "Print collection and query times after each statement",
                 cmd_timer, (("on", "off"),)),
         Command("maxrows", "[N]", "Show at most N rows of a result on the terminal (0: all)",
-                cmd_maxrows, doc="A notice says when rows were left out. Output sent to "
-                "a file with .output or .once is never cut."),
+                cmd_maxrows, doc="The table format shows the first and the last rows and "
+                "the row count, as the DuckDB shell does; other formats say in a notice "
+                "when rows were left out. Output sent to a file with .output or .once is "
+                "never cut."),
         Command("pager", "[on|off|COMMAND]", "Page results taller than the terminal",
                 cmd_pager, (("on", "off", "less -SRFX"),),
                 doc="on: the config's pager, else $PAGER, else `less -SRFX`; COMMAND runs "

@@ -57,6 +57,18 @@ def caret_lines(statement: str, line: int, column: int, width: int) -> list[str]
     return ["  " + before + after, "  " + " " * text_width(before) + "^"]
 
 
+
+def _first_rows(data: ResultSet, n: int) -> tuple[ResultSet, int]:
+    """The first ``n`` rows of ``data`` and how many it has (read to its end, holding
+    no more than those)."""
+    first: list[tuple[Any, ...]] = []
+    total = 0
+    for chunk in data.chunks():
+        total += len(chunk)
+        if len(first) < n:
+            first.extend(chunk[: n - len(first)])
+    return ResultSet(data.columns, data.types, first), total
+
 class Shell:
     def __init__(self, engine: Engine, env: Env, config: Config | None = None, *,
                  commands: Sequence[Command] | None = None,
@@ -271,37 +283,44 @@ class Shell:
         if result.data is not None:
             self.write_data(result.data, stream)
         if self.timer:
-            n = -1 if result.data is None else len(result.data.rows)
+            n = -1 if result.data is None else result.data.count
             rows = "" if n < 0 else f", {n} row{'' if n == 1 else 's'}"
             print(f"Time: {result.collect_seconds + result.run_seconds:.3f} s (collect "
                   f"{result.collect_seconds:.3f} s, query {result.run_seconds:.3f} s{rows})",
                   file=self.env.stderr)
 
     def write_data(self, data: ResultSet, stream: TextIO | None = None) -> None:
-        """One result set through the current format (and the pager, on a terminal)."""
+        """One result set through the current format: streamed into a file or pipe; on
+        the terminal at most ``maxrows`` rows (the table format: the first and the last,
+        as the DuckDB shell shows them), through the pager when taller than the screen."""
         out, tty = self._target(stream)
         formatter = get_formatter(self.mode, self.formats)
-        total = len(data.rows)
-        cut = tty and self.maxrows > 0 and total > self.maxrows
-        if cut:
-            data = ResultSet(data.columns, data.types, data.rows[: self.maxrows])
         size = self.terminal_size()
         notices: list[str] = []
         ctx = OutputContext(tty=tty, width=size.columns if tty else 0, header=self.header,
-                            notice=notices.append, whole_values=".mode line")
-        buf = io.StringIO()
-        if self._printed and formatter.name in HUMAN_FORMATS:
-            buf.write("\n")
-        formatter.write(data, buf, ctx)
+                            notice=notices.append, whole_values=".mode line",
+                            maxrows=self.maxrows if tty else 0)
+        lead = "\n" if self._printed and formatter.name in HUMAN_FORMATS else ""
         self._printed += 1
-        text = buf.getvalue()
-        if not (tty and self.pager and needs_pager(text, size.lines)
-                and page(text, self.pager, self.env.stderr)):
-            out.write(text)
+        total = 0
+        if not tty:
+            out.write(lead)
+            formatter.write(data, out, ctx)
             out.flush()
+        else:
+            if self.maxrows > 0 and formatter.name != "table":
+                data, total = _first_rows(data, self.maxrows)
+            buf = io.StringIO()
+            buf.write(lead)
+            formatter.write(data, buf, ctx)
+            text = buf.getvalue()
+            if not (self.pager and needs_pager(text, size.lines)
+                    and page(text, self.pager, self.env.stderr)):
+                out.write(text)
+                out.flush()
         for n in notices:
             self.env.notice(n)
-        if cut:
+        if total > self.maxrows:
             self.env.notice(f"showing the first {self.maxrows} of {total} rows "
                             "(.maxrows N to change, 0 for all)")
 

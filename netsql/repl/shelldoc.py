@@ -50,8 +50,11 @@ netsql@host> SELECT p.name, s.remote_address, s.remote_port
   `$PAGER`, else `{DEFAULT_PAGER}`. `.pager off` turns it off. The result stays on
   screen when you quit the pager (`-X`; when `$LESS` is unset it is set to `SRFX`, so
   `PAGER=less` keeps it too, as git and pgcli do).
-- At most `.maxrows` rows (default 1000) of a result are shown on the terminal; a
-  notice says when rows were left out. `.output` and `.once` files get every row.
+- At most `.maxrows` rows (default 1000) of a result are shown on the terminal: the
+  table format shows the first and the last half of them and the row count, as the
+  DuckDB shell does; the other formats the first rows, and a notice says how many were
+  left out. Rows stream from DuckDB, so a result of millions of rows takes no more
+  memory than what is shown. `.output` and `.once` files get every row, streamed.
 - The bottom toolbar shows capture status (messages seen, dropped), the output mode,
   the timer, maxrows and the pager. The prompt shows the host name, and `[capture]`
   while a DNS capture runs.
