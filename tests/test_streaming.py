@@ -4,7 +4,6 @@ text DuckDB renders for csv/json/jsonl is byte for byte the Python encoders' tex
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -105,7 +104,8 @@ def test_other_types_and_terminals_use_the_python_encoders() -> None:
 def test_small_results_skip_pyarrow() -> None:
     """DuckDB renders only results the plan expects to be long: a one-liner's few rows
     are quicker through Python than through the import of pyarrow."""
-    code = ("import io, sys; from netsql.cli import main; from netsql.context import Env; out = io.StringIO(); "
+    code = ("import io, sys; from netsql.cli import main; "
+            "from netsql.context import Env; out = io.StringIO(); "
             "main(['--local', '--csv', '-e', 'SELECT 1 AS one'], "
             "Env(stdout=out, stdout_isatty=False)); sys.stdout.write(out.getvalue()); "
             "print('pyarrow' in sys.modules, file=sys.stderr)")
@@ -191,15 +191,25 @@ def test_table_off_a_terminal_streams_with_the_first_rows_widths() -> None:
     assert "1000 values wider than the columns" in err.getvalue()
 
 
-def _run_child(args: list[str], **kw: object) -> tuple[int, bytes, int]:
-    """Run netsql; (exit status, stderr, peak RSS in KiB) of that child alone."""
-    p = subprocess.Popen([sys.executable, "-m", "netsql", "--local", *args],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
-    assert p.stderr is not None
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, usage.ru_maxrss
+# Forks netsql from a small Python, so the peak RSS wait4 reports is netsql's own (a
+# child forked from pytest starts with pytest's pages counted as its own).
+_LAUNCH = """import os, sys
+pid = os.fork()
+if pid == 0:
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.execv(sys.executable, [sys.executable, "-m", "netsql", "--local", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
+def _run_child(args: list[str]) -> tuple[int, str, int]:
+    """Run netsql, output to /dev/null; (exit status, stderr, peak RSS in KiB)."""
+    p = subprocess.run([sys.executable, "-c", _LAUNCH, *args], capture_output=True,
+                       text=True, timeout=600)
+    status, peak = p.stdout.split()
+    return int(status), p.stderr, int(peak)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "table", "line", "markdown"])
