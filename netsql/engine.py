@@ -255,19 +255,21 @@ class Engine:
             exc.statement = exc.statement or stmt
             raise
         t1 = time.perf_counter()
-        def error(exc: BaseException) -> NetsqlError:
+
+        def translate(exc: BaseException) -> NetsqlError:  # an error while rows stream
             return _one_line(exc, stmt, self.known_tables())
 
         try:
             data = None
             if render is not None and kind == "SELECT":
-                data = results.rendered(self.con, stmt, args, render, error, self.render_rows)
+                data = results.rendered(self.con, stmt, args, render, translate,
+                                        self.render_rows)
             if data is None:
                 cur = self.con.execute(stmt, args) if args else self.con.execute(stmt)
                 if kind in QUERY_TYPES and cur.description is not None:
                     cols = [d[0] for d in cur.description]
                     types = [str(d[1]) for d in cur.description]
-                    data = ResultSet(cols, types, chunks=results.rows_of(cur, error))
+                    data = ResultSet(cols, types, chunks=results.rows_of(cur, translate))
             self._pending = data
         except duckdb.InterruptException:
             raise Interrupted("interrupted") from None
