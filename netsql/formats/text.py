@@ -80,14 +80,17 @@ def truncate(s: str, width: int, ellipsis: str = ELLIPSIS) -> str:
     room = width - 1
     if s.isascii():
         return s[:room] + ellipsis
-    from wcwidth import wcwidth
-
-    used = 0
-    for i, c in enumerate(s):
-        used += max(wcwidth(c), 0)
-        if used > room:
-            return s[:i] + ellipsis
-    return s + ellipsis  # unreachable: s is wider than width
+    # The longest prefix that fits, measured by text_width itself (one rule: a
+    # character-by-character sum can disagree with it on combining and zero-width
+    # sequences); prefix widths only grow, so a binary search finds it.
+    lo, hi = 0, len(s)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if text_width(s[:mid]) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return s[:lo] + ellipsis
 
 
 def pad(s: str, width: int, right: bool = False) -> str:
