@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--changes", action="store_true",
                       help="with --watch: write only the rows added and removed since the "
                       "last refresh, each with an \"action\" field (off a terminal)")
+    p.add_argument("--safe", action="store_true",
+                   help="SQL reads netsql's tables only: no file or network access, no "
+                   "settings changed (for sudo rules; config key safe; docs/security.md)")
     p.add_argument("--local", action="store_true",
                    help="run here even when a resident netsql (netsql serve) listens")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")
@@ -263,7 +266,13 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
         env.error("--changes goes with --watch")
         return ExitStatus.USAGE
 
-    if resident is None:
+    if not args.safe and resident is None:
+        from netsql.paths import configured_safe
+
+        args.safe = configured_safe()
+    if args.safe and (refused := _safe_refusal(args, env)) is not None:
+        return refused
+    if resident is None and not args.safe:  # a resident engine is not locked: run here
         from netsql import resident as client  # light: os and stat until a socket is there
 
         if client.forwardable(args, env):
@@ -317,6 +326,8 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
         return status
     if args.intel_db:
         state["intel_db"] = args.intel_db
+    if args.safe:
+        state["safe"] = True
     engine = resident.pop("spare_engine", None) if resident is not None else None
     if engine is None:
         engine = Engine(state=state)
@@ -348,6 +359,26 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
             env.error(where + str(exc))
             return ExitStatus.ERROR
     return ExitStatus.SUCCESS
+
+
+def _safe_refusal(args: argparse.Namespace, env: Env) -> ExitStatus | None:
+    """--safe: no file named on the command line is read (as root, under sudo), and no
+    interactive shell (its pager and .output run and write as the caller)."""
+    named = [flag for flag, given in (
+        ("-f", any(s.tag == "file" for s in args.sources or [])),
+        ("-q PATH", any(s.tag == "query" and ("/" in s or s.endswith(".sql"))
+                        for s in args.sources or [])),
+        ("--queries", args.queries), ("--intel-db", args.intel_db), ("--pcap", args.pcap))
+        if given]
+    if named:
+        env.error(f"--safe reads no file named on the command line: {', '.join(named)} "
+                  "refused (docs/security.md)")
+        return ExitStatus.USAGE
+    if not args.sources and env.stdin_isatty:
+        env.error("--safe runs statements (-e, -q NAME or standard input), not the "
+                  "interactive shell (docs/security.md)")
+        return ExitStatus.USAGE
+    return None
 
 
 def _help(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Env) -> ExitStatus:

@@ -83,6 +83,9 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
             head.append(lines[i].strip())
         i += 1
     message = "; ".join(head) or type(exc).__name__
+    from netsql.dbconfig import explain
+
+    message = explain(message)
     m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
     if m:
         name = m.group(1)
@@ -112,15 +115,18 @@ class Engine:
         self.tables: dict[str, Table] = {t.name: t for t in tables}
         self.setups: list[Setup] = list(setups)
         self.state: dict[str, Any] = state if state is not None else {}
-        self.con = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": False,
-            # DuckDB spills big queries to ./.tmp by default: never into the directory
-            # a responder happens to stand in, nor without bound.
-            "temp_directory": _spill_dir(),
-            "max_temp_directory_size": "4GB",
-        })
+        from netsql import dbconfig
+
+        # DuckDB spills big queries to ./.tmp by default: never into the directory
+        # a responder happens to stand in, nor without bound.
+        self.con = duckdb.connect(":memory:", config=dbconfig.settings(
+            temp_directory=_spill_dir(), max_temp_directory_size="4GB"))
         self._created: set[str] = set()
         self._set_up: set[str] = set()
+        if self.state.get("safe"):  # --safe: SQL reaches netsql's tables and nothing else
+            self.declare()  # intel's database is attached while files can still be opened
+            self.con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")  # for needs()
+            dbconfig.lock(self.con)
 
     def declare(self, sql: str | None = None) -> list[str]:
         """Create the stand-in DuckDB tables that ``sql`` might name (all when None),
@@ -232,17 +238,20 @@ class Engine:
         literals all come out right.
         """
         con = self.con
+        locked = bool(self.state.get("safe"))  # the optimizers stay off under --safe
         try:
-            con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")
+            if not locked:
+                con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")
             q = "EXPLAIN (FORMAT JSON) " + stmt
             rows = con.execute(q, args).fetchall() if args else con.execute(q).fetchall()
         except duckdb.Error:
             return self._needs_by_tokens(stmt)
         finally:
-            try:
-                con.execute("RESET disabled_optimizers")
-            except duckdb.Error:  # an interrupt meant for the EXPLAIN landed here
-                con.execute("RESET disabled_optimizers")
+            if not locked:
+                try:
+                    con.execute("RESET disabled_optimizers")
+                except duckdb.Error:  # an interrupt meant for the EXPLAIN landed here
+                    con.execute("RESET disabled_optimizers")
         scans: dict[str, list[Need]] = {}
         for _, plan in rows:
             for node in _walk(_json_loads(plan)):

@@ -17,12 +17,12 @@ from typing import Any
 
 import duckdb
 
+from netsql import dbconfig
 from netsql.intel.parsers import Batch, Spill
 
 CATALOG = "intel_db"  # the name a query engine attaches the database as
 #: DuckDB settings of the connections netsql intel opens.
-CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+CONFIG = dbconfig.settings()
 
 #: (version, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str]] = [

@@ -14,12 +14,15 @@ the shell then keeps history in memory only and says so once.
 from __future__ import annotations
 
 import os
-import pwd
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from netsql.paths import Dirs, user_dirs
+
+__all__ = ["Dirs", "user_dirs"]  # where they lived before netsql.paths
 
 DEFAULT_PAGER = "less -SRF"
 
@@ -63,6 +66,9 @@ OPTIONS: list[Option] = [
            _int_ok, "a whole number >= 0"),
     Option("complete_while_typing", True, "Show completions while typing (else on Tab).",
            lambda v: isinstance(v, bool), "true or false"),
+    Option("safe", False, "`true`: every netsql run by this user (`-e` too) is in `--safe` "
+           "mode: SQL reads netsql's tables only, no files or network (docs/security.md).",
+           lambda v: isinstance(v, bool), "true or false"),
 ]
 
 
@@ -76,6 +82,7 @@ class Config:
     timer: bool = False
     maxrows: int = 1000
     complete_while_typing: bool = True
+    safe: bool = False
     #: The file this was read from (None: defaults only).
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
@@ -118,42 +125,6 @@ def load_config(path: Path) -> Config:
 
 
 # -- where files live --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dirs:
-    config: Path  # .../netsql (holds config.toml)
-    state: Path  # .../netsql (holds history)
-    sudo: bool  # paths are root's own because we run under sudo
-    uid: int  # who should own what we create
-
-    @property
-    def config_file(self) -> Path:
-        return self.config / "config.toml"
-
-    @property
-    def history_file(self) -> Path:
-        return self.state / "history"
-
-
-def _xdg(environ: Mapping[str, str], var: str, default: Path) -> Path:
-    value = environ.get(var, "")
-    # The spec: relative paths are invalid and must be ignored.
-    return Path(value) if value and os.path.isabs(value) else default
-
-
-def user_dirs(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Dirs:
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if euid == 0 and environ.get("SUDO_USER") and environ.get("SUDO_UID", "0") != "0":
-        home = Path(pwd.getpwuid(0).pw_dir)
-        return Dirs(home / ".config" / "netsql", home / ".local" / "state" / "netsql",
-                    sudo=True, uid=0)
-    home_env = environ.get("HOME", "")
-    home = Path(home_env) if home_env else Path(pwd.getpwuid(euid).pw_dir)
-    return Dirs(_xdg(environ, "XDG_CONFIG_HOME", home / ".config") / "netsql",
-                _xdg(environ, "XDG_STATE_HOME", home / ".local" / "state") / "netsql",
-                sudo=False, uid=euid)
 
 
 def foreign_owner(path: Path, uid: int) -> Path | None:
