@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any, TextIO
 
-from netsql import __version__
+from netsql import __version__, signals
 
 
 class ExitStatus(IntEnum):
@@ -184,18 +184,24 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     if env is not None and env.stdout is sys.stdout:
         # `netsql ... | head` ends quietly, like other Unix tools.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        # SIGTERM and SIGHUP unwind, so a capture removes its firewall rules.
-        signal.signal(signal.SIGTERM, _terminate)
-        signal.signal(signal.SIGHUP, _terminate)
+        # SIGINT, SIGTERM, SIGHUP end netsql at once until arm(), then unwind, so a
+        # capture removes its firewall rules (netsql.signals).
+        signals.install()  # (python -m netsql and the netsql command did it first)
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         if words[:1] == ["intel"]:  # netsql intel import|list|remove|path (docs/intel.md)
+            import duckdb  # noqa: F401  (loaded before a signal may unwind)
+
             from netsql.intel.cli import main as intel_main
 
+            signals.arm()  # (netsql.signals; what an import must undo is in a finally)
             return intel_main(words[1:], env)
         if words[:1] == ["serve"]:  # the resident engine (docs/serve.md)
+            import duckdb  # noqa: F401
+
             from netsql.serve import main as serve_main
 
+            signals.arm()
             return serve_main(words[1:], env)
         status = int(_main(words, env))
         if _FINISHED:
@@ -229,12 +235,6 @@ def _exit_now(status: int) -> None:
         except Exception:  # closing is best effort on the way out
             pass
     os._exit(status)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM, SIGHUP (the terminal went away): unwind, so a capture removes its
-    firewall rules, and exit 128 + the signal's number, as the shell convention is."""
-    raise SystemExit(128 + signum)
 
 
 def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
@@ -286,7 +286,10 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
                       "(in the shell: .watch)")
             return ExitStatus.USAGE
         if env.stdin_isatty:
+            import netsql.engine  # noqa: F401  (DuckDB loaded before signals unwind)
             from netsql.launch import shell
+
+            signals.arm()
 
             return shell(env, args)
         sources = [("stdin", env.stdin.read())]
@@ -316,6 +319,8 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
 
     from netsql.engine import Engine, NetsqlError
     from netsql.output import Printer
+
+    signals.arm()  # DuckDB is loaded: from here a signal unwinds (netsql.signals)
 
     watching = args.watch is not None
     from netsql.launch import capture_state
