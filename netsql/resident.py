@@ -140,6 +140,11 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
                 stderr.write("netsql: error: the resident netsql went away\n")
                 return 1
             if "declined" in frame:
+                if frame.get("say"):  # busy: say why the command runs here
+                    from netsql.formats import escape_control
+
+                    stderr.write(f"netsql: note: running here: "
+                                 f"{escape_control(str(frame['declined']))}\n")
                 return None
             if "out" in frame:
                 stdout.write(frame["out"])
@@ -196,7 +201,7 @@ def run_there(argv: Sequence[str], args: argparse.Namespace, env: Env) -> int | 
         cwd = os.getcwd()
     except OSError:  # a directory since removed: run here, where it fails as it would
         return None
-    # Wait and read before connecting: the server serves one command at a time.
+    # Wait and read before connecting: the server answers at once, or declines.
     if args.capture:  # the resident capture runs all along: wait, as a capture would
         from netsql.launch import countdown
 

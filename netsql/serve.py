@@ -1,12 +1,15 @@
 """``netsql serve``: a resident engine and DNS capture behind a Unix socket
 (docs/serve.md; the client side is resident.py).
 
-One command at a time, each in a fresh DuckDB connection (a view one command makes is
-not seen by the next), sharing what outlives a command: the live DNS capture (so
-``dns_queries`` holds what was asked before the one-liner ran) and the /proc caches.
-A command runs in the client's directory with the client's output settings; its
-output streams back as it is written. When the client goes away (Ctrl-C), the running
-statement is interrupted.
+Clients are served concurrently, a thread each, each command in a fresh DuckDB
+connection (a view one command makes is not seen by the next), sharing what outlives a
+command: the live DNS capture (so ``dns_queries`` holds what was asked before the
+one-liner ran) and the /proc caches. A command runs in the client's directory with the
+client's variables (the process has one of each: commands of the same directory and
+variables run together, another waits up to WAIT seconds, then is declined and runs in
+the client, which says why); its output streams back as it is written, so a slow reader
+holds only its own thread. When the client goes away (Ctrl-C), the running statement is
+interrupted.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from netsql.resident import FORWARDED_ENV
 
 #: State a command brings and takes away; everything else it leaves (caches) is kept.
 PER_COMMAND = frozenset({"pcap", "intel_db", "query_dirs", "cancel", "interrupt",
-                         "spare_engine"})
+                         "spare_engine", "safe"})
+#: How long a command may wait for others of another directory to finish, and how many
+#: commands run at once; past either, the client runs it itself.
+WAIT = 1.0
+MAX_CLIENTS = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +79,7 @@ def main(argv: Sequence[str], env: Env) -> int:
         return ExitStatus.ERROR
     base: dict[str, Any] = {}
     capture = None
+    status: int = ExitStatus.SUCCESS
     try:
         if not args.no_capture:
             from netsql.capture.live import CaptureError
@@ -87,22 +95,56 @@ def main(argv: Sequence[str], env: Env) -> int:
         _warm_up()
         env.stderr.write(f"netsql: serving on {path} (pid {os.getpid()})\n")
         env.stderr.flush()
+        contexts = _Contexts()
+        slots = threading.BoundedSemaphore(MAX_CLIENTS)
         while True:
             spare = _spare_engine()
             conn, _ = listener.accept()
-            with conn:
-                try:
-                    _serve_one(conn, base, env, spare)
-                except Exception as exc:  # one command's failure never ends the server
-                    env.warn(f"a command failed: {type(exc).__name__}: {exc}")
+            thread = threading.Thread(target=_client, name="netsql-serve-client",
+                                      args=(conn, base, env, spare, contexts, slots),
+                                      daemon=True)
+            _THREADS.add(thread)
+            thread.start()
     except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
+        status = ExitStatus.INTERRUPTED
+        return status
+    except SystemExit as exc:  # SIGTERM, SIGHUP (netsql.signals)
+        status = int(exc.code) if isinstance(exc.code, int) else ExitStatus.ERROR
+        raise
     finally:
         listener.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
         if capture is not None:
             capture.close()
+        _stop_clients(status)
+
+
+#: Client threads, and the state of the commands they run (to interrupt at the end).
+_THREADS: set[threading.Thread] = set()
+_RUNNING: dict[int, dict[str, Any]] = {}
+
+
+def _stop_clients(status: int) -> None:
+    """Interrupt the commands still running and wait for them a little; a thread still
+    inside DuckDB when the interpreter ends would abort the process, so then end at once
+    (the socket and the capture are cleaned up by now)."""
+    for state in list(_RUNNING.values()):
+        state["cancel"].set()
+        interrupt = state.get("interrupt")
+        if interrupt is not None:
+            with contextlib.suppress(Exception):
+                interrupt()
+    deadline = time.monotonic() + 2.0
+    for thread in list(_THREADS):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in _THREADS):
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
 
 
 def _listen(path: str) -> socket.socket:
@@ -187,8 +229,90 @@ def _spare_engine() -> Any:
     return Engine()
 
 
-def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any = None
-               ) -> None:
+_LOG = threading.Lock()
+
+
+def _log(log: Env, line: str) -> None:
+    with _LOG:
+        log.stderr.write(line + "\n")
+        log.stderr.flush()
+
+
+def _client(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
+            contexts: _Contexts, slots: threading.BoundedSemaphore) -> None:
+    """One client, in its own thread."""
+    with conn:
+        try:
+            _serve_one(conn, base, log, spare, contexts, slots)
+        except Exception as exc:  # one command's failure never ends the server
+            _log(log, f"netsql: warning: a command failed: {type(exc).__name__}: {exc}")
+        finally:
+            _THREADS.discard(threading.current_thread())
+
+
+class _Contexts:
+    """The directory and variables commands run in. The process has one of each, so
+    commands of the same context run together; one of another waits until they are
+    done, at most ``wait`` seconds (then the client runs it itself)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.key: tuple[str, tuple[tuple[str, str], ...]] | None = None
+        self.running = 0
+        self.saved: tuple[str, dict[str, str | None]] | None = None
+
+    @contextlib.contextmanager
+    def enter(self, request: dict[str, Any], wait: float) -> Iterator[bool]:
+        given = request.get("env") or {}
+        key = (str(request.get("cwd") or "/"),
+               tuple((k, str(given[k])) for k in FORWARDED_ENV if k in given))
+        with self.cond:
+            ready = self.cond.wait_for(lambda: self.running == 0 or self.key == key, wait)
+            if ready:
+                if self.running == 0:
+                    self._switch(key)
+                self.running += 1
+        if not ready:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self.cond:
+                self.running -= 1
+                if self.running == 0:
+                    self._restore()
+                self.cond.notify_all()
+
+    def _switch(self, key: tuple[str, tuple[tuple[str, str], ...]]) -> None:
+        here = os.getcwd()
+        os.chdir(key[0])  # OSError (removed since): nothing changed, the command fails
+        self.saved = (here, {k: os.environ.get(k) for k in FORWARDED_ENV})
+        self.key = key
+        given = dict(key[1])
+        for k in FORWARDED_ENV:
+            if k in given:
+                os.environ[k] = given[k]
+            else:
+                os.environ.pop(k, None)
+
+    def _restore(self) -> None:
+        if self.saved is None:
+            return
+        here, env = self.saved
+        self.saved, self.key = None, None
+        with contextlib.suppress(OSError):
+            os.chdir(here)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any = None,
+               contexts: _Contexts | None = None,
+               slots: threading.BoundedSemaphore | None = None) -> None:
     started = time.monotonic()
     try:
         uid = resident.peer_uid(conn)
@@ -203,6 +327,31 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
         with contextlib.suppress(OSError):
             resident.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
+    contexts = contexts or _Contexts()
+    if slots is not None and not slots.acquire(blocking=False):
+        _decline(conn, log, uid, f"the resident netsql runs {MAX_CLIENTS} commands already")
+        return
+    try:
+        with contexts.enter(request, WAIT) as entered:
+            if not entered:
+                _decline(conn, log, uid, "the resident netsql is busy with commands run "
+                         "from another directory or environment")
+                return
+            _run_one(conn, base, log, spare, request, uid, started)
+    finally:
+        if slots is not None:
+            slots.release()
+
+
+def _decline(conn: socket.socket, log: Env, uid: int, why: str) -> None:
+    """Send the client back to run the command itself, telling it why."""
+    with contextlib.suppress(OSError):
+        resident.send(conn, {"declined": why, "say": True})
+    _log(log, f"netsql: declined uid {uid}: {why}")
+
+
+def _run_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
+             request: dict[str, Any], uid: int, started: float) -> None:
     state = dict(base, cancel=threading.Event(), spare_engine=spare)
     box = _Outbox(conn)
     out = _Frames(box, "out", bool(request.get("stdout_isatty")))
@@ -213,12 +362,12 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
               stdout_isatty=bool(request.get("stdout_isatty")),
               width=request.get("width") or 1_000_000)
     status: int = ExitStatus.ERROR
+    _RUNNING[threading.get_ident()] = state
     wake_r, wake_w = os.pipe()  # ends the watcher at once when the command is done
     watcher = threading.Thread(target=_watch_client, args=(conn, state, wake_r), daemon=True)
     watcher.start()
     try:
-        with _client_context(request):
-            status = _main(request["argv"], env, resident=state)
+        status = _main(request["argv"], env, resident=state)
         box.flush()
         resident.send(conn, {"exit": int(status)})
     except Exception as exc:  # the client went away, its directory is gone, or DuckDB
@@ -227,6 +376,7 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
             box.flush()
             resident.send(conn, {"exit": int(ExitStatus.ERROR)})
     finally:
+        _RUNNING.pop(threading.get_ident(), None)
         os.write(wake_w, b"x")
         watcher.join()
         os.close(wake_r)
@@ -235,9 +385,8 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
             if key not in PER_COMMAND:
                 base[key] = value
     argv = " ".join(str(a) for a in request.get("argv", []))
-    log.stderr.write(f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
-                     f"{time.monotonic() - started:.3f} s\n")
-    log.stderr.flush()
+    _log(log, f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
+         f"{time.monotonic() - started:.3f} s")
 
 
 def _read_request(conn: socket.socket, deadline: float) -> Any:
@@ -280,29 +429,6 @@ def _well_formed(request: Any) -> bool:
             and isinstance(request.get("stdout_isatty", False), bool)
             and isinstance(env, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()))
-
-
-@contextlib.contextmanager
-def _client_context(request: dict[str, Any]) -> Iterator[None]:
-    """The client's directory and settings for one command, restored after."""
-    saved = {k: os.environ.get(k) for k in FORWARDED_ENV}
-    given = request.get("env") or {}
-    for k in FORWARDED_ENV:
-        if k in given:
-            os.environ[k] = str(given[k])
-        else:
-            os.environ.pop(k, None)
-    here = os.getcwd()
-    try:
-        os.chdir(str(request.get("cwd") or "/"))
-        yield
-    finally:
-        os.chdir(here)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _watch_client(conn: socket.socket, state: dict[str, Any], wake: int) -> None:
