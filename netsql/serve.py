@@ -384,6 +384,8 @@ def _run_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
         for key, value in state.items():
             if key not in PER_COMMAND:
                 base[key] = value
+    if state["cancel"].is_set():  # the client went away (Ctrl-C there)
+        status = ExitStatus.INTERRUPTED
     argv = " ".join(str(a) for a in request.get("argv", []))
     _log(log, f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
          f"{time.monotonic() - started:.3f} s")

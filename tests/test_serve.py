@@ -127,6 +127,7 @@ def test_hanging_up_interrupts_the_statement(server: Server) -> None:
     assert (r.returncode, r.stdout) == (0, "5\n")
     assert time.monotonic() - started < 10  # the server was not stuck in the statement
     assert "range(1000000000000)" in server.served()[0]
+    assert "-> 130 in" in server.served()[0]  # logged as interrupted, not as an error
 
 
 def raw(path: str, request: object) -> object:
@@ -288,3 +289,11 @@ def test_a_slow_reader_holds_no_other_client(server: Server, tmp_path: Path) -> 
     finally:
         slow.kill()
         slow.wait(10)
+
+    def logged() -> bool:
+        return any("range(5000000)" in line and "-> 130" in line for line in server.served())
+
+    deadline = time.monotonic() + 30
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged(), server.log.read_text()  # a client that went away: 130, not 1
