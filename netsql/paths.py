@@ -54,14 +54,16 @@ def user_dirs(environ: Mapping[str, str] | None = None, euid: int | None = None)
 
 def configured_safe() -> bool:
     """Whether the config file (root's own under sudo) sets ``safe = true``
-    (docs/security.md); the shell validates the file and warns about it."""
-    path = user_dirs().config_file
-    if not path.exists():
+    (docs/security.md); the shell validates the file and warns about it. A file this
+    user cannot read sets nothing."""
+    try:
+        f = open(user_dirs().config_file, "rb")
+    except OSError:
         return False
     import tomllib
 
-    try:
-        with open(path, "rb") as f:
+    with f:
+        try:
             return tomllib.load(f).get("safe") is True
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
+        except (OSError, tomllib.TOMLDecodeError):
+            return False
