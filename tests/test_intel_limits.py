@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,19 @@ import pytest
 from tests.conftest import netsql_cmd
 
 LIMIT_MB = 200
+# Linux keeps the peak RSS of the process a child was forked from across exec, so a
+# child of pytest (hundreds of MB into a full run) would report pytest's: a small
+# launcher forks netsql and writes its peak (KB) to argv[1].
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
 
 
 class Measured:
@@ -27,10 +41,11 @@ def import_measured(tmp_path: Path, *args: str, feed: Iterator[bytes] | None = N
                     timeout: float = 300) -> Measured:
     """Run `netsql intel import ARGS` in a child, feeding ``feed`` to its stdin; its exit
     status, stderr and peak resident memory."""
-    err_path = tmp_path / "stderr"
+    err_path, rss_path = tmp_path / "stderr", tmp_path / "peak"
     env = dict(os.environ, NETSQL_SOCKET="")
+    cmd = [sys.executable, "-c", LAUNCHER, str(rss_path), *netsql_cmd("intel", "import", *args)]
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(netsql_cmd("intel", "import", *args), env=env,
+        proc = subprocess.Popen(cmd, env=env,
                                 stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err)
     writer = None
@@ -55,13 +70,12 @@ def import_measured(tmp_path: Path, *args: str, feed: Iterator[bytes] | None = N
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
-        _, wait_status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
     finally:
         timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(wait_status)
     if writer is not None:
         writer.join(10)
-    return Measured(proc.returncode, err_path.read_text(), usage.ru_maxrss / 1024)
+    return Measured(proc.returncode, err_path.read_text(), int(rss_path.read_text()) / 1024)
 
 
 def one_line_error(m: Measured, *words: str) -> None:
