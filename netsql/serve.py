@@ -23,12 +23,12 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
 from netsql import __version__, resident
 from netsql.cli import DNS_BUFFER, Env, ExitStatus, UsageError, _main, _Parser
-from netsql.resident import FORWARDED_ENV
+from netsql.clientcontext import Contexts
 
 #: State a command brings and takes away; everything else it leaves (caches) is kept.
 PER_COMMAND = frozenset({"pcap", "intel_db", "query_dirs", "cancel", "interrupt",
@@ -95,7 +95,7 @@ def main(argv: Sequence[str], env: Env) -> int:
         _warm_up()
         env.stderr.write(f"netsql: serving on {path} (pid {os.getpid()})\n")
         env.stderr.flush()
-        contexts = _Contexts()
+        contexts = Contexts()
         slots = threading.BoundedSemaphore(MAX_CLIENTS)
         while True:
             spare = _spare_engine()
@@ -239,7 +239,7 @@ def _log(log: Env, line: str) -> None:
 
 
 def _client(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
-            contexts: _Contexts, slots: threading.BoundedSemaphore) -> None:
+            contexts: Contexts, slots: threading.BoundedSemaphore) -> None:
     """One client, in its own thread."""
     with conn:
         try:
@@ -250,68 +250,8 @@ def _client(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
             _THREADS.discard(threading.current_thread())
 
 
-class _Contexts:
-    """The directory and variables commands run in. The process has one of each, so
-    commands of the same context run together; one of another waits until they are
-    done, at most ``wait`` seconds (then the client runs it itself)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.key: tuple[str, tuple[tuple[str, str], ...]] | None = None
-        self.running = 0
-        self.saved: tuple[str, dict[str, str | None]] | None = None
-
-    @contextlib.contextmanager
-    def enter(self, request: dict[str, Any], wait: float) -> Iterator[bool]:
-        given = request.get("env") or {}
-        key = (str(request.get("cwd") or "/"),
-               tuple((k, str(given[k])) for k in FORWARDED_ENV if k in given))
-        with self.cond:
-            ready = self.cond.wait_for(lambda: self.running == 0 or self.key == key, wait)
-            if ready:
-                if self.running == 0:
-                    self._switch(key)
-                self.running += 1
-        if not ready:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            with self.cond:
-                self.running -= 1
-                if self.running == 0:
-                    self._restore()
-                self.cond.notify_all()
-
-    def _switch(self, key: tuple[str, tuple[tuple[str, str], ...]]) -> None:
-        here = os.getcwd()
-        os.chdir(key[0])  # OSError (removed since): nothing changed, the command fails
-        self.saved = (here, {k: os.environ.get(k) for k in FORWARDED_ENV})
-        self.key = key
-        given = dict(key[1])
-        for k in FORWARDED_ENV:
-            if k in given:
-                os.environ[k] = given[k]
-            else:
-                os.environ.pop(k, None)
-
-    def _restore(self) -> None:
-        if self.saved is None:
-            return
-        here, env = self.saved
-        self.saved, self.key = None, None
-        with contextlib.suppress(OSError):
-            os.chdir(here)
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any = None,
-               contexts: _Contexts | None = None,
+               contexts: Contexts | None = None,
                slots: threading.BoundedSemaphore | None = None) -> None:
     started = time.monotonic()
     try:
@@ -327,7 +267,7 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
         with contextlib.suppress(OSError):
             resident.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
-    contexts = contexts or _Contexts()
+    contexts = contexts or Contexts()
     if slots is not None and not slots.acquire(blocking=False):
         _decline(conn, log, uid, f"the resident netsql runs {MAX_CLIENTS} commands already")
         return
