@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import netsql_cmd, run_netsql
+from tests.conftest import need, netsql_cmd, run_netsql
 
 
 def run_in(home: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -102,3 +102,13 @@ def test_install_never_reaches_the_network_nor_home(tmp_path: Path) -> None:
     r = subprocess.run(netsql_cmd("-e", "INSTALL httpfs"), env=env, capture_output=True,
                        text=True, timeout=60)
     assert "extensions are not installed" in r.stderr
+
+
+def test_live_capture_works_in_safe_mode(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "live capture needs root")
+    r = run_in(tmp_path, "--safe", "--capture", "1", "--csv", "--no-header",
+               "-e", "SELECT count(*) >= 0 FROM dns_queries",
+               "-e", "SELECT count(*) >= 0 FROM flows",
+               "-e", "SELECT running FROM capture_stats LIMIT 1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:2] == ["true", "true"]
