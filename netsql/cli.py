@@ -267,7 +267,7 @@ def _main(argv: Sequence[str], env: Env, resident: dict[str, Any] | None = None
         return ExitStatus.USAGE
 
     if not args.safe and resident is None:
-        from netsql.paths import configured_safe
+        from netsql.dbconfig import configured_safe
 
         args.safe = configured_safe()
     if args.safe and (refused := _safe_refusal(args, env)) is not None:

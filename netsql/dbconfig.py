@@ -1,5 +1,6 @@
 """How netsql configures DuckDB: one place for the settings every connection gets, and
-the ``--safe`` lock (docs/security.md). A leaf module: it imports nothing of netsql's.
+the ``--safe`` lock and its config key (docs/security.md). Low: it imports only
+netsql.paths (to find the config file).
 
 Defaults: DuckDB never installs or loads an extension from the network by itself, and
 an explicit ``INSTALL`` fails without touching the network or the disk: extensions,
@@ -49,3 +50,22 @@ def explain(message: str) -> str:
             or "has been locked" in message:
         return f"refused in --safe mode (see docs/security.md): {message}"
     return message
+
+
+def configured_safe() -> bool:
+    """Whether the config file (root's own under sudo) sets ``safe = true``
+    (docs/security.md); the shell validates the file and warns about it. A file this
+    user cannot read sets nothing."""
+    from netsql.paths import user_dirs
+
+    try:
+        f = open(user_dirs().config_file, "rb")
+    except OSError:
+        return False
+    import tomllib
+
+    with f:
+        try:
+            return tomllib.load(f).get("safe") is True
+        except (OSError, tomllib.TOMLDecodeError):
+            return False

@@ -3,8 +3,8 @@
 Config: ``$XDG_CONFIG_HOME/netsql/config.toml`` (default ``~/.config/netsql/config.toml``).
 History: ``$XDG_STATE_HOME/netsql/history`` (default ``~/.local/state/netsql/history``).
 Under sudo (effective uid 0 and ``SUDO_USER`` set) both come from root's own home
-directory (see netsql.repl.config). Standard library only: ``netsql -e`` reads the
-config's ``safe`` key through here without loading the shell's modules.
+directory (see netsql.repl.config). Standard library only: ``netsql -e`` finds the
+config file through here without loading the shell's modules.
 """
 
 from __future__ import annotations
@@ -50,20 +50,3 @@ def user_dirs(environ: Mapping[str, str] | None = None, euid: int | None = None)
     return Dirs(_xdg(environ, "XDG_CONFIG_HOME", home / ".config") / "netsql",
                 _xdg(environ, "XDG_STATE_HOME", home / ".local" / "state") / "netsql",
                 sudo=False, uid=euid)
-
-
-def configured_safe() -> bool:
-    """Whether the config file (root's own under sudo) sets ``safe = true``
-    (docs/security.md); the shell validates the file and warns about it. A file this
-    user cannot read sets nothing."""
-    try:
-        f = open(user_dirs().config_file, "rb")
-    except OSError:
-        return False
-    import tomllib
-
-    with f:
-        try:
-            return tomllib.load(f).get("safe") is True
-        except (OSError, tomllib.TOMLDecodeError):
-            return False
