@@ -81,8 +81,7 @@ def test_safe_reads_no_file_named_on_the_command_line(tmp_path: Path, args: list
 
 def test_install_never_reaches_the_network_nor_home(tmp_path: Path) -> None:
     """strace shows every connect(); DuckDB must attempt none, and HOME gets no .duckdb."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
+    need(shutil.which("strace") is not None, "strace (CI installs it)")
     trace = tmp_path / "trace"
     home = tmp_path / "home"
     home.mkdir()
