@@ -157,6 +157,7 @@ def main() -> None:
 
 
 def _engine(path: str, queries: list[str], listed: set[str]) -> tuple[Any, int]:
+    from netsql.collect import State
     from netsql.engine import Engine
     from netsql.registry import default_tables
 
@@ -179,7 +180,7 @@ def _engine(path: str, queries: list[str], listed: set[str]) -> tuple[Any, int]:
     for q in queries:
         labels = q.split(".")
         expected += sum(1 for i in range(len(labels)) if ".".join(labels[i:]) in listed)
-    return Engine(tables, state={"intel_db": path}), expected
+    return Engine(tables, state=State(intel_db=path)), expected
 
 
 if __name__ == "__main__":

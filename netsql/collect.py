@@ -8,6 +8,7 @@ expensive work (the ``/proc/*/fd`` scan, the list of network namespaces).
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,16 @@ class Need:
 
     def wants(self, *names: str) -> bool:
         return self.columns is None or any(n in self.columns for n in names)
+
+    def keep_pids(self, cols: dict[str, list[Any]], rows: int | None = None
+                  ) -> dict[str, list[Any]]:
+        """``cols`` with only the rows of ``pids`` (all of them when pids is None). A
+        table without a ``pid`` column (``rows`` of them) keeps none."""
+        if self.pids is None:
+            return cols
+        pid = cols.get("pid") or [None] * (rows or 0)
+        keep = [i for i, p in enumerate(pid) if p in self.pids]
+        return {k: [v[i] for i in keep] for k, v in cols.items()}
 
     @staticmethod
     def merge(needs: Iterable[Need]) -> Need:
@@ -67,6 +78,36 @@ def pids_from_filters(filters: list[str]) -> frozenset[int] | None:
 
 
 @dataclass
+class State:
+    """What outlives one statement: the engine's sources and caches (one per shell,
+    watch, command or netsql serve). Collectors read it through ``Collection.state``."""
+
+    #: The live DNS capture (netsql.capture.manager.DnsCapture) or None.
+    capture: Any = None
+    #: Capture files read for dns_queries (netsql.capture.manager.PcapSource) or None.
+    pcap: Any = None
+    #: --intel-db: the threat-intel database (None: netsql.paths.intel_db's default).
+    intel_db: str | None = None
+    #: --queries DIRs of the shell (.run, .queries).
+    query_dirs: list[str] = field(default_factory=list)
+    #: Set to stop a collection between tables (Ctrl-C in the shell, a client gone).
+    cancel: threading.Event | None = None
+    #: Interrupts the running statement (netsql serve, when its client goes away).
+    interrupt: Callable[[], None] | None = None
+    #: --safe: SQL reaches netsql's tables and nothing else (netsql.dbconfig.lock).
+    safe: bool = False
+    #: A fresh Engine netsql serve made ahead for the next command, or None.
+    spare_engine: Any = None
+    #: Collectors' caches that outlive a pass, by name (kept by netsql serve too).
+    caches: dict[str, Any] = field(default_factory=dict)
+
+    def for_command(self, **given: Any) -> State:
+        """A state for one command of netsql serve: this one's capture and caches
+        (shared), nothing else of it."""
+        return State(capture=self.capture, caches=self.caches, **given)
+
+
+@dataclass
 class Collection:
     """Shared state of one collection pass."""
 
@@ -75,7 +116,7 @@ class Collection:
     _cache: dict[str, Any] = field(default_factory=dict)
     #: Per-engine state that outlives one pass (capture buffers, caches keyed by pid
     #: and start time). Set by the engine.
-    state: dict[str, Any] = field(default_factory=dict)
+    state: State = field(default_factory=State)
     #: Every table this pass collects (collectors may share work across them).
     tables: frozenset[str] = frozenset()
 

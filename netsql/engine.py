@@ -11,16 +11,18 @@ from __future__ import annotations
 import gc
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
-from netsql.collect import Collection, Need, pids_from_filters
+from netsql import dbconfig
+from netsql.collect import Collection, Need, State, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
-from netsql.schema import Table
+from netsql.paths import spill_dir
+from netsql.schema import Setup, Table
 
 # Statement types whose result is data; the others (CREATE, INSERT, SET, ...) print nothing.
 QUERY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "EXECUTE", "RELATION", "MULTI"}
@@ -35,20 +37,22 @@ _CATALOG_WORDS = ("show", "duckdb_", "information_schema", "pg_", "describe", "t
                   "sqlite_master", "pragma")
 
 
-@dataclass(frozen=True)
-class Setup:
-    """SQL made on first use: views, macros, attached databases (netsql.intel's, say).
+class Statement(str):
+    """One statement's text, carrying what DuckDB's parser said of it: parsed once
+    (by ``Engine.split``, or by ``Engine.execute`` when given plain text) and passed on.
+    ``kind``: its statement type (SELECT, CREATE, ...); ``params``: the named
+    parameters it uses, lower-cased (None: it did not parse; its run will say why)."""
 
-    Like the stand-in tables, created only before the first statement whose lower-cased
-    text contains one of ``words`` (or any catalog query), so start-up pays nothing for
-    it. ``run(con, engine.state)`` returns warnings for that statement; ``tables`` are
-    the virtual tables its SQL references, declared first.
-    """
+    kind: str = "SELECT"
+    params: frozenset[str] | None = None
 
-    name: str
-    words: tuple[str, ...]
-    run: Callable[[duckdb.DuckDBPyConnection, Mapping[str, Any]], Sequence[str]]
-    tables: tuple[str, ...] = ()
+    @classmethod
+    def parsed(cls, text: str, parse: Any | None) -> Statement:
+        stmt = cls(text)
+        if parse is not None:
+            stmt.kind = str(parse.type).rsplit(".", 1)[-1]
+            stmt.params = frozenset(n.lower() for n in parse.named_parameters)
+        return stmt
 
 
 @dataclass
@@ -83,9 +87,7 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
             head.append(lines[i].strip())
         i += 1
     message = "; ".join(head) or type(exc).__name__
-    from netsql.dbconfig import explain
-
-    message = explain(message)
+    message = dbconfig.explain(message)
     m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
     if m:
         name = m.group(1)
@@ -102,7 +104,7 @@ class Engine:
     """DuckDB plus the virtual tables. One engine per shell or command."""
 
     def __init__(self, tables: Sequence[Table] | None = None,
-                 state: dict[str, Any] | None = None,
+                 state: State | None = None,
                  setups: Sequence[Setup] | None = None) -> None:
         if tables is None:
             from netsql.registry import default_tables
@@ -114,16 +116,14 @@ class Engine:
             setups = default_setups()
         self.tables: dict[str, Table] = {t.name: t for t in tables}
         self.setups: list[Setup] = list(setups)
-        self.state: dict[str, Any] = state if state is not None else {}
-        from netsql import dbconfig
-
+        self.state: State = state if state is not None else State()
         # DuckDB spills big queries to ./.tmp by default: never into the directory
         # a responder happens to stand in, nor without bound.
         self.con = duckdb.connect(":memory:", config=dbconfig.settings(
-            temp_directory=_spill_dir(), max_temp_directory_size="4GB"))
+            temp_directory=spill_dir(), max_temp_directory_size="4GB"))
         self._created: set[str] = set()
         self._set_up: set[str] = set()
-        if self.state.get("safe"):  # --safe: SQL reaches netsql's tables and nothing else
+        if self.state.safe:  # --safe: SQL reaches netsql's tables and nothing else
             self.declare()  # intel's database is attached while files can still be opened
             self.con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")  # for needs()
             dbconfig.lock(self.con)
@@ -166,13 +166,25 @@ class Engine:
             self._created.add(name)
 
     # -- statements -------------------------------------------------------------
-    def split(self, sql: str) -> list[str]:
-        """The statements of ``sql``, each as text (a parse error is a NetsqlError)."""
+    def split(self, sql: str) -> list[Statement]:
+        """The statements of ``sql``, each parsed (a parse error is a NetsqlError)."""
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as exc:
             raise _one_line(exc, sql, self.known_tables()) from None
-        return [s.query.strip().rstrip(";").strip() for s in stmts if s.query.strip(" ;\n\t")]
+        return [Statement.parsed(s.query.strip().rstrip(";").strip(), s) for s in stmts
+                if s.query.strip(" ;\n\t")]
+
+    def parse(self, stmt: str) -> Statement:
+        """``stmt`` (one statement's text) parsed; unparsable text is kept as it is, for
+        its run to report."""
+        if isinstance(stmt, Statement):
+            return stmt
+        try:
+            parse = self.con.extract_statements(stmt)[0]
+        except (duckdb.Error, IndexError):
+            parse = None
+        return Statement.parsed(stmt, parse)
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Result]:
         for stmt in self.split(sql):
@@ -180,9 +192,10 @@ class Engine:
 
     def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
         """Collect what one statement needs, then run it."""
-        args = self._used_params(stmt, params)
+        stmt = self.parse(stmt)
+        args = _used_params(stmt, params)
         notes = self.declare(stmt)
-        kind = self._statement_type(stmt)
+        kind = stmt.kind
         t0 = time.perf_counter()
         needs = self.needs(stmt, args) if self._created else {}
         coll = Collection(state=self.state, tables=frozenset(needs))
@@ -208,26 +221,8 @@ class Engine:
         t2 = time.perf_counter()
         return Result(stmt, data, coll.warnings, loaded, t1 - t0, t2 - t1)
 
-    def _used_params(self, stmt: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """The named parameters ``stmt`` uses: DuckDB rejects values a statement does not
-        name, and each statement of a saved query uses only some of its parameters."""
-        if not params:
-            return None
-        try:
-            used = {n.lower() for s in self.con.extract_statements(stmt)
-                    for n in s.named_parameters}
-        except duckdb.Error:
-            return dict(params)  # the statement's own error will say what is wrong
-        return {k: v for k, v in params.items() if k.lower() in used} or None
-
     def interrupt(self) -> None:
         self.con.interrupt()
-
-    def _statement_type(self, stmt: str) -> str:
-        try:
-            return str(self.con.extract_statements(stmt)[0].type).rsplit(".", 1)[-1]
-        except (duckdb.Error, IndexError):
-            return "SELECT"
 
     # -- which tables a statement needs -------------------------------------------
     def needs(self, stmt: str, args: dict[str, Any] | None = None) -> dict[str, Need]:
@@ -238,7 +233,7 @@ class Engine:
         literals all come out right.
         """
         con = self.con
-        locked = bool(self.state.get("safe"))  # the optimizers stay off under --safe
+        locked = self.state.safe  # the optimizers stay off under --safe
         try:
             if not locked:
                 con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")
@@ -293,7 +288,7 @@ class Engine:
         a third of the pass (25,000 sockets: 40 ms of CPU to parse with it, 26 without).
         """
         loaded = {}
-        cancel = self.state.get("cancel")
+        cancel = self.state.cancel
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -326,6 +321,17 @@ class Engine:
         return sorted(names)
 
 
+def _used_params(stmt: Statement, params: Mapping[str, Any] | None
+                 ) -> dict[str, Any] | None:
+    """The named parameters ``stmt`` uses: DuckDB rejects values a statement does not
+    name, and each statement of a saved query uses only some of its parameters."""
+    if not params:
+        return None
+    if stmt.params is None:
+        return dict(params)  # the statement's own error will say what is wrong
+    return {k: v for k, v in params.items() if k.lower() in stmt.params} or None
+
+
 def _code_text(sql: str) -> str:
     """``sql`` in lower case without comments and string literals (a table named in a
     comment or a string is not a reference)."""
@@ -346,18 +352,6 @@ def _json_loads(text: str) -> Any:
     import json  # not for SELECT 1: only a statement whose plan names tables
 
     return json.loads(text)
-
-
-def _spill_dir() -> str:
-    """Where DuckDB may spill: the effective user's own cache directory."""
-    import os
-    import pwd
-
-    try:
-        home = pwd.getpwuid(os.geteuid()).pw_dir
-    except KeyError:
-        home = os.environ.get("HOME", "/")
-    return os.path.join(home, ".cache", "netsql", "spill")
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""How a command runs beyond one pass of statements: DNS sources set up for the
-engine (capture files, a live capture window) and the interactive shell's start.
+"""DNS sources set up for the engine: capture files, a live capture (for a --capture
+window, a watch, the shell or netsql serve).
 
 Split from cli.py so the one-liner path stays thin; nothing here is imported by
 `netsql -e` unless capture flags or the shell are used.
@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from netsql.cli import Env, ExitStatus, _isatty
+from netsql.collect import State
+from netsql.context import Env, ExitStatus, isatty
+
+if TYPE_CHECKING:
+    from netsql.capture.manager import DnsCapture
 
 
 def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None = None,
-                  resident: dict[str, object] | None = None,
-                  ) -> tuple[dict[str, object], ExitStatus | None]:
+                  resident: State | None = None,
+                  ) -> tuple[State, ExitStatus | None]:
     """DNS sources for the engine: capture files, a live capture (run for --capture).
 
     ``watched``: the SQL of a --watch. Its capture keeps running for the whole watch
@@ -23,14 +28,14 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
     capture fills in (DNS names, captured UDP/ICMP flows). ``resident``: the state of
     ``netsql serve``, whose capture runs all along (the client waited out --capture).
     """
-    state: dict[str, object] = resident if resident is not None else {}
+    state = resident if resident is not None else State()
     live = bool(args.capture) or (watched is not None and not args.pcap and any(
         w in text.lower() for text in watched for w in _CAPTURE_WORDS))
     if resident is not None:
         live = False
     if not args.pcap and not live:
         return state, None  # keeps `netsql -e` from importing the capture code
-    from netsql.capture.manager import DnsCapture, PcapSource
+    from netsql.capture.manager import PcapSource
 
     ports = args.dns_port or [53]
     for path in args.pcap or []:
@@ -38,24 +43,21 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
             env.error(f"cannot read capture file {path}")
             return state, ExitStatus.USAGE
     if args.pcap:
-        state["pcap"] = PcapSource(args.pcap, ports)
+        state.pcap = PcapSource(args.pcap, ports)
     if resident is not None:
         return state, None
-    capture = DnsCapture(args.interface, ports, capacity=args.dns_buffer)
-    state["capture"] = capture
+    capture = new_capture(args)
+    state.capture = capture
     if args.capture and args.pcap:
         env.error("--capture and --pcap do not go together: dns_queries reads one source")
         return state, ExitStatus.USAGE
     if live:
-        from netsql.capture.live import CaptureError
-
         try:
-            capture.start()
+            if start_capture(capture) is not None:
+                # Statements that need dns_queries fail with capture.error; the rest run.
+                return state, None
             if args.capture:
                 countdown(env, args.capture)
-        except CaptureError:
-            # Statements that need dns_queries fail with capture.error; the rest run.
-            return state, None
         except BaseException:  # a signal: undo whatever part of the capture started
             capture.close()
             raise
@@ -63,6 +65,26 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
             capture.stop()
             capture.settle()
     return state, None
+
+
+def new_capture(args: argparse.Namespace) -> DnsCapture:
+    """The live DNS capture the flags ask for (-i, --dns-port, --dns-buffer), not
+    started: the one place netsql sets one up (commands, the shell, netsql serve)."""
+    from netsql.capture.manager import DnsCapture
+
+    return DnsCapture(args.interface, args.dns_port or [53], capacity=args.dns_buffer)
+
+
+def start_capture(capture: DnsCapture) -> str | None:
+    """Start ``capture``; None, or why it could not start (also kept in
+    capture.error, which .capture and dns_queries report)."""
+    from netsql.capture.live import CaptureError
+
+    try:
+        capture.start()
+    except CaptureError as exc:
+        return str(exc)
+    return None
 
 
 #: Words of --watch SQL that reads what live capture fills in (the capture then runs for
@@ -74,7 +96,7 @@ def countdown(env: Env, seconds: float) -> None:
     import time
 
     end = time.monotonic() + seconds
-    tty = _isatty(env.stderr)
+    tty = isatty(env.stderr)
     print(f"netsql: capturing DNS and flows for {seconds:g} s", file=env.stderr, flush=True)
     while (left := end - time.monotonic()) > 0:
         if tty:
@@ -84,45 +106,3 @@ def countdown(env: Env, seconds: float) -> None:
     if tty:
         env.stderr.write("\r" + " " * 40 + "\r")
         env.stderr.flush()
-
-
-def shell(env: Env, args: argparse.Namespace) -> ExitStatus:
-    """The interactive shell, capturing DNS in the background from the start."""
-    import threading
-
-    from netsql.capture.manager import DnsCapture, PcapSource
-    from netsql.repl.app import run_shell  # prompt_toolkit only for the shell
-
-    ports = args.dns_port or [53]
-    state: dict[str, object] = {}
-    if args.intel_db:
-        state["intel_db"] = args.intel_db
-    if args.pcap:
-        state["pcap"] = PcapSource(args.pcap, ports)
-    capture = DnsCapture(args.interface, ports, capacity=args.dns_buffer)
-    state["capture"] = capture
-
-    def start() -> None:
-        from netsql.capture.live import CaptureError
-
-        try:
-            capture.start()
-        except CaptureError:
-            pass  # kept in capture.error: .capture and dns_queries say why
-
-    if not args.pcap:
-        threading.Thread(target=start, name="netsql-capture-start", daemon=True).start()
-    state["query_dirs"] = list(args.queries or [])
-
-    def saved() -> list[tuple[str, str]]:
-        from netsql.queries import QueryUsageError, load_queries
-
-        try:
-            return [(q.name, q.description) for q in load_queries(args.queries or [])]
-        except QueryUsageError:
-            return []
-
-    try:
-        return run_shell(env, state, sources={"query": saved})
-    finally:
-        capture.close()

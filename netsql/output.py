@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from netsql.context import HUMAN_FORMATS
 from netsql.formats import get_formatter
 from netsql.formats.base import OutputContext, ResultSet
 
 if TYPE_CHECKING:
-    from netsql.cli import Env, ExitStatus
+    from netsql.context import Env, ExitStatus
     from netsql.engine import Result
 
 
@@ -18,18 +19,13 @@ class Printer:
         self.env = env
         self.formatter = get_formatter(fmt)
         self.ctx = OutputContext(tty=bool(env.stdout_isatty), width=env.width or 100,
-                                 header=header, notice=self._notice)
+                                 header=header, notice=env.notice)
         self.printed = 0
-
-    def _notice(self, message: str) -> None:
-        from netsql.formats import escape_control
-
-        print(f"netsql: {escape_control(message)}", file=self.env.stderr)
 
     def print(self, result: Result) -> None:
         if result.data is None:
             return
-        if self.printed and self.formatter.name in ("table", "line", "markdown"):
+        if self.printed and self.formatter.name in HUMAN_FORMATS:
             self.env.stdout.write("\n")
         self.formatter.write(result.data, self.env.stdout, self.ctx)
         self.env.stdout.flush()
@@ -37,7 +33,7 @@ class Printer:
 
 
 def list_tables(env: Env, fmt: str, *, header: bool = True) -> ExitStatus:
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.registry import default_tables
 
     tables = default_tables()

@@ -122,7 +122,7 @@ def socket_owners(coll: Collection, pids: Iterable[int] | None = None,
                   expect: Iterable[int] | None = None) -> Owners:
     """Scan fd directories (all processes, or ``pids``) for socket inodes.
 
-    A full scan remembers each process's sockets in ``coll.state`` (which lives as long
+    A full scan remembers each process's sockets in ``coll.state.caches`` (which lives as long
     as the engine: a shell, a watch) keyed by the identity and size of its fd
     directory, and later passes re-read only processes that are new or whose number
     of open files changed: one stat() instead of a readlink() per descriptor. When a
@@ -135,11 +135,11 @@ def socket_owners(coll: Collection, pids: Iterable[int] | None = None,
     def scan() -> Owners:
         if pids is not None:
             return _scan(sorted(pids), None, False)
-        cache: dict[int, tuple[int, int, list[tuple[int, int]]]] = coll.state.setdefault(
+        cache: dict[int, tuple[int, int, list[tuple[int, int]]]] = coll.state.caches.setdefault(
             "fd_cache", {})
         # Sockets a full pass found no owner for (held by a process we may not read,
         # or by none): their absence does not mean the cache is stale.
-        ownerless: set[int] = coll.state.setdefault("fd_ownerless", set())
+        ownerless: set[int] = coll.state.caches.setdefault("fd_ownerless", set())
         everyone = pids_of(coll)
         owners = _scan(everyone, cache, False)
         if owners.reused and expect is not None and any(

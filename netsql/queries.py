@@ -54,7 +54,7 @@ def shipped_dir() -> Path | None:
 
 def user_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CONFIG_HOME/netsql/queries``; under sudo root's own, as for config.toml."""
-    from netsql.repl.config import user_dirs  # stdlib only (no prompt_toolkit)
+    from netsql.paths import user_dirs
 
     return user_dirs(environ).config / "queries"
 

@@ -207,10 +207,6 @@ class SavedQuery:
         known = f"parameters: {', '.join(names)}" if names else "it takes no parameters"
         return f"{self.name}: unknown parameter {key!r} ({hint}{known})"
 
-    def completions(self) -> list[tuple[str, str]]:
-        """``key=`` and a description of each parameter, for shell completion."""
-        return [(f"{p.name}=", f"{p.type}, {p.when()}: {p.description}") for p in self.params]
-
     def help_text(self) -> str:
         """``netsql -q NAME --help``."""
         import textwrap

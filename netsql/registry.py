@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from netsql.schema import Table
 
 if TYPE_CHECKING:
-    from netsql.engine import Setup
+    from netsql.schema import Setup
 
 
 def default_tables() -> list[Table]:

@@ -1,4 +1,5 @@
-"""Declarations of virtual tables: one ``Table`` per table module.
+"""Declarations of virtual tables (one ``Table`` per table module) and of the SQL
+made on first use (``Setup``).
 
 A declaration is the single source for the DuckDB DDL, ``--list-tables``,
 ``.schema``, completion, docs/tables.md and the generic per-table tests.
@@ -11,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from netsql.collect import Collection, Need
+    import duckdb
+
+    from netsql.collect import Collection, Need, State
 
 #: Column data for one table: column name -> list of values (all the same length).
 Columns = dict[str, list[Any]]
@@ -66,7 +69,17 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def columns_of(table: Table, data: Columns) -> Sequence[list[Any]]:
-    """The column lists of ``data`` in declaration order (missing -> all NULL)."""
-    n = len(next(iter(data.values()))) if data else 0
-    return [data.get(c.name, [None] * n) for c in table.columns]
+@dataclass(frozen=True)
+class Setup:
+    """SQL made on first use: views, macros, attached databases (netsql.intel's, say).
+
+    Like the stand-in tables, created only before the first statement whose lower-cased
+    text contains one of ``words`` (or any catalog query), so start-up pays nothing for
+    it. ``run(con, engine.state)`` returns warnings for that statement; ``tables`` are
+    the virtual tables its SQL references, declared first.
+    """
+
+    name: str
+    words: tuple[str, ...]
+    run: Callable[[duckdb.DuckDBPyConnection, State], Sequence[str]]
+    tables: tuple[str, ...] = ()

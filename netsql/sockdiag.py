@@ -11,25 +11,17 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
 from types import ModuleType
 
-from netsql import netns
+from netsql import netlink, netns
+from netsql.netlink import HDR, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
 INET_DIAG_INFO = 2
 
-_HDR = struct.Struct("=IHHII")
-_MSG = struct.Struct("=BBBB")
 _PORTS = struct.Struct(">HH")
 _TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
-_ATTR = struct.Struct("=HH")
 
 
 _cdiag: ModuleType | None
@@ -52,21 +44,6 @@ class SockDiagError(OSError):
     pass
 
 
-@dataclass(slots=True)
-class DiagSocket:
-    family: int
-    state: int
-    sport: int
-    dport: int
-    src: bytes
-    dst: bytes
-    rqueue: int
-    wqueue: int
-    uid: int
-    inode: int
-    info: bytes | None  # struct tcp_info when asked for
-
-
 def open_socket(netns_path: str | None = None) -> socket.socket:
     """A sock_diag netlink socket, inside the namespace of ``netns_path`` if given."""
     return netns.call_in(netns_path, lambda: socket.socket(
@@ -75,8 +52,7 @@ def open_socket(netns_path: str | None = None) -> socket.socket:
 
 def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int) -> None:
     req = struct.pack("=BBBBI", family, protocol, ext, 0, states) + bytes(48)
-    sock.send(_HDR.pack(_HDR.size + len(req), SOCK_DIAG_BY_FAMILY,
-                        NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
+    sock.send(netlink.message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, req))
 
 
 def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
@@ -139,12 +115,11 @@ def _py_rows(buf: bytearray, n: int, out: list[Row]) -> int:
     off = 0
     n = min(n, len(buf))
     while off + 16 <= n:
-        length, kind, _, _, _ = _HDR.unpack_from(buf, off)
+        length, kind, _, _, _ = HDR.unpack_from(buf, off)
         if length < 16 or kind == NLMSG_DONE:
             return 1
         if kind == NLMSG_ERROR:
-            err = struct.unpack_from("=i", buf, off + 16)[0] if off + 20 <= n else 0
-            return err or 1
+            return -netlink.error_code(buf, off + 16, n) or 1
         size = min(length, n - off) - 16
         m = off + 16
         if kind == SOCK_DIAG_BY_FAMILY and size >= 72 and buf[m] in (socket.AF_INET,
@@ -158,16 +133,12 @@ def _py_rows(buf: bytearray, n: int, out: list[Row]) -> int:
             remote = None if dport == 0 and raw == _ZERO[:alen] else socket.inet_ntop(fam, raw)
             tcp = None
             a, end = m + 72, m + size
-            while a + 4 <= end:
-                alen_, atype = _ATTR.unpack_from(buf, a)
-                if alen_ < 4:
-                    break
+            for atype, vstart, vend in netlink.attributes(buf, a, end):
                 if atype == INET_DIAG_INFO:
-                    tcp = _tcp_counters(bytes(buf[a + 4:min(a + alen_, end)]))
-                a += (alen_ + 3) & ~3
+                    tcp = _tcp_counters(bytes(buf[vstart:vend]))
             out.append((fam, buf[m + 1], sport, None if remote is None else dport, local,
                         remote, rq, wq, uid, inode, tcp))
-        off += (length + 3) & ~3
+        off += netlink.align(length)
     return 0
 
 
@@ -187,49 +158,8 @@ def _tcp_counters(info: bytes) -> Tcp:
             _U32(info, 52)[0] / 1e3 if n >= 60 else None)
 
 
-def dump(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
-         ext: int = 0) -> Iterator[DiagSocket]:
-    _request(sock, family, protocol, states, ext)
-    buf = bytearray(1 << 17)
-    view = memoryview(buf)
-    alen = 4 if family == socket.AF_INET else 16
-    while True:
-        n = sock.recv_into(buf)
-        off = 0
-        while off + 16 <= n:
-            length, kind, _, _, _ = _HDR.unpack_from(buf, off)
-            if length < 16:
-                return
-            if kind == NLMSG_DONE:
-                return
-            if kind == NLMSG_ERROR:
-                errno = -struct.unpack_from("=i", buf, off + 16)[0]
-                if errno:
-                    raise SockDiagError(errno, os.strerror(errno))
-                return
-            if kind == SOCK_DIAG_BY_FAMILY:
-                m = off + 16
-                fam, state = buf[m], buf[m + 1]
-                sport, dport = _PORTS.unpack_from(buf, m + 4)
-                _, rq, wq, uid, inode = _TAIL.unpack_from(buf, m + 52)
-                info = None
-                if ext:
-                    a = m + 72
-                    end = off + length
-                    while a + 4 <= end:
-                        alen_, atype = _ATTR.unpack_from(buf, a)
-                        if alen_ < 4:
-                            break
-                        if atype == INET_DIAG_INFO:
-                            info = bytes(view[a + 4 : a + alen_])
-                        a += (alen_ + 3) & ~3
-                yield DiagSocket(fam, state, sport, dport, bytes(view[m + 8 : m + 8 + alen]),
-                                 bytes(view[m + 24 : m + 24 + alen]), rq, wq, uid, inode, info)
-            off += (length + 3) & ~3
-
-
 def find(sock: socket.socket, family: int, protocol: int, local: tuple[str, int],
-         remote: tuple[str, int]) -> DiagSocket | None:
+         remote: tuple[str, int]) -> Row | None:
     """The one socket with this local and remote end (the kernel's own lookup), if any.
 
     TCP takes the ids as (local, remote); UDP's lookup reads them the other way round
@@ -247,20 +177,10 @@ def find(sock: socket.socket, family: int, protocol: int, local: tuple[str, int]
         req = (struct.pack("=BBBBI", family, protocol, 0, 0, 0xFFFFFFFF)
                + struct.pack(">HH", ap, bp) + ip(a) + ip(b)
                + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF))
-        sock.send(_HDR.pack(_HDR.size + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 2, 0)
-                  + req)
-        data = sock.recv(65536)
-        if len(data) < 16:
-            continue
-        length, kind, _, _, _ = _HDR.unpack_from(data, 0)
-        if kind != SOCK_DIAG_BY_FAMILY or len(data) < 16 + 72:
-            continue
-        m = 16
-        sport, dport = _PORTS.unpack_from(data, m + 4)
-        _, rq, wq, uid, inode = _TAIL.unpack_from(data, m + 52)
-        alen = 4 if family == socket.AF_INET else 16
-        found = DiagSocket(data[m], data[m + 1], sport, dport, data[m + 8 : m + 8 + alen],
-                           data[m + 24 : m + 24 + alen], rq, wq, uid, inode, None)
-        if found.sport == local[1]:
-            return found
+        sock.send(netlink.message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 2, req))
+        data = bytearray(sock.recv(65536))
+        found: list[Row] = []
+        parse(data, len(data), found)
+        if found and found[0][2] == local[1]:
+            return found[0]
     return None

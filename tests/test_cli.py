@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from netsql.cli import ExitStatus
+from netsql.context import ExitStatus
 from tests.conftest import run_netsql
 
 SQL = ("SELECT 1 AS n, 'a,b \"q\"' AS s, NULL AS nothing, [1, 2] AS l, "

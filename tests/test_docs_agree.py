@@ -9,7 +9,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from netsql.cli import Env, ExitStatus, main
+from netsql.cli import main
+from netsql.context import Env, ExitStatus
 from netsql.tables.flows import TABLE as FLOWS
 from tests.conftest import need, netsql_cmd, run_netsql
 

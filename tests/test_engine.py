@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.engine import Engine, NetsqlError
 from netsql.registry import default_tables
 from netsql.schema import Table
@@ -192,7 +192,7 @@ def test_fd_scan_reuse_never_misses_a_new_socket() -> None:
     replaced a closed one (same count) must still be found."""
     from netsql import procfs
 
-    state: dict[str, Any] = {}
+    state = State()
     with socket.socket() as a:
         a.bind(("127.0.0.1", 0))
         a.listen()
@@ -209,3 +209,30 @@ def test_fd_scan_reuse_never_misses_a_new_socket() -> None:
         engine = Engine(state=state)
         got = rows(engine, f"SELECT pid, fd FROM sockets WHERE inode = {ino}")
         assert got == [(os.getpid(), b.fileno())]
+
+
+def test_each_statement_is_parsed_once() -> None:
+    """engine.run parses the text once (split); execute reuses that parse for the
+    statement's type and parameters."""
+    engine = Engine()
+
+    class Counting:
+        def __init__(self, con: Any) -> None:
+            self.con, self.parses = con, 0
+
+        def extract_statements(self, sql: str) -> Any:
+            self.parses += 1
+            return self.con.extract_statements(sql)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.con, name)
+
+    counting = Counting(engine.con)
+    engine.con = counting  # type: ignore[assignment]
+    results = list(engine.run("SELECT $n + 1 AS a; CREATE TEMP TABLE t AS SELECT 1 AS x; "
+                              "SELECT pid FROM processes WHERE pid = $n", {"n": os.getpid()}))
+    assert counting.parses == 1
+    assert [r.data.rows if r.data else None for r in results] == [
+        [(os.getpid() + 1,)], None, [(os.getpid(),)]]
+    engine.execute("SELECT 2")  # plain text: parsed once, here
+    assert counting.parses == 2

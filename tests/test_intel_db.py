@@ -13,9 +13,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from netsql.cli import Env, ExitStatus, main
+from netsql.cli import main
+from netsql.context import Env, ExitStatus
 from netsql.intel import db
 from netsql.intel.files import parse
+from netsql.paths import intel_db
 from tests.conftest import run_netsql
 
 FIX = Path(__file__).parent / "fixtures" / "intel"
@@ -154,10 +156,32 @@ def test_stdin_and_path(dbfile: Path) -> None:
 
 
 def test_default_path_is_xdg() -> None:
-    assert db.default_path(None, {"XDG_DATA_HOME": "/d"}) == "/d/netsql/intel.duckdb"
-    assert db.default_path(None, {"NETSQL_INTEL_DB": "/x.db", "XDG_DATA_HOME": "/d"}) == "/x.db"
-    assert db.default_path("/flag.db", {"NETSQL_INTEL_DB": "/x.db"}) == "/flag.db"
-    assert db.default_path(None, {}).endswith("/.local/share/netsql/intel.duckdb")
+    assert intel_db(None, {"XDG_DATA_HOME": "/d"}) == "/d/netsql/intel.duckdb"
+    assert intel_db(None, {"NETSQL_INTEL_DB": "/x.db", "XDG_DATA_HOME": "/d"}) == "/x.db"
+    assert intel_db("/flag.db", {"NETSQL_INTEL_DB": "/x.db"}) == "/flag.db"
+    assert intel_db(None, {}).endswith("/.local/share/netsql/intel.duckdb")
+
+
+def test_under_sudo_e_no_root_owned_file_in_the_users_home(tmp_path: Path) -> None:
+    """sudo -E keeps HOME and XDG_DATA_HOME: the database is root's own, and netsql
+    refuses to create one under a directory of another user even when named."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown a directory to another user")
+    import pwd
+
+    home = tmp_path / "alice"
+    home.mkdir()
+    os.chown(home, 4321, 4321)
+    environ = {"HOME": str(home), "XDG_DATA_HOME": str(home / ".local" / "share"),
+               "SUDO_USER": "alice", "SUDO_UID": "4321", "SUDO_GID": "4321"}
+    root_home = Path(pwd.getpwuid(0).pw_dir)
+    assert intel_db(None, environ, euid=0) == str(
+        root_home / ".local" / "share" / "netsql" / "intel.duckdb")
+    target = home / ".local" / "share" / "netsql" / "intel.duckdb"
+    out = run_netsql("intel", "import", str(FIX / "domains.txt"),
+                     env={"NETSQL_INTEL_DB": str(target)})
+    assert out.returncode == 1 and f"{home} belongs to another user" in out.stderr
+    assert list(home.iterdir()) == []
 
 
 def test_as_a_command_with_env_var(tmp_path: Path) -> None:
@@ -191,12 +215,13 @@ def test_older_database_is_upgraded_in_place(dbfile: Path,
 
 
 def test_engine_attach_upgrades_too(dbfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netsql.collect import State
     from netsql.engine import Engine
 
     assert intel(dbfile, "import", str(FIX / "ips.txt")).code == 0
     monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, V2])
     monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
-    engine = Engine(state={"intel_db": str(dbfile)})
+    engine = Engine(state=State(intel_db=str(dbfile)))
     (res,) = engine.run("SELECT count(*) FROM intel")
     assert res.data is not None and res.data.rows == [(5,)]
     assert engine.con.execute("SELECT note FROM intel_db.sources").fetchall() == [("v2",)]

@@ -8,7 +8,7 @@ import ipaddress
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netsql.collect import Collection, Need
-from netsql.engine import Engine, NetsqlError, Setup
+from netsql.collect import Collection, Need, State
+from netsql.engine import Engine, NetsqlError
 from netsql.intel import db, functions
 from netsql.intel.files import parse
 from netsql.registry import default_tables
+from netsql.schema import Setup
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "intel"
@@ -39,17 +40,18 @@ class Recorded:
         self.calls = 0
         self.fail = fail
 
-    def __call__(self, con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> Sequence[str]:
+    def __call__(self, con: duckdb.DuckDBPyConnection, state: State) -> Sequence[str]:
         self.calls += 1
         if self.fail:
             raise NetsqlError("the thing is broken")
         con.execute("CREATE TEMP VIEW thing AS SELECT count(*) AS n FROM processes")
-        return [f"set up with {state.get('x')}"]
+        return [f"set up with {state.intel_db}"]
 
 
 def test_setup_runs_lazily_once_and_declares_its_tables() -> None:
     run = Recorded()
-    engine = Engine(state={"x": 42}, setups=[Setup("t", ("thing",), run, ("processes",))])
+    engine = Engine(state=State(intel_db="42"),
+                    setups=[Setup("t", ("thing",), run, ("processes",))])
     (res,) = engine.run("SELECT 1")
     assert run.calls == 0 and res.warnings == [] and engine._created == set()
     (res,) = engine.run("SELECT n > 0 FROM thing")
@@ -72,7 +74,7 @@ def test_failing_setup_fails_the_statement_not_a_catalog_query() -> None:
 
 
 def test_intel_setup_is_not_paid_by_other_statements() -> None:
-    engine = Engine(state={"intel_db": "/nonexistent/intel.duckdb"})
+    engine = Engine(state=State(intel_db="/nonexistent/intel.duckdb"))
     list(engine.run("SELECT 1; SELECT count(*) FROM processes"))
     assert engine._set_up == set()
     assert "intel_db" not in {r[0] for r in engine.con.execute(
@@ -84,7 +86,7 @@ def test_intel_setup_is_not_paid_by_other_statements() -> None:
 
 
 def test_no_database_gives_empty_views_and_says_so(tmp_path: Path) -> None:
-    engine = Engine(state={"intel_db": str(tmp_path / "none.duckdb")})
+    engine = Engine(state=State(intel_db=str(tmp_path / "none.duckdb")))
     (res,) = engine.run("SELECT count(*) FROM intel")
     assert res.data is not None and res.data.rows == [(0,)]
     assert res.warnings == [f"no threat-intel lists: {tmp_path / 'none.duckdb'} does not exist "
@@ -115,7 +117,7 @@ def intel_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def engine(intel_db: str) -> Engine:
-    return Engine(state={"intel_db": intel_db})
+    return Engine(state=State(intel_db=intel_db))
 
 
 @pytest.mark.parametrize("name,hit", [
@@ -206,7 +208,7 @@ def test_flagged(intel_db: str) -> None:
     fakes = {"dns_queries": DNS, "sockets": SOCKETS, "processes": PROCS, "flows": FLOWS}
     tables = [dataclasses.replace(t, collect=stand_in(fakes[t.name])) if t.name in fakes else t
               for t in default_tables()]
-    engine = Engine(tables, state={"intel_db": intel_db})
+    engine = Engine(tables, state=State(intel_db=intel_db))
     res = list(engine.run("SELECT seen_in, pid, process, name, address, port, matched, "
                           "indicator, kind, source FROM flagged "
                           "ORDER BY seen_in, pid NULLS LAST, matched"))[-1]
@@ -243,9 +245,9 @@ def test_flagged(intel_db: str) -> None:
 def test_flagged_without_some_tables(intel_db: str) -> None:
     tables = [dataclasses.replace(t, collect=stand_in(DNS)) for t in default_tables()
               if t.name == "dns_queries"]
-    engine = Engine(tables, state={"intel_db": intel_db})
+    engine = Engine(tables, state=State(intel_db=intel_db))
     assert rows(engine, "SELECT DISTINCT seen_in FROM flagged") == [("dns_queries",)]
-    assert rows(Engine([], state={"intel_db": intel_db}),
+    assert rows(Engine([], state=State(intel_db=intel_db)),
                 "SELECT count(*) FROM flagged") == [(0,)]
 
 
@@ -349,7 +351,9 @@ def test_ip_num_rejects(fn: duckdb.DuckDBPyConnection, bad: str) -> None:
 # -- the docs cover what the code offers ------------------------------------------------
 def test_docs_cover_functions_and_columns() -> None:
     text = (ROOT / "docs" / "intel.md").read_text()
-    for name in (*functions.PUBLIC, *functions.LOOKUPS):
+    lookups = re.findall(r"CREATE OR REPLACE TEMP MACRO (\w+)", functions.VIEWS_SQL)
+    assert lookups == ["intel_domain_match", "intel_ip_match", "intel_lookup"]
+    for name in (*functions.PUBLIC, *lookups):
         assert re.search(rf"`{name}\(", text), f"docs/intel.md does not document {name}()"
     for view, columns in (("intel", functions.INTEL_COLUMNS),
                           ("flagged", functions.FLAGGED_COLUMNS)):

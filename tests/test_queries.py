@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netsql.cli import ExitStatus
+from netsql.context import ExitStatus
 from netsql.docgen import generated
 from netsql.engine import Engine
 from netsql.queries import (
@@ -204,14 +204,6 @@ def test_each_statement_gets_only_the_parameters_it_uses() -> None:
     results = list(engine.run("CREATE TABLE t AS SELECT $a AS a; SELECT 1 AS one; "
                               "SELECT a, $b AS b FROM t", {"a": 5, "b": "x", "unused": 1}))
     assert [r.data.rows if r.data else None for r in results] == [None, [(1,)], [(5, "x")]]
-
-
-def test_completions_for_the_shell() -> None:
-    q = parse_query(SAMPLE, "/x/sample.sql")
-    comps = dict(q.completions())
-    assert list(comps)[:2] == ["who=", "n="]
-    assert comps["who="] == "text, required: Whose name: any text."
-    assert comps["n="] == "int, default 3: How many."
 
 
 # -- the library -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent, Completion
 from prompt_toolkit.document import Document
 
-from netsql.cli import Env
+from netsql.context import Env
 from netsql.engine import Engine
 from netsql.formats import format_names
 from netsql.registry import default_tables

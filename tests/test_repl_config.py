@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 from prompt_toolkit.history import FileHistory
 
-from netsql.repl.config import (
-    DEFAULT_PAGER,
-    Config,
-    Dirs,
-    load_config,
-    prepare_history,
-    trim_history,
-    user_dirs,
-)
+from netsql.paths import Dirs, user_dirs
+from netsql.repl.config import DEFAULT_PAGER, Config, load_config, prepare_history, trim_history
+from tests.conftest import modules_loaded_by
 
 
 def test_config_values_and_warnings(tmp_path: Path) -> None:
@@ -64,13 +58,16 @@ def test_sudo_uses_roots_own_dirs_not_the_users() -> None:
     assert dirs.sudo and dirs.uid == 0
     assert dirs.history_file == root_home / ".local" / "state" / "netsql" / "history"
     assert not str(dirs.config_file).startswith("/home/alice")
+    assert dirs.intel_db == root_home / ".local" / "share" / "netsql" / "intel.duckdb"
+    assert dirs.spill == root_home / ".cache" / "netsql" / "spill"
     # root's own shell (no sudo) and a non-root sudo target keep the usual rules
     assert not user_dirs({"HOME": "/root"}, euid=0).sudo
     assert not user_dirs({**environ}, euid=1000).sudo
 
 
 def test_history_file_is_private_and_trimmed(tmp_path: Path) -> None:
-    dirs = Dirs(tmp_path / "c", tmp_path / "state" / "netsql", sudo=False, uid=os.geteuid())
+    dirs = Dirs(tmp_path / "c", tmp_path / "state" / "netsql", tmp_path / "d", tmp_path / "k",
+                sudo=False, uid=os.geteuid())
     path, why = prepare_history(dirs, 3)
     assert path == dirs.history_file and why is None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -90,7 +87,9 @@ def test_no_history_file_under_another_users_directory(tmp_path: Path) -> None:
     alice = tmp_path / "alice"
     alice.mkdir()
     os.chown(alice, 4321, 4321)
-    dirs = Dirs(alice / ".config", alice / ".local" / "state" / "netsql", sudo=False, uid=0)
+    dirs = Dirs(alice / ".config", alice / ".local" / "state" / "netsql",
+                alice / ".local" / "share" / "netsql", alice / ".cache" / "netsql",
+                sudo=False, uid=0)
     path, why = prepare_history(dirs, 100)
     assert path is None and why is not None and str(alice) in why
     assert list(alice.iterdir()) == []
@@ -98,14 +97,10 @@ def test_no_history_file_under_another_users_directory(tmp_path: Path) -> None:
 
 def test_netsql_e_does_not_import_the_shell_libraries() -> None:
     # (Its own output stream: run as the netsql process, main() would exit at once.)
-    code = ("import io, sys; from netsql.cli import Env, main; "
-            "rc = main(['-e', 'SELECT 1'], Env(stdout=io.StringIO())); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('prompt_toolkit', 'pygments') or m.startswith('netsql.repl')]; "
-            "print(bad, file=sys.stderr); sys.exit(rc)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0 and p.stderr.strip() == "[]", p.stderr
+    status, loaded, _ = modules_loaded_by(
+        "import io; from netsql.cli import main; from netsql.context import Env; "
+        "rc = main(['-e', 'SELECT 1'], Env(stdout=io.StringIO()))")
+    assert status == 0 and loaded == "[]", loaded
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "netsql", "-e", "SELECT 1"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from netsql.cli import Env
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
+from netsql.context import Env
 from netsql.engine import Engine
 from netsql.registry import default_tables
-from netsql.repl.commands import Command, CommandError, default_commands
-from netsql.repl.shell import Outcome, Shell, caret_lines, catalog_changes
+from netsql.repl.commands import default_commands
+from netsql.repl.face import Command, CommandError, Outcome
+from netsql.repl.shell import Shell, caret_lines, catalog_changes
 from netsql.repl.shelldoc import shell_md
 from netsql.repl.sqltext import input_complete, is_complete, split_input
 from netsql.schema import Column, Columns, Table
@@ -225,7 +226,7 @@ def test_capture_absent_and_present() -> None:
     outcome, out, err = run(".capture")
     assert outcome is Outcome.ERROR and err == "netsql: error: capture is not available\n"
     cap = FakeCapture()
-    run = Out(make_shell(Engine(state={"capture": cap})))
+    run = Out(make_shell(Engine(state=State(capture=cap))))
     _, out, _ = run(".capture")
     assert "messages" in out and "12" in out
     run(".capture start eth0 lo")
@@ -263,7 +264,8 @@ def test_input_splitting_and_completeness() -> None:
 def _slow_table(started: threading.Event) -> Table:
     def collect(coll: Collection, need: Need) -> Columns:
         started.set()
-        cancel = coll.state["cancel"]
+        cancel = coll.state.cancel
+        assert cancel is not None
         cancel.wait(30)  # a capture window that honours the cancel flag
         return {"n": [1]}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need
+from tests.conftest import need, wait_for_text
 
 ROWS, COLS = 30, 100
 PROMPT = re.compile(r"^netsql@\S+( \[capture\])?>( |$)", re.M)
@@ -66,15 +66,7 @@ class Term:
         return self.tmux("capture-pane", "-p", "-J", "-t", "t", "-S", "-500")
 
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 10) -> str:
-        rx = re.compile(re.escape(pattern)) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.screen()
-            if rx.search(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{rx.pattern!r} not on screen:\n{text}")
-            time.sleep(0.05)
+        return wait_for_text(self.screen, pattern, timeout)
 
     def type(self, text: str) -> None:
         if text.endswith(";"):  # tmux reads a trailing ';' as its command separator

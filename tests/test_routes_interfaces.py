@@ -21,7 +21,8 @@ import pytest
 
 from netsql import procfs
 from netsql.collect import Collection, Need
-from netsql.schema import Columns, Table, columns_of
+from netsql.load import load
+from netsql.schema import Columns, Table
 from netsql.tables import interfaces, routes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,9 +320,8 @@ def test_examples_and_keyword_columns_run_in_duckdb() -> None:
     for table in (routes.TABLE, interfaces.TABLE):
         con.execute(table.ddl())
         data = table.collect(Collection(), Need())
-        values = list(zip(*columns_of(table, data), strict=True))
-        marks = ", ".join("?" * len(table.columns))
-        con.executemany(f'INSERT INTO "{table.name}" VALUES ({marks})', values)
+        assert load(con, table, data) == len(data["name" if table is interfaces.TABLE
+                                                    else "destination"])
     for table in (routes.TABLE, interfaces.TABLE):
         assert table.examples
         for sql in table.examples:

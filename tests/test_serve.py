@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from netsql import __version__, resident
+from netsql import __version__
+from netsql.serve import client as resident
 from tests.conftest import need, netsql_cmd, run_netsql
 from tests.netlab import APP_V4, Lab, lab
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.docgen import generated
 from netsql.engine import Engine
 from netsql.registry import default_tables
@@ -65,7 +65,7 @@ def test_duckdb_schema_matches_declaration(engine: Engine, table: object) -> Non
     assert got == [(c.name, c.type, c.description) for c in table.columns]
 
 
-def dns_state(tmp: Path) -> dict[str, object]:
+def dns_state(tmp: Path) -> State:
     """A DNS source for the tables that read one: a capture file made here."""
     import dns.message
     import dns.rrset
@@ -84,7 +84,7 @@ def dns_state(tmp: Path) -> dict[str, object]:
                 ("10.0.0.2", "10.0.0.1", 40000, 53, q.to_wire()),
                 ("10.0.0.1", "10.0.0.2", 53, 40000, r.to_wire())]):
             w.writepkt(link_frame("ethernet", udp_ip(a, b, sp, dp, wire))[1], ts=1e9 + ts)
-    return {"pcap": PcapSource([str(path)])}
+    return State(pcap=PcapSource([str(path)]))
 
 
 @pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)

@@ -26,10 +26,10 @@ from netsql.watch.diff import (
     Shape,
     column_role,
     compare,
-    entry_rates,
     rate,
 )
 from netsql.watch.runner import Watch
+from netsql.watch.view import column_rates
 
 
 def listener() -> socket.socket:
@@ -98,8 +98,8 @@ def test_compare_matches_by_key_and_counts_duplicates() -> None:
         (("udp", 53, 11), SAME), (("tcp", 80, 9), SAME), (("tcp", 443, 0), NEW),
         (("udp", 53, 20), GONE), (("tcp", 22, 1), GONE)]
     assert change.entries[1].before == ("tcp", 80, 5)
-    assert entry_rates(change.entries[1], shape, change.seconds) == {2: 2.0}
-    assert entry_rates(change.entries[2], shape, change.seconds) == {2: None}
+    assert shape.counters == (2,)
+    assert column_rates(change.entries[1:3], 2, change.seconds) == [2.0, None]
 
 
 def test_rates() -> None:
@@ -183,8 +183,8 @@ def test_delta_of_a_real_byte_counter(srv: socket.socket) -> None:
     (entry,) = change.entries
     assert entry.status == SAME
     assert rows2[0][2] - rows1[0][2] >= 100_000
-    rates = entry_rates(entry, change.shape, change.seconds)
-    assert rates == {2: (rows2[0][2] - rows1[0][2]) / (at2 - at1)}
+    assert change.shape.counters == (2,)
+    assert column_rates([entry], 2, change.seconds) == [(rows2[0][2] - rows1[0][2]) / (at2 - at1)]
     c.close()
     s.close()
 

@@ -11,11 +11,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.tables import processes
 
 CMD = Need(frozenset({"pid", "cmdline", "uid"}))
@@ -60,7 +59,7 @@ def fingerprint(pid: int) -> tuple[str, ...] | None:
     return processes._fingerprint(st[1])
 
 
-def row(state: dict[str, Any], pid: int) -> tuple[str, int]:
+def row(state: State, pid: int) -> tuple[str, int]:
     cols = processes.collect(Collection(state=state), Need(CMD.columns, frozenset({pid})))
     assert cols["pid"] == [pid]
     return cols["cmdline"][0], cols["uid"][0]
@@ -83,16 +82,16 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_reused_within_a_watch_and_pruned(reads: list[int],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(processes, "REUSE_SECONDS", 600.0)  # however slow this host is
-    state: dict[str, Any] = {}
+    state = State()
     first = processes.collect(Collection(state=state), CMD)
     n = len(reads)
     assert n >= len(first["pid"]) - 5  # every process read once (a few may be hidden)
-    kept = dict(state["processes.reuse"]["cmdline"])
+    kept = dict(state.caches["processes.reuse"]["cmdline"])
     assert os.getpid() in kept
     again = processes.collect(Collection(state=state), CMD)
     me = again["pid"].index(os.getpid())
     assert again["cmdline"][me] == first["cmdline"][first["pid"].index(os.getpid())]
-    now = state["processes.reuse"]["cmdline"]
+    now = state.caches["processes.reuse"]["cmdline"]
     for pid in set(reads[n:]) & set(kept):  # read again only after an exec
         assert pid not in now or now[pid][0] != kept[pid][0], pid
     assert os.getpid() not in reads[n:]
@@ -100,7 +99,7 @@ def test_reused_within_a_watch_and_pruned(reads: list[int],
 
 
 def test_exec_shows_at_once(child: subprocess.Popen[str], reads: list[int]) -> None:
-    state: dict[str, Any] = {}
+    state = State()
     assert "original-title" in row(state, child.pid)[0]
     tell(child, "exec")
     # The exe link switches before the new command line is in place: wait until /proc
@@ -117,7 +116,7 @@ def test_changes_without_exec_show_within_reuse_seconds(
     if os.geteuid() != 0:
         pytest.skip("setuid needs root")
     monkeypatch.setattr(processes, "REUSE_SECONDS", 0.5)
-    state: dict[str, Any] = {}
+    state = State()
     assert "original-title" in row(state, child.pid)[0]
     before = fingerprint(child.pid)
     tell(child, "retitle")
@@ -137,12 +136,12 @@ def test_hidden_addresses_are_no_fingerprint() -> None:
 
 def test_a_new_process_on_the_same_pid_is_read_afresh() -> None:
     """Pid reuse cannot be forced; the key's start time is what tells them apart."""
-    state: dict[str, Any] = {}
-    reuse = processes._Reuse(state, "cmdline", full=False)
+    state = State()
+    reuse = processes._Reuse(state.caches, "cmdline", full=False)
     old = ("100", "1", "2", "3", "4", "5", "6", "7")
     assert reuse.get(42, old, lambda pid: "old process") == "old process"
     assert reuse.get(42, old, lambda pid: "not read") == "old process"
     new = ("250", *old[1:])
     assert reuse.get(42, new, lambda pid: "new process") == "new process"
     assert reuse.get(42, None, lambda pid: "hidden") == "hidden"  # nothing kept
-    assert 42 not in state["processes.reuse"]["cmdline"]
+    assert 42 not in state.caches["processes.reuse"]["cmdline"]

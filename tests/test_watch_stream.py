@@ -10,7 +10,6 @@ import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from netsql.formats.base import ResultSet
 from netsql.watch.runner import Refresh, Snapshot
 from netsql.watch.stream import Writer, next_tick
-from tests.conftest import netsql_cmd, run_netsql
+from tests.conftest import modules_loaded_by, netsql_cmd, run_netsql
 
 STAMP = "2026-01-02T03:04:05.678Z"
 
@@ -219,13 +218,18 @@ def test_setup_statements_run_once_and_sql_from_stdin() -> None:
 
 
 def test_streaming_does_not_import_the_screen_libraries() -> None:
-    code = ("import os, signal, sys, threading; from netsql.cli import main; "
-            "threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start(); "
-            "rc = main(['--watch', '0.2', '--format', 'jsonl', '-e', 'SELECT 1 AS one']); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('prompt_toolkit', 'pygments') or m.startswith(('netsql.repl', "
-            "'netsql.watch.screen'))]; print(bad, file=sys.stderr); sys.exit(rc)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0 and p.stderr.strip() == "[]", p.stderr
-    assert p.stdout.count('"one": 1') >= 3
+    # SIGTERM once three refreshes are out (whatever the load, no timer).
+    status, loaded, out = modules_loaded_by(
+        "import os, signal; from netsql.cli import main\n"
+        "class Out:\n"
+        "    def __init__(self, w): self.w, self.n = w, 0\n"
+        "    def __getattr__(self, name): return getattr(self.w, name)\n"
+        "    def write(self, text):\n"
+        "        self.n += text.count('\"one\": 1')\n"
+        "        done = self.w.write(text)\n"
+        "        if self.n >= 3: os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return done\n"
+        "sys.stdout = Out(sys.stdout)\n"
+        "rc = main(['--watch', '0.2', '--format', 'jsonl', '-e', 'SELECT 1 AS one'])")
+    assert status == 0 and loaded == "[]", loaded
+    assert out.count('"one": 1') >= 3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need
+from tests.conftest import need, wait_for_text
 from tests.test_repl_terminal import COLS, PROMPT, ROWS, Term
 
 
@@ -37,15 +37,7 @@ class WatchTerm(Term):
         return self.tmux("capture-pane", "-p", "-t", "t")
 
     def wait_visible(self, pattern: str | re.Pattern[str], timeout: float = 10) -> str:
-        rx = re.compile(re.escape(pattern)) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.visible()
-            if rx.search(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{rx.pattern!r} not on screen:\n{text}")
-            time.sleep(0.05)
+        return wait_for_text(self.visible, pattern, timeout)
 
 
 @pytest.fixture

@@ -186,9 +186,9 @@ class Attributor:
                                 (server, sport))
         except OSError:
             return None
-        if hit is None or not hit.inode:
+        if hit is None or not hit[9]:
             return None
-        return hit.inode, hit.uid
+        return hit[9], hit[8]  # inode, uid
 
     def _find(self, rec: DnsRecord) -> int | None:
         """The inode of the socket that sent ``rec`` (uid noted), or None when gone."""
@@ -301,9 +301,9 @@ class Attributor:
             try:
                 diag = self._diag(family)
                 for proto in (socket.IPPROTO_UDP, socket.IPPROTO_TCP):
-                    for d in sockdiag.dump(diag, family, proto, states=states):
-                        if d.sport in self.dns_ports:
-                            found.add(d.inode)
+                    for row in sockdiag.rows(diag, family, proto, states=states):
+                        if row[2] in self.dns_ports:  # local port
+                            found.add(row[9])  # inode
             except OSError:
                 continue
         return found

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsql.capture import bpf
-from netsql.capture.live import PACKET_OUTGOING, open_packet_sockets, packet_loop
+from netsql.capture.live import PACKET_OUTGOING, Reader, open_packet_sockets, packet_loop
 
 PROTOS = {17: "udp", 1: "icmp", 58: "icmp"}
 MAX_FLOWS = 200_000
@@ -39,7 +39,7 @@ class Flow:
     bytes_in: int = 0
 
 
-class FlowCapture:
+class FlowCapture(Reader):
     def __init__(self, interfaces: Sequence[str] | None = None,
                  exclude_ports: Sequence[int] = ()) -> None:
         self.interfaces = list(interfaces) if interfaces else None
@@ -48,23 +48,16 @@ class FlowCapture:
         self.lock = threading.Lock()
         self.packets = 0
         self.evicted = 0
-        self.started: float | None = None
         self._socks: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def start(self) -> None:
         self._socks = open_packet_sockets(
             self.interfaces, bpf.udp_icmp_filter(exclude_ports=self.exclude_ports), 4 << 20)
-        self.started = time.time()
-        self._thread = threading.Thread(target=self._run, name="netsql-flows", daemon=True)
-        self._thread.start()
+        self._spawn("netsql-flows")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        self._join()
         for s in self._socks:
             s.close()
         self._socks = []

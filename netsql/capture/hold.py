@@ -21,6 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from netsql import netlink
+from netsql.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG = 0, 1, 2
@@ -31,20 +34,12 @@ NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
 NFQNL_COPY_PACKET = 2
 NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_UID_GID = 0x1, 0x8
 NF_ACCEPT = 1
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR = 2
 QUEUE_BASE = 17_000
 FLOOD_PER_SECOND = 3000  # more held queries a second than this: stop holding for a while
 FLOOD_PAUSE = 10.0
 RULE_TAG = "netsql-hold"
 
-_HDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian, packed by hand)
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
-    return raw + b"\0" * (-len(raw) % 4)
 
 
 class HoldError(Exception):
@@ -105,8 +100,8 @@ class QueryHold:
         for offset in range(64):
             num = QUEUE_BASE + (os.getpid() + offset) % 4096
             try:
-                self._config(num, _attr(NFQA_CFG_CMD, struct.pack("=BxH", NFQNL_CFG_CMD_BIND,
-                                                                  0)))
+                bind = struct.pack("=BxH", NFQNL_CFG_CMD_BIND, 0)
+                self._config(num, netlink.attr(NFQA_CFG_CMD, bind))
             except OSError:
                 continue  # taken by another listener
             self.queue_num = num
@@ -115,10 +110,10 @@ class QueryHold:
             self.close()
             raise HoldError("no free NFQUEUE number")
         flags = struct.pack(">I", NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_UID_GID)
-        self._config(self.queue_num, _attr(NFQA_CFG_PARAMS, struct.pack(">IB", 512,
-                                                                        NFQNL_COPY_PACKET))
-                     + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 4096))
-                     + _attr(NFQA_CFG_FLAGS, flags) + _attr(NFQA_CFG_MASK, flags))
+        params = struct.pack(">IB", 512, NFQNL_COPY_PACKET)
+        self._config(self.queue_num, netlink.attr(NFQA_CFG_PARAMS, params)
+                     + netlink.attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 4096))
+                     + netlink.attr(NFQA_CFG_FLAGS, flags) + netlink.attr(NFQA_CFG_MASK, flags))
         try:  # a signal may land between two rules: keep the list exact, undo on error
             for tool in tools:
                 purge_stale(tool)
@@ -144,16 +139,15 @@ class QueryHold:
         self._seq += 1
         body = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(num)) + attrs
         msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
-        self.sock.send(_HDR.pack(16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK,
-                                 self._seq, 0) + body)
+        self.sock.send(netlink.message(msg_type, NLM_F_REQUEST | NLM_F_ACK, self._seq, body))
         while True:
             data = self.sock.recv(65536)
-            _, kind, _, seq, _ = _HDR.unpack_from(data, 0)
-            if kind == NLMSG_ERROR and seq == self._seq:
-                err = -struct.unpack_from("=i", data, 16)[0]
-                if err:
-                    raise OSError(err, os.strerror(err))
-                return
+            for kind, seq, start, end in netlink.messages(data):
+                if kind == NLMSG_ERROR and seq == self._seq:
+                    err = netlink.error_code(data, start, end)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    return
 
     # -- run -----------------------------------------------------------------------
     def start(self) -> None:
@@ -185,9 +179,9 @@ class QueryHold:
             self.sock = None
 
     def _run(self) -> None:
-        from netsql.capture.live import _prefer_this_thread
+        from netsql.capture.live import prefer_this_thread
 
-        _prefer_this_thread()
+        prefer_this_thread()
         assert self.sock is not None
         sock = self.sock
         sock.settimeout(0.2)
@@ -208,15 +202,10 @@ class QueryHold:
                 if self._stop.is_set():
                     return
                 continue  # ENOBUFS after a burst: the queue fails open meanwhile
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _, _, _ = _HDR.unpack_from(data, off)
-                if length < 16:
-                    break
+            for kind, _, start, end in netlink.messages(data):
                 if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
                     count += 1
-                    self._packet(data, off + 16, off + length)
-                off += (length + 3) & ~3
+                    self._packet(data, start, end)
 
     def _pause(self, now: float) -> None:
         """A flood of queries: stop holding them for a while (the rules go, packets
@@ -244,23 +233,18 @@ class QueryHold:
                     pass
 
     def _packet(self, data: bytes, start: int, end: int) -> None:
-        pos = start + 4  # after nfgenmsg
         packet_id = None
         payload = b""
         uid = None
-        while pos + 4 <= end:
-            alen, atype = struct.unpack_from("=HH", data, pos)
-            if alen < 4:
-                break
+        for atype, vstart, vend in netlink.attributes(data, start + 4, end):  # after nfgenmsg
             atype &= 0x7FFF
-            value = data[pos + 4 : pos + alen]
+            value = data[vstart:vend]
             if atype == NFQA_PACKET_HDR:
                 packet_id = struct.unpack_from(">I", value, 0)[0]
             elif atype == NFQA_PAYLOAD:
                 payload = value
             elif atype == NFQA_UID:
                 uid = struct.unpack(">I", value)[0]
-            pos += (alen + 3) & ~3
         if packet_id is None:
             return
         self.held += 1
@@ -274,9 +258,9 @@ class QueryHold:
     def _verdict(self, packet_id: int) -> None:
         assert self.sock is not None and self.queue_num is not None
         body = (_NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(self.queue_num))
-                + _attr(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id)))
+                + netlink.attr(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id)))
         msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
         try:
-            self.sock.send(_HDR.pack(16 + len(body), msg_type, NLM_F_REQUEST, 0, 0) + body)
+            self.sock.send(netlink.message(msg_type, NLM_F_REQUEST, 0, body))
         except OSError:
             self.errors += 1

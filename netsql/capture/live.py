@@ -32,7 +32,31 @@ class CaptureError(Exception):
     """Live capture cannot start (one line, for the user)."""
 
 
-class LiveCapture:
+class Reader:
+    """A packet reader's thread (its ``_run``), started and stopped by its owner."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, name: str) -> None:
+        self.started = time.time()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _join(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+
+class LiveCapture(Reader):
     def __init__(self, on_packet: Callable[[float, bytes, str, bool], None],
                  interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
                  rcvbuf: int = 32 << 20) -> None:
@@ -44,9 +68,7 @@ class LiveCapture:
         self.packets = 0  # packets the filter let through and we read
         self.kernel_drops = 0  # packets the kernel dropped (receive buffer full)
         self.errors = 0  # frames on_packet could not use
-        self.started: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     @property
     def running(self) -> bool:
@@ -67,16 +89,10 @@ class LiveCapture:
     def start(self) -> None:
         if not self.socks:
             self.open()
-        self.started = time.time()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="netsql-capture", daemon=True)
-        self._thread.start()
+        self._spawn("netsql-capture")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        self._join()
         self.stats()
         self.close()
 
@@ -97,7 +113,7 @@ class LiveCapture:
         return self.packets, self.kernel_drops
 
     def _run(self) -> None:
-        _prefer_this_thread()
+        prefer_this_thread()
         deliver = self.on_packet
 
         def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
@@ -173,7 +189,7 @@ def packet_loop(socks: Sequence[socket.socket], stop: threading.Event,
                 take(time.time(), bytes(view[:n]), addr)
 
 
-def _prefer_this_thread() -> None:
+def prefer_this_thread() -> None:
     """Wake this thread first when a packet arrives (SCHED_FIFO, lowest real-time priority).
 
     Attribution races the sender: a short-lived client (getent) closes its socket

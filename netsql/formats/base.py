@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from netsql.context import stderr_notice
+
 
 @dataclass
 class ResultSet:
@@ -16,12 +18,6 @@ class ResultSet:
     rows: Sequence[tuple[Any, ...]]
 
 
-def _stderr_notice(msg: str) -> None:
-    import sys
-
-    print(f"netsql: {msg}", file=sys.stderr)
-
-
 @dataclass
 class OutputContext:
     """Where output goes. ``tty``: stdout is a terminal (escape control characters,
@@ -30,7 +26,7 @@ class OutputContext:
     tty: bool = False
     width: int = 80
     header: bool = True
-    notice: Callable[[str], None] = field(default=_stderr_notice)
+    notice: Callable[[str], None] = field(default=stderr_notice)
 
 
 class Formatter(Protocol):

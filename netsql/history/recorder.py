@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netsql import procfs, sockdiag
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.history import flowid
 from netsql.history.store import Store
 from netsql.history.tables import CONNECTIONS, DNS_QUERIES, PROCESSES
@@ -79,7 +79,7 @@ class Recorder:
     conns: dict[ConnKey, Life] = field(default_factory=dict)
     procs: dict[tuple[int, float], Life] = field(default_factory=dict)
     pending_dns: list[dict[str, Any]] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: State = field(default_factory=State)
     lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
     #: Connections that ended -> when: a later notification of their destruction

@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netsql.cli import FORMAT_NAMES, Env, ExitStatus, UsageError, _Parser
+from netsql.context import FORMAT_NAMES, Env, ExitStatus, Parser, UsageError
 from netsql.intel.files import FORMATS, Batch, ListFile, ParseError, parse
+from netsql.paths import intel_db
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLES = (("sample-domains.txt", "sample-domains"), ("sample-ips.txt", "sample-ips"))
@@ -30,14 +31,14 @@ _SOURCE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 def build_parser() -> argparse.ArgumentParser:
     db_help = ("the intel database (default: $NETSQL_INTEL_DB, else "
                "$XDG_DATA_HOME/netsql/intel.duckdb)")
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--intel-db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
-    p = _Parser(prog="netsql intel", description="Keep offline threat-intel lists; "
+    p = Parser(prog="netsql intel", description="Keep offline threat-intel lists; "
                 "queries read them as the intel table, intel_* functions and the flagged "
                 "view.", epilog="Exit status: 0 success, 1 a bad file or database problem, "
                 "2 usage error.")
     p.add_argument("--intel-db", metavar="PATH", help=db_help)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     imp = sub.add_parser("import", parents=[common], help="import (or re-import) a list",
                          description="Load FILE's indicators as the list SOURCE, replacing "
                          "what SOURCE held; a bad line imports nothing. FILE may be gzip "
@@ -80,7 +81,7 @@ def main(argv: Sequence[str], env: Env | None = None) -> int:
         return ExitStatus.USAGE
     from netsql.intel import db
 
-    path = db.default_path(args.intel_db)
+    path = intel_db(args.intel_db)
     try:
         return int(COMMANDS[args.command](args, env, path))
     except (db.IntelDbError, ParseError) as exc:
@@ -96,12 +97,6 @@ def main(argv: Sequence[str], env: Env | None = None) -> int:
             raise
         env.error(f"intel database {path}: {str(exc).splitlines()[0]}")
         return ExitStatus.ERROR
-
-
-def _notice(env: Env, message: str) -> None:
-    from netsql.formats import escape_control
-
-    print(f"netsql: {escape_control(message)}", file=env.stderr)
 
 
 def _summary(batch: Batch, done: Imported, file: str, source: str) -> str:
@@ -177,7 +172,7 @@ def cmd_import(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
             done = job.commit(parsed)
     for (reader, source, _), (batch, *_), imported in zip(opened, parsed, done, strict=True):
         file = reader.path
-        _notice(env, _summary(batch, imported, file, source))
+        env.notice(_summary(batch, imported, file, source))
         if not imported.indicators:
             env.warn(f"{file} holds no indicators: source '{source}' is now empty")
     return ExitStatus.SUCCESS
@@ -193,7 +188,7 @@ def cmd_list(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
         rows: list[tuple[object, ...]] = []
         columns = ["source", "format", "indicators", "kinds", "imported_at", "path"]
         types = ["VARCHAR"] * len(columns)
-        _notice(env, f"no lists imported yet ({path} does not exist)")
+        env.notice(f"no lists imported yet ({path} does not exist)")
     else:
         con = db.open_read_only(path)
         try:
@@ -220,7 +215,7 @@ def cmd_remove(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
                 return ExitStatus.ERROR
         for source in dict.fromkeys(args.sources):
             n = db.remove(con, source)
-            _notice(env, f"removed source '{source}' ({n:,} indicators)")
+            env.notice(f"removed source '{source}' ({n:,} indicators)")
     finally:
         con.close()
     return ExitStatus.SUCCESS

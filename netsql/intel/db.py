@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from netsql import dbconfig
 from netsql.intel.parsers import Batch, Spill
+from netsql.paths import foreign_owner
 
 CATALOG = "intel_db"  # the name a query engine attaches the database as
 #: DuckDB settings of the connections netsql intel opens.
@@ -58,19 +60,6 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 class IntelDbError(Exception):
     """A one-line, user-facing problem with the intel database."""
-
-
-def default_path(override: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> str:
-    """--intel-db, else $NETSQL_INTEL_DB, else $XDG_DATA_HOME/netsql/intel.duckdb
-    (~/.local/share/netsql/intel.duckdb)."""
-    env = os.environ if environ is None else environ
-    if override:
-        return override
-    if env.get("NETSQL_INTEL_DB"):
-        return env["NETSQL_INTEL_DB"]
-    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "netsql", "intel.duckdb")
 
 
 def _problem(path: str, exc: BaseException) -> IntelDbError:
@@ -132,6 +121,10 @@ def open_db(path: str, *, create: bool = True,
         if not create:
             raise IntelDbError(f"no intel database at {path}: import a list first "
                                "(netsql intel import FILE)")
+        other = foreign_owner(Path(os.path.abspath(path)), os.geteuid())
+        if other is not None:  # netsql/paths.py: never a file in another user's place
+            raise IntelDbError(f"not creating {path}: {other} belongs to another user "
+                               "(run without sudo -E, or pass --intel-db)")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         con = duckdb.connect(path, config=CONFIG)

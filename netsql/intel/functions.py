@@ -13,13 +13,14 @@ extension is not needed. List comprehensions stand in for ``let``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import duckdb
 
-from netsql.engine import Setup
+from netsql.collect import State
 from netsql.errors import NetsqlError
+from netsql.paths import intel_db
+from netsql.schema import Setup
 
 # A few multi-label public suffixes (ICANN and the private ones where attackers rent
 # subdomains); registered_domain() is naive beyond these (see docs/intel.md).
@@ -295,12 +296,12 @@ def comments_sql(views: Sequence[str]) -> str:
     return ";\n".join(out)
 
 
-def setup_functions(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> list[str]:
+def setup_functions(con: duckdb.DuckDBPyConnection, state: State) -> list[str]:
     con.execute(macros_sql())
     return []
 
 
-def setup_intel(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> list[str]:
+def setup_intel(con: duckdb.DuckDBPyConnection, state: State) -> list[str]:
     """Attach the intel database (read-only) and create the views and lookups over it."""
     from netsql.intel import db
 
@@ -309,7 +310,7 @@ def setup_intel(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> lis
         return []  # done by an earlier statement
     con.execute(macros_sql())
     try:
-        warnings = db.attach(con, db.default_path(state.get("intel_db")))
+        warnings = db.attach(con, intel_db(state.intel_db))
     except db.IntelDbError as exc:
         raise NetsqlError(str(exc)) from None
     con.execute(VIEWS_SQL)
@@ -317,7 +318,7 @@ def setup_intel(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> lis
     return warnings
 
 
-def setup_flagged(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> list[str]:
+def setup_flagged(con: duckdb.DuckDBPyConnection, state: State) -> list[str]:
     """intel_observed, from the tables the engine has, and flagged over it."""
     warnings = setup_intel(con, state)
     have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() "
@@ -331,7 +332,6 @@ def setup_flagged(con: duckdb.DuckDBPyConnection, state: Mapping[str, Any]) -> l
 
 
 PUBLIC = tuple(name for name in MACROS if not name.startswith("__"))
-LOOKUPS = ("intel_domain_match", "intel_ip_match", "intel_lookup")
 
 SETUPS: Sequence[Setup] = (
     Setup("intel-functions", PUBLIC, setup_functions),

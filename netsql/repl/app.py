@@ -23,14 +23,16 @@ from prompt_toolkit.lexers import Lexer, PygmentsLexer
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.styles import Style, merge_styles, style_from_pygments_cls
 
-from netsql.repl.commands import Command
+from netsql.paths import user_dirs
 from netsql.repl.completer import ShellCompleter
-from netsql.repl.config import Config, load_config, prepare_history, user_dirs
-from netsql.repl.shell import Outcome, Shell, Source
+from netsql.repl.config import Config, load_config, prepare_history
+from netsql.repl.face import Command, Outcome
+from netsql.repl.shell import Shell, Source
 from netsql.repl.sqltext import input_complete
 
 if TYPE_CHECKING:
-    from netsql.cli import Env, ExitStatus
+    from netsql.collect import State
+    from netsql.context import Env, ExitStatus
 
 UI_STYLE = {
     "prompt": "bold",
@@ -173,18 +175,18 @@ def build_session(shell: Shell, history: History, completer: ShellCompleter,
     return session
 
 
-def run_shell(env: Env, state: dict[str, Any] | None = None, *,
+def run_shell(env: Env, state: State | None = None, *,
               commands: Sequence[Command] | None = None,
               sources: dict[str, Source] | None = None) -> ExitStatus:
     """The interactive shell.
 
-    ``state``: the engine's state, e.g. a capture object under "capture" (``.capture``,
+    ``state``: the engine's state, e.g. a capture in ``state.capture`` (``.capture``,
     the prompt and the toolbar use it when present). ``commands``: the dot-command list
     (default :func:`~netsql.repl.commands.default_commands`; pass it plus your own).
     ``sources``: extra completion sources for command arguments, e.g.
     ``{"query": lambda: [(name, description), ...]}`` for ``@query``.
     """
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
     from netsql.engine import Engine
 
     config = load_config(user_dirs().config_file)

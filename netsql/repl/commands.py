@@ -16,52 +16,15 @@ import difflib
 import fnmatch
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from netsql.formats import ResultSet, escape_control, format_names
 from netsql.repl.config import DEFAULT_PAGER
+from netsql.repl.face import Command, CommandError, QuitShell
 
 if TYPE_CHECKING:
-    from netsql.repl.shell import Shell
-
-Handler = Callable[["Shell", list[str]], None]
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str  # without the dot
-    args: str  # usage, e.g. "[FORMAT]"; "..." at the end: the last argument repeats
-    help: str  # one line, for .help
-    handler: Handler
-    complete: tuple[tuple[str, ...], ...] = ()  # per argument: choices and @sources
-    aliases: tuple[str, ...] = ()
-    doc: str = ""  # more, for `.help NAME` and docs/shell.md
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
-
-    def usage(self) -> str:
-        return f".{self.name} {self.args}".rstrip()
-
-    def arg_spec(self, index: int) -> tuple[str, ...]:
-        """What argument ``index`` (0-based) can be."""
-        if index < len(self.complete):
-            return self.complete[index]
-        if self.complete and self.args.rstrip().endswith("..."):
-            return self.complete[-1]
-        return ()
-
-
-class CommandError(Exception):
-    """A one-line error from a dot-command. An empty message: already reported."""
-
-
-class QuitShell(Exception):
-    pass
-
+    from netsql.repl.face import ShellFace
 
 def closest(name: str, names: Sequence[str]) -> list[str]:
     """Names that look like ``name``: same prefix first, then similar spellings."""
@@ -79,7 +42,7 @@ def _on_off(args: list[str], what: str) -> bool:
 # -- handlers --------------------------------------------------------------------
 
 
-def cmd_help(shell: Shell, args: list[str]) -> None:
+def cmd_help(shell: ShellFace, args: list[str]) -> None:
     if args:
         cmd = shell.command(args[0].lstrip("."))
         if cmd is None:
@@ -96,7 +59,7 @@ def cmd_help(shell: Shell, args: list[str]) -> None:
                      "Ctrl-C cancels, Ctrl-D quits.\n")
 
 
-def cmd_tables(shell: Shell, args: list[str]) -> None:
+def cmd_tables(shell: ShellFace, args: list[str]) -> None:
     if len(args) > 1:
         raise CommandError("usage: .tables [PATTERN]")
     tables = shell.catalog.tables()
@@ -114,7 +77,7 @@ def cmd_tables(shell: Shell, args: list[str]) -> None:
                                 for t in tables]))
 
 
-def cmd_schema(shell: Shell, args: list[str]) -> None:
+def cmd_schema(shell: ShellFace, args: list[str]) -> None:
     if len(args) > 1:
         raise CommandError("usage: .schema [TABLE]")
     if args:
@@ -139,7 +102,7 @@ def cmd_schema(shell: Shell, args: list[str]) -> None:
                                ["VARCHAR"] * 4, rows))
 
 
-def cmd_mode(shell: Shell, args: list[str]) -> None:
+def cmd_mode(shell: ShellFace, args: list[str]) -> None:
     names = format_names(shell.formats)
     if not args:
         shell.write_text(f"mode: {shell.mode} (choose from: {', '.join(names)})\n")
@@ -150,15 +113,15 @@ def cmd_mode(shell: Shell, args: list[str]) -> None:
     shell.mode = args[0].lower()
 
 
-def cmd_headers(shell: Shell, args: list[str]) -> None:
+def cmd_headers(shell: ShellFace, args: list[str]) -> None:
     shell.header = _on_off(args, "headers")
 
 
-def cmd_timer(shell: Shell, args: list[str]) -> None:
+def cmd_timer(shell: ShellFace, args: list[str]) -> None:
     shell.timer = _on_off(args, "timer")
 
 
-def cmd_maxrows(shell: Shell, args: list[str]) -> None:
+def cmd_maxrows(shell: ShellFace, args: list[str]) -> None:
     if not args:
         shell.write_text(f"maxrows: {shell.maxrows or 'all'}\n")
         return
@@ -171,7 +134,7 @@ def cmd_maxrows(shell: Shell, args: list[str]) -> None:
     shell.maxrows = n
 
 
-def cmd_pager(shell: Shell, args: list[str]) -> None:
+def cmd_pager(shell: ShellFace, args: list[str]) -> None:
     if not args:
         shell.write_text(f"pager: {shell.pager or 'off'}\n")
         return
@@ -185,34 +148,34 @@ def cmd_pager(shell: Shell, args: list[str]) -> None:
         shell.pager = word
 
 
-def cmd_output(shell: Shell, args: list[str]) -> None:
+def cmd_output(shell: ShellFace, args: list[str]) -> None:
     if len(args) > 1:
         raise CommandError("usage: .output [FILE|stdout]")
     shell.set_output(None if not args or args[0] == "stdout" else args[0])
 
 
-def cmd_once(shell: Shell, args: list[str]) -> None:
+def cmd_once(shell: ShellFace, args: list[str]) -> None:
     if len(args) != 1:
         raise CommandError("usage: .once FILE")
     shell.once_path = args[0]
 
 
-def cmd_read(shell: Shell, args: list[str]) -> None:
+def cmd_read(shell: ShellFace, args: list[str]) -> None:
     if len(args) != 1:
         raise CommandError("usage: .read FILE")
     shell.read_file(args[0])
 
 
-def _queries(shell: Shell) -> list[Any]:
+def _queries(shell: ShellFace) -> list[Any]:
     from netsql.queries import QueryUsageError, load_queries
 
     try:
-        return load_queries(shell.engine.state.get("query_dirs") or (), warn=shell.env.warn)
+        return load_queries(shell.engine.state.query_dirs, warn=shell.env.warn)
     except QueryUsageError as exc:
         raise CommandError(str(exc)) from None
 
 
-def cmd_run(shell: Shell, args: list[str]) -> None:
+def cmd_run(shell: ShellFace, args: list[str]) -> None:
     """Run a saved query with KEY=VALUE parameters, bound as prepared-statement values."""
     from netsql.queries import QueryUsageError, parse_assignments, resolve
 
@@ -223,13 +186,13 @@ def cmd_run(shell: Shell, args: list[str]) -> None:
         params = q.bind(parse_assignments(args[1:]))
     except QueryUsageError as exc:
         raise CommandError(str(exc)) from None
-    from netsql.repl.shell import Outcome
+    from netsql.repl.face import Outcome
 
     if shell.run_sql(q.body, origin=q.name, params=params) is Outcome.ERROR:
         raise CommandError("")
 
 
-def cmd_queries(shell: Shell, args: list[str]) -> None:
+def cmd_queries(shell: ShellFace, args: list[str]) -> None:
     """List the saved queries (optionally those whose name contains PATTERN)."""
     qs = _queries(shell)
     if args:
@@ -237,7 +200,7 @@ def cmd_queries(shell: Shell, args: list[str]) -> None:
     shell.write_listing([(q.name, q.description) for q in qs])
 
 
-def cmd_capture(shell: Shell, args: list[str]) -> None:
+def cmd_capture(shell: ShellFace, args: list[str]) -> None:
     capture = shell.capture()
     if capture is None:
         raise CommandError("capture is not available")
@@ -274,7 +237,7 @@ def cmd_capture(shell: Shell, args: list[str]) -> None:
     shell.write_data(ResultSet(keys, [""] * len(keys), [tuple(status[k] for k in keys)]))
 
 
-def cmd_quit(shell: Shell, args: list[str]) -> None:
+def cmd_quit(shell: ShellFace, args: list[str]) -> None:
     raise QuitShell()
 
 
@@ -293,7 +256,7 @@ def typed_text(args: list[str]) -> str:
     return " ".join(args)
 
 
-def cmd_watch(shell: Shell, args: list[str]) -> None:
+def cmd_watch(shell: ShellFace, args: list[str]) -> None:
     from netsql.errors import NetsqlError
     from netsql.watch import DEFAULT_INTERVAL, NothingToWatch, Watch, describe
 

@@ -24,7 +24,7 @@ from prompt_toolkit.document import Document
 from netsql.formats import FORMATS
 from netsql.formats.base import Formatter
 from netsql.repl.catalog import Catalog, ColumnInfo
-from netsql.repl.commands import Command
+from netsql.repl.face import Command
 from netsql.repl.sqltext import Context, context
 
 Source = Callable[[], Iterable[tuple[str, str]]]

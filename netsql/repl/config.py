@@ -1,14 +1,10 @@
-"""The shell's config file and where its files live (XDG base directories).
+"""The shell's config file and its history file.
 
 Config: ``$XDG_CONFIG_HOME/netsql/config.toml`` (default ``~/.config/netsql/config.toml``).
 History: ``$XDG_STATE_HOME/netsql/history`` (default ``~/.local/state/netsql/history``).
-
-Under sudo (effective uid 0 and ``SUDO_USER`` set) both come from root's own home
-directory, taken from the password database: ``HOME`` and ``XDG_*`` may still name the
-invoking user's directories (``sudo -E``, some sudoers), and a root-owned history file
-there would break the user's next unprivileged run. As a second guard, the history file
-is never created under a directory that belongs to another user (``su`` without ``-``):
-the shell then keeps history in memory only and says so once.
+Where they live, under sudo too, is netsql/paths.py's rule. The history file is never
+created under a directory that belongs to another user (``su`` without ``-``): the
+shell then keeps history in memory only and says so once.
 """
 
 from __future__ import annotations
@@ -20,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netsql.paths import Dirs, user_dirs
-
-__all__ = ["Dirs", "user_dirs"]  # where they lived before netsql.paths
+from netsql.paths import Dirs, foreign_owner
 
 DEFAULT_PAGER = "less -SRF"
 
@@ -122,26 +116,6 @@ def load_config(path: Path) -> Config:
         else:
             setattr(config, key, value.lower() if key == "format" else value)
     return config
-
-
-# -- where files live --------------------------------------------------------------
-
-
-def foreign_owner(path: Path, uid: int) -> Path | None:
-    """The nearest existing ancestor of ``path`` (or ``path`` itself) when it belongs
-    to a user other than ``uid``; None when creating ``path`` is ours to do."""
-    p = path
-    while True:
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            if p.parent == p:
-                return None
-            p = p.parent
-            continue
-        except OSError:
-            return p
-        return p if st.st_uid != uid else None
 
 
 def prepare_history(dirs: Dirs, keep: int) -> tuple[Path | None, str | None]:

@@ -6,6 +6,8 @@ import signal
 import subprocess
 from typing import TextIO
 
+from netsql.context import notice
+
 
 def needs_pager(text: str, rows: int) -> bool:
     """More lines than fit above the prompt and toolbar."""
@@ -23,7 +25,7 @@ def page(text: str, command: str, err: TextIO) -> bool:
         try:
             proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)
         except OSError as exc:
-            print(f"netsql: warning: pager {command!r} did not start: {exc}", file=err)
+            notice(err, f"pager {command!r} did not start: {exc}", "warning")
             return False
         assert proc.stdin is not None
         try:
@@ -33,8 +35,8 @@ def page(text: str, command: str, err: TextIO) -> bool:
             pass
         status = proc.wait()
         if status == 127:  # sh: command not found
-            print(f"netsql: warning: pager {command!r} not found (.pager off to stop "
-                  "paging)", file=err)
+            notice(err, f"pager {command!r} not found (.pager off to stop paging)",
+                   "warning")
             return False
         return True
     finally:

@@ -3,7 +3,7 @@ command list, results through the formatters. No prompt_toolkit here: tests driv
 ``Shell`` with plain streams, and ``.read`` uses the same path as the keyboard.
 
 Cancelling: each statement runs in a worker thread while the main thread waits.
-Ctrl-C (SIGINT, in the main thread) sets ``engine.state["cancel"]`` (a
+Ctrl-C (SIGINT, in the main thread) sets ``engine.state.cancel`` (a
 ``threading.Event`` collectors may poll during long work such as a capture window)
 and calls ``engine.interrupt()`` (DuckDB's ``interrupt``), repeatedly until the worker
 ends, so a query that starts after a collection is stopped too.
@@ -11,7 +11,6 @@ ends, so a query that starts after a collection is stopped too.
 
 from __future__ import annotations
 
-import enum
 import io
 import os
 import shlex
@@ -20,37 +19,26 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from netsql.context import HUMAN_FORMATS
 from netsql.engine import Interrupted, NetsqlError
 from netsql.formats import ResultSet, escape_control, get_formatter
 from netsql.formats.base import Formatter, OutputContext
 from netsql.formats.text import text_width
 from netsql.repl.catalog import Catalog
-from netsql.repl.commands import (
-    Command,
-    CommandError,
-    QuitShell,
-    closest,
-    default_commands,
-)
+from netsql.repl.commands import closest, default_commands
 from netsql.repl.config import Config
+from netsql.repl.face import Command, CommandError, Outcome, QuitShell
 from netsql.repl.pager import needs_pager, page
 from netsql.repl.sqltext import split_input
 
 if TYPE_CHECKING:
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.engine import Engine, Result
 
 #: Extra completion sources: name -> () -> (value, description) pairs.
 Source = Callable[[], Iterable[tuple[str, str]]]
 
-HUMAN_FORMATS = ("table", "line", "markdown")
 MAX_READ_DEPTH = 16
-
-
-class Outcome(enum.Enum):
-    OK = "ok"
-    ERROR = "error"
-    QUIT = "quit"
 
 
 def caret_lines(statement: str, line: int, column: int, width: int) -> list[str]:
@@ -91,7 +79,9 @@ class Shell:
         self.output_path: str | None = None
         self.once_path: str | None = None
         self.capture_interfaces: list[str] | None = None
-        self.cancel: threading.Event = engine.state.setdefault("cancel", threading.Event())
+        if engine.state.cancel is None:
+            engine.state.cancel = threading.Event()
+        self.cancel: threading.Event = engine.state.cancel
         self._depth = 0
         self._printed = 0
 
@@ -109,9 +99,9 @@ class Shell:
         result = self.engine.execute(sql)
         return result.data.rows if result.data is not None else []
 
-    # -- capture: an optional object in engine.state["capture"] ---------------------
+    # -- capture: an optional object in engine.state.capture ---------------------
     def capture(self) -> Any:
-        return self.engine.state.get("capture")
+        return self.engine.state.capture
 
     def capture_status(self) -> dict[str, Any]:
         capture = self.capture()
@@ -136,7 +126,7 @@ class Shell:
                     return outcome
         except KeyboardInterrupt:  # while printing, or between statements
             self.cancel.clear()
-            print("netsql: interrupted", file=self.env.stderr)
+            self.env.notice("interrupted")
             return Outcome.ERROR
         return Outcome.OK
 
@@ -235,8 +225,7 @@ class Shell:
                     self.engine.interrupt()  # again: the query may start after collection
                     waited += 1
                     if waited == 20:
-                        print("netsql: cancelling (waiting for the collection to stop)",
-                              file=self.env.stderr)
+                        self.env.notice("cancelling (waiting for the collection to stop)")
                 done.wait(0.1)
             except KeyboardInterrupt:
                 cancel.set()
@@ -310,10 +299,10 @@ class Shell:
             out.write(text)
             out.flush()
         for n in notices:
-            print(f"netsql: {escape_control(n)}", file=self.env.stderr)
+            self.env.notice(n)
         if cut:
-            print(f"netsql: showing the first {self.maxrows} of {total} rows "
-                  "(.maxrows N to change, 0 for all)", file=self.env.stderr)
+            self.env.notice(f"showing the first {self.maxrows} of {total} rows "
+                            "(.maxrows N to change, 0 for all)")
 
     def write_text(self, text: str) -> None:
         """Shell text (help, settings) to the terminal, whatever .output says."""
@@ -345,7 +334,7 @@ class Shell:
     # -- errors -------------------------------------------------------------------------
     def report(self, exc: NetsqlError, origin: str | None = None) -> None:
         if isinstance(exc, Interrupted):
-            print("netsql: interrupted", file=self.env.stderr)
+            self.env.notice("interrupted")
             return
         if exc.statement and exc.line is not None and exc.column is not None:
             for line in caret_lines(exc.statement, exc.line, exc.column,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from netsql.repl.commands import Command, commands_md
+from netsql.repl.commands import commands_md
 from netsql.repl.config import DEFAULT_PAGER, OPTIONS, Option
+from netsql.repl.face import Command
 
 INTRO = f"""\
 # The interactive shell

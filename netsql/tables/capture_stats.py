@@ -15,7 +15,7 @@ FIELDS = ("source", "running", "interfaces", "started", "packets", "messages", "
 
 def collect(coll: Collection, need: Need) -> Columns:
     rows: list[dict[str, Any]] = []
-    pcap = coll.state.get("pcap")
+    pcap = coll.state.pcap
     if pcap is not None:
         from netsql.capture.pcapfile import CaptureFileError
 
@@ -23,7 +23,7 @@ def collect(coll: Collection, need: Need) -> Columns:
             rows += pcap.status()
         except CaptureFileError as exc:
             raise NetsqlError(str(exc)) from None
-    capture = coll.state.get("capture")
+    capture = coll.state.capture
     if capture is not None:
         rows.append(capture.status())
     return {f: [r.get(f) for r in rows] for f in FIELDS}

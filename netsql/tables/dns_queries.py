@@ -16,7 +16,7 @@ FIELDS = ("ts", "client_address", "client_port", "server_address", "server_port"
 
 def dns_records(coll: Collection) -> list[Any]:
     """The records of the live capture (empty, with a warning, when none ran)."""
-    capture = coll.state.get("capture")
+    capture = coll.state.capture
     if capture is None or not capture.ever_started:
         if capture is not None and capture.error:
             raise NetsqlError(capture.error)
@@ -27,7 +27,7 @@ def dns_records(coll: Collection) -> list[Any]:
 
 
 def collect(coll: Collection, need: Need) -> Columns:
-    pcap = coll.state.get("pcap")
+    pcap = coll.state.pcap
     if pcap is not None:
         from netsql.capture.pcapfile import CaptureFileError
 
@@ -51,11 +51,7 @@ def _only(cols: Columns, need: Need) -> Columns:
     if need.columns is not None:
         keep_cols = need.columns | {"ts"}
         cols = {k: v for k, v in cols.items() if k in keep_cols or k == "pid"}
-    if need.pids is not None:
-        pids = cols.get("pid") or [None] * len(cols.get("ts", []))
-        keep = [i for i, p in enumerate(pids) if p in need.pids]
-        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-    return cols
+    return need.keep_pids(cols, len(cols.get("ts", [])))
 
 
 TABLE = Table(

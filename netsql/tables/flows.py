@@ -14,7 +14,7 @@ from typing import Any
 from netsql import procfs
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
-from netsql.tables.sockets import _TCP_STATE_TEXT, attach_names, attach_owners
+from netsql.tables.sockets import TCP_STATE_TEXT, attach_names, attach_owners
 
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
@@ -71,7 +71,7 @@ def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
                          ("protocol", ["tcp"] * k), ("family", [fname] * k),
                          ("local_address", local), ("local_port", lport),
                          ("remote_address", remote), ("remote_port", rport),
-                         ("state", list(map(_TCP_STATE_TEXT.__getitem__, state))),
+                         ("state", list(map(TCP_STATE_TEXT.__getitem__, state))),
                          ("packets_out", [None] * k), ("packets_in", [None] * k),
                          ("uid", uid), ("inode", inode), ("net_namespace", [ns] * k),
                          ("source", ["tcp_info"] * k)):
@@ -82,7 +82,7 @@ def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
 
 
 def captured_rows(coll: Collection, cols: Columns) -> None:
-    capture = coll.state.get("capture")
+    capture = coll.state.capture
     flowcap = getattr(capture, "flowcap", None)
     if flowcap is None:
         return
@@ -141,10 +141,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     attach_names(coll, cols, need)
     cols.pop("owners", None)
     cols.pop("fd", None)
-    if need.pids is not None:
-        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
-        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-    return cols
+    return need.keep_pids(cols)
 
 
 TABLE = Table(

@@ -29,10 +29,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     cols["backlog"] = [q if p == "tcp" else None
                        for q, p in zip(cols.pop("rx_queue"), cols["protocol"], strict=True)]
     cols["wildcard"] = [a in ("0.0.0.0", "::") for a in cols["address"]]
-    if need.pids is not None:
-        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
-        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-    return cols
+    return need.keep_pids(cols)
 
 
 TABLE = Table(

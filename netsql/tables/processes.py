@@ -30,7 +30,7 @@ _users: dict[int, str | None] = {}
 
 #: How long a command line or user id read from /proc may be reused (see above).
 REUSE_SECONDS = 5.0
-_CACHE = "processes.reuse"  # engine.state key: {"cmdline"|"ids": {pid: (fp, until, value)}}
+_CACHE = "processes.reuse"  # engine.state.caches key: {"cmdline"|"ids": {pid: (fp, until, value)}}
 # Fields of /proc/PID/stat after the name, 0-based from field 3: starttime (22),
 # startcode, endcode, startstack (26-28), arg_start, arg_end, env_start, env_end (48-51).
 _FINGERPRINT = (19, 23, 24, 25, 45, 46, 47, 48)
@@ -142,8 +142,8 @@ def collect(coll: Collection, need: Need) -> Columns:
     # The costly files are reused between statements, keyed by what stat tells.
     w_stat = wants("ppid", "name", "state", "start_time", "threads", "rss") or w_ids or w_cmd
     full = need.pids is None
-    cmd_reuse = _Reuse(coll.state, "cmdline", full) if w_cmd else None
-    ids_reuse = _Reuse(coll.state, "ids", full) if w_ids else None
+    cmd_reuse = _Reuse(coll.state.caches, "cmdline", full) if w_cmd else None
+    ids_reuse = _Reuse(coll.state.caches, "ids", full) if w_ids else None
     w_path = wants("path", "exe_deleted")
     w_cwd, w_ns = wants("cwd"), wants("net_namespace")
     w_cgroup = wants("cgroup", "container_id", "container_runtime", "container_name")

@@ -53,7 +53,7 @@ _COLUMNS = ("family", "protocol", "local_address", "local_port", "remote_address
 _STATE_NAMES = {int(k, 16): v for k, v in TCP_STATES.items()}
 #: sock_diag state number (0-255) -> the state column's text, for TCP and for UDP
 #: ('ESTABLISHED' when connected, else NULL).
-_TCP_STATE_TEXT = [_STATE_NAMES.get(i) or str(i) for i in range(256)]
+TCP_STATE_TEXT = [_STATE_NAMES.get(i) or str(i) for i in range(256)]
 _UDP_STATE_TEXT: list[str | None] = [None] * 256
 _UDP_STATE_TEXT[1] = "ESTABLISHED"
 
@@ -115,7 +115,7 @@ def _dump_into(cols: Columns, rows: list[Any], fname: str, pname: str, ns: int) 
     cols["local_port"].extend(lport)
     cols["remote_address"].extend(remote)
     cols["remote_port"].extend(rport)
-    cols["state"].extend(map((_TCP_STATE_TEXT if pname == "tcp" else _UDP_STATE_TEXT)
+    cols["state"].extend(map((TCP_STATE_TEXT if pname == "tcp" else _UDP_STATE_TEXT)
                              .__getitem__, state))
     cols["tx_queue"].extend(wq)
     cols["rx_queue"].extend(rq)
@@ -194,7 +194,7 @@ def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
 def attach_names(coll: Collection, cols: Columns, need: Need) -> None:
     """remote_host: the name captured DNS answers gave for remote_address."""
     n = len(cols["inode"])
-    sources = [coll.state[k] for k in ("capture", "pcap") if coll.state.get(k) is not None]
+    sources = [s for s in (coll.state.capture, coll.state.pcap) if s is not None]
     if not need.wants("remote_host") or not sources:
         cols["remote_host"] = [None] * n
         return
@@ -215,10 +215,7 @@ def collect(coll: Collection, need: Need) -> Columns:
     cols = dict(read_sockets(coll))
     attach_owners(coll, cols, need)
     attach_names(coll, cols, need)
-    if need.pids is not None:
-        keep = [i for i, p in enumerate(cols["pid"]) if p in need.pids]
-        cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-    return cols
+    return need.keep_pids(cols)
 
 
 TABLE = Table(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from netsql.watch.runner import NothingToWatch, Source, Watch, one_thread
 
 if TYPE_CHECKING:
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.engine import Engine
 
 DEFAULT_INTERVAL = 2.0
@@ -45,7 +45,7 @@ def run_watch(env: Env, engine: Engine, sources: Sequence[Source], *, interval: 
               fmt: str | None, changes: bool = False, header: bool = True) -> int:
     """Watch ``sources`` until the user quits (the screen) or a signal ends the stream;
     the exit status."""
-    from netsql.cli import ExitStatus
+    from netsql.context import ExitStatus
 
     watch = Watch(engine, sources)
     with one_thread(engine):

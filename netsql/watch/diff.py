@@ -276,14 +276,6 @@ def rate(old: Any, new: Any, seconds: float | None) -> float | None:
     return grown / seconds
 
 
-def entry_rates(entry: Entry, shape: Shape, seconds: float | None) -> dict[int, float | None]:
-    """Column index -> rate, for the counter columns of one entry."""
-    before = entry.before
-    if before is None or entry.status != SAME:
-        return {i: None for i in shape.counters}
-    return {i: rate(before[i], entry.values[i], seconds) for i in shape.counters}
-
-
 def is_numeric(type_name: str) -> bool:
     """A DuckDB integer, floating-point or DECIMAL type (right-aligned, sorted largest
     first)."""

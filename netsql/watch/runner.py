@@ -22,7 +22,7 @@ import duckdb
 from netsql.errors import NetsqlError
 
 if TYPE_CHECKING:
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.engine import Engine
     from netsql.formats.base import ResultSet
 
@@ -134,7 +134,7 @@ class Watch:
     def first(self, env: Env) -> Refresh | int:
         """The first refresh, or the exit status after its one-line error: 2 when no
         statement returns rows, 1 when one fails (later refreshes report and go on)."""
-        from netsql.cli import ExitStatus
+        from netsql.context import ExitStatus
 
         try:
             return self.refresh()
@@ -147,8 +147,8 @@ class Watch:
 
     def interrupt(self) -> None:
         """Stop a refresh running in another thread (its collection and its query); the
-        caller clears ``engine.state["cancel"]`` once that thread has ended."""
-        cancel = self.engine.state.get("cancel")
+        caller clears ``engine.state.cancel`` once that thread has ended."""
+        cancel = self.engine.state.cancel
         if cancel is not None:
             cancel.set()
         self.engine.interrupt()

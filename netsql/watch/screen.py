@@ -178,7 +178,7 @@ class WatchScreen:
             if worker.is_alive() and self.busy:
                 self.watch.interrupt()
             worker.join(10)
-            cancel = self.watch.engine.state.get("cancel")
+            cancel = self.watch.engine.state.cancel
             if cancel is not None:
                 cancel.clear()
 

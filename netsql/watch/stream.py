@@ -33,10 +33,9 @@ from netsql.formats.data import json_value, unique_keys
 from netsql.watch.diff import Differ
 
 if TYPE_CHECKING:
-    from netsql.cli import Env
+    from netsql.context import Env
     from netsql.watch.runner import Refresh, Watch
 
-HUMAN = ("table", "line", "markdown")
 
 
 class _Stop(BaseException):
@@ -183,15 +182,14 @@ def run_stream(watch: Watch, env: Env, *, fmt: str, interval: float, changes: bo
     A first refresh that fails ends the watch with its error (status 1; 2 when there is
     nothing to watch); a later one is reported on standard error and the watch goes on.
     """
-    from netsql.cli import ExitStatus
-    from netsql.formats import escape_control
+    from netsql.context import ExitStatus
 
     noticed: set[str] = set()
 
     def notice(message: str) -> None:  # "columns cut to fit": once, not every refresh
         if message not in noticed:
             noticed.add(message)
-            print(f"netsql: {escape_control(message)}", file=env.stderr)
+            env.notice(message)
 
     writer = Writer(fmt, changes=changes, header=header, tty=bool(env.stdout_isatty),
                     width=env.width or 100, notice=notice)

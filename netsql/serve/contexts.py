@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from netsql.resident import FORWARDED_ENV
+from netsql.serve.client import FORWARDED_ENV
 
 
 class Contexts:

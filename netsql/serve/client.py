@@ -1,4 +1,5 @@
-"""Talking to a resident netsql (``netsql serve``, docs/serve.md): the client side.
+"""Talking to a resident netsql (``netsql serve``, docs/serve.md): the client side
+(the server is server.py).
 
 A one-liner pays for starting Python and DuckDB (0.15-0.2 s) before it reads a single
 socket, which is more than ``ss`` or ``ps`` take in all. ``netsql serve`` keeps an
@@ -18,31 +19,20 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from netsql.context import notice
+from netsql.paths import socket_path
+
 if TYPE_CHECKING:
     import argparse
     import socket
     from collections.abc import Sequence
 
-    from netsql.cli import Env
+    from netsql.context import Env
 
 #: Sent with each request; a server of another version declines and the client runs
 #: the command itself.
 PROTOCOL = 1
 MAX_REQUEST = 64 << 20
-
-
-def socket_path() -> str:
-    """$NETSQL_SOCKET, else /run/netsql/netsql.sock for root, else
-    $XDG_RUNTIME_DIR/netsql/netsql.sock (or /tmp/netsql-UID/netsql.sock)."""
-    given = os.environ.get("NETSQL_SOCKET")
-    if given is not None:
-        return given
-    if os.geteuid() == 0:
-        base = "/run/netsql"
-    else:
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        base = os.path.join(runtime, "netsql") if runtime else f"/tmp/netsql-{os.geteuid()}"
-    return os.path.join(base, "netsql.sock")
 
 
 def untrusted(path: str) -> str | None:
@@ -137,14 +127,11 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
         while True:
             frame = receive(stream)
             if frame is None:
-                stderr.write("netsql: error: the resident netsql went away\n")
+                notice(stderr, "the resident netsql went away", "error")
                 return 1
             if "declined" in frame:
                 if frame.get("say"):  # busy: say why the command runs here
-                    from netsql.formats import escape_control
-
-                    stderr.write(f"netsql: note: running here: "
-                                 f"{escape_control(str(frame['declined']))}\n")
+                    notice(stderr, f"running here: {frame['declined']}", "note")
                 return None
             if "out" in frame:
                 stdout.write(frame["out"])
@@ -166,7 +153,7 @@ FORWARDED_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
 def forwardable(args: argparse.Namespace, env: Env) -> bool:
     """Whether a resident netsql may run this command: statements to run once, with its
     own capture (its interfaces, ports and buffer), not the shell or a watch."""
-    from netsql.cli import DNS_BUFFER
+    from netsql.context import DNS_BUFFER
 
     if (args.local or args.watch is not None or args.interface or args.dns_port
             or args.dns_buffer != DNS_BUFFER or (args.capture and args.pcap)

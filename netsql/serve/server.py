@@ -1,5 +1,5 @@
 """``netsql serve``: a resident engine and DNS capture behind a Unix socket
-(docs/serve.md; the client side is resident.py).
+(docs/serve.md; the client side is client.py).
 
 Clients are served concurrently, a thread each, each command in a fresh DuckDB
 connection (a view one command makes is not seen by the next), sharing what outlives a
@@ -7,9 +7,9 @@ command: the live DNS capture (so ``dns_queries`` holds what was asked before th
 one-liner ran) and the /proc caches. A command runs in the client's directory with the
 client's variables (the process has one of each: commands of the same directory and
 variables run together, another waits up to WAIT seconds, then is declined and runs in
-the client, which says why); its output streams back as it is written, so a slow reader
-holds only its own thread. When the client goes away (Ctrl-C), the running statement is
-interrupted.
+the client, which says why; netsql.serve.contexts); its output streams back as it is
+written, so a slow reader holds only its own thread. When the client goes away
+(Ctrl-C), the running statement is interrupted.
 """
 
 from __future__ import annotations
@@ -26,13 +26,22 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
-from netsql import __version__, resident
-from netsql.cli import DNS_BUFFER, Env, ExitStatus, UsageError, _main, _Parser
-from netsql.clientcontext import Contexts
+from netsql import __version__
+from netsql.collect import State
+from netsql.context import (
+    DNS_BUFFER,
+    Env,
+    ExitStatus,
+    Parser,
+    UsageError,
+    notice,
+    port,
+    positive,
+)
+from netsql.paths import socket_path
+from netsql.serve import client
+from netsql.serve.contexts import Contexts
 
-#: State a command brings and takes away; everything else it leaves (caches) is kept.
-PER_COMMAND = frozenset({"pcap", "intel_db", "query_dirs", "cancel", "interrupt",
-                         "spare_engine", "safe"})
 #: How long a command may wait for others of another directory to finish, and how many
 #: commands run at once; past either, the client runs it itself.
 WAIT = 1.0
@@ -40,9 +49,7 @@ MAX_CLIENTS = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netsql.cli import _port, _positive
-
-    p = _Parser(prog="netsql serve", add_help=False,
+    p = Parser(prog="netsql serve", add_help=False,
                 description="Keep netsql resident: one-liners (netsql -e) run here, "
                 "faster, and see the DNS captured since it started.")
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
@@ -52,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-capture", action="store_true", help="do not capture DNS")
     p.add_argument("-i", "--interface", action="append", metavar="IFACE",
                    help="capture on IFACE only (repeatable; default: every interface)")
-    p.add_argument("--dns-port", action="append", type=_port, metavar="PORT",
+    p.add_argument("--dns-port", action="append", type=port, metavar="PORT",
                    help="DNS server port to decode (repeatable; default 53)")
-    p.add_argument("--dns-buffer", type=_positive, default=DNS_BUFFER, metavar="N",
+    p.add_argument("--dns-buffer", type=positive, default=DNS_BUFFER, metavar="N",
                    help=f"keep at most N DNS transactions (default {DNS_BUFFER})")
     return p
 
@@ -69,7 +76,7 @@ def main(argv: Sequence[str], env: Env) -> int:
     if args.help:
         parser.print_help(env.stdout)
         return ExitStatus.SUCCESS
-    path = os.path.abspath(args.socket or resident.socket_path())
+    path = os.path.abspath(args.socket or socket_path())
     # A client that hangs up must not end the server (cli.main set SIGPIPE's default).
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
@@ -77,23 +84,20 @@ def main(argv: Sequence[str], env: Env) -> int:
     except (OSError, ValueError) as exc:
         env.error(f"cannot serve on {path}: {exc}")
         return ExitStatus.ERROR
-    base: dict[str, Any] = {}
+    base = State()
     capture = None
     status: int = ExitStatus.SUCCESS
     try:
         if not args.no_capture:
-            from netsql.capture.live import CaptureError
-            from netsql.capture.manager import DnsCapture
+            from netsql.launch import new_capture, start_capture
 
-            capture = DnsCapture(args.interface, args.dns_port or [53],
-                                 capacity=args.dns_buffer)
-            base["capture"] = capture
-            try:
-                capture.start()
-            except CaptureError as exc:  # dns_queries says why; the rest works
-                env.warn(f"no DNS capture: {exc}")
+            capture = new_capture(args)
+            base.capture = capture
+            problem = start_capture(capture)
+            if problem is not None:  # dns_queries says why; the rest works
+                env.warn(f"no DNS capture: {problem}")
         _warm_up()
-        env.stderr.write(f"netsql: serving on {path} (pid {os.getpid()})\n")
+        env.notice(f"serving on {path} (pid {os.getpid()})")
         env.stderr.flush()
         contexts = Contexts()
         slots = threading.BoundedSemaphore(MAX_CLIENTS)
@@ -122,7 +126,7 @@ def main(argv: Sequence[str], env: Env) -> int:
 
 #: Client threads, and the state of the commands they run (to interrupt at the end).
 _THREADS: set[threading.Thread] = set()
-_RUNNING: dict[int, dict[str, Any]] = {}
+_RUNNING: dict[int, State] = {}
 
 
 def _stop_clients(status: int) -> None:
@@ -130,11 +134,11 @@ def _stop_clients(status: int) -> None:
     inside DuckDB when the interpreter ends would abort the process, so then end at once
     (the socket and the capture are cleaned up by now)."""
     for state in list(_RUNNING.values()):
-        state["cancel"].set()
-        interrupt = state.get("interrupt")
-        if interrupt is not None:
+        if state.cancel is not None:
+            state.cancel.set()
+        if state.interrupt is not None:
             with contextlib.suppress(Exception):
-                interrupt()
+                state.interrupt()
     deadline = time.monotonic() + 2.0
     for thread in list(_THREADS):
         thread.join(max(0.0, deadline - time.monotonic()))
@@ -152,10 +156,10 @@ def _listen(path: str) -> socket.socket:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     if os.path.lexists(path):
-        problem = resident.untrusted(path)
+        problem = client.untrusted(path)
         if problem is not None:  # never remove what is not our own socket
             raise ValueError(problem)
-        if resident.connect(path, timeout=1.0) is not None:
+        if client.connect(path, timeout=1.0) is not None:
             raise ValueError("another netsql serve is listening there")
         os.unlink(path)  # our socket, left by a server that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -164,7 +168,7 @@ def _listen(path: str) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old)
-    problem = resident.untrusted(path)
+    problem = client.untrusted(path)
     if problem is not None:
         sock.close()
         os.unlink(path)
@@ -193,7 +197,7 @@ class _Outbox:
     def flush(self) -> None:
         parts, self.parts, self.size = self.parts, [], 0
         for kind, text in parts:
-            resident.send(self.conn, {kind: text})
+            client.send(self.conn, {kind: text})
 
 
 class _Frames(io.TextIOBase):
@@ -232,40 +236,41 @@ def _spare_engine() -> Any:
 _LOG = threading.Lock()
 
 
-def _log(log: Env, line: str) -> None:
+def _log(log: Env, line: str, kind: str = "") -> None:
+    """One line of the server's log (client threads write it concurrently)."""
     with _LOG:
-        log.stderr.write(line + "\n")
+        notice(log.stderr, line, kind)
         log.stderr.flush()
 
 
-def _client(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
+def _client(conn: socket.socket, base: State, log: Env, spare: Any,
             contexts: Contexts, slots: threading.BoundedSemaphore) -> None:
     """One client, in its own thread."""
     with conn:
         try:
             _serve_one(conn, base, log, spare, contexts, slots)
         except Exception as exc:  # one command's failure never ends the server
-            _log(log, f"netsql: warning: a command failed: {type(exc).__name__}: {exc}")
+            _log(log, f"a command failed: {type(exc).__name__}: {exc}", "warning")
         finally:
             _THREADS.discard(threading.current_thread())
 
 
-def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any = None,
+def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None,
                contexts: Contexts | None = None,
                slots: threading.BoundedSemaphore | None = None) -> None:
     started = time.monotonic()
     try:
-        uid = resident.peer_uid(conn)
+        uid = client.peer_uid(conn)
         if uid != os.geteuid():
-            log.warn(f"refused a client of uid {uid}")
+            _log(log, f"refused a client of uid {uid}", "warning")
             return
         request = _read_request(conn, deadline=time.monotonic() + 10)
     except (OSError, ValueError) as exc:
-        log.warn(f"bad request: {exc}")
+        _log(log, f"bad request: {exc}", "warning")
         return
     if not _well_formed(request):
         with contextlib.suppress(OSError):
-            resident.send(conn, {"declined": f"netsql {__version__} serves here"})
+            client.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
     contexts = contexts or Contexts()
     if slots is not None and not slots.acquire(blocking=False):
@@ -286,13 +291,14 @@ def _serve_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any =
 def _decline(conn: socket.socket, log: Env, uid: int, why: str) -> None:
     """Send the client back to run the command itself, telling it why."""
     with contextlib.suppress(OSError):
-        resident.send(conn, {"declined": why, "say": True})
-    _log(log, f"netsql: declined uid {uid}: {why}")
+        client.send(conn, {"declined": why, "say": True})
+    _log(log, f"declined uid {uid}: {why}")
 
 
-def _run_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
+def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
              request: dict[str, Any], uid: int, started: float) -> None:
-    state = dict(base, cancel=threading.Event(), spare_engine=spare)
+    # The command brings its own files and settings; the capture and caches are kept.
+    state = base.for_command(cancel=threading.Event(), spare_engine=spare)
     box = _Outbox(conn)
     out = _Frames(box, "out", bool(request.get("stdout_isatty")))
     err = _Frames(box, "err", False)
@@ -307,28 +313,35 @@ def _run_one(conn: socket.socket, base: dict[str, Any], log: Env, spare: Any,
     watcher = threading.Thread(target=_watch_client, args=(conn, state, wake_r), daemon=True)
     watcher.start()
     try:
-        status = _main(request["argv"], env, resident=state)
+        status = _run(request["argv"], env, state)
         box.flush()
-        resident.send(conn, {"exit": int(status)})
+        client.send(conn, {"exit": int(status)})
     except Exception as exc:  # the client went away, its directory is gone, or DuckDB
         with contextlib.suppress(OSError):  # was interrupted between statements
-            err.write(f"netsql: error: {getattr(exc, 'strerror', None) or exc}\n")
+            notice(cast(TextIO, err), str(getattr(exc, "strerror", None) or exc), "error")
             box.flush()
-            resident.send(conn, {"exit": int(ExitStatus.ERROR)})
+            client.send(conn, {"exit": int(ExitStatus.ERROR)})
     finally:
         _RUNNING.pop(threading.get_ident(), None)
         os.write(wake_w, b"x")
         watcher.join()
         os.close(wake_r)
         os.close(wake_w)
-        for key, value in state.items():
-            if key not in PER_COMMAND:
-                base[key] = value
-    if state["cancel"].is_set():  # the client went away (Ctrl-C there)
-        status = ExitStatus.INTERRUPTED
+    if state.cancel is not None and state.cancel.is_set():  # the client went away
+        status = ExitStatus.INTERRUPTED  # (Ctrl-C there)
     argv = " ".join(str(a) for a in request.get("argv", []))
-    _log(log, f"netsql: served uid {uid}: {argv[:200]!r} -> {int(status)} in "
+    _log(log, f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
          f"{time.monotonic() - started:.3f} s")
+
+
+def _run(argv: list[str], env: Env, state: State) -> ExitStatus:
+    from netsql.flags import parse
+    from netsql.run import run
+
+    args = parse(argv, env)
+    if isinstance(args, ExitStatus):
+        return args
+    return run(args, argv, env, resident=state)
 
 
 def _read_request(conn: socket.socket, deadline: float) -> Any:
@@ -351,16 +364,16 @@ def _read_request(conn: socket.socket, deadline: float) -> Any:
         return b"".join(parts)
 
     (n,) = struct.unpack(">I", exactly(4))
-    if n > resident.MAX_REQUEST:
+    if n > client.MAX_REQUEST:
         raise ValueError(f"a request of {n} bytes")
     body = exactly(n)
     conn.settimeout(None)
-    return resident.receive(io.BytesIO(struct.pack(">I", n) + body))
+    return client.receive(io.BytesIO(struct.pack(">I", n) + body))
 
 
 def _well_formed(request: Any) -> bool:
     """A request of this version whose fields have the types a client sends."""
-    if not isinstance(request, dict) or request.get("protocol") != resident.PROTOCOL \
+    if not isinstance(request, dict) or request.get("protocol") != client.PROTOCOL \
             or request.get("version") != __version__:
         return False
     argv, env, stdin = request.get("argv"), request.get("env", {}), request.get("stdin")
@@ -373,7 +386,7 @@ def _well_formed(request: Any) -> bool:
             and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()))
 
 
-def _watch_client(conn: socket.socket, state: dict[str, Any], wake: int) -> None:
+def _watch_client(conn: socket.socket, state: State, wake: int) -> None:
     """Interrupt the running statement when the client hangs up (Ctrl-C there); ends
     when ``wake`` becomes readable (the command is done)."""
     while True:
@@ -389,10 +402,8 @@ def _watch_client(conn: socket.socket, state: dict[str, Any], wake: int) -> None
         if data:
             time.sleep(0.2)  # the client wrote more (it should not): keep watching
             continue
-        cancel = state.get("cancel")
-        if cancel is not None:
-            cancel.set()
-        interrupt = state.get("interrupt")
-        if interrupt is not None:
-            interrupt()
+        if state.cancel is not None:
+            state.cancel.set()
+        if state.interrupt is not None:
+            state.interrupt()
         return
