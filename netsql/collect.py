@@ -100,11 +100,17 @@ class State:
     spare_engine: Any = None
     #: Collectors' caches that outlive a pass, by name (kept by netsql serve too).
     caches: dict[str, Any] = field(default_factory=dict)
+    #: --history DIR: the recorded tree the history.<table> views read, or None.
+    history: str | None = None
+    #: netsql serve --record's recorder (netsql.history.recorder.Recorder), or None.
+    recorder: Any = None
 
     def for_command(self, **given: Any) -> State:
-        """A state for one command of netsql serve: this one's capture and caches
-        (shared), nothing else of it."""
-        return State(capture=self.capture, caches=self.caches, **given)
+        """A state for one command of netsql serve: this one's capture, caches and
+        recorder (shared), nothing else of it."""
+        given.setdefault("history", self.history)
+        return State(capture=self.capture, caches=self.caches, recorder=self.recorder,
+                     **given)
 
 
 @dataclass

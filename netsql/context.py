@@ -115,3 +115,19 @@ def positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
     return int(text)
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size(text: str) -> int:
+    """A size in bytes: '500M', '2G', '1.5T', '4096' (K, M, G, T are powers of 1024)."""
+    word = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = word[-1:] if word[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(word[: len(word) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size (e.g. 500M, 2G): {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a size must be more than 0: {text!r}")
+    return int(value * _SIZE_UNITS[unit])

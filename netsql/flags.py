@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intel-db", metavar="PATH", help="the threat-intel database read by the "
                    "intel table and the flagged view (default: $NETSQL_INTEL_DB, else "
                    "$XDG_DATA_HOME/netsql/intel.duckdb; lists are kept with netsql intel)")
+    p.add_argument("--history", metavar="DIR", help="read the history.<table> views from "
+                   "DIR, a tree `netsql serve --record DIR` wrote (or many hosts' trees "
+                   "synced into one; docs/history.md)")
     saved = p.add_argument_group("saved queries (docs/queries.md)")
     saved.add_argument("-q", "--query", dest="sources", action="append", metavar="NAME",
                        type=_source("query"), help="run the saved query NAME (or a query "

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from netsql.schema import Table
-
-if TYPE_CHECKING:
-    from netsql.schema import Setup
+from netsql.schema import Setup, Table
 
 
 def default_tables() -> list[Table]:
@@ -38,7 +33,9 @@ def default_tables() -> list[Table]:
 
 
 def default_setups() -> list[Setup]:
-    """SQL the engine creates on first mention: the threat-intel functions and views."""
+    """SQL the engine creates on first mention: the threat-intel functions and views,
+    the history views."""
+    from netsql.history.views import setup_history
     from netsql.intel import functions
 
-    return list(functions.SETUPS)
+    return [*functions.SETUPS, Setup("history", ("history",), setup_history)]

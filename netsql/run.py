@@ -128,6 +128,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         state.intel_db = args.intel_db
     if args.safe:
         state.safe = True
+    if args.history:
+        state.history = args.history
     engine = state.spare_engine or Engine(state=state)
     state.spare_engine = None
     engine.state = state
@@ -166,7 +168,8 @@ def _safe_refusal(args: argparse.Namespace, env: Env) -> ExitStatus | None:
         ("-f", any(s.tag == "file" for s in args.sources or [])),
         ("-q PATH", any(s.tag == "query" and ("/" in s or s.endswith(".sql"))
                         for s in args.sources or [])),
-        ("--queries", args.queries), ("--intel-db", args.intel_db), ("--pcap", args.pcap))
+        ("--queries", args.queries), ("--intel-db", args.intel_db), ("--pcap", args.pcap),
+        ("--history", args.history))
         if given]
     if named:
         env.error(f"--safe reads no file named on the command line: {', '.join(named)} "

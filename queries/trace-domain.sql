@@ -10,7 +10,8 @@
 -- One row per process and relation. 'asked': the process sent the query (times: how
 -- many; ago: since the last one). 'forwarded': a stub resolver or forwarder relaying
 -- the query upstream (the application behind it has its own 'asked' row). 'connected':
--- the process holds a socket to one of the answers now (times: how many sockets).
+-- the process holds a socket to one of the answers now (times: how many sockets;
+-- first_seen: when a recording netsql serve first saw it, NULL without one).
 --
 -- Needs DNS records: run it with --capture SECONDS (live: names the asking process),
 -- --pcap FILE (a capture file: no asking process, but processes connected to the
@@ -40,7 +41,7 @@ asked AS (
 connected AS (
     SELECT 'connected' AS relation, s.pid, p.name AS process, a.queries AS query,
            s.remote_address AS address, s.remote_port AS port, s.state,
-           count(*) AS times, NULL::TIMESTAMP AS first_seen,
+           count(*) AS times, min(s.first_seen) AS first_seen,
            now() AT TIME ZONE 'UTC' AS last_seen
     FROM sockets s
     JOIN answers a ON a.address = CASE WHEN s.remote_address LIKE '::ffff:%'

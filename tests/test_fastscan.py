@@ -102,38 +102,42 @@ def test_every_link_type_and_the_general_decoder() -> None:
 
 
 def test_pairing_duplicates_and_strays() -> None:
+    """The pairing rule (netsql/capture/pairing.py) with the strays around it; the
+    three DNS paths against each other are in test_dns_policy.py."""
     t = BASE_TS
     recs = [
         (t, eth(udp_ip(C, S, 40000, 53, query(1)))),
         (t + 0.5, eth(udp_ip(C, S, 40000, 53, query(1)))),  # captured twice: dropped
-        (t + 1.6, eth(udp_ip(C, S, 40000, 53, query(1)))),  # asked again: a new row
-        (t + 1.7, eth(udp_ip(S, C, 53, 40000, answer(1)))),
+        (t + 1.6, eth(udp_ip(C, S, 40000, 53, query(1)))),  # retransmitted: the same row
+        (t + 1.7, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # rtt from the first copy
         (t + 2.0, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # duplicate answer: dropped
-        (t + 8.0, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # much later: response only
+        (t + 8.0, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # within the window: dropped
         (t + 8.1, eth(udp_ip(S, C, 53, 40001, answer(9, rcode=3)))),  # never asked
         (t + 8.2, eth(udp_ip(C, S, 40002, 53, query(2, "gone.example.test")))),
         (t + 8.3, eth(udp_ip(C6, S6, 40003, 53, query(3, qtype=28)))),
         (t + 8.4, eth(udp_ip(S6, C6, 53, 40003, answer(3)))),
         (t + 8.5, eth(udp_ip(C, S, 40004, 5353, query(4)))),  # not a DNS port here
         (t + 8.6, eth(udp_ip(C, S, 40005, 53, b"\x00\x07short"))),  # < 12 bytes
-        (t + 8.7, eth(udp_ip(S, C, 53, 40000, answer(1)))[:-3]),  # cut short, and a
-        # questions the compiled scanner leaves to Python: escapes, root, no question,  #
-        # a pointer into the header; and one in capitals it reads itself  # t + 8.0 dup
+        (t + 8.7, eth(udp_ip(S, C, 53, 40000, answer(1)))[:-3]),  # cut short, and a dup
+        # questions the compiled scanner leaves to Python: escapes, root, no question,
+        # a pointer into the header; and one in capitals it reads itself
         (t + 9.0, eth(udp_ip(C, S, 40010, 53, query(20, "sp ace.a;b.example.test")))),
         (t + 9.1, eth(udp_ip(C, S, 40011, 53, query(21, "")))),
         (t + 9.2, eth(udp_ip(C, S, 40012, 53, query(22)[:4] + b"\0\0" + query(22)[6:]))),
         (t + 9.3, eth(udp_ip(C, S, 40013, 53, query(23)[:12] + b"\xc0\x02\0\1\0\1"))),
         (t + 9.4, eth(udp_ip(C, S, 40014, 53, query(24, "WWW.Example.TEST")))),
         (t + 9.5, eth(udp_ip(S, C, 53, 40014, answer(24, "WWW.Example.TEST", rcode=2)))),
+        (t + 11.8, eth(udp_ip(S, C, 53, 40000, answer(1)))),  # past the window: a row
     ]
     out = same(pcap([(ts, 1, f) for ts, f in recs]))
     cols = out[1]
-    assert cols["status"][:6] == ["unanswered", "answered", "response_only", "response_only",
-                                  "unanswered", "answered"]
+    assert cols["status"][:4] == ["answered", "response_only", "unanswered", "answered"]
+    assert cols["status"][-1] == "response_only" and cols["trans_id"][-1] == 1
     q = cols["query"]
-    assert q[6:9] == ["sp\\032ace.a\\;b.example.test", ".", ""] and q[-1] == "www.example.test"
-    assert cols["rcode"][-1] == "SERVFAIL" and cols["qtype"][-1] == "A"
-    assert cols["rtt"][1] is not None and abs(cols["rtt"][1] - 0.1) < 1e-6
+    assert q[4:7] == ["sp\\032ace.a\\;b.example.test", ".", ""]
+    assert q[-2] == "www.example.test"
+    assert cols["rcode"][-2] == "SERVFAIL" and cols["qtype"][-2] == "A"
+    assert cols["rtt"][0] is not None and abs(cols["rtt"][0] - 1.7) < 1e-6
     assert out[5] == 1  # the short message
     assert same(pcap([(ts, 1, f) for ts, f in recs]), ports=(53, 5353))[2] == out[2] + 1
 

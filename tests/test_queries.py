@@ -33,7 +33,8 @@ from tests.conftest import run_netsql
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_NAMES = {"trace-domain", "connections", "listening", "dns-top", "dns-failures",
                  "unusual-processes", "routes-and-gateways", "process-network",
-                 "direct-ip-connections", "dns-tunneling", "suspicious-ports"}
+                 "direct-ip-connections", "dns-tunneling", "suspicious-ports",
+                 "who-asked", "new-destinations", "short-lived-talkers"}
 
 SAMPLE = """\
 -- name: sample

@@ -71,6 +71,7 @@ def test_safe_from_the_config_file_cannot_be_undone(tmp_path: Path) -> None:
     (["-f", "/etc/shadow"], "-f"), (["--pcap", "/etc/shadow", "-e", "SELECT 1"], "--pcap"),
     (["--intel-db", "/etc/x.duckdb", "-e", "SELECT 1"], "--intel-db"),
     (["-q", "/etc/shadow"], "-q PATH"), (["--queries", "/root", "-e", "SELECT 1"], "--queries"),
+    (["--history", "/root", "-e", "SELECT 1"], "--history"),
 ])
 def test_safe_reads_no_file_named_on_the_command_line(tmp_path: Path, args: list[str],
                                                       refused: str) -> None:

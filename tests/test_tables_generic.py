@@ -61,7 +61,8 @@ def test_duckdb_schema_matches_declaration(engine: Engine, table: object) -> Non
     assert isinstance(table, Table)
     got = engine.con.execute(
         "SELECT column_name, data_type, comment FROM duckdb_columns() "
-        "WHERE table_name = ? ORDER BY column_index", [table.name]).fetchall()
+        "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
+        [table.name]).fetchall()
     assert got == [(c.name, c.type, c.description) for c in table.columns]
 
 

@@ -9,9 +9,12 @@
  * the answers are. A plain question (no compression, no character that needs escaping)
  * is read here, and so are answers when every one is an A or AAAA record of class IN
  * owned by a pointer to that question (the usual response); any other message goes to
- * Python (dnswire.decode_dns), so both paths give the same rows. Frames Scan.feed hands to the general decoder go to scan._general().
- * State lives in the Scan object (pending, answered, rows, counters), so the two paths
+ * Python (dnswire.decode_dns), so both paths give the same rows. Frames Scan.feed hands
+ * to the general decoder go to scan._general().
+ * State lives in the Scan object (pairing.table, rows, counters), so the two paths
  * can be mixed and must agree row for row; tests/test_fastscan.py checks that they do.
+ * Queries and responses are paired by the rule of netsql/capture/pairing.py, mirrored
+ * in pair_query/pair_response below (tests/test_dns_policy.py holds all paths to it).
  *
  * Stops before the first incomplete record (pos says where; the caller reads more) or
  * at a record claiming more than 16 MiB (bad_length is that length, pos its offset).
@@ -30,14 +33,15 @@ enum { R_TS, R_CADDR, R_CPORT, R_SADDR, R_SPORT, R_TRANSPORT, R_TID, R_QUERY, R_
 
 static PyObject *s_udp, *s_unanswered, *s_answered, *s_response_only, *s_type_a, *s_type_aaaa;
 static PyObject *s_names;
-static PyObject *s_pending, *s_answered_attr, *s_rows, *s_general, *s_message;
+static PyObject *s_pairing, *s_table, *s_rows, *s_general, *s_message;
 static PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts;
+static PyObject *s_duplicates;
 
 typedef struct {
-    PyObject *scan, *pending, *answered, *rows, *names;
+    PyObject *scan, *pairing, *table, *rows, *names;
     const unsigned char *ports; /* 65536-bit bitmap */
     int mode;
-    long messages, queries, responses, malformed;
+    long messages, queries, responses, malformed, duplicates;
 } State;
 
 /* Ports and transaction ids repeat: one int object per value, made on first use. */
@@ -228,6 +232,106 @@ static int set_question(PyObject *row, PyObject *qname, unsigned qtype, unsigned
     return 0;
 }
 
+/* pairing.py, mirrored: WINDOW and the verdicts, and the entry of a key in
+ * pairing.table, [query ts | None, response ts | None, row, complete]. */
+#define WINDOW 10.0
+enum { NEW, DUPLICATE, ANSWERS, JOINED };
+enum { E_QUERY, E_RESPONSE, E_ROW, E_COMPLETE };
+
+/* Pairing.query: the verdict (-1 on error); *row (borrowed) the row it concerns. */
+static int pair_query(State *st, PyObject *key, double ts, PyObject **row)
+{
+    PyObject *e = PyDict_GetItemWithError(st->table, key);
+    if (e == NULL)
+        return PyErr_Occurred() ? -1 : NEW;
+    if (!PyList_Check(e) || PyList_GET_SIZE(e) != 4) {
+        PyErr_SetString(PyExc_TypeError, "pairing.table: bad entry");
+        return -1;
+    }
+    PyObject *q = PyList_GET_ITEM(e, E_QUERY), *r = PyList_GET_ITEM(e, E_RESPONSE);
+    double t;
+    if (q == Py_None) {
+        t = PyFloat_AsDouble(r);
+        if (t == -1.0 && PyErr_Occurred())
+            return -1;
+        if (ts - t < WINDOW) {
+            PyObject *when = PyFloat_FromDouble(ts);
+            if (when == NULL || PyList_SetItem(e, E_QUERY, when) < 0)
+                return -1;
+            *row = PyList_GET_ITEM(e, E_ROW);
+            return JOINED;
+        }
+        return NEW;
+    }
+    if (PyList_GET_ITEM(e, E_COMPLETE) == Py_True)
+        return NEW;
+    t = PyFloat_AsDouble(q);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (ts - t < WINDOW) {
+        st->duplicates++;
+        *row = PyList_GET_ITEM(e, E_ROW);
+        return DUPLICATE;
+    }
+    return NEW;
+}
+
+/* Pairing.response: the verdict (-1 on error); *row (borrowed) the row it concerns. */
+static int pair_response(State *st, PyObject *key, double ts, PyObject **row)
+{
+    PyObject *e = PyDict_GetItemWithError(st->table, key);
+    if (e == NULL)
+        return PyErr_Occurred() ? -1 : NEW;
+    if (!PyList_Check(e) || PyList_GET_SIZE(e) != 4) {
+        PyErr_SetString(PyExc_TypeError, "pairing.table: bad entry");
+        return -1;
+    }
+    PyObject *q = PyList_GET_ITEM(e, E_QUERY), *r = PyList_GET_ITEM(e, E_RESPONSE);
+    double t;
+    if (r == Py_None) {
+        t = PyFloat_AsDouble(q);
+        if (t == -1.0 && PyErr_Occurred())
+            return -1;
+        if (ts - t < WINDOW) {
+            PyObject *when = PyFloat_FromDouble(ts);
+            if (when == NULL || PyList_SetItem(e, E_RESPONSE, when) < 0
+                    || PyList_SetItem(e, E_COMPLETE, Py_NewRef(Py_True)) < 0)
+                return -1;
+            *row = PyList_GET_ITEM(e, E_ROW);
+            return ANSWERS;
+        }
+        return NEW;
+    }
+    t = PyFloat_AsDouble(r);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (ts - t < WINDOW) {
+        st->duplicates++;
+        *row = PyList_GET_ITEM(e, E_ROW);
+        return DUPLICATE;
+    }
+    return NEW;
+}
+
+/* Pairing.opened (a capture file's table keeps every transaction): `row`, new, is now
+ * the transaction of `key` (its time, the row's ts, is the message's). */
+static int pair_opened(State *st, PyObject *key, PyObject *row, int is_query)
+{
+    PyObject *when = Py_NewRef(PyList_GET_ITEM(row, R_TS)), *e = PyList_New(4);
+    if (e == NULL) {
+        Py_DECREF(when);
+        return -1;
+    }
+    PyList_SET_ITEM(e, E_QUERY, is_query ? when : Py_NewRef(Py_None));
+    PyList_SET_ITEM(e, E_RESPONSE, is_query ? Py_NewRef(Py_None) : when);
+    PyList_SET_ITEM(e, E_ROW, Py_NewRef(row));
+    PyList_SET_ITEM(e, E_COMPLETE, Py_NewRef(Py_False));
+    PyObject_GC_UnTrack(e); /* floats, None, bools and a row: never a cycle */
+    int rc = PyDict_SetItem(st->table, key, e);
+    Py_DECREF(e);
+    return rc;
+}
+
 /* Scan._message for a UDP message decoded here: `qname` (NULL when the question is
  * not wanted) and its type and class fill the question columns; `answers` (NULL when
  * not wanted) the answer columns of a response. */
@@ -249,16 +353,19 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         if (key == NULL)
             goto done;
         PyObject_GC_UnTrack(key); /* atomic members only */
-        PyObject *prev = PyDict_GetItemWithError(st->pending, key);
-        if (prev == NULL && PyErr_Occurred())
+        PyObject *prev = NULL;
+        int verdict = pair_query(st, key, ts, &prev);
+        if (verdict < 0)
             goto done;
-        if (prev != NULL) {
-            if (row_ts(prev, &old) < 0)
+        if (verdict == JOINED) { /* its response came first: the row has it already */
+            PyObject *zero = PyFloat_FromDouble(0.0);
+            if (zero == NULL || PyList_SetItem(prev, R_RTT, zero) < 0
+                    || PyList_SetItem(prev, R_STATUS, Py_NewRef(s_answered)) < 0)
                 goto done;
-            if (ts - old < 1.0) { /* the same query captured twice */
-                rc = 0;
-                goto done;
-            }
+        }
+        if (verdict != NEW) {
+            rc = 0;
+            goto done;
         }
         PyObject *flags = PyLong_FromLong(bits);
         if (flags == NULL)
@@ -268,7 +375,7 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         if (row != NULL && qname != NULL && set_question(row, qname, qtype, qclass) < 0)
             goto done;
         if (row == NULL || PyList_Append(st->rows, row) < 0
-                || PyDict_SetItem(st->pending, key, row) < 0)
+                || pair_opened(st, key, row, 1) < 0)
             goto done;
         rc = 0;
         goto done;
@@ -278,30 +385,23 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
     if (key == NULL)
         goto done;
     PyObject_GC_UnTrack(key);
-    found = PyDict_GetItemWithError(st->pending, key);
-    if (found == NULL && PyErr_Occurred())
+    int verdict = pair_response(st, key, ts, &found);
+    if (verdict < 0)
         goto done;
-    if (found == NULL) {
-        PyObject *seen = PyDict_GetItemWithError(st->answered, key);
-        if (seen == NULL && PyErr_Occurred())
-            goto done;
-        if (seen != NULL) {
-            if (row_ts(seen, &old) < 0)
-                goto done;
-            if (ts - old < 5.0) { /* a duplicate of an answer already matched */
-                rc = 0;
-                goto done;
-            }
-        }
+    if (verdict == DUPLICATE) {
+        rc = 0;
+        goto done;
+    }
+    if (verdict == NEW) {
         row = new_row(ts, dst, dp, src, sp, t, Py_None, s_response_only);
         if (row != NULL && qname != NULL && set_question(row, qname, qtype, qclass) < 0)
             goto done;
-        if (row == NULL || PyList_Append(st->rows, row) < 0)
+        if (row == NULL || PyList_Append(st->rows, row) < 0
+                || pair_opened(st, key, row, 0) < 0)
             goto done;
     } else {
         row = Py_NewRef(found);
-        found = NULL;
-        if (PyDict_DelItem(st->pending, key) < 0 || row_ts(row, &old) < 0)
+        if (row_ts(row, &old) < 0)
             goto done;
         double rtt = ts - old;
         PyObject *r = PyFloat_FromDouble(0.0 > rtt ? 0.0 : rtt);
@@ -319,8 +419,6 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         goto done;
     }
     if (PyList_SetItem(row, R_FLAGS, flags) < 0)
-        goto done;
-    if (PyDict_SetItem(st->answered, key, row) < 0)
         goto done;
     if (answers != NULL) {
         for (int i = 0; i < 3; i++)
@@ -529,14 +627,13 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
     }
     st.ports = ports.buf;
     st.mode = mode;
-    st.pending = PyObject_GetAttr(st.scan, s_pending);
-    st.answered = st.pending ? PyObject_GetAttr(st.scan, s_answered_attr) : NULL;
-    st.rows = st.answered ? PyObject_GetAttr(st.scan, s_rows) : NULL;
+    st.pairing = PyObject_GetAttr(st.scan, s_pairing);
+    st.table = st.pairing ? PyObject_GetAttr(st.pairing, s_table) : NULL;
+    st.rows = st.table ? PyObject_GetAttr(st.scan, s_rows) : NULL;
     st.names = st.rows ? PyObject_GetAttr(st.scan, s_names) : NULL;
     if (st.names == NULL)
         goto out;
-    if (!PyDict_Check(st.pending) || !PyDict_Check(st.answered) || !PyList_Check(st.rows)
-            || !PyDict_Check(st.names)) {
+    if (!PyDict_CheckExact(st.table) || !PyList_Check(st.rows) || !PyDict_Check(st.names)) {
         PyErr_SetString(PyExc_TypeError, "scan_pcap: scan state has the wrong types");
         goto out;
     }
@@ -584,7 +681,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
     if (add_counter(st.scan, s_messages, st.messages) < 0
             || add_counter(st.scan, s_queries, st.queries) < 0
             || add_counter(st.scan, s_responses, st.responses) < 0
-            || add_counter(st.scan, s_malformed, st.malformed) < 0) {
+            || add_counter(st.scan, s_malformed, st.malformed) < 0
+            || add_counter(st.pairing, s_duplicates, st.duplicates) < 0) {
         Py_XDECREF(et);
         Py_XDECREF(ev);
         Py_XDECREF(tb);
@@ -594,8 +692,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
     if (!failed)
         result = Py_BuildValue("nnk", pos, records, (unsigned long)bad);
 out:
-    Py_XDECREF(st.pending);
-    Py_XDECREF(st.answered);
+    Py_XDECREF(st.pairing);
+    Py_XDECREF(st.table);
     Py_XDECREF(st.rows);
     Py_XDECREF(st.names);
     PyBuffer_Release(&buf);
@@ -619,12 +717,12 @@ PyMODINIT_FUNC PyInit__cscan(void)
 {
     struct { PyObject **slot; const char *text; } names[] = {
         {&s_udp, "udp"}, {&s_unanswered, "unanswered"}, {&s_answered, "answered"},
-        {&s_response_only, "response_only"}, {&s_pending, "pending"},
-        {&s_answered_attr, "answered"}, {&s_rows, "rows"}, {&s_general, "_general"},
+        {&s_response_only, "response_only"}, {&s_pairing, "pairing"},
+        {&s_table, "table"}, {&s_rows, "rows"}, {&s_general, "_general"},
         {&s_message, "_message"}, {&s_messages, "messages"}, {&s_queries, "queries"},
         {&s_responses, "responses"}, {&s_malformed, "malformed"},
         {&s_first_ts, "first_ts"}, {&s_type_a, "A"}, {&s_type_aaaa, "AAAA"},
-        {&s_names, "names"},
+        {&s_names, "names"}, {&s_duplicates, "duplicates"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

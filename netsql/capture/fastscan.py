@@ -10,8 +10,9 @@ and unusual link layers go through the general decoder (packets.py).
 Classic pcap files go through ``_cscan`` (a small C extension built with the package
 when a compiler is there): it walks the records, parses the same headers and, when no
 name or answer is wanted, pairs queries with responses itself, calling back into this
-module for everything else. Both paths keep one state (``pending``, ``answered``,
-``rows``), so they agree row for row (tests/test_fastscan.py compares them).
+module for everything else. Both paths keep one state (``pairing.table``, ``rows``)
+and pair messages by the rule in pairing.py (which the live tracker follows too), so
+they agree row for row (tests/test_fastscan.py and tests/test_dns_policy.py compare them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from netsql.capture.dnswire import class_name, decode_dns, qtype_name, rcode_name
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
+from netsql.capture.pairing import ANSWERS, DUPLICATE, JOINED, Pairing
 from netsql.schema import Columns
 
 _cscan: ModuleType | None
@@ -113,8 +115,7 @@ class Scan:
         self.need_q = want is None or bool(want & Q_COLS)
         self.need_r = want is None or bool(want & R_COLS)
         self.rows: list[list[Any]] = []  # one list per transaction, in COLUMNS order
-        self.pending: dict[tuple[object, ...], list[Any]] = {}
-        self.answered: dict[tuple[object, ...], list[Any]] = {}
+        self.pairing = Pairing()  # a file keeps every transaction: no max_open
         self.addr: dict[bytes, str] = {}
         self.names: dict[str, tuple[str, float]] = {}  # address -> (name, ts)
         self.reasm = TcpDnsReassembler()
@@ -219,9 +220,13 @@ class Scan:
         if not bits & 0x8000:
             self.queries += 1
             key = (transport, src, sport, dst, dport, tid)
-            old = self.pending.get(key)
-            if old is not None and ts - old[0] < 1.0:
-                return  # the same query captured twice
+            verdict, found = self.pairing.query(key, ts)
+            if verdict == JOINED:  # its response came first: the row has it already
+                found[17] = "answered"
+                found[15] = 0.0
+                return
+            if verdict == DUPLICATE:
+                return
             q: str | None = None
             qt: int | None = None
             qc: int | None = None
@@ -234,17 +239,22 @@ class Scan:
             new = [ts, src, sport, dst, dport, transport, tid, q, qt, qc, None, bits,
                    None, None, None, None, ifname, "unanswered"]
             self.rows.append(new)
-            self.pending[key] = new
+            self.pairing.opened(key, ts, new, True)
             return
         self.responses += 1
         key = (transport, dst, dport, src, sport, tid)
-        found = self.pending.pop(key, None)
+        verdict, found = self.pairing.response(key, ts)
+        if verdict == DUPLICATE:
+            return
         msg = None
         row: list[Any]
-        if found is None:
-            seen = self.answered.get(key)
-            if seen is not None and ts - seen[0] < 5.0:
-                return  # a duplicate of an answer already matched
+        if verdict == ANSWERS:
+            row = found
+            row[17] = "answered"
+            row[15] = max(ts - row[0], 0.0)
+            if self.need_r:
+                msg = decode_dns(dns)
+        else:
             if self.need_q or self.need_r:
                 msg = decode_dns(dns)
             row = [ts, dst, dport, src, sport, transport, tid,
@@ -252,15 +262,9 @@ class Scan:
                    msg.qclass if msg else None, None, None, None, None, None,
                    None, ifname, "response_only"]
             self.rows.append(row)
-        else:
-            row = found
-            row[17] = "answered"
-            row[15] = max(ts - row[0], 0.0)
-            if self.need_r:
-                msg = decode_dns(dns)
+            self.pairing.opened(key, ts, row, False)
         row[10] = bits & 0xF  # rcode and flags: the response's header
         row[11] = bits
-        self.answered[key] = row
         if self.need_r:
             if msg is None:
                 self.malformed += 1

@@ -102,7 +102,7 @@ class DnsCapture:
                 self.interfaces = list(interfaces) or None
             self._stop_parts()
             attrib = Attributor(lambda _addr: True, set(self.ports))
-            live = LiveCapture(self._packet, self.interfaces, self.ports)
+            live = LiveCapture(self.packet, self.interfaces, self.ports)
             try:
                 live.open()
             except CaptureError as exc:
@@ -133,9 +133,10 @@ class DnsCapture:
             return
         self.hold_error = None
 
-    def _packet(self, ts: float, packet: bytes, interface: str, local: bool = True) -> None:
-        """A live packet; ``local``: sent by this host (or on loopback), so a query in it
-        has a local process to name."""
+    def packet(self, ts: float, packet: bytes, interface: str, local: bool = True) -> None:
+        """A live packet (LiveCapture's ``on_packet``: an IP packet, as cooked sockets
+        give it); ``local``: sent by this host (or on loopback), so a query in it has a
+        local process to name."""
         for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local):
             if local:
                 self.attrib.submit(rec)
@@ -183,6 +184,7 @@ class DnsCapture:
             "messages": t.messages,
             "queries": t.queries,
             "responses": t.responses,
+            "duplicates": t.duplicates,
             "malformed": self.decoder.malformed,
             "kernel_drops": drops,
             "dropped": drops,
@@ -276,7 +278,8 @@ class PcapSource:
             out.append({
                 "source": name, "running": False, "interfaces": None, "ports": self.ports,
                 "started": s.first_ts, "packets": records, "messages": s.messages,
-                "queries": s.queries, "responses": s.responses, "malformed": s.malformed,
+                "queries": s.queries, "responses": s.responses,
+                "duplicates": s.pairing.duplicates, "malformed": s.malformed,
                 "kernel_drops": 0, "dropped": 0, "evicted": 0, "buffered": n,
                 "capacity": None, "unattributed": None, "held": 0, "hold_error": None,
                 "error": None,

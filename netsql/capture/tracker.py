@@ -1,8 +1,8 @@
 """DNS transactions: queries matched with their responses, in a bounded buffer.
 
-Pure bookkeeping, fed by a live capture or a capture file: ``add`` takes one decoded
-DNS message with its addresses; the tracker pairs a response with the pending query
-of the same (transport, client, server, id), keeps the newest ``capacity`` records
+Pure bookkeeping, fed by the live capture: ``add`` takes one decoded DNS message with
+its addresses; the tracker pairs queries and responses by the one rule in pairing.py
+(the rule the capture-file scans follow too), keeps the newest ``capacity`` records
 (oldest evicted first, counted) and a map from answered addresses to the name that
 was asked for (for ``sockets.remote_host``).
 """
@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from netsql.capture.dnswire import DnsMessage, class_name, qtype_name, rcode_name
+from netsql.capture.pairing import ANSWERS, DUPLICATE, JOINED, NEW, Pairing
 
 ADDRESS_TYPES = (1, 28)  # A, AAAA
 #: An answered address keeps its name for at least this long, even with TTL 0:
@@ -38,9 +39,9 @@ class DnsRecord:
     status: str = "unanswered"  # 'answered' | 'unanswered' | 'response_only'
     rcode: str | None = None
     flags: list[str] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)
-    answer_types: list[str] = field(default_factory=list)
-    ttls: list[int] = field(default_factory=list)
+    answers: list[str] | None = None  # None until a response is seen (as in files)
+    answer_types: list[str] | None = None
+    ttls: list[int] | None = None
     rtt: float | None = None
     pid: int | None = None
     process: str | None = None
@@ -53,67 +54,75 @@ def _flags(msg: DnsMessage) -> list[str]:
             if on]
 
 
-Key = tuple[str, str, int, str, int, int]
-
-
 class DnsTracker:
     def __init__(self, capacity: int = 100_000, max_pending: int = 65_536,
                  max_names: int = 200_000) -> None:
         self.capacity = capacity
         self.records: deque[DnsRecord] = deque(maxlen=capacity)
-        self.pending: OrderedDict[Key, DnsRecord] = OrderedDict()
-        self.max_pending = max_pending
+        #: Open transactions by key (pairing.py), at most ``max_pending`` of them.
+        self.pairing = Pairing(max_pending)
         self.names: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
         self.max_names = max_names
         self.lock = threading.Lock()
         self.messages = 0  # DNS messages taken
         self.queries = 0
         self.responses = 0
-        self.duplicates = 0
         self.evicted = 0  # records pushed out of the buffer
         self.first_ts: float | None = None
         self.last_ts: float | None = None
 
+    @property
+    def duplicates(self) -> int:
+        """Copies and retransmissions folded into a transaction."""
+        return self.pairing.duplicates
+
     def add(self, ts: float, src: str, sport: int, dst: str, dport: int, transport: str,
             msg: DnsMessage, interface: str | None, source: str) -> DnsRecord | None:
-        """Take one message; returns the new record for a query (None otherwise)."""
+        """Take one message; returns the record a query belongs to when it is the
+        first copy of that query seen (None otherwise)."""
         with self.lock:
             self.messages += 1
             if self.first_ts is None:
                 self.first_ts = ts
             self.last_ts = ts
+            self.pairing.expire(ts)
             if msg.is_response:
                 self.responses += 1
                 self._response(ts, src, sport, dst, dport, transport, msg, interface, source)
                 return None
             self.queries += 1
             key = (transport, src, sport, dst, dport, msg.trans_id)
-            old = self.pending.get(key)
-            if old is not None and old.query == msg.qname and ts - old.ts < 1.0:
-                self.duplicates += 1  # the same packet seen on a second interface
+            verdict, rec = self.pairing.query(key, ts)
+            if verdict == JOINED:  # its response came first: the row has it already
+                rec.status = "answered"
+                rec.rtt = 0.0
+                return rec
+            if verdict == DUPLICATE:
                 return None
             rec = DnsRecord(ts, src, sport, dst, dport, transport, msg.trans_id, msg.qname,
                             qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
                             flags=_flags(msg))
             self._append(rec)
-            self.pending[key] = rec
-            if len(self.pending) > self.max_pending:
-                self.pending.popitem(last=False)
+            self.pairing.opened(key, ts, rec, True)
             return rec
 
     def _response(self, ts: float, src: str, sport: int, dst: str, dport: int,
                   transport: str, msg: DnsMessage, interface: str | None,
                   source: str) -> None:
         key = (transport, dst, dport, src, sport, msg.trans_id)
-        rec = self.pending.pop(key, None)
-        if rec is None:
+        verdict, rec = self.pairing.response(key, ts)
+        if verdict == DUPLICATE:
+            return
+        if verdict == ANSWERS:
+            rec.status = "answered"
+            rec.rtt = max(ts - rec.ts, 0.0)
+        else:
+            assert verdict == NEW
             rec = DnsRecord(ts, dst, dport, src, sport, transport, msg.trans_id, msg.qname,
                             qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
                             status="response_only")
             self._append(rec)
-        else:
-            rec.status = "answered"
-            rec.rtt = max(ts - rec.ts, 0.0)
+            self.pairing.opened(key, ts, rec, False)
         rec.rcode = rcode_name(msg.rcode)
         rec.flags = _flags(msg)
         rec.answers = [a[3] for a in msg.answers]

@@ -200,6 +200,15 @@ class Recorder:
         _counters(values, row)
         return values
 
+    def first_seen(self, inodes: list[Any]) -> list[float | None]:
+        """When each socket's connection was first seen (epoch seconds, as the live
+        tables' times load), by inode; None for one not held as a connection when last
+        polled."""
+        with self.lock:
+            found = {ino: self.conns[key].values["first_seen"]
+                     for ino, key in self.live.items()}
+        return [found.get(i) for i in inodes]
+
     def _process_of(self, pid: int | None) -> dict[str, Any]:
         key = self.live_pids.get(pid) if pid is not None else None
         return self.procs[key].values if key is not None else {}
@@ -236,7 +245,9 @@ class Recorder:
         if self.dns_source is None:
             return
         for rec in self.dns_source():
-            self.pending_dns.append(dns_row(rec))
+            row = dns_row(rec)
+            row["container_id"] = self._process_of(row["pid"]).get("container_id")
+            self.pending_dns.append(row)
 
     # -- flushing --------------------------------------------------------------------
 
@@ -291,8 +302,8 @@ class Recorder:
                     self.store.retain()
                     self.store.compact()
                     next_flush = time.monotonic() + self.flush_seconds
-            except OSError as exc:
-                self._error(f"recording: {exc}")
+            except Exception as exc:  # a bad pass (a full disk, say) must not end it
+                self._error(f"recording: {type(exc).__name__}: {exc}")
             stop.wait(self.poll_seconds)
         self.flush()
 
@@ -385,3 +396,37 @@ def dns_row(rec: Any) -> dict[str, Any]:
     rtt = getattr(rec, "rtt", None)
     row["rtt_ms"] = None if rtt is None else rtt * 1000.0
     return row
+
+
+class DnsFeed:
+    """The DNS transactions a capture's tracker finished since the last call: answered
+    ones at once, unanswered ones once ``settle`` seconds passed without a response.
+    Only the newest records are looked at (the tracker keeps them in arrival order), so
+    a call costs what arrived since the last one, not the whole buffer."""
+
+    def __init__(self, tracker: Any, settle: float = 5.0) -> None:
+        self.tracker = tracker
+        self.settle = settle
+        self.taken: dict[tuple[Any, ...], float] = {}
+        self.horizon = 0.0  # records older than this were all taken or given up on
+
+    def __call__(self) -> list[Any]:
+        now = time.time()
+        out = []
+        records = self.tracker.snapshot()
+        for rec in reversed(records):
+            if rec.ts < self.horizon:
+                break
+            if rec.status == "unanswered" and now - rec.ts < self.settle:
+                continue
+            key = (rec.ts, rec.client_address, rec.client_port, rec.trans_id, rec.query,
+                   rec.qtype)
+            if key not in self.taken:
+                self.taken[key] = rec.ts
+                out.append(rec)
+        self.horizon = now - self.settle
+        for key in [k for k, ts in self.taken.items() if ts < self.horizon - 60]:
+            del self.taken[key]
+        out.reverse()
+        return out
+

@@ -12,6 +12,7 @@ filter).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from netsql.history import layout
 from netsql.history.tables import RECORDED, Recorded
@@ -20,10 +21,11 @@ from netsql.schema import sql_string
 SCHEMA = "history"
 
 
-def view_sql(root: Path, table: Recorded) -> str:
+def view_sql(root: Path | None, table: Recorded) -> str:
     """The body of the view of one recorded table."""
     cols = ", ".join(f'CAST(NULL AS {c.type}) AS "{c.name}"' for c in table.columns)
-    if not any(True for _ in root.glob(f"{table.name}/host=*/date=*/*{layout.SUFFIX}")):
+    if root is None or not any(
+            True for _ in root.glob(f"{table.name}/host=*/date=*/*{layout.SUFFIX}")):
         return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS host, CAST(NULL AS DATE) AS date " \
                "WHERE false"
     names = ", ".join(f'"{c}"' for c in table.column_names)
@@ -38,14 +40,38 @@ def view_sql(root: Path, table: Recorded) -> str:
     return body
 
 
-def create_views(con: object, root: str | Path) -> list[str]:
-    """CREATE OR REPLACE the history schema's views on a DuckDB connection; returns the
-    qualified names."""
-    root = Path(root)
+def create_views(con: Any, root: str | Path | None) -> list[str]:
+    """CREATE OR REPLACE the history schema's views on a DuckDB connection (empty ones
+    without a tree); returns the qualified names."""
+    root = Path(root) if root else None
     made = []
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")  # type: ignore[attr-defined]
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     for table in RECORDED:
         name = f'{SCHEMA}."{table.name}"'
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql(root, table)}")  # type: ignore[attr-defined]
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql(root, table)}")
         made.append(f"{SCHEMA}.{table.name}")
     return made
+
+
+NO_HISTORY = ("history.* is empty: no recorded tree; record one with `netsql serve "
+              "--record DIR` and query it with --history DIR (docs/history.md)")
+
+
+def setup_history(con: Any, state: Any) -> list[str]:
+    """The engine's setup on first mention of ``history``: the views over
+    ``state.history`` (through a recording netsql serve, its own tree, polled and
+    flushed first so the views hold everything up to this statement), else empty
+    views and a notice. Times compare in UTC (the session's time zone), as every time
+    netsql keeps is UTC."""
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+    except Exception:  # a DuckDB built without ICU has no time zones but UTC anyway
+        pass
+    recorder = getattr(state, "recorder", None)
+    root = getattr(state, "history", None)
+    if recorder is not None:  # what it has seen up to this instant, on disk
+        recorder.poll()
+        recorder.flush()
+        root = root or str(recorder.store.root)
+    create_views(con, root)
+    return [] if root else [NO_HISTORY]

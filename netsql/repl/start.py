@@ -17,7 +17,8 @@ def shell(env: Env, args: argparse.Namespace) -> ExitStatus:
     from netsql.launch import new_capture, start_capture
     from netsql.repl.app import run_shell  # prompt_toolkit only for the shell
 
-    state = State(intel_db=args.intel_db or None, query_dirs=list(args.queries or []))
+    state = State(intel_db=args.intel_db or None, query_dirs=list(args.queries or []),
+                  history=args.history or None)
     if args.pcap:
         state.pcap = PcapSource(args.pcap, args.dns_port or [53])
     capture = state.capture = new_capture(args)

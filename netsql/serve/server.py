@@ -37,6 +37,8 @@ from netsql.context import (
     notice,
     port,
     positive,
+    seconds,
+    size,
 )
 from netsql.paths import socket_path
 from netsql.serve import client
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DNS server port to decode (repeatable; default 53)")
     p.add_argument("--dns-buffer", type=positive, default=DNS_BUFFER, metavar="N",
                    help=f"keep at most N DNS transactions (default {DNS_BUFFER})")
+    rec = p.add_argument_group("recording (docs/history.md)")
+    rec.add_argument("--record", metavar="DIR", help="record DNS transactions, connection "
+                     "lives and process lives of every namespace into DIR (Parquet; "
+                     "query it with netsql --history DIR)")
+    rec.add_argument("--flush", type=seconds, default=60.0, metavar="SECONDS",
+                     help="write what was recorded every SECONDS (default 60): a kill -9 "
+                     "loses at most that much")
+    rec.add_argument("--retain", type=positive, default=30, metavar="DAYS",
+                     help="drop this host's date partitions older than DAYS (default 30)")
+    rec.add_argument("--max-size", type=size, metavar="SIZE",
+                     help="drop this host's oldest days while its tree is larger than SIZE "
+                     "(e.g. 2G; default: no limit)")
     return p
 
 
@@ -87,6 +101,7 @@ def main(argv: Sequence[str], env: Env) -> int:
     base = State()
     capture = None
     status: int = ExitStatus.SUCCESS
+    recording: tuple[threading.Event, threading.Thread] | None = None
     try:
         if not args.no_capture:
             from netsql.launch import new_capture, start_capture
@@ -96,6 +111,8 @@ def main(argv: Sequence[str], env: Env) -> int:
             problem = start_capture(capture)
             if problem is not None:  # dns_queries says why; the rest works
                 env.warn(f"no DNS capture: {problem}")
+        if args.record:
+            recording = _start_recording(args, base, env)
         _warm_up()
         env.notice(f"serving on {path} (pid {os.getpid()})")
         env.stderr.flush()
@@ -119,6 +136,9 @@ def main(argv: Sequence[str], env: Env) -> int:
         listener.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
+        if recording is not None:  # the last rows are written before the capture goes
+            recording[0].set()
+            recording[1].join(timeout=args.flush + 30)
         if capture is not None:
             capture.close()
         _stop_clients(status)
@@ -149,6 +169,30 @@ def _stop_clients(status: int) -> None:
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         os._exit(status)
+
+
+def _start_recording(args: argparse.Namespace, base: State, env: Env
+                     ) -> tuple[threading.Event, threading.Thread]:
+    """The recorder (netsql/history/recorder.py) polling and flushing in a thread of its
+    own, fed by the DNS capture when there is one."""
+    from netsql.history.recorder import DnsFeed, Recorder
+    from netsql.history.store import Store
+
+    store = Store(args.record, retain_days=args.retain, max_bytes=args.max_size)
+    recorder = Recorder(store, flush_seconds=args.flush)
+    if base.capture is not None:
+        recorder.dns_source = DnsFeed(base.capture.tracker)
+        capture = base.capture
+        recorder.names = lambda ns, address: capture.name_for(address)
+    base.recorder = recorder
+    base.history = str(store.root)
+    stop = threading.Event()
+    thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True,
+                              name="netsql-record")
+    thread.start()
+    env.notice(f"recording into {store.root} (host={store.host}, a flush every "
+               f"{args.flush:g} s)")
+    return stop, thread
 
 
 def _listen(path: str) -> socket.socket:

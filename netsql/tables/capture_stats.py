@@ -9,7 +9,7 @@ from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 
 FIELDS = ("source", "running", "interfaces", "started", "packets", "messages", "queries",
-          "responses", "malformed", "kernel_drops", "evicted", "buffered", "capacity",
+          "responses", "duplicates", "malformed", "kernel_drops", "evicted", "buffered", "capacity",
           "unattributed", "held", "hold_error", "error")
 
 
@@ -42,6 +42,9 @@ TABLE = Table(
         Column("messages", "BIGINT", "DNS messages decoded"),
         Column("queries", "BIGINT", "Queries among them"),
         Column("responses", "BIGINT", "Responses among them"),
+        Column("duplicates", "BIGINT", "Messages folded into a transaction already seen: the "
+               "same packet on a second interface, a retransmitted query, a repeated response "
+               "(docs/dns.md, Matching)"),
         Column("malformed", "BIGINT", "Payloads on a DNS port that did not decode as DNS"),
         Column("kernel_drops", "BIGINT", "Packets the kernel dropped before netsql read "
                "them (receive buffer full)"),

@@ -76,10 +76,12 @@ TABLE = Table(
         Column("flags", "VARCHAR[]", "Header flags set: of 'AA', 'TC', 'RD', 'RA' (the "
                "response's when answered)"),
         Column("answers", "VARCHAR[]", "Answer records' data: addresses for A/AAAA, target "
-               "names for CNAME/PTR/NS, ... (join with list_contains(answers, address))"),
+               "names for CNAME/PTR/NS, ... (join with list_contains(answers, address)); "
+               "NULL while unanswered"),
         Column("answer_types", "VARCHAR[]", "Type of each answer, in the order of answers"),
         Column("ttls", "INTEGER[]", "TTL in seconds of each answer, in the order of answers"),
-        Column("rtt", "DOUBLE", "Seconds from query to response; NULL when unmatched"),
+        Column("rtt", "DOUBLE", "Seconds from the first copy of the query to the response "
+               "(0 when the response was captured first); NULL when unmatched"),
         Column("pid", "INTEGER", "Process that sent the query (live capture only; NULL when "
                "it could not be found, e.g. the query came from another host)"),
         Column("process", "VARCHAR", "Name of that process when the query was seen (kept "
@@ -91,7 +93,8 @@ TABLE = Table(
                "capture file's interface name when it records one"),
         Column("source", "VARCHAR", "'live', or the capture file's name"),
         Column("status", "VARCHAR", "'answered', 'unanswered' (no response seen yet), or "
-               "'response_only' (a response whose query was not seen)"),
+               "'response_only' (a response whose query was not seen); copies of a message "
+               "(seen on two interfaces, retransmitted) fold into one row (docs/dns.md)"),
     ),
     collect=collect,
     examples=(

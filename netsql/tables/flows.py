@@ -14,7 +14,12 @@ from typing import Any
 from netsql import procfs
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
-from netsql.tables.sockets import TCP_STATE_TEXT, attach_names, attach_owners
+from netsql.tables.sockets import (
+    TCP_STATE_TEXT,
+    attach_first_seen,
+    attach_names,
+    attach_owners,
+)
 
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
@@ -139,6 +144,7 @@ def collect(coll: Collection, need: Need) -> Columns:
                 comm[pid] = text.rstrip("\n") if text else None
         cols["process"] = [comm.get(p) if p is not None else None for p in cols["pid"]]
     attach_names(coll, cols, need)
+    attach_first_seen(coll, cols, need)
     cols.pop("owners", None)
     cols.pop("fd", None)
     return need.keep_pids(cols)
@@ -162,6 +168,9 @@ TABLE = Table(
         Column("remote_host", "VARCHAR", "Name from captured DNS answers for remote_address "
                "(as sockets.remote_host)"),
         Column("state", "VARCHAR", "TCP state; NULL for captured flows"),
+        Column("first_seen", "TIMESTAMP", "When the connection was first seen (UTC), by a "
+               "recording `netsql serve --record` this statement runs in; NULL otherwise "
+               "(docs/history.md)"),
         Column("bytes_sent", "UBIGINT", "TCP: bytes sent, retransmissions included "
                "(tcpi_bytes_sent); captured: IP bytes sent"),
         Column("bytes_acked", "UBIGINT", "TCP: bytes the peer acknowledged"),

@@ -215,7 +215,16 @@ def collect(coll: Collection, need: Need) -> Columns:
     cols = dict(read_sockets(coll))
     attach_owners(coll, cols, need)
     attach_names(coll, cols, need)
+    attach_first_seen(coll, cols, need)
     return need.keep_pids(cols)
+
+
+def attach_first_seen(coll: Collection, cols: Columns, need: Need) -> None:
+    """``first_seen``: when a recording netsql serve first saw the socket's connection
+    (by inode), else NULL."""
+    recorder = coll.state.recorder
+    if need.wants("first_seen") and recorder is not None:
+        cols["first_seen"] = recorder.first_seen(cols["inode"])
 
 
 TABLE = Table(
@@ -240,6 +249,9 @@ TABLE = Table(
                "lookup"),
         Column("state", "VARCHAR", "TCP state ('ESTABLISHED', 'LISTEN', 'TIME_WAIT', ...); "
                "'ESTABLISHED' for connected UDP, NULL for unconnected UDP"),
+        Column("first_seen", "TIMESTAMP", "When the connection was first seen (UTC), by a "
+               "recording `netsql serve --record` this statement runs in; NULL otherwise, "
+               "and for sockets it did not see begin (docs/history.md)"),
         Column("tx_queue", "BIGINT", "Bytes in the send queue (ss Send-Q)"),
         Column("rx_queue", "BIGINT", "Bytes in the receive queue (ss Recv-Q); for a "
                "listener, connections waiting to be accepted"),
