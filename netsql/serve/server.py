@@ -41,7 +41,7 @@ from netsql.context import (
     size,
 )
 from netsql.paths import socket_path
-from netsql.serve import client
+from netsql.serve import client, wire
 from netsql.serve.contexts import Contexts
 
 #: How long a command may wait for others of another directory to finish, and how many
@@ -221,46 +221,6 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
-class _Outbox:
-    """Output for the client, in the order it was written, sent as frames."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self.parts: list[tuple[str, str]] = []
-        self.size = 0
-
-    def put(self, kind: str, text: str) -> None:
-        if self.parts and self.parts[-1][0] == kind:
-            self.parts[-1] = (kind, self.parts[-1][1] + text)
-        else:
-            self.parts.append((kind, text))
-        self.size += len(text)
-        if self.size >= 1 << 16:
-            self.flush()
-
-    def flush(self) -> None:
-        parts, self.parts, self.size = self.parts, [], 0
-        for kind, text in parts:
-            client.send(self.conn, {kind: text})
-
-
-class _Frames(io.TextIOBase):
-    """A text stream (the command's stdout or stderr) feeding the outbox."""
-
-    def __init__(self, box: _Outbox, kind: str, isatty: bool) -> None:
-        self.box, self.kind, self._isatty = box, kind, isatty
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self._isatty
-
-    def write(self, text: str) -> int:
-        self.box.put(self.kind, text)
-        return len(text)
-
-
 def _warm_up() -> None:
     """Import now what commands would import on first use (pyarrow alone is 90 ms)."""
     import pyarrow  # noqa: F401  (the bulk loader of tables of 500+ rows, once loaded)
@@ -308,11 +268,11 @@ def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None,
         if uid != os.geteuid():
             _log(log, f"refused a client of uid {uid}", "warning")
             return
-        request = _read_request(conn, deadline=time.monotonic() + 10)
+        request = wire.read_request(conn, deadline=time.monotonic() + 10)
     except (OSError, ValueError) as exc:
         _log(log, f"bad request: {exc}", "warning")
         return
-    if not _well_formed(request):
+    if not wire.well_formed(request):
         with contextlib.suppress(OSError):
             client.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
@@ -343,9 +303,9 @@ def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
              request: dict[str, Any], uid: int, started: float) -> None:
     # The command brings its own files and settings; the capture and caches are kept.
     state = base.for_command(cancel=threading.Event(), spare_engine=spare)
-    box = _Outbox(conn)
-    out = _Frames(box, "out", bool(request.get("stdout_isatty")))
-    err = _Frames(box, "err", False)
+    box = wire.Outbox(conn)
+    out = wire.Frames(box, "out", bool(request.get("stdout_isatty")))
+    err = wire.Frames(box, "err", False)
     env = Env(stdin=io.StringIO(request.get("stdin") or ""), stdout=cast(TextIO, out),
               stderr=cast(TextIO, err),
               stdin_isatty=request.get("stdin") is None,
@@ -386,48 +346,6 @@ def _run(argv: list[str], env: Env, state: State) -> ExitStatus:
     if isinstance(args, ExitStatus):
         return args
     return run(args, argv, env, resident=state)
-
-
-def _read_request(conn: socket.socket, deadline: float) -> Any:
-    """The client's one request frame, whole within ``deadline`` (a client trickling
-    bytes must not hold the server)."""
-    import struct
-
-    def exactly(n: int) -> bytes:
-        parts, got = [], 0
-        while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ValueError("the request took too long")
-            conn.settimeout(left)
-            chunk = conn.recv(min(n - got, 1 << 20))
-            if not chunk:
-                raise ValueError("the client hung up")
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
-
-    (n,) = struct.unpack(">I", exactly(4))
-    if n > client.MAX_REQUEST:
-        raise ValueError(f"a request of {n} bytes")
-    body = exactly(n)
-    conn.settimeout(None)
-    return client.receive(io.BytesIO(struct.pack(">I", n) + body))
-
-
-def _well_formed(request: Any) -> bool:
-    """A request of this version whose fields have the types a client sends."""
-    if not isinstance(request, dict) or request.get("protocol") != client.PROTOCOL \
-            or request.get("version") != __version__:
-        return False
-    argv, env, stdin = request.get("argv"), request.get("env", {}), request.get("stdin")
-    return (isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-            and isinstance(request.get("cwd"), str)
-            and (stdin is None or isinstance(stdin, str))
-            and isinstance(request.get("width", 0), int)
-            and isinstance(request.get("stdout_isatty", False), bool)
-            and isinstance(env, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()))
 
 
 def _watch_client(conn: socket.socket, state: State, wake: int) -> None:
