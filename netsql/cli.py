@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
 
             signals.arm()
             return serve_main(words[1:], env)
+        if words[:1] == ["help"]:  # netsql help [TOPIC]
+            from netsql.helptopics import main as help_main
+
+            return help_main(words[1:], env)
         from netsql import run
         from netsql.flags import parse
 

@@ -77,6 +77,16 @@ def pids_from_filters(filters: list[str]) -> frozenset[int] | None:
     return None
 
 
+#: Said once (per command) when a statement reads a DNS-derived column with no DNS source.
+NO_DNS_SOURCE = ("remote_host is NULL for every row: no DNS source is active (capture DNS "
+                 "with --capture SECONDS, read it with --pcap FILE, or run netsql serve)")
+
+
+def milliseconds(seconds: list[Any]) -> list[Any]:
+    """Durations in seconds as milliseconds, to the microsecond (``rtt`` columns)."""
+    return [None if v is None else round(v * 1000.0, 3) for v in seconds]
+
+
 @dataclass
 class State:
     """What outlives one statement: the engine's sources and caches (one per shell,
@@ -104,6 +114,13 @@ class State:
     history: str | None = None
     #: netsql serve --record's recorder (netsql.history.recorder.Recorder), or None.
     recorder: Any = None
+
+    def dns_sources(self) -> list[Any]:
+        """The DNS sources names come from: capture files, a live capture that ran."""
+        found = [] if self.pcap is None else [self.pcap]
+        if self.capture is not None and getattr(self.capture, "ever_started", True):
+            found.append(self.capture)
+        return found
 
     def for_command(self, **given: Any) -> State:
         """A state for one command of netsql serve: this one's capture, caches and

@@ -187,8 +187,18 @@ class Engine:
         return Statement.parsed(stmt, parse)
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Result]:
+        """Each statement of ``sql`` run in turn; an error's position is in ``sql``."""
+        pos = 0
         for stmt in self.split(sql):
-            yield self.execute(stmt, params)
+            start = sql.find(stmt, pos)
+            pos = start + len(stmt) if start >= 0 else pos
+            try:
+                result = self.execute(stmt, params)
+            except NetsqlError as exc:
+                if start >= 0 and exc.statement == stmt:
+                    exc.place(sql, start)
+                raise
+            yield result
 
     def execute(self, stmt: str, params: Mapping[str, Any] | None = None) -> Result:
         """Collect what one statement needs, then run it."""
@@ -217,9 +227,19 @@ class Engine:
         except duckdb.InterruptException:
             raise Interrupted("interrupted") from None
         except duckdb.Error as exc:
-            raise _one_line(exc, stmt, self.known_tables()) from None
+            error = _one_line(exc, stmt, self.known_tables())
+            if error.message.startswith("no such table: "):
+                error.message += _saved_query_hint(error.message[15:], self.state)
+            raise error from None
         t2 = time.perf_counter()
         return Result(stmt, data, coll.warnings, loaded, t1 - t0, t2 - t1)
+
+    def row_statements(self, sql: str) -> int:
+        """How many statements of ``sql`` return rows (0 when it does not parse)."""
+        try:
+            return sum(s.kind in QUERY_TYPES for s in self.split(sql))
+        except NetsqlError:
+            return 0
 
     def interrupt(self) -> None:
         self.con.interrupt()
@@ -330,6 +350,21 @@ def _used_params(stmt: Statement, params: Mapping[str, Any] | None
     if stmt.params is None:
         return dict(params)  # the statement's own error will say what is wrong
     return {k: v for k, v in params.items() if k.lower() in stmt.params} or None
+
+
+def _saved_query_hint(name: str, state: State) -> str:
+    """When an unknown table is a saved query's name (FROM connections)."""
+    from netsql.queries import QueryUsageError, load_queries
+
+    try:
+        names = {q.name for q in load_queries(state.query_dirs)}
+    except QueryUsageError:
+        return ""
+    if name.strip('"') not in names:
+        return ""
+    name = name.strip('"')
+    return (f"; {name} is a saved query: run it with netsql -q {name} (.run {name} in "
+            "the shell)")
 
 
 def _code_text(sql: str) -> str:

@@ -30,6 +30,12 @@ def _source(kind: str) -> type:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="netsql", add_help=False,
+        usage="netsql [options] [-e SQL | -f FILE | -q NAME]...\n"
+        "       netsql serve [options]          the resident engine (netsql help serve)\n"
+        "       netsql intel COMMAND ...        threat-intel lists (netsql help intel)\n"
+        "       netsql help [TOPIC]             TOPIC: serve, intel, formats, tables, "
+        "queries,\n"
+        "                                       a table or a saved query",
         description="SQL over this host's processes, sockets, routes, interfaces and DNS.",
         epilog="With no SQL and a terminal, netsql opens the interactive shell. "
         "Exit status: 0 success, 1 SQL or runtime error, 2 usage error, 130 interrupted.",

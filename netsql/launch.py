@@ -8,7 +8,6 @@ Split from cli.py so the one-liner path stays thin; nothing here is imported by
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from netsql.collect import State
@@ -39,8 +38,11 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
 
     ports = args.dns_port or [53]
     for path in args.pcap or []:
-        if not os.path.isfile(path) or not os.access(path, os.R_OK):
-            env.error(f"cannot read capture file {path}")
+        try:  # open it, so the error says why (what is in it is checked when read)
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            env.error(f"cannot read capture file {path}: {exc.strerror or exc}")
             return state, ExitStatus.USAGE
     if args.pcap:
         state.pcap = PcapSource(args.pcap, ports)
@@ -57,13 +59,17 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
                 # Statements that need dns_queries fail with capture.error; the rest run.
                 return state, None
             if args.capture:
-                countdown(env, args.capture)
+                try:
+                    countdown(env, args.capture)
+                except KeyboardInterrupt:  # as tcpdump: the window ends, the answers come
+                    env.notice("capture ended early (Ctrl-C); running the statements "
+                               "(Ctrl-C again aborts)")
+            if watched is None:
+                capture.stop()
+                capture.settle()
         except BaseException:  # a signal: undo whatever part of the capture started
             capture.close()
             raise
-        if watched is None:
-            capture.stop()
-            capture.settle()
     return state, None
 
 
@@ -98,11 +104,13 @@ def countdown(env: Env, seconds: float) -> None:
     end = time.monotonic() + seconds
     tty = isatty(env.stderr)
     print(f"netsql: capturing DNS and flows for {seconds:g} s", file=env.stderr, flush=True)
-    while (left := end - time.monotonic()) > 0:
+    try:
+        while (left := end - time.monotonic()) > 0:
+            if tty:
+                env.stderr.write(f"\rnetsql: capturing DNS and flows, {left:4.0f} s left ")
+                env.stderr.flush()
+            time.sleep(min(left, 0.25))
+    finally:
         if tty:
-            env.stderr.write(f"\rnetsql: capturing DNS and flows, {left:4.0f} s left ")
+            env.stderr.write("\r" + " " * 40 + "\r")
             env.stderr.flush()
-        time.sleep(min(left, 0.25))
-    if tty:
-        env.stderr.write("\r" + " " * 40 + "\r")
-        env.stderr.flush()

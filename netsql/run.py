@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             return ExitStatus.USAGE
 
     from netsql.engine import Engine, NetsqlError
-    from netsql.output import Printer
+    from netsql.output import DOCUMENT_FORMATS, Printer
 
     signals.arm()  # DuckDB is loaded: from here a signal unwinds (netsql.signals)
 
@@ -147,17 +147,29 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
                 state.capture.stop()
     if resident is None and env.stdout is sys.stdout:
         FINISHED.append(engine)  # kept alive until main() exits at once
-    printer = Printer(env, fmt, header=not args.no_header)
+    if any(dot_line(text) for _, text, _ in runs):  # `echo .tables | netsql`
+        from netsql.repl.script import has_commands, run_script
+
+        if any(has_commands(text) for _, text, _ in runs):
+            return ExitStatus(run_script(env, engine, runs, fmt, header=not args.no_header))
+    several = fmt in DOCUMENT_FORMATS and sum(
+        engine.row_statements(text) for _, text, _ in runs) > 1
+    printer = Printer(env, fmt, header=not args.no_header, several=several)
+    said: set[str] = set()  # a warning is given once per command, not per statement
     for origin, text, params in runs:
         try:
             for result in engine.run(text, params):
                 for w in result.warnings:
-                    env.warn(w)
+                    if w not in said:
+                        said.add(w)
+                        env.warn(w)
                 printer.print(result)
         except NetsqlError as exc:
+            printer.finish()
             where = f"{origin}: " if origin not in ("sql", "stdin") else ""
             env.error(where + str(exc))
             return ExitStatus.ERROR
+    printer.finish()
     return ExitStatus.SUCCESS
 
 
@@ -180,6 +192,11 @@ def _safe_refusal(args: argparse.Namespace, env: Env) -> ExitStatus | None:
                   "interactive shell (docs/security.md)")
         return ExitStatus.USAGE
     return None
+
+
+def dot_line(text: str) -> bool:
+    """Might ``text`` hold a dot-command (a line starting with '.')? A cheap first look."""
+    return any(line.lstrip().startswith(".") for line in text.splitlines())
 
 
 def _help(args: argparse.Namespace, env: Env) -> ExitStatus:

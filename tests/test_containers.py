@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netsql import containers
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, State
 from netsql.tables import processes
 from tests.conftest import need
 
@@ -62,7 +62,7 @@ def in_cgroup() -> Iterator[object]:
 
 
 def row(pid: int) -> dict[str, object]:
-    cols = processes.collect(Collection(state={}), Need(
+    cols = processes.collect(Collection(state=State()), Need(
         frozenset({"pid", "cgroup", "container_id", "container_runtime", "container_name"}),
         frozenset({pid})))
     assert cols["pid"] == [pid]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -129,7 +130,7 @@ def test_bounded_buffer_counts_evictions_and_kernel_filter(lab: Lab) -> None:
     client_lines(lab.resolve(*[f"n{i}.example.test:A" for i in range(5)]))
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
-    arrays = [json.loads(chunk) for chunk in out.replace("]\n[", "]\x00[").split("\x00")]
+    arrays = json.loads(out)  # two statements: an array of their arrays
     assert [r["query"] for r in arrays[0]] == [f"n{i}.example.test" for i in (2, 3, 4)]
     stats = arrays[1][0]
     assert stats == {"packets": 10, "messages": 10, "evicted": 2, "buffered": 3,
@@ -167,3 +168,32 @@ def test_interface_choice_and_unknown_interface(lab: Lab) -> None:
                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1] == "netsql: error: no such interface: nosuch0"
+
+
+def test_ctrl_c_ends_the_capture_window_and_still_answers(lab: Lab) -> None:
+    """As with tcpdump: the first Ctrl-C ends the window early, the statements run."""
+    t0 = time.monotonic()
+    p = lab.netsql_capture(60, "--json", "-e",
+                           "SELECT query FROM dns_queries WHERE query = 'api.example.test'")
+    client_lines(lab.resolve("api.example.test:A"))
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert time.monotonic() - t0 < 30  # not the 60 s window
+    assert "capture ended early" in err and "Traceback" not in err
+    assert json.loads(out) == [{"query": "api.example.test"}]
+
+
+def test_second_ctrl_c_aborts(lab: Lab) -> None:
+    p = lab.netsql_capture(60, "--json", "-e", "SELECT query FROM dns_queries")
+    assert p.stderr is not None
+    p.send_signal(signal.SIGINT)
+    line = p.stderr.readline()
+    while line and "capture ended early" not in line:
+        line = p.stderr.readline()
+    assert "Ctrl-C again aborts" in line
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, (out, err)
+    assert "interrupted" in err and "Traceback" not in err
+    assert out == ""

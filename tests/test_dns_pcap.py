@@ -56,7 +56,7 @@ def test_tcpdump_and_tshark_files(lab: Lab, tmp_path: object) -> None:
         assert got == want, path
         for r in rows:
             assert r["source"] == os.path.basename(path) and r["status"] == "answered"
-            assert r["pid"] is None and 0 <= r["rtt"] < 1
+            assert r["pid"] is None and 0 <= r["rtt"] < 1000  # ms
     both = run_netsql("--pcap", pcap, "--pcap", pcapng, "--csv", "--no-header", "-e",
                       "SELECT source, count(*) FROM dns_queries GROUP BY ALL ORDER BY ALL")
     assert both.stdout.splitlines() == ["any.pcap,4", "veth.pcapng,4"]
@@ -73,4 +73,28 @@ def test_bad_capture_files(tmp_path: object) -> None:
     assert ok.returncode == 0 and ok.stdout.splitlines() == ["one", "1"]
     missing = run_netsql("--pcap", path + ".nope", "-e", "SELECT 1")
     assert missing.returncode == 2
-    assert "cannot read capture file" in missing.stderr
+    assert missing.stderr == (f"netsql: error: cannot read capture file {path}.nope: "
+                              "No such file or directory\n")
+    folder = run_netsql("--pcap", str(tmp_path), "-e", "SELECT 1")
+    assert folder.returncode == 2
+    assert folder.stderr == f"netsql: error: cannot read capture file {tmp_path}: Is a directory\n"
+
+
+def test_rtt_is_in_milliseconds(tmp_path: object) -> None:
+    """A response 12.3456 ms after its query: rtt 12.346 in every format's number."""
+    import dpkt
+
+    from tests.dnsutil import udp_ip
+    from tests.test_fastscan import pcap
+
+    q = dpkt.dns.DNS(id=7, op=0x0100, qd=[dpkt.dns.DNS.Q(name="a.example.test", type=1)])
+    r = dpkt.dns.DNS(id=7, op=0x8180, qd=q.qd, an=[dpkt.dns.DNS.RR(
+        name="a.example.test", type=1, ttl=60, rdata=bytes([192, 0, 2, 9]))])
+    path = os.path.join(str(tmp_path), "rtt.pcap")
+    with open(path, "wb") as f:
+        f.write(pcap([(100.0, 101, udp_ip("192.0.2.1", "198.51.100.53", 4000, 53, bytes(q))),
+                      (100.0123456, 101, udp_ip("198.51.100.53", "192.0.2.1", 53, 4000,
+                                                bytes(r)))]))
+    out = run_netsql("--pcap", path, "--json", "-e", "SELECT query, rtt FROM dns_queries")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"query": "a.example.test", "rtt": 12.346}]

@@ -64,6 +64,9 @@ def test_tcp_counters_match_what_was_sent_and_ss(lab: Lab) -> None:
     assert theirs["bytes_received"] == row["bytes_received"]
     assert theirs["bytes_acked"] == row["bytes_acked"]
     assert abs(theirs["segs_out"] - row["segs_out"]) <= 2
+    # rtt in milliseconds, as ss shows it (the connection is idle: srtt stays put).
+    ss_rtt = float(re.findall(r"\brtt:([\d.]+)/", ss)[0])
+    assert abs(row["rtt"] - ss_rtt) <= 0.25 * ss_rtt + 0.01, (row["rtt"], ss)
 
 
 def test_udp_flow_appears_while_capture_runs(lab: Lab) -> None:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netsql.collect import Collection, Need, State
+from netsql.collect import NO_DNS_SOURCE, Collection, Need, State
 from netsql.engine import Engine, NetsqlError
 from netsql.intel import db, functions
 from netsql.intel.files import parse
@@ -97,7 +97,7 @@ def test_no_database_gives_empty_views_and_says_so(tmp_path: Path) -> None:
     (res,) = engine.run("SELECT count(*) FROM flagged")
     assert res.data is not None and res.data.rows == [(0,)] and res.warnings == [
         "dns_queries is empty: no capture ran; use --capture SECONDS to capture live first, "
-        "or --pcap FILE to read a capture file"]
+        "or --pcap FILE to read a capture file", NO_DNS_SOURCE]
 
 
 # -- matching ----------------------------------------------------------------------------

@@ -60,15 +60,13 @@ SELECT $who AS who, $n AS n, $ratio AS ratio, $on AS "on", $window AS "window",
 
 
 def arrays(text: str) -> list[list[dict[str, object]]]:
-    """Several JSON arrays, one after the other (one per statement)."""
-    dec, out, i = json.JSONDecoder(), [], 0
-    while i < len(text):
-        if text[i].isspace():
-            i += 1
-            continue
-        obj, i = dec.raw_decode(text, i)
-        out.append(obj)
-    return out
+    """The rows of each statement: --json output is one array of rows for one statement
+    that returns rows, one array of such arrays for several."""
+    doc = json.loads(text)
+    assert isinstance(doc, list)
+    if doc and all(isinstance(x, list) for x in doc):
+        return doc
+    return [doc]
 
 
 def one_line_usage_error(out: subprocess.CompletedProcess[str]) -> str:

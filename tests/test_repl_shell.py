@@ -345,3 +345,20 @@ def test_queries_lists_shipped_queries(run: Out) -> None:
     outcome, out, _ = run(".queries trace")
     assert outcome is Outcome.OK
     assert "trace-domain" in out and "listening" not in out
+
+
+def test_tables_lists_only_what_a_statement_can_name(tmp_path: Path) -> None:
+    """Not the intel database's internal tables (indicators, schema_version, sources):
+    a statement reaches those only through the intel views."""
+    run = Out(make_shell(Engine(state=State(intel_db=str(tmp_path / "none.duckdb")))))
+    assert run("SELECT count(*) FROM flagged; CREATE TABLE mine (a INTEGER); "
+               "CREATE SCHEMA extra; CREATE VIEW extra.v AS SELECT 1 AS one;")[0] is Outcome.OK
+    run(".mode json")
+    outcome, out, err = run(".tables")
+    assert outcome is Outcome.OK, err
+    names = {r["name"] for r in json.loads(out)}
+    assert {"intel", "intel_sources", "flagged", "mine", "extra.v", "sockets"} <= names
+    assert not {n.rsplit(".", 1)[-1] for n in names} & {"indicators", "schema_version",
+                                                          "sources"}, names
+    for name in names:  # every name listed is one a statement can use, as listed
+        assert run(f"SELECT * FROM {name} LIMIT 0;")[0] is Outcome.OK, name

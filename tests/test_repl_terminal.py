@@ -223,6 +223,38 @@ def test_tall_results_go_to_the_configured_pager(term: Term) -> None:
     assert "PAGED:│ 5039 │" not in screen
 
 
+@pytest.mark.parametrize("pager", ["", "less"])
+def test_result_stays_on_screen_after_quitting_less(term: Term, pager: str) -> None:
+    """The default pager (PAGER unset) and plain PAGER=less keep the page on screen
+    when quit, as pgcli does, instead of clearing it (less's alternate screen)."""
+    need(shutil.which("less") is not None, "needs less")
+    term.start(PAGER=pager)
+    term.line("SELECT i + 7000 AS i FROM range(60) t(i);")
+    term.wait_for(re.compile(r"^│ 7000 │$", re.M))  # less shows the first page
+    term.wait_for(re.compile(r"^:", re.M))  # ... and waits for a key
+    term.keys("q")
+    # Back at a fresh prompt, with the page still above it.
+    screen = term.wait_for(re.compile(r"^│ 7020 │$(?:.|\n)*^netsql@\S+( \[capture\])?>\s*\Z",
+                                      re.M))
+    assert re.search(r"^│ 7000 │$", screen, re.M), screen
+
+
+def test_shell_words_in_notices_and_capture_start_time(term: Term) -> None:
+    """The cut-columns notice names the shell's .mode line (not --format line), and
+    .capture shows when capture started as a UTC ISO 8601 time, not an epoch."""
+    term.start()
+    term.line("SELECT repeat('x', 150) AS wide;")
+    screen = term.wait_for("to see whole values")
+    assert "use .mode line or a wider terminal" in screen and "--format" not in screen
+    need(os.geteuid() == 0, "needs root to capture")
+    term.line("SELECT 1 AS one;")  # a new prompt, drawn once capture runs
+    term.wait_for(re.compile(r"^netsql@\S+ \[capture\]>", re.M))
+    term.line(".capture")
+    screen = term.wait_for(re.compile(r"^started +\S+$", re.M))
+    started = re.findall(r"^started +(\S+)$", screen, re.M)[-1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", started), screen
+
+
 def test_toolbar_prompt_and_no_color(term: Term) -> None:
     term.start(cpr=True)
     term.wait_for(re.compile(r"capture: (on \(all\) \d+ msgs, \d+ dropped|off) │ mode: table │ "

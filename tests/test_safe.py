@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,12 +52,13 @@ def test_without_safe_sql_reads_files(tmp_path: Path) -> None:
 
 
 def test_collectors_and_intel_work_in_safe_mode(tmp_path: Path) -> None:
-    r = run_in(tmp_path, "--safe", "--format", "csv", "--no-header",
-               "-e", "SELECT count(*) > 0 FROM processes JOIN sockets USING (pid)",
-               "-e", "SELECT count(*) FROM routes WHERE false",
-               "-e", "SELECT count(*) FROM intel", "-q", "listening")
+    r = run_in(tmp_path, "--safe", "--format", "jsonl",
+               "-e", "SELECT count(*) > 0 AS v FROM processes JOIN sockets USING (pid)",
+               "-e", "SELECT count(*) AS v FROM routes WHERE false",
+               "-e", "SELECT count(*) AS v FROM intel", "-q", "listening")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[:3] == ["true", "0", "0"]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["v"] for row in rows[:3]] == [True, 0, 0]
 
 
 def test_safe_from_the_config_file_cannot_be_undone(tmp_path: Path) -> None:
@@ -106,9 +108,10 @@ def test_install_never_reaches_the_network_nor_home(tmp_path: Path) -> None:
 
 def test_live_capture_works_in_safe_mode(tmp_path: Path) -> None:
     need(os.geteuid() == 0, "live capture needs root")
-    r = run_in(tmp_path, "--safe", "--capture", "1", "--csv", "--no-header",
-               "-e", "SELECT count(*) >= 0 FROM dns_queries",
-               "-e", "SELECT count(*) >= 0 FROM flows",
-               "-e", "SELECT running FROM capture_stats LIMIT 1")
+    r = run_in(tmp_path, "--safe", "--capture", "1", "--format", "jsonl",
+               "-e", "SELECT count(*) >= 0 AS v FROM dns_queries",
+               "-e", "SELECT count(*) >= 0 AS v FROM flows",
+               "-e", "SELECT running AS v FROM capture_stats LIMIT 1")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[:2] == ["true", "true"]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["v"] for row in rows[:2]] == [True, True]

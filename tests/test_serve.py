@@ -107,7 +107,7 @@ def test_stdin_files_and_the_clients_directory(server: Server, tmp_path: Path) -
     r = server.run("--csv", input="SELECT 'piped' AS p", cwd=str(work))
     assert (r.returncode, r.stdout) == (0, "p\npiped\n")
     r = server.run("--csv", "-f", "q.sql", cwd=str(work))
-    assert (r.returncode, r.stdout) == (0, "a\n42\nb\ntwo\n")
+    assert (r.returncode, r.stdout) == (0, "statement,a,b\n1,42,\n2,,two\n")  # one table
     r = server.run("-e", "COPY (SELECT 7 AS v) TO 'out.csv' (HEADER)", cwd=str(work))
     assert r.returncode == 0, r.stderr
     assert (work / "out.csv").read_text() == "v\n7\n"  # where the client stands

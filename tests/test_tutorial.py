@@ -59,6 +59,7 @@ class Step:
     title: str
     text: str
     command: str  # as shown after "$ "; run with sh -c, without "sudo "
+    rounds: int = 1  # beacon rounds (lookups of the name) during the capture
 
 
 INTRO = """\
@@ -104,13 +105,19 @@ STEPS = [
          "  SELECT pid, name, path, exe_deleted, username, start_time, cmdline\n"
          "  FROM processes WHERE name = 'updater'\""),
     Step("4. All three in one query",
-         "The same question as one join: DNS answers to sockets to processes.",
+         "The same question as one join: DNS answers to sockets to processes. Each "
+         "lookup is a row of `dns_queries`, so the join is grouped: one row per process "
+         "and connection, with how many lookups it made and when (the updater looked "
+         "the name up twice during this capture).",
          'sudo netsql --capture 3 -e "\n'
-         "  SELECT p.pid, p.name, p.path, s.remote_address, s.remote_port, d.query\n"
+         "  SELECT p.pid, p.name, p.cmdline, s.remote_address, s.remote_port, d.query,\n"
+         "         count(DISTINCT d.ts) AS lookups, min(d.ts) AS first_asked,\n"
+         "         max(d.ts) AS last_asked\n"
          "  FROM dns_queries d\n"
          "  JOIN sockets s ON list_contains(d.answers, s.remote_address)\n"
          "  JOIN processes p ON p.pid = s.pid\n"
-         "  WHERE d.query = 'vmp.boldchat.com'\""),
+         "  WHERE d.query = 'vmp.boldchat.com'\n"
+         "  GROUP BY ALL\"", rounds=2),
     Step("5. The saved query: trace-domain",
          "netsql ships that investigation as a saved query, with how often and how long "
          "ago each process asked (`netsql -q trace-domain --help` shows its parameters, "
@@ -222,9 +229,10 @@ def run_step(host: Host, beacon: subprocess.Popen[str], step: Step) -> str:
         assert notice.startswith("netsql: capturing DNS"), notice + p.stderr.read()
         time.sleep(0.3)
         assert beacon.stdin is not None and beacon.stdout is not None
-        beacon.stdin.write("go\n")
-        beacon.stdin.flush()
-        assert beacon.stdout.readline().strip() == "done"
+        for _ in range(step.rounds):
+            beacon.stdin.write("go\n")
+            beacon.stdin.flush()
+            assert beacon.stdout.readline().strip() == "done"
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, (command, err)
     return notice + err + out
@@ -247,6 +255,9 @@ def test_tutorial(lab: Lab, host: Host) -> None:
     outputs = [run_step(host, beacon, step) for step in STEPS]
     page = render(outputs)
     assert APP_V4 in page and "runs from /tmp/" in page and "NXDOMAIN" in page
+    # The grouped join: one row for two lookups by one process over one connection.
+    joined = [line for line in outputs[3].splitlines() if "│ vmp.boldchat.com │" in line]
+    assert len(joined) == 1 and re.search(r"│\s+2 │ \d{4}-", joined[0]), outputs[3]
     if os.environ.get("NETSQL_WRITE_TUTORIAL") == "1":
         PAGE.write_text(page)
         return
@@ -261,3 +272,12 @@ def test_tutorial_shows_the_commands_it_runs() -> None:
     for step in STEPS:
         assert f"## {step.title}\n\n{step.text}\n\n```console\n$ {step.command}\n" in text
     assert text.startswith(INTRO) and text.endswith(OUTRO)
+
+
+def test_readme_join_is_the_tutorials() -> None:
+    """The README's DNS-side join is the tutorial's step 4, run for real there: one row
+    per process and connection, not one per DNS transaction."""
+    sql = STEPS[3].command.split('"')[1]
+    readme = (ROOT / "README.md").read_text()
+    assert " ".join(sql.split()) + ";" in " ".join(readme.split())
+    assert "GROUP BY ALL" in sql

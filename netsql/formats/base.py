@@ -21,12 +21,15 @@ class ResultSet:
 @dataclass
 class OutputContext:
     """Where output goes. ``tty``: stdout is a terminal (escape control characters,
-    fit ``width``); ``notice`` writes one line to stderr (e.g. "3 values cut to fit")."""
+    fit ``width``); ``notice`` writes one line to stderr (e.g. "3 values cut to fit");
+    ``whole_values``: how the user asks for uncut values, as notices name it (the shell
+    says ``.mode line``)."""
 
     tty: bool = False
     width: int = 80
     header: bool = True
     notice: Callable[[str], None] = field(default=stderr_notice)
+    whole_values: str = "--format line"
 
 
 class Formatter(Protocol):

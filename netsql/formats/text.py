@@ -199,7 +199,8 @@ class TableFormat:
             if too_wide:
                 what = (f"{what}, still {total} wide" if cut else
                         f"the table is {total} wide, more than the width of {ctx.width}")
-            ctx.notice(f"{what}; use --format line or a wider terminal to see whole values")
+            ctx.notice(f"{what}; use {ctx.whole_values} or a wider terminal to see whole "
+                       "values")
 
 
 class LineFormat:

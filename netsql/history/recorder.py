@@ -40,6 +40,9 @@ _TCP_STATE = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
 #: TCP states a connection can be in while its owner holds it (not LISTEN, TIME_WAIT,
 #: CLOSE, NEW_SYN_RECV), as sock_diag's state mask.
 _CONNECTED = sum(1 << st for st in (1, 2, 3, 4, 5, 8, 9, 11))
+#: The share of a core polling may use: a poll that costs more makes the next one wait
+#: longer (first_seen and last_seen are then that much less precise).
+CPU_BUDGET = 0.02
 #: A life still going whose values did not change is written again after this long.
 REFRESH_SECONDS = 600.0
 _PROCESS_FACTS = frozenset({"pid", "ppid", "name", "path", "cmdline", "uid", "start_time",
@@ -90,6 +93,11 @@ class Recorder:
     live: dict[int, ConnKey] = field(default_factory=dict)
     live_pids: dict[int, tuple[int, float]] = field(default_factory=dict)
     last_poll: float = 0.0
+    #: Seconds between polls now (poll_seconds, more when a poll costs more than the
+    #: CPU budget allows).
+    interval: float = 1.0
+    #: One sock_diag socket per namespace, kept open between polls.
+    diag_socks: dict[int, Any] = field(default_factory=dict)
     #: Times the kernel dropped destroy notifications we did not read in time.
     overruns: int = 0
     #: Set once destroy notifications are being received in every namespace.
@@ -160,11 +168,17 @@ class Recorder:
         (orphaned: no inode) or in TIME_WAIT has ended."""
         seen: dict[int, tuple[int, str, Any]] = {}
         own = procfs.own_netns()
-        for ns, handle in procfs.namespaces(coll).items():
-            try:
-                sock = sockdiag.open_socket(None if ns == own else handle)
-            except OSError:
-                continue
+        present = procfs.namespaces(coll)
+        socks = self.diag_socks
+        for ns in socks.keys() - present.keys():
+            socks.pop(ns).close()
+        for ns, handle in present.items():
+            sock = socks.get(ns)
+            if sock is None:  # kept open across polls: no thread or setns per poll
+                try:
+                    sock = socks[ns] = sockdiag.open_socket(None if ns == own else handle)
+                except OSError:
+                    continue
             try:
                 for family in (2, 10):
                     rows = sockdiag.rows(sock, family, 6, states=_CONNECTED, info=info)
@@ -174,8 +188,7 @@ class Recorder:
                                 if r[5] is not None and r[9])
             except OSError as exc:
                 self._error(f"sock_diag in namespace {ns}: {exc}")
-            finally:
-                sock.close()
+                socks.pop(ns).close()
         return seen
 
     def _connection(self, key: ConnKey, row: Any, now: float,
@@ -295,8 +308,14 @@ class Recorder:
         watcher.start()
         next_flush = time.monotonic() + self.flush_seconds
         while not stop.is_set():
+            used = time.thread_time()
             try:
                 self.poll()
+                # Keep within the CPU budget: a host with many namespaces and sockets
+                # (the kernel walks every socket once per namespace) is polled less
+                # often, never more often than poll_seconds.
+                used = time.thread_time() - used
+                self.interval = max(self.poll_seconds, used / CPU_BUDGET)
                 if time.monotonic() >= next_flush:
                     self.flush()
                     self.store.retain()
@@ -304,8 +323,11 @@ class Recorder:
                     next_flush = time.monotonic() + self.flush_seconds
             except Exception as exc:  # a bad pass (a full disk, say) must not end it
                 self._error(f"recording: {type(exc).__name__}: {exc}")
-            stop.wait(self.poll_seconds)
+            stop.wait(self.interval)
         self.flush()
+        for sock in self.diag_socks.values():
+            sock.close()
+        self.diag_socks.clear()
 
     def _watch_destroyed(self, stop: threading.Event) -> None:
         """Destroy notifications of every namespace (namespaces that appear later are
@@ -414,10 +436,15 @@ class DnsFeed:
         now = time.time()
         out = []
         records = self.tracker.snapshot()
-        for rec in reversed(records):
+        # Under a flood the buffer may evict a record before its settle time: the
+        # oldest half of a buffer more than half full is taken as it stands.
+        capacity = getattr(self.tracker, "capacity", 0) or len(records) * 2
+        at_risk = len(records) - capacity // 2
+        for i in range(len(records) - 1, -1, -1):
+            rec = records[i]
             if rec.ts < self.horizon:
                 break
-            if rec.status == "unanswered" and now - rec.ts < self.settle:
+            if rec.status == "unanswered" and now - rec.ts < self.settle and i >= at_risk:
                 continue
             key = (rec.ts, rec.client_address, rec.client_port, rec.trans_id, rec.query,
                    rec.qtype)

@@ -12,6 +12,7 @@ pygments, so ``netsql -e`` never pays for them:
   results through the formatters, pager, errors with a caret.
 * :mod:`~netsql.repl.commands`: the dot-command registry, an explicit list.
 * :mod:`~netsql.repl.pager`: results taller than the terminal.
+* :mod:`~netsql.repl.script`: dot-commands in standard input and -f files (no terminal).
 * :mod:`~netsql.repl.shelldoc`: docs/shell.md, generated from the two lists above.
 * :mod:`~netsql.repl.completer`, :mod:`~netsql.repl.app`: prompt_toolkit.
 

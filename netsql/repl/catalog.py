@@ -49,7 +49,9 @@ class FunctionInfo:
 
 
 _USER_COLUMNS = """
-SELECT c.table_name, coalesce(t.kind, 'table'), coalesce(t.comment, ''), c.column_name,
+SELECT CASE WHEN c.schema_name = 'main' THEN c.table_name
+            ELSE c.schema_name || '.' || c.table_name END,
+       coalesce(t.kind, 'table'), coalesce(t.comment, ''), c.column_name,
        c.data_type, coalesce(c.comment, '')
 FROM duckdb_columns() c
 LEFT JOIN (SELECT table_name AS name, 'table' AS kind, comment, database_name, schema_name
@@ -59,8 +61,8 @@ LEFT JOIN (SELECT table_name AS name, 'table' AS kind, comment, database_name, s
            FROM duckdb_views() WHERE NOT internal) t
   ON t.name = c.table_name AND t.database_name = c.database_name
      AND t.schema_name = c.schema_name
-WHERE NOT c.internal
-ORDER BY c.table_name, c.column_index
+WHERE NOT c.internal AND c.database_name IN (current_database(), 'temp')
+ORDER BY c.schema_name <> 'main', c.schema_name, c.table_name, c.column_index
 """
 
 _FUNCTIONS = """

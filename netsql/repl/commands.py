@@ -226,6 +226,11 @@ def cmd_capture(shell: ShellFace, args: list[str]) -> None:
     except Exception as exc:  # the capture layer's own failure, as one line
         raise CommandError(f"capture {sub}: {exc}") from None
     status = shell.capture_status()
+    if isinstance(status.get("started"), int | float):  # an epoch: a UTC ISO 8601 time
+        import datetime as dt
+
+        status["started"] = dt.datetime.fromtimestamp(status["started"], dt.UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
     keys = [k for k in ("running", "interfaces", "messages", "dropped", "evicted")
             if k in status] + [k for k in status if k not in
                                ("running", "interfaces", "messages", "dropped", "evicted")]
@@ -294,7 +299,8 @@ def default_commands() -> list[Command]:
     return [
         Command("help", "[COMMAND]", "List the commands, or explain one", cmd_help,
                 (("@command",),)),
-        Command("tables", "[PATTERN]", "List tables (PATTERN: a substring, or a LIKE or "
+        Command("tables", "[PATTERN]", "List the tables and views a statement can name "
+                "(PATTERN: a substring, or a LIKE or "
                 "glob pattern)", cmd_tables, (("@table",),)),
         Command("schema", "[TABLE]", "Show the columns of TABLE (or of every table) with "
                 "types and descriptions", cmd_schema, (("@table",),)),
@@ -308,8 +314,8 @@ def default_commands() -> list[Command]:
                 cmd_maxrows, doc="A notice says when rows were left out. Output sent to "
                 "a file with .output or .once is never cut."),
         Command("pager", "[on|off|COMMAND]", "Page results taller than the terminal",
-                cmd_pager, (("on", "off", "less -SRF"),),
-                doc="on: the config's pager, else $PAGER, else `less -SRF`; COMMAND runs "
+                cmd_pager, (("on", "off", "less -SRFX"),),
+                doc="on: the config's pager, else $PAGER, else `less -SRFX`; COMMAND runs "
                 "with sh -c and reads the result on its standard input."),
         Command("output", "[FILE|stdout]", "Send results to FILE (truncated first), or "
                 "back to the terminal", cmd_output, (("stdout", "@file"),)),
@@ -323,7 +329,8 @@ def default_commands() -> list[Command]:
                 (("status", "start", "stop", "interface"), ("@interface",)),
                 doc="`.capture start [IFACE...]` starts capturing (on the interfaces "
                 "given, else those of `.capture interface`, else the default); "
-                "`.capture interface IFACE...` sets them (restarting a running capture)."),
+                "`.capture interface IFACE...` sets them (restarting a running capture). The "
+                "status shows `started` as a UTC ISO 8601 time."),
         Command("watch", "[SECONDS] STATEMENT", "Re-run STATEMENT every SECONDS (default 2) "
                 "in a full-screen live view", cmd_watch,
                 doc="New rows are marked +, rows that went away stay marked - for one "

@@ -18,7 +18,7 @@ from typing import Any
 
 from netsql.paths import Dirs, foreign_owner
 
-DEFAULT_PAGER = "less -SRF"
+DEFAULT_PAGER = "less -SRFX"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _int_ok(value: Any) -> bool:
 OPTIONS: list[Option] = [
     Option("format", "table", "Output format, as `.mode` and `--format`.", _format_ok,
            "an output format name"),
-    Option("pager", True, "`true`: `$PAGER`, else `less -SRF`; `false`: never page; "
+    Option("pager", True, "`true`: `$PAGER`, else `less -SRFX`; `false`: never page; "
            "a string: that command (run by `sh -c`).",
            lambda v: isinstance(v, bool | str), "true, false or a command"),
     Option("keys", "emacs", "Key bindings: `emacs` or `vi`.",

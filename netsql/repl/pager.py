@@ -1,12 +1,26 @@
-"""Results taller than the terminal go to a pager (``$PAGER``, default ``less -SRF``)."""
+"""Results taller than the terminal go to a pager (``$PAGER``, default ``less -SRFX``)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from typing import TextIO
 
 from netsql.context import notice
+
+#: less's options when $LESS does not say (as git does): keep the result on screen when
+#: quit (X), quit at once when it fits (F), colours raw (R), long lines cut (S).
+LESS_OPTIONS = "SRFX"
+
+
+def pager_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The pager's environment: ``LESS`` set when unset, so ``PAGER=less`` keeps the
+    result on screen too."""
+    env = dict(environ)
+    env.setdefault("LESS", LESS_OPTIONS)
+    return env
 
 
 def needs_pager(text: str, rows: int) -> bool:
@@ -23,7 +37,8 @@ def page(text: str, command: str, err: TextIO) -> bool:
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         try:
-            proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)
+            proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
+                                    env=pager_env(os.environ))
         except OSError as exc:
             notice(err, f"pager {command!r} did not start: {exc}", "warning")
             return False

@@ -113,7 +113,8 @@ class Shell:
             return {}
 
     # -- input ----------------------------------------------------------------------
-    def run_input(self, text: str, origin: str | None = None) -> Outcome:
+    def run_input(self, text: str, origin: str | None = None,
+                  params: dict[str, Any] | None = None) -> Outcome:
         """Run typed or read input: SQL and dot-commands in order; stop at an error."""
         self._printed = 0
         try:
@@ -121,7 +122,7 @@ class Shell:
                 if kind == "command":
                     outcome = self.run_command(chunk)
                 else:
-                    outcome = self.run_sql(chunk, origin)
+                    outcome = self.run_sql(chunk, origin, params)
                 if outcome is not Outcome.OK:
                     return outcome
         except KeyboardInterrupt:  # while printing, or between statements
@@ -287,7 +288,7 @@ class Shell:
         size = self.terminal_size()
         notices: list[str] = []
         ctx = OutputContext(tty=tty, width=size.columns if tty else 0, header=self.header,
-                            notice=notices.append)
+                            notice=notices.append, whole_values=".mode line")
         buf = io.StringIO()
         if self._printed and formatter.name in HUMAN_FORMATS:
             buf.write("\n")

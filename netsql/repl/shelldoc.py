@@ -47,7 +47,9 @@ netsql@host> SELECT p.name, s.remote_address, s.remote_port
 - Results go through the same formats as `--format` (`.mode`); control characters are
   shown escaped, never sent to the terminal.
 - A result taller than the terminal goes to the pager: the config's `pager`, else
-  `$PAGER`, else `{DEFAULT_PAGER}`. `.pager off` turns it off.
+  `$PAGER`, else `{DEFAULT_PAGER}`. `.pager off` turns it off. The result stays on
+  screen when you quit the pager (`-X`; when `$LESS` is unset it is set to `SRFX`, so
+  `PAGER=less` keeps it too, as git and pgcli do).
 - At most `.maxrows` rows (default 1000) of a result are shown on the terminal; a
   notice says when rows were left out. `.output` and `.once` files get every row.
 - The bottom toolbar shows capture status (messages seen, dropped), the output mode,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, milliseconds
 from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 
@@ -35,7 +35,7 @@ def collect(coll: Collection, need: Need) -> Columns:
             cols: Columns = pcap.columns(need.columns)
         except CaptureFileError as exc:
             raise NetsqlError(str(exc)) from None
-        return _only(cols, need)
+        return _only(_rtt_ms(cols), need)
     recs = dns_records(coll)
     cols = {}
     for name in FIELDS:
@@ -43,7 +43,14 @@ def collect(coll: Collection, need: Need) -> Columns:
             cols[name] = [getattr(r, name) for r in recs]
     if not cols:
         cols["ts"] = [r.ts for r in recs]
-    return _only(cols, need)
+    return _only(_rtt_ms(cols), need)
+
+
+def _rtt_ms(cols: Columns) -> Columns:
+    """The capture layer measures rtt in seconds; the column is in milliseconds."""
+    if cols.get("rtt") is not None:
+        cols["rtt"] = milliseconds(cols["rtt"])
+    return cols
 
 
 def _only(cols: Columns, need: Need) -> Columns:
@@ -80,8 +87,9 @@ TABLE = Table(
                "NULL while unanswered"),
         Column("answer_types", "VARCHAR[]", "Type of each answer, in the order of answers"),
         Column("ttls", "INTEGER[]", "TTL in seconds of each answer, in the order of answers"),
-        Column("rtt", "DOUBLE", "Seconds from the first copy of the query to the response "
-               "(0 when the response was captured first); NULL when unmatched"),
+        Column("rtt", "DOUBLE", "Milliseconds from the first copy of the query to the "
+               "response, to the microsecond (0 when the response was captured first); "
+               "NULL when unmatched"),
         Column("pid", "INTEGER", "Process that sent the query (live capture only; NULL when "
                "it could not be found, e.g. the query came from another host)"),
         Column("process", "VARCHAR", "Name of that process when the query was seen (kept "

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from netsql import procfs
-from netsql.collect import Collection, Need
+from netsql.collect import Collection, Need, milliseconds
 from netsql.schema import Column, Columns, Table
 from netsql.tables.sockets import (
     TCP_STATE_TEXT,
@@ -128,6 +128,7 @@ def captured_rows(coll: Collection, cols: Columns) -> None:
 def collect(coll: Collection, need: Need) -> Columns:
     cols: Columns = {k: [] for k in NAMES}
     tcp_rows(coll, cols)
+    cols["rtt"] = milliseconds(cols["rtt"])  # sockdiag gives seconds
     captured_rows(coll, cols)
     inodes = cols["inode"]
     cols["inode"] = [i if i else 0 for i in inodes]
@@ -181,7 +182,8 @@ TABLE = Table(
         Column("segs_in", "BIGINT", "TCP: segments received"),
         Column("retransmits", "BIGINT", "TCP: retransmitted segments over the connection's "
                "life (tcpi_total_retrans)"),
-        Column("rtt", "DOUBLE", "TCP: smoothed round-trip time in seconds"),
+        Column("rtt", "DOUBLE", "TCP: smoothed round-trip time in milliseconds (as ss -i "
+               "shows it)"),
         Column("last_send", "DOUBLE", "TCP: seconds since data was last sent"),
         Column("last_receive", "DOUBLE", "Seconds since data was last received (TCP) or a "
                "packet was last seen (captured)"),

@@ -7,7 +7,7 @@ import struct
 from typing import Any
 
 from netsql import procfs
-from netsql.collect import Collection, Need
+from netsql.collect import NO_DNS_SOURCE, Collection, Need
 from netsql.schema import Column, Columns, Table
 
 TCP_STATES = {
@@ -194,8 +194,10 @@ def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
 def attach_names(coll: Collection, cols: Columns, need: Need) -> None:
     """remote_host: the name captured DNS answers gave for remote_address."""
     n = len(cols["inode"])
-    sources = [s for s in (coll.state.capture, coll.state.pcap) if s is not None]
-    if not need.wants("remote_host") or not sources:
+    sources = coll.state.dns_sources() if need.wants("remote_host") else []
+    if not sources:
+        if need.wants("remote_host"):
+            coll.warn(NO_DNS_SOURCE)
         cols["remote_host"] = [None] * n
         return
     names: dict[str, str | None] = {}
