@@ -112,6 +112,15 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             env.error(str(exc))
             return ExitStatus.USAGE
 
+    if args.safe and any(dot_line(text) for _, text, _ in runs):
+        from netsql.repl.script import unsafe_command
+
+        for _, text, _ in runs:
+            if (line := unsafe_command(text)) is not None:
+                env.error(f"--safe runs no dot-command that reads or writes a file or runs "
+                          f"a command: {line} refused (docs/security.md)")
+                return ExitStatus.USAGE
+
     from netsql.engine import Engine, NetsqlError
     from netsql.output import DOCUMENT_FORMATS, Printer
 

@@ -82,6 +82,26 @@ def test_safe_reads_no_file_named_on_the_command_line(tmp_path: Path, args: list
     assert r.returncode == 2 and "root:" not in r.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ".output {tmp}/out.txt", ".once {tmp}/out.txt", ".read /etc/passwd",
+    ".pager touch {tmp}/out.txt", ".pager on", ".run /etc/passwd",
+])
+def test_safe_refuses_dot_commands_that_reach_files(tmp_path: Path, command: str) -> None:
+    """Dot-commands run from standard input and -e (as sqlite3 does); under --safe none
+    may read or write a file or run a command as root."""
+    line = command.format(tmp=tmp_path)
+    for r in (run_in(tmp_path, "--safe", input=f"{line}\nSELECT 1;\n"),
+              run_in(tmp_path, "--safe", "-e", f"{line}\nSELECT 1;")):
+        one_line(r, "--safe runs no dot-command", line)
+        assert r.returncode == 2 and r.stdout == ""
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_safe_runs_harmless_dot_commands(tmp_path: Path) -> None:
+    r = run_in(tmp_path, "--safe", "-e", ".mode csv\n.headers off\n.output stdout\nSELECT 42;")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "42\n", "")
+
+
 def test_install_never_reaches_the_network_nor_home(tmp_path: Path) -> None:
     """strace shows every connect(); DuckDB must attempt none, and HOME gets no .duckdb."""
     need(shutil.which("strace") is not None, "strace (CI installs it)")
