@@ -49,6 +49,13 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
     fmt = args.format or "table"
     if args.help:
         return _help(args, env)
+    from netsql.backends import BackendError, chosen
+
+    try:
+        chosen()  # NETSQL_BACKEND names a backend of this platform
+    except BackendError as exc:
+        env.error(str(exc))
+        return ExitStatus.USAGE
     if args.list_tables:
         from netsql.output import list_tables
 

@@ -93,13 +93,18 @@ def test_a_beacon_comes_back_from_history(lab: Lab, tmp_path: Path) -> None:
     assert json.loads(beacon.stdout.readline())["connected"]
     connected = time.time()
     # Through the server, before any flush of ours: the connection, open.
-    live = subprocess.run(
-        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "netsql", "--format",
-         "jsonl", "-e", f"SELECT state FROM history.connections WHERE pid = {pid}"],
-        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-        env={**os.environ, "NETSQL_SOCKET": str(sock)})
-    assert live.returncode == 0 and live.stdout.strip(), live.stdout + live.stderr
-    assert json.loads(live.stdout) == {"state": "ESTABLISHED"}, live.stdout
+    def through_server() -> list[dict[str, Any]]:
+        res = subprocess.run(
+            ["ip", "netns", "exec", lab.client, sys.executable, "-m", "netsql", "--format",
+             "jsonl", "-e", f"SELECT state FROM history.connections WHERE pid = {pid}"],
+            capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+            env={**os.environ, "NETSQL_SOCKET": str(sock)})
+        assert res.returncode == 0, res.stderr
+        assert "running here" not in res.stderr  # it ran in the server, not locally
+        return [json.loads(line) for line in res.stdout.splitlines()]
+
+    assert wait_for("the open connection through the server", through_server) == [
+        {"state": "ESTABLISHED"}]
     # The live tables through the recording server: when the connection began, for
     # sockets and for trace-domain's 'connected' row.
     through = subprocess.run(

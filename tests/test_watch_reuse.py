@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from netsql.backends import linux_procs as processes
 from netsql.collect import Collection, Need, State
-from netsql.tables import processes
 
 CMD = Need(frozenset({"pid", "cmdline", "uid"}))
 CHILD = r"""
@@ -60,7 +60,7 @@ def fingerprint(pid: int) -> tuple[str, ...] | None:
 
 
 def row(state: State, pid: int) -> tuple[str, int]:
-    cols = processes.collect(Collection(state=state), Need(CMD.columns, frozenset({pid})))
+    cols = processes.processes(Collection(state=state), Need(CMD.columns, frozenset({pid})))
     assert cols["pid"] == [pid]
     return cols["cmdline"][0], cols["uid"][0]
 
@@ -83,12 +83,12 @@ def test_reused_within_a_watch_and_pruned(reads: list[int],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(processes, "REUSE_SECONDS", 600.0)  # however slow this host is
     state = State()
-    first = processes.collect(Collection(state=state), CMD)
+    first = processes.processes(Collection(state=state), CMD)
     n = len(reads)
     assert n >= len(first["pid"]) - 5  # every process read once (a few may be hidden)
     kept = dict(state.caches["processes.reuse"]["cmdline"])
     assert os.getpid() in kept
-    again = processes.collect(Collection(state=state), CMD)
+    again = processes.processes(Collection(state=state), CMD)
     me = again["pid"].index(os.getpid())
     assert again["cmdline"][me] == first["cmdline"][first["pid"].index(os.getpid())]
     now = state.caches["processes.reuse"]["cmdline"]

@@ -28,6 +28,12 @@ ARPHRD_LOOPBACK = 772
 SO_RCVBUFFORCE = 33
 
 
+#: Why live capture does not start off Linux (one line, for the user).
+NEEDS_LINUX = ("live DNS capture needs Linux (AF_PACKET sockets); on macOS and the BSDs it "
+               "would need the BPF devices (/dev/bpf*), which netsql does not read yet: "
+               "capture with tcpdump and read the file with --pcap FILE")
+
+
 class CaptureError(Exception):
     """Live capture cannot start (one line, for the user)."""
 
@@ -75,6 +81,8 @@ class LiveCapture(Reader):
         return self._thread is not None and self._thread.is_alive()
 
     def open(self) -> None:
+        if not hasattr(socket, "AF_PACKET"):  # Linux's alone (not macOS's, not the BSDs')
+            raise CaptureError(NEEDS_LINUX)
         try:
             self.socks = open_packet_sockets(self.interfaces, bpf.dns_filter(self.ports),
                                              self.rcvbuf)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netsql import procfs, sockdiag
+from netsql.backends import linux_procs
 from netsql.collect import Collection, Need, State
 from netsql.history import flowid
 from netsql.history.store import Store
 from netsql.history.tables import CONNECTIONS, DNS_QUERIES, PROCESSES
-from netsql.tables import processes
 
 _TCP_STATE = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
@@ -118,7 +118,9 @@ class Recorder:
         alive = set(procfs.pids_of(coll))
         new = alive - self.live_pids.keys()
         if new:
-            facts = processes.collect(coll, Need(_PROCESS_FACTS, frozenset(new)))
+            # The native reader whatever NETSQL_BACKEND says: the recorder is Linux's
+            # (sock_diag), and its process lives carry the namespace and container.
+            facts = linux_procs.processes(coll, Need(_PROCESS_FACTS, frozenset(new)))
             for row in _rows(facts):
                 key = (row["pid"], row["start_time"])
                 self.procs[key] = Life(dict(row, last_seen=now))

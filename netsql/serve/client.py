@@ -146,8 +146,8 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
 
 #: Variables a resident netsql takes from the client for one command.
 FORWARDED_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
-                 "XDG_STATE_HOME", "NETSQL_INTEL_DB", "NO_COLOR", "SUDO_USER", "SUDO_UID",
-                 "SUDO_GID")
+                 "XDG_STATE_HOME", "NETSQL_INTEL_DB", "NETSQL_BACKEND", "NO_COLOR",
+                 "SUDO_USER", "SUDO_UID", "SUDO_GID")
 
 
 def forwardable(args: argparse.Namespace, env: Env) -> bool:

@@ -121,5 +121,6 @@ TABLE = Table(
     "before a one-liner runs; the shell captures from its start. With --pcap FILE the "
     "table reads capture files instead (no pid). The buffer keeps the newest records "
     "(--dns-buffer), counting what it evicts (see capture_stats). docs/dns.md says "
-    "what attribution can and cannot show.",
+    "what attribution can and cannot show. Live capture is Linux only; capture files "
+    "are read on every platform.",
 )

@@ -12,14 +12,11 @@ import time
 from typing import Any
 
 from netsql import procfs
+from netsql.backends import require_linux
+from netsql.backends.linux_sockets import TCP_STATE_TEXT, attach_owners, read_sockets
 from netsql.collect import Collection, Need, milliseconds
 from netsql.schema import Column, Columns, Table
-from netsql.tables.sockets import (
-    TCP_STATE_TEXT,
-    attach_first_seen,
-    attach_names,
-    attach_owners,
-)
+from netsql.tables.sockets import attach_first_seen, attach_names
 
 INET_DIAG_INFO = 2
 # TCP states that have a full socket with TCP_INFO (not LISTEN, TIME_WAIT, NEW_SYN_RECV).
@@ -36,8 +33,6 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
 
     own = procfs.own_netns()
     if coll.tables & {"sockets", "listening_ports"}:  # their dump carries TCP_INFO
-        from netsql.tables.sockets import read_sockets
-
         read_sockets(coll)
         shared: dict[int, list[Any]] = coll.once("tcp_info", dict)
         for ns, records in shared.items():
@@ -99,8 +94,6 @@ def captured_rows(coll: Collection, cols: Columns) -> None:
     # A captured UDP flow belongs to the socket bound to its local port, if any.
     udp_inode: dict[tuple[str, int], tuple[int, int]] = {}
     if any(f.protocol == "udp" for f in flows):
-        from netsql.tables.sockets import read_sockets
-
         socks = read_sockets(coll)
         for proto, addr, port, inode, uid, sns in zip(
                 socks["protocol"], socks["local_address"], socks["local_port"],
@@ -125,7 +118,15 @@ def captured_rows(coll: Collection, cols: Columns) -> None:
             cols[k].append(row.get(k))
 
 
+#: Why flows is empty off Linux (one line, for the user).
+NEEDS_LINUX = ("flows needs Linux: TCP counters come from sock_diag (TCP_INFO) and UDP/ICMP "
+               "counts from AF_PACKET capture; on macOS and the BSDs it would need the "
+               "BPF devices (/dev/bpf*) and the per-socket counters nettop reads, which "
+               "netsql does not read yet")
+
+
 def collect(coll: Collection, need: Need) -> Columns:
+    require_linux(NEEDS_LINUX)
     cols: Columns = {k: [] for k in NAMES}
     tcp_rows(coll, cols)
     cols["rtt"] = milliseconds(cols["rtt"])  # sockdiag gives seconds
@@ -206,5 +207,6 @@ TABLE = Table(
     ),
     notes="TCP rows come from sock_diag with TCP_INFO (every namespace, as `sockets`); "
     "counters are the kernel's since the connection opened. UDP/ICMP rows need live "
-    "capture (--capture SECONDS or the shell) and count only what was seen while it ran.",
+    "capture (--capture SECONDS or the shell) and count only what was seen while it ran. "
+    "Linux only: elsewhere a statement that reads flows fails with a one-line error.",
 )

@@ -4,6 +4,7 @@ many processes live in it, and the containers they belong to."""
 from __future__ import annotations
 
 from netsql import containers, netns, procfs
+from netsql.backends import require_linux
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
 
@@ -13,7 +14,13 @@ NAMES = ("net_namespace", "name", "processes", "pids", "container_runtime",
 PIDS_SHOWN = 16
 
 
+#: Why net_namespaces is not read off Linux (one line, for the user).
+NEEDS_LINUX = ("net_namespaces needs Linux: network namespaces are a Linux kernel "
+               "feature (macOS and the BSDs have one network stack, or jails on FreeBSD)")
+
+
 def collect(coll: Collection, need: Need) -> Columns:
+    require_linux(NEEDS_LINUX)
     handles = procfs.namespaces(coll)
     named = {ns: name for ns, (name, _path) in netns.named().items()}
     members: dict[int, list[int]] = {ns: [] for ns in handles}
@@ -75,5 +82,6 @@ TABLE = Table(
     notes="Namespaces are found through every process's /proc/<pid>/ns/net and the "
     "entries of /run/netns. Without root only netsql's own namespace and those of the "
     "user's processes are seen; a namespace held only by an open file or a mount "
-    "elsewhere is not found. Containers are named as in processes (docs/containers.md).",
+    "elsewhere is not found. Containers are named as in processes (docs/containers.md). "
+    "Linux only: elsewhere a statement that reads it fails with a one-line error.",
 )

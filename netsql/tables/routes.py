@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from netsql import procfs
+from netsql.backends import require_linux
 from netsql.collect import Collection, Need
 from netsql.schema import Column, Columns, Table
 
@@ -110,7 +111,13 @@ def _routes(coll: Collection, ns: int) -> Columns:
     return cols
 
 
+#: Why routes is not read off Linux (one line, for the user).
+NEEDS_LINUX = ("routes needs Linux (rtnetlink); on macOS and the BSDs, `netstat -rn` shows "
+               "the routing table")
+
+
 def collect(coll: Collection, need: Need) -> Columns:
+    require_linux(NEEDS_LINUX)
     return dict(coll.once("routes", lambda: procfs.each_namespace(
         coll, NAMES, partial(_routes, coll))))
 
@@ -173,5 +180,6 @@ TABLE = Table(
     "(`ip route show cache`), MPLS routes and policy rules (`ip rule`) are not included, "
     "nor the source selector of IPv6 source-specific routes (`from PREFIX`). "
     "A multipath route gives one row per next hop, each with its weight. Names of "
-    "protocols, tables and scopes come from iproute2's files when present.",
+    "protocols, tables and scopes come from iproute2's files when present. Linux only: "
+    "elsewhere a statement that reads routes fails with a one-line error.",
 )

@@ -1,0 +1,188 @@
+"""The native sockets reader: sock_diag netlink (else /proc/net text) in every network
+namespace, owners from one scan of /proc/*/fd."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from netsql import procfs
+from netsql.backends.base import TCP_STATE_NAMES
+from netsql.collect import Collection, Need
+from netsql.schema import Columns
+
+TCP_STATES = {f"{i + 1:02X}": name for i, name in enumerate(TCP_STATE_NAMES)}
+
+FILES = (("tcp", "ipv4", "tcp"), ("tcp6", "ipv6", "tcp"), ("udp", "ipv4", "udp"),
+         ("udp6", "ipv6", "udp"))
+
+OWNER_COLUMNS = ("pid", "fd", "owners")
+
+
+def _ipv4(hexaddr: str, cache: dict[str, str]) -> str:
+    addr = cache.get(hexaddr)
+    if addr is None:
+        addr = socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(hexaddr, 16)))
+        cache[hexaddr] = addr
+    return addr
+
+
+def _ipv6(hexaddr: str, cache: dict[str, str]) -> str:
+    addr = cache.get(hexaddr)
+    if addr is None:
+        words = struct.unpack("<4I", bytes.fromhex(hexaddr))
+        addr = socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *words))
+        cache[hexaddr] = addr
+    return addr
+
+
+_COLUMNS = ("family", "protocol", "local_address", "local_port", "remote_address",
+            "remote_port", "state", "tx_queue", "rx_queue", "uid", "inode", "net_namespace")
+_STATE_NAMES = {int(k, 16): v for k, v in TCP_STATES.items()}
+#: sock_diag state number (0-255) -> the state column's text, for TCP and for UDP
+#: ('ESTABLISHED' when connected, else NULL).
+TCP_STATE_TEXT = [_STATE_NAMES.get(i) or str(i) for i in range(256)]
+_UDP_STATE_TEXT: list[str | None] = [None] * 256
+_UDP_STATE_TEXT[1] = "ESTABLISHED"
+
+
+def read_sockets(coll: Collection) -> Columns:
+    """Every TCP/UDP socket of every namespace: sock_diag netlink, else /proc/net text
+    (pid, fd and owners not yet: see attach_owners)."""
+
+    def scan() -> Columns:
+        cols: Columns = {k: [] for k in _COLUMNS}
+        own = procfs.own_netns()
+        # When flows is collected in the same pass, one TCP dump serves both.
+        tcp_info: dict[int, list[Any]] | None = {} if "flows" in coll.tables else None
+        if tcp_info is not None:
+            coll.once("tcp_info", lambda: tcp_info)
+        for ns, handle in procfs.namespaces(coll).items():
+            try:
+                _from_netlink(cols, ns, None if ns == own else handle, tcp_info)
+            except OSError:
+                base = procfs.proc_dir(handle)
+                if base is not None:
+                    _from_proc(cols, ns, base)
+        return cols
+
+    return coll.once("sockets", scan)
+
+
+def _from_netlink(cols: Columns, ns: int, nspath: str | None,
+                  tcp_info: dict[int, list[Any]] | None = None) -> None:
+    """One namespace's sockets; with ``tcp_info``, TCP comes with TCP_INFO and the raw
+    records are kept there (namespace -> records) for the flows table."""
+    from netsql import sockdiag
+
+    sock = sockdiag.open_socket(nspath)
+    staged: Columns = {k: [] for k in _COLUMNS}
+    try:
+        for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
+            for proto, pname in ((6, "tcp"), (17, "udp")):
+                info = proto == 6 and tcp_info is not None
+                rows = sockdiag.rows(sock, family, proto, info=info)
+                if info:
+                    tcp_info.setdefault(ns, []).extend(rows)  # type: ignore[union-attr]
+                _dump_into(staged, rows, fname, pname, ns)
+    finally:
+        sock.close()
+    for k in _COLUMNS:
+        cols[k].extend(staged[k])
+
+
+def _dump_into(cols: Columns, rows: list[Any], fname: str, pname: str, ns: int) -> None:
+    """Append sockdiag rows of one family and protocol to ``cols``, a column at a time."""
+    if not rows:
+        return
+    _fam, state, lport, rport, local, remote, rq, wq, uid, inode, _tcp = zip(*rows,
+                                                                             strict=True)
+    k = len(rows)
+    cols["family"].extend([fname] * k)
+    cols["protocol"].extend([pname] * k)
+    cols["local_address"].extend(local)
+    cols["local_port"].extend(lport)
+    cols["remote_address"].extend(remote)
+    cols["remote_port"].extend(rport)
+    cols["state"].extend(map((TCP_STATE_TEXT if pname == "tcp" else _UDP_STATE_TEXT)
+                             .__getitem__, state))
+    cols["tx_queue"].extend(wq)
+    cols["rx_queue"].extend(rq)
+    cols["uid"].extend(uid)
+    cols["inode"].extend(inode)
+    cols["net_namespace"].extend([ns] * k)
+
+
+def _from_proc(cols: Columns, ns: int, base: str) -> None:
+    """/proc/<pid>/net/{tcp,tcp6,udp,udp6} of one namespace (no netlink, no setns)."""
+    cache: dict[str, str] = {}
+    family_c, proto_c = cols["family"], cols["protocol"]
+    laddr_c, lport_c = cols["local_address"], cols["local_port"]
+    raddr_c, rport_c = cols["remote_address"], cols["remote_port"]
+    state_c, txq_c, rxq_c = cols["state"], cols["tx_queue"], cols["rx_queue"]
+    uid_c, inode_c, ns_c = cols["uid"], cols["inode"], cols["net_namespace"]
+    for fname, family, proto in FILES:
+        text = procfs.read_text(f"{base}/net/{fname}")
+        if not text:
+            continue
+        conv = _ipv4 if family == "ipv4" else _ipv6
+        tcp = proto == "tcp"
+        for line in text.splitlines()[1:]:
+            f = line.split()
+            if len(f) < 10:
+                continue
+            lhex, lport = f[1].split(":")
+            rhex, rport = f[2].split(":")
+            st = f[3]
+            tx, rx = f[4].split(":")
+            family_c.append(family)
+            proto_c.append(proto)
+            laddr_c.append(conv(lhex, cache))
+            lport_c.append(int(lport, 16))
+            if rport == "0000" and rhex.strip("0") == "":
+                raddr_c.append(None)
+                rport_c.append(None)
+            else:
+                raddr_c.append(conv(rhex, cache))
+                rport_c.append(int(rport, 16))
+            if tcp:
+                state_c.append(TCP_STATES.get(st, st))
+            else:
+                state_c.append("ESTABLISHED" if st == "01" else None)
+            txq_c.append(int(tx, 16))
+            rxq_c.append(int(rx, 16))
+            uid_c.append(int(f[7]))
+            inode_c.append(int(f[9]))
+            ns_c.append(ns)
+
+
+def attach_owners(coll: Collection, cols: Columns, need: Need) -> None:
+    """Fill pid/fd/owners from the /proc/*/fd scan (only when the statement uses them)."""
+    n = len(cols["inode"])
+    if not need.wants(*OWNER_COLUMNS):
+        for name in OWNER_COLUMNS:
+            cols[name] = [None] * n
+        return
+    owners = procfs.socket_owners(coll, need.pids, expect=cols["inode"])
+    first, many = owners.first, owners.all_pids
+    inodes = cols["inode"]
+    hits = list(map(first.get, inodes))
+    cols["pid"] = [h[0] if h else None for h in hits]
+    cols["fd"] = [h[1] if h else None for h in hits] if need.wants("fd") else [None] * n
+    cols["owners"] = ([many.get(i, [h[0]]) if h else None for i, h in zip(
+        inodes, hits, strict=True)] if need.wants("owners") else [None] * n)
+    orphans = sum(1 for i, h in zip(inodes, hits, strict=True) if h is None and i) \
+        if owners.unreadable else 0
+    if owners.unreadable and orphans and need.pids is None:
+        coll.warn(
+            f"{orphans} sockets have no pid: the fd tables of {owners.unreadable} processes "
+            "are not readable by this user; run as root (sudo) to see their owners"
+        )
+
+
+def sockets(coll: Collection, need: Need) -> Columns:
+    """The sockets table but remote_host, owners as ``need`` wants them."""
+    cols = dict(read_sockets(coll))
+    attach_owners(coll, cols, need)
+    return cols
