@@ -277,6 +277,11 @@ def test_a_slow_reader_holds_no_other_client(server: Server, tmp_path: Path) -> 
         assert ready, "the slow command never started to answer"
         r = server.run("--csv", "--no-header", "-e", "SELECT 1", cwd="/")
         assert (r.returncode, r.stdout, r.stderr) == (0, "1\n", "")
+        # (the server logs a command after its client has the answer: wait for the line)
+        deadline = time.monotonic() + 10
+        while not any("-e SELECT 1' -> 0" in line for line in server.served()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert any("-e SELECT 1' -> 0" in line for line in server.served())
         # Another directory: it cannot share the server's, waits WAIT seconds, is
         # declined and runs here, saying why.
