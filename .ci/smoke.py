@@ -164,10 +164,22 @@ def shell_answers_tables() -> None:
     ok("the shell starts in a pty and answers .tables")
 
 
+def osquery_pack() -> None:
+    """The shipped pack is package data: found by name in the installed copy."""
+    p = run("--pack", "incident-response", "--format", "jsonl", timeout=120)
+    if p.returncode != 0:
+        fail("netsql --pack incident-response", p.stderr)
+    names = {json.loads(line)["name"] for line in p.stdout.splitlines()}
+    if "pack_incident-response_shell_users" not in names:
+        fail("the shipped pack's results log", p.stdout[:2000])
+    ok("netsql --pack incident-response writes osqueryd's results log")
+
+
 def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="netsql-smoke-"))
     every_module_imports()
     commands()
+    osquery_pack()
     watch_changes()
     shell_answers_tables()
     print("smoke: every check of the installed wheel held", flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,10 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
         message = f"no such table: {name}"
         if close:
             message += " (did you mean " + ", ".join(close) + "?)"
+    m = re.match(r'Binder Error: Referenced column "(.+?)" not found', message)
+    if m and f'"{m.group(1)}"' in statement:  # SQLite's (osquery's) double-quoted string
+        message = (f"no column \"{m.group(1)}\": a string is written '{m.group(1)}' "
+                   "(--osquery reads double-quoted words as strings, as SQLite does)")
     return NetsqlError(message, line=line_no, column=col, statement=statement)
 
 
@@ -106,6 +110,7 @@ class Engine:
     def __init__(self, tables: Sequence[Table] | None = None,
                  state: State | None = None,
                  setups: Sequence[Setup] | None = None) -> None:
+        rewrite = tables is None
         if tables is None:
             from netsql.registry import default_tables
 
@@ -114,7 +119,18 @@ class Engine:
             from netsql.registry import default_setups
 
             setups = default_setups()
-        self.tables: dict[str, Table] = {t.name: t for t in tables}
+        self.tables: dict[str, Table] = {t.key: t for t in tables}
+        #: Schemas on DuckDB's search_path besides main: their tables may be named
+        #: without the schema (osquery mode, netsql/osquery/dialect.py, puts "osquery" there).
+        self.search_schemas: set[str] = set()
+        #: Rewrites each statement before it runs; None: statements run as written.
+        #: (netsql/osquery/dialect.py: osquery's SQLite dialect and hidden columns.)
+        #: The default engine's adds osquery's tables on their first mention.
+        self.rewrite: Callable[[str], str] | None = None
+        if rewrite:
+            from netsql.registry import default_rewrite
+
+            self.rewrite = default_rewrite(self)
         self.setups: list[Setup] = list(setups)
         self.state: State = state if state is not None else State()
         # DuckDB spills big queries to ./.tmp by default: never into the directory
@@ -139,8 +155,9 @@ class Engine:
         text = None if sql is None else _code_text(sql)
         if text is not None and any(w in text for w in _CATALOG_WORDS):
             text = None  # a catalog query (SHOW TABLES, duckdb_columns()): declare all
-        for name in self.tables:
-            if text is None or name in text:
+        for name, t in self.tables.items():
+            if text is None or (t.name in text and (
+                    not t.schema or t.schema in text or t.schema in self.search_schemas)):
                 self._create(name)
         warnings: list[str] = []
         for s in self.setups:
@@ -168,6 +185,8 @@ class Engine:
     # -- statements -------------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
         """The statements of ``sql``, each parsed (a parse error is a NetsqlError)."""
+        if self.rewrite is not None:  # SQLite's syntax must be rewritten to parse at all
+            sql = self.rewrite(sql)
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as exc:
@@ -176,8 +195,12 @@ class Engine:
                 if s.query.strip(" ;\n\t")]
 
     def parse(self, stmt: str) -> Statement:
-        """``stmt`` (one statement's text) parsed; unparsable text is kept as it is, for
-        its run to report."""
+        """``stmt`` (one statement's text) rewritten (``rewrite``) and parsed; unparsable
+        text is kept as it is, for its run to report."""
+        if self.rewrite is not None:  # again: hidden columns are found one statement at a time
+            text = self.rewrite(stmt)
+            if text != stmt:  # parsed anew: the rewritten text is what runs
+                stmt = text
         if isinstance(stmt, Statement):
             return stmt
         try:
@@ -273,7 +296,7 @@ class Engine:
                 info = node.get("extra_info")
                 if not isinstance(info, dict) or "Table" not in info:
                     continue
-                name = str(info["Table"]).rsplit(".", 1)[-1]
+                name = _table_key(str(info["Table"]))
                 if name not in self.tables:
                     continue
                 projections = _as_list(info.get("Projections"))
@@ -352,6 +375,15 @@ def _used_params(stmt: Statement, params: Mapping[str, Any] | None
     return {k: v for k, v in params.items() if k.lower() in stmt.params} or None
 
 
+def _table_key(qualified: str) -> str:
+    """The engine key of a scanned table: 'memory.main.sockets' -> 'sockets',
+    'memory.osquery.processes' -> 'osquery.processes'."""
+    parts = [p.strip('"') for p in qualified.split(".")]  # keywords come quoted: "time"
+    if len(parts) >= 2 and parts[-2] != "main":
+        return f"{parts[-2]}.{parts[-1]}"
+    return parts[-1]
+
+
 def _saved_query_hint(name: str, state: State) -> str:
     """When an unknown table is a saved query's name (FROM connections)."""
     from netsql.queries import QueryUsageError, load_queries
@@ -374,12 +406,13 @@ def _code_text(sql: str) -> str:
         tokens = duckdb.tokenize(sql)
     except Exception:  # not SQL DuckDB can tokenize: keep the whole text
         return sql.lower()
+    data = sql.encode("utf-8", "surrogatepass")  # the tokenizer's offsets are in bytes
     parts = []
     for i, (start, kind) in enumerate(tokens):
         if str(kind).endswith(("comment", "string_const")):
             continue
-        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
-        parts.append(sql[start:end].strip().strip('"'))
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(data)
+        parts.append(data[start:end].decode("utf-8", "surrogatepass").strip().strip('"'))
     return " ".join(parts).lower()
 
 
@@ -414,9 +447,11 @@ def _filter_columns(filters: list[str], table: Table) -> list[str]:
 
 
 def _identifiers(text: str) -> Iterator[str]:
+    data = text.encode("utf-8", "surrogatepass")  # the tokenizer's offsets are in bytes
     for start, kind in duckdb.tokenize(text):
         if str(kind).endswith(("identifier", "keyword")):
-            m = re.match(r'"((?:[^"]|"")*)"|[A-Za-z_][A-Za-z0-9_$]*', text[start:])
+            m = re.match(r'"((?:[^"]|"")*)"|[A-Za-z_][A-Za-z0-9_$]*',
+                         data[start:].decode("utf-8", "surrogatepass"))
             if m:
                 yield (m.group(1).replace('""', '"') if m.group(1) is not None
                        else m.group(0).lower())

@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--safe", action="store_true",
                    help="SQL reads netsql's tables only: no file or network access, no "
                    "settings changed (for sudo rules; config key safe; docs/security.md)")
+    osq = p.add_argument_group("osquery compatibility (docs/osquery.md)")
+    osq.add_argument("--osquery", action="store_true",
+                     help="osquery's table names resolve to osquery-shaped tables first "
+                     "(always reachable as osquery.TABLE), in osquery's SQLite dialect")
+    osq.add_argument("--pack", metavar="FILE", help="run every query of the osquery pack "
+                     "FILE (implies --osquery); with --format json or jsonl, as osqueryd's "
+                     "results log")
     p.add_argument("--local", action="store_true",
                    help="run here even when a resident netsql (netsql serve) listens")
     p.add_argument("--version", action="version", version=f"netsql {__version__}")

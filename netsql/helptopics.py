@@ -58,14 +58,16 @@ def _named(topic: str, env: Env) -> int:
     """A table's columns, or a saved query's parameters."""
     from netsql.context import ExitStatus
     from netsql.escape import escape_control
-    from netsql.registry import default_tables
+    from netsql.registry import default_tables, osquery_tables
 
-    tables = {t.name: t for t in default_tables()}
+    tables = {t.key: t for t in default_tables()}
+    if topic.lower().startswith("osquery."):  # osquery's tables by their qualified name
+        tables.update({t.key: t for t in osquery_tables()})
     table = tables.get(topic.lower())
     if table is not None:
         width = max(len(c.name) for c in table.columns) + 2
         types = max(len(c.type) for c in table.columns) + 2
-        env.stdout.write(f"{table.name}: {table.description}\n\n" + "".join(
+        env.stdout.write(f"{table.key}: {table.description}\n\n" + "".join(
             f"  {c.name.ljust(width)}{c.type.ljust(types)}{c.description}\n"
             for c in table.columns))
         return ExitStatus.SUCCESS

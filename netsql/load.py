@@ -46,7 +46,7 @@ def load(con: duckdb.DuckDBPyConnection, table: Table, data: Mapping[str, list[A
         else:
             arrays.append(pa.array(values, arrow_type(pa, col.type)))
     batch = pa.table(arrays, names=table.column_names)
-    con.execute(f'DELETE FROM "{table.name}"')
+    con.execute(f"DELETE FROM {table.sql_name}")
     con.register("__netsql_load", batch)
     # Below a few hundred thousand rows DuckDB inserts faster on one thread (46,000
     # sockets: 13-18 ms instead of 24-32; at 1,000,000 rows two threads win).
@@ -60,7 +60,7 @@ def load(con: duckdb.DuckDBPyConnection, table: Table, data: Mapping[str, list[A
             except duckdb.InvalidInputException:  # --safe locked the configuration
                 threads = None
     try:
-        con.execute(f'INSERT INTO "{table.name}" SELECT * FROM __netsql_load')
+        con.execute(f"INSERT INTO {table.sql_name} SELECT * FROM __netsql_load")
     finally:
         con.unregister("__netsql_load")
         if threads is not None and threads > 1:
@@ -85,13 +85,13 @@ def _load_small(con: duckdb.DuckDBPyConnection, table: Table,
         else:
             params.append(values)
             exprs.append(f"unnest(${len(params)}::{col.type}[])")
-    con.execute(f'DELETE FROM "{table.name}"')
+    con.execute(f"DELETE FROM {table.sql_name}")
     if n:
         if not params:  # no column wanted: n rows of NULLs (count(*) still counts)
-            con.execute(f'INSERT INTO "{table.name}" SELECT ' + ", ".join(exprs)
+            con.execute(f"INSERT INTO {table.sql_name} SELECT " + ", ".join(exprs)
                         + " FROM range($1)", [n])
         else:
-            con.execute(f'INSERT INTO "{table.name}" SELECT ' + ", ".join(exprs), params)
+            con.execute(f"INSERT INTO {table.sql_name} SELECT " + ", ".join(exprs), params)
     return n
 
 

@@ -75,6 +75,13 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         args.safe = configured_safe()
     if args.safe and (refused := _safe_refusal(args, env)) is not None:
         return refused
+    if args.pack and (args.sources or args.params):
+        env.error("--pack runs the pack's queries: it does not go with -e, -f, -q or -p")
+        return ExitStatus.USAGE
+    if args.pack:  # always here: a pack is a file of this user's (netsql/osquery/packs.py)
+        from netsql.osquery.packs import run_pack
+
+        return ExitStatus(run_pack(args, env))
     if resident is None and not args.safe:  # a resident engine is not locked: run here
         from netsql.serve import client  # light: os and stat until a socket is there
 
@@ -149,6 +156,10 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
     engine = state.spare_engine or Engine(state=state)
     state.spare_engine = None
     engine.state = state
+    if args.osquery:
+        from netsql.osquery.dialect import set_mode
+
+        set_mode(engine, True)
     if resident is not None:  # netsql serve interrupts it when the client goes away
         state.interrupt = engine.con.interrupt
     if watching:
@@ -197,7 +208,7 @@ def _safe_refusal(args: argparse.Namespace, env: Env) -> ExitStatus | None:
         ("-q PATH", any(s.tag == "query" and ("/" in s or s.endswith(".sql"))
                         for s in args.sources or [])),
         ("--queries", args.queries), ("--intel-db", args.intel_db), ("--pcap", args.pcap),
-        ("--history", args.history))
+        ("--history", args.history), ("--pack", args.pack))
         if given]
     if named:
         env.error(f"--safe reads no file named on the command line: {', '.join(named)} "

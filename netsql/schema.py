@@ -26,6 +26,8 @@ class Column:
     name: str
     type: str  # a DuckDB type: INTEGER, BIGINT, VARCHAR, BOOLEAN, TIMESTAMP, DOUBLE, VARCHAR[]
     description: str
+    #: Left out of ``SELECT *`` (osquery's hidden columns; see netsql/osquery/dialect.py).
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,19 @@ class Table:
     #: Columns whose values are expensive; a statement that uses none of them
     #: lets the collector skip that work (see Need.wants).
     costly: frozenset[str] = field(default_factory=frozenset)
+    #: The DuckDB schema the table lives in ("" for main; "osquery" for netsql/osquery/).
+    schema: str = ""
+
+    @property
+    def key(self) -> str:
+        """The engine's name for the table: ``name``, or ``schema.name`` outside main."""
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    @property
+    def sql_name(self) -> str:
+        """The table's quoted, schema-qualified SQL name (main's too: with osquery mode's
+        search_path an unqualified name may mean the osquery table of that name)."""
+        return f'"{self.schema or "main"}"."{self.name}"'
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -54,13 +69,14 @@ class Table:
 
     def ddl(self) -> str:
         cols = ", ".join(f'"{c.name}" {c.type}' for c in self.columns)
-        return f'CREATE TABLE "{self.name}" ({cols})'
+        made = f'CREATE SCHEMA IF NOT EXISTS "{self.schema}";\n' if self.schema else ""
+        return f"{made}CREATE TABLE {self.sql_name} ({cols})"
 
     def comments(self) -> list[str]:
-        out = [f"COMMENT ON TABLE \"{self.name}\" IS {sql_string(self.description)}"]
+        out = [f"COMMENT ON TABLE {self.sql_name} IS {sql_string(self.description)}"]
         for c in self.columns:
             out.append(
-                f'COMMENT ON COLUMN "{self.name}"."{c.name}" IS {sql_string(c.description)}'
+                f'COMMENT ON COLUMN {self.sql_name}."{c.name}" IS {sql_string(c.description)}'
             )
         return out
 

@@ -74,6 +74,7 @@ def test_safe_from_the_config_file_cannot_be_undone(tmp_path: Path) -> None:
     (["--intel-db", "/etc/x.duckdb", "-e", "SELECT 1"], "--intel-db"),
     (["-q", "/etc/shadow"], "-q PATH"), (["--queries", "/root", "-e", "SELECT 1"], "--queries"),
     (["--history", "/root", "-e", "SELECT 1"], "--history"),
+    (["--pack", "/etc/shadow"], "--pack"),
 ])
 def test_safe_reads_no_file_named_on_the_command_line(tmp_path: Path, args: list[str],
                                                       refused: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from netsql import procfs
 from netsql.backends import linux_procs as processes
 from netsql.collect import Collection, Need, State
 
@@ -54,7 +55,7 @@ def tell(p: subprocess.Popen[str], what: str) -> None:
 
 
 def fingerprint(pid: int) -> tuple[str, ...] | None:
-    st = processes._stat_fields(pid)
+    st = procfs.stat_fields(pid)
     assert st is not None
     return processes._fingerprint(st[1])
 
@@ -130,7 +131,7 @@ def test_changes_without_exec_show_within_reuse_seconds(
 def test_hidden_addresses_are_no_fingerprint() -> None:
     hidden = ["S"] * 19 + ["24"] + ["0"] * 3 + ["1", "1", "0"] + ["0"] * 19 + ["0"] * 4
     assert processes._fingerprint(hidden) is None  # not permitted: code 1 1, the rest 0
-    st = processes._stat_fields(os.getpid())
+    st = procfs.stat_fields(os.getpid())
     assert st is not None and processes._fingerprint(st[1]) is not None
 
 

@@ -34,33 +34,6 @@ _CACHE = "processes.reuse"  # engine.state.caches key: {"cmdline"|"ids": {pid: (
 _FINGERPRINT = (19, 23, 24, 25, 45, 46, 47, 48)
 
 
-def _read(path: str) -> bytes | None:
-    """A whole /proc file (os.open and os.read: half the cost of open())."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        chunks = [os.read(fd, 65536)]
-        while len(chunks[-1]) == 65536:
-            chunks.append(os.read(fd, 65536))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
-    raw = _read(f"/proc/{pid}/stat")
-    if raw is None:
-        return None
-    text = raw.decode("utf-8", "surrogateescape")
-    # comm may hold spaces and parentheses: it runs from the first '(' to the last ')'.
-    lp, rp = text.find("("), text.rfind(")")
-    return text[lp + 1 : rp], text[rp + 2 :].split()
-
-
 def _fingerprint(fields: list[str]) -> tuple[str, ...] | None:
     """What an exec changes; None when the addresses are hidden: a kernel thread, or a
     process we may not inspect (the kernel then shows its code addresses as 1 and the
@@ -102,7 +75,7 @@ class _Reuse:
 
 
 def _ids(pid: int) -> tuple[int | None, int | None]:
-    raw = _read(f"/proc/{pid}/status")
+    raw = procfs.read_bytes(f"/proc/{pid}/status")
     text = raw.decode("utf-8", "surrogateescape") if raw is not None else ""
     uid = gid = None
     for line in text.splitlines():
@@ -119,13 +92,13 @@ def _rss(pid: int, page: int) -> int | None:
     the rss field of /proc/PID/stat is the kernel's per-CPU estimate, which lags it by
     up to 64 pages per CPU on recent kernels (the psutil backend's differential test
     found it)."""
-    raw = _read(f"/proc/{pid}/statm")
+    raw = procfs.read_bytes(f"/proc/{pid}/statm")
     fields = raw.split() if raw is not None else []
     return int(fields[1]) * page if len(fields) > 1 else None
 
 
 def _cmdline(pid: int) -> str | None:
-    raw = _read(f"/proc/{pid}/cmdline")
+    raw = procfs.read_bytes(f"/proc/{pid}/cmdline")
     if raw is None:
         return None
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "surrogateescape")
@@ -158,7 +131,7 @@ def processes(coll: Collection, need: Need) -> Columns:
     fp: tuple[str, ...] | None = None
     for pid in pids:
         if w_stat:
-            st = _stat_fields(pid)
+            st = procfs.stat_fields(pid)
             if st is None:
                 continue  # exited (or never existed)
             comm, f = st
@@ -203,7 +176,7 @@ def processes(coll: Collection, need: Need) -> Columns:
 
 def _container_columns(cols: Columns, pid: int,
                        names: dict[containers.Container, str | None] | None) -> None:
-    raw = _read(f"/proc/{pid}/cgroup")
+    raw = procfs.read_bytes(f"/proc/{pid}/cgroup")
     text = raw.decode("utf-8", "surrogateescape") if raw is not None else ""
     paths = containers.cgroup_paths(text)
     found = containers.container_of(paths)

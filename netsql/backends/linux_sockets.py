@@ -20,7 +20,7 @@ FILES = (("tcp", "ipv4", "tcp"), ("tcp6", "ipv6", "tcp"), ("udp", "ipv4", "udp")
 OWNER_COLUMNS = ("pid", "fd", "owners")
 
 
-def _ipv4(hexaddr: str, cache: dict[str, str]) -> str:
+def hex_ipv4(hexaddr: str, cache: dict[str, str]) -> str:
     addr = cache.get(hexaddr)
     if addr is None:
         addr = socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(hexaddr, 16)))
@@ -28,7 +28,7 @@ def _ipv4(hexaddr: str, cache: dict[str, str]) -> str:
     return addr
 
 
-def _ipv6(hexaddr: str, cache: dict[str, str]) -> str:
+def hex_ipv6(hexaddr: str, cache: dict[str, str]) -> str:
     addr = cache.get(hexaddr)
     if addr is None:
         words = struct.unpack("<4I", bytes.fromhex(hexaddr))
@@ -126,7 +126,7 @@ def _from_proc(cols: Columns, ns: int, base: str) -> None:
         text = procfs.read_text(f"{base}/net/{fname}")
         if not text:
             continue
-        conv = _ipv4 if family == "ipv4" else _ipv6
+        conv = hex_ipv4 if family == "ipv4" else hex_ipv6
         tcp = proto == "tcp"
         for line in text.splitlines()[1:]:
             f = line.split()

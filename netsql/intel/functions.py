@@ -78,7 +78,9 @@ MACROS: dict[str, tuple[str, str, str]] = {
                   "sn_[1:length(sn_) - length(sr_) - 1] ELSE '' END")),
                   "What comes before the registered domain: 'a.b' of 'a.b.example.com'"),
     "string_entropy": ("s", _let("se_", "s", "CASE WHEN length(se_) = 0 THEN 0.0 ELSE "
-                       "list_sum([-(c / length(se_)) * log2(c / length(se_)) for c in "
+                       # DOUBLE: the same under osquery mode's integer_division
+                       "list_sum([-(c / length(se_)::DOUBLE) * log2(c / length(se_)::DOUBLE) "
+                       "for c in "
                        "map_values(list_aggregate(string_split(se_, ''), 'histogram'))]) END"),
                        "Shannon entropy of the characters of s, in bits per character"),
     "__netsql_label": ("name", "split_part(registered_domain(name), '.', 1)",
@@ -87,7 +89,7 @@ MACROS: dict[str, tuple[str, str, str]] = {
                        "Shannon entropy (bits per character) of the registered label"),
     "domain_digit_ratio": ("name", _let("dr_", "__netsql_label(name)", "CASE WHEN "
                            "length(dr_) = 0 THEN 0.0 ELSE length(regexp_replace(dr_, '[^0-9]', "
-                           "'', 'g')) / length(dr_) END"),
+                           "'', 'g')) / length(dr_)::DOUBLE END"),
                            "Share of digits in the registered label, 0 to 1"),
     "domain_consonant_run": ("name", "coalesce(list_max([length(r) for r in "
                              "regexp_extract_all(__netsql_label(name), "

@@ -177,14 +177,16 @@ def build_session(shell: Shell, history: History, completer: ShellCompleter,
 
 def run_shell(env: Env, state: State | None = None, *,
               commands: Sequence[Command] | None = None,
-              sources: dict[str, Source] | None = None) -> ExitStatus:
+              sources: dict[str, Source] | None = None,
+              osquery: bool = False) -> ExitStatus:
     """The interactive shell.
 
     ``state``: the engine's state, e.g. a capture in ``state.capture`` (``.capture``,
     the prompt and the toolbar use it when present). ``commands``: the dot-command list
     (default :func:`~netsql.repl.commands.default_commands`; pass it plus your own).
     ``sources``: extra completion sources for command arguments, e.g.
-    ``{"query": lambda: [(name, description), ...]}`` for ``@query``.
+    ``{"query": lambda: [(name, description), ...]}`` for ``@query``. ``osquery``:
+    start in osquery mode (docs/osquery.md).
     """
     from netsql.context import ExitStatus
     from netsql.engine import Engine
@@ -193,7 +195,14 @@ def run_shell(env: Env, state: State | None = None, *,
     for w in config.warnings:
         env.warn(w)
     engine = Engine(state=state)
+    from netsql.osquery.dialect import load_tables
+
+    load_tables(engine)  # osquery.TABLE in completion and .tables
     shell = Shell(engine, env, config, commands=commands, sources=sources)
+    if osquery or config.osquery:  # --osquery, or osquery = true in the config
+        from netsql.osquery.dialect import set_mode
+
+        set_mode(engine, True)
     color = not os.environ.get("NO_COLOR") and config.theme != "none"
     history = make_history(config, env)
     completer = ShellCompleter(shell.catalog, shell.commands, shell.formats, shell.sources)

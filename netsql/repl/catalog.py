@@ -82,7 +82,7 @@ class Catalog:
                  query: Query | None = None) -> None:
         items = tables.values() if isinstance(tables, Mapping) else tables
         self.virtual: dict[str, TableInfo] = {
-            t.name: TableInfo(t.name, "virtual", t.description,
+            t.key: TableInfo(t.key, "virtual", t.description,
                               tuple(ColumnInfo(c.name, c.type, c.description)
                                     for c in t.columns))
             for t in items
@@ -110,7 +110,7 @@ class Catalog:
         if self._user is None:
             grouped: dict[str, tuple[str, str, list[ColumnInfo]]] = {}
             for table, kind, comment, col, typ, col_comment in self._rows(_USER_COLUMNS):
-                if table in self.virtual:
+                if table in self.virtual:  # osquery's are there as osquery.TABLE
                     continue
                 entry = grouped.setdefault(table, (kind, comment, []))
                 entry[2].append(ColumnInfo(col, typ, col_comment))

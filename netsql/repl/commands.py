@@ -294,6 +294,19 @@ def cmd_watch(shell: ShellFace, args: list[str]) -> None:
     run_screen(watch, refresh, interval=seconds, title=describe([("sql", text, None)]))
 
 
+def cmd_osquery(shell: ShellFace, args: list[str]) -> None:
+    from netsql.errors import NetsqlError
+    from netsql.osquery.dialect import is_on, set_mode
+
+    if args:
+        try:
+            set_mode(shell.engine, _on_off(args, "osquery"))
+        except NetsqlError as exc:
+            raise CommandError(f".osquery: {exc}") from None
+        shell.catalog.invalidate(functions=True)
+    shell.write_text(f"osquery mode: {'on' if is_on(shell.engine) else 'off'}\n")
+
+
 def default_commands() -> list[Command]:
     """The shell's dot-commands, in the order ``.help`` lists them."""
     return [
@@ -343,6 +356,10 @@ def default_commands() -> list[Command]:
                 "statement values, never pasted into the SQL. `.queries` lists the "
                 "queries; docs/query-reference.md describes the shipped ones."),
         Command("queries", "[PATTERN]", "List the saved queries", cmd_queries, (("@query",),)),
+        Command("osquery", "[on|off]", "osquery mode: osquery's table names first, its "
+                "SQLite dialect", cmd_osquery, (("on", "off"),),
+                doc="Off, osquery's tables stay reachable as osquery.TABLE. See "
+                "docs/osquery.md."),
         Command("quit", "", "Leave the shell (also Ctrl-D)", cmd_quit, aliases=("exit",)),
     ]
 

@@ -51,6 +51,12 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _quote_table(name: str) -> str:
+    """A table as a statement names it: another schema's (the catalog's "osquery.processes",
+    "history.flows") as schema.table, each part quoted apart when it must be."""
+    return ".".join(_quote(part) for part in name.split(".", 1))
+
+
 def column_meta(col: ColumnInfo, tables: Sequence[str] = ()) -> str:
     where = f" [{', '.join(tables)}]" if len(tables) > 1 else ""
     return f"{col.type}{where}" + (f" · {col.description}" if col.description else "")
@@ -126,7 +132,7 @@ class ShellCompleter(Completer):
     def _sql(self, ctx: Context) -> list[tuple[str, str]]:
         cat = self.catalog
         if ctx.kind == "table":
-            tables = [(_quote(t.name), t.description or t.kind) for t in cat.tables()]
+            tables = [(_quote_table(t.name), t.description or t.kind) for t in cat.tables()]
             funcs = [(f.name, f"table function · {f.description}".rstrip(" ·"))
                      for f in cat.functions() if f.is_table]
             return _match(ctx.word, tables, funcs)

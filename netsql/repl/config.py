@@ -63,6 +63,8 @@ OPTIONS: list[Option] = [
     Option("safe", False, "`true`: every netsql run by this user (`-e` too) is in `--safe` "
            "mode: SQL reads netsql's tables only, no files or network (docs/security.md).",
            lambda v: isinstance(v, bool), "true or false"),
+    Option("osquery", False, "Start in osquery mode, as `--osquery` and `.osquery on` "
+           "(docs/osquery.md).", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 
@@ -77,6 +79,7 @@ class Config:
     maxrows: int = 1000
     complete_while_typing: bool = True
     safe: bool = False
+    osquery: bool = False
     #: The file this was read from (None: defaults only).
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)

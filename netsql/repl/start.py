@@ -35,6 +35,6 @@ def shell(env: Env, args: argparse.Namespace) -> ExitStatus:
             return []
 
     try:
-        return run_shell(env, state, sources={"query": saved})
+        return run_shell(env, state, sources={"query": saved}, osquery=args.osquery)
     finally:
         capture.close()
