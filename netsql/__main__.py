@@ -1,3 +1,15 @@
-from netsql.cli import main
+"""``python -m netsql`` and the ``netsql`` command: signal handlers first, then the CLI."""
 
-raise SystemExit(main())
+from netsql import signals
+
+signals.install()  # before anything else is imported (netsql.signals)
+
+
+def main() -> int:
+    from netsql.cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

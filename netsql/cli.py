@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from netsql import signals
 from netsql.context import Env, ExitStatus
 
 
@@ -17,18 +18,24 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     if env is not None and env.stdout is sys.stdout:
         # `netsql ... | head` ends quietly, like other Unix tools.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        # SIGTERM and SIGHUP unwind, so a capture removes its firewall rules.
-        signal.signal(signal.SIGTERM, _terminate)
-        signal.signal(signal.SIGHUP, _terminate)
+        # SIGINT, SIGTERM, SIGHUP end netsql at once until arm(), then unwind, so a
+        # capture removes its firewall rules (netsql.signals).
+        signals.install()  # (python -m netsql and the netsql command did it first)
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         if words[:1] == ["intel"]:  # netsql intel import|list|remove|path (docs/intel.md)
+            import duckdb  # noqa: F401  (loaded before a signal may unwind)
+
             from netsql.intel.cli import main as intel_main
 
+            signals.arm()  # (netsql.signals; what an import must undo is in a finally)
             return intel_main(words[1:], env)
         if words[:1] == ["serve"]:  # the resident engine (docs/serve.md)
+            import duckdb  # noqa: F401
+
             from netsql.serve.server import main as serve_main
 
+            signals.arm()
             return serve_main(words[1:], env)
         if words[:1] == ["help"]:  # netsql help [TOPIC]
             from netsql.helptopics import main as help_main
@@ -47,12 +54,6 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     except KeyboardInterrupt:
         env.error("interrupted")
         return ExitStatus.INTERRUPTED
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM, SIGHUP (the terminal went away): unwind, so a capture removes its
-    firewall rules, and exit 128 + the signal's number, as the shell convention is."""
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

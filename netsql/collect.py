@@ -104,6 +104,8 @@ class State:
     cancel: threading.Event | None = None
     #: Interrupts the running statement (netsql serve, when its client goes away).
     interrupt: Callable[[], None] | None = None
+    #: --safe: SQL reaches netsql's tables and nothing else (netsql.dbconfig.lock).
+    safe: bool = False
     #: A fresh Engine netsql serve made ahead for the next command, or None.
     spare_engine: Any = None
     #: Collectors' caches that outlive a pass, by name (kept by netsql serve too).

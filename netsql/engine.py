@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from netsql import results
+from netsql import dbconfig, results
 from netsql.collect import Collection, Need, State, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
@@ -87,6 +87,7 @@ def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> Netsq
             head.append(lines[i].strip())
         i += 1
     message = "; ".join(head) or type(exc).__name__
+    message = dbconfig.explain(message)
     m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
     if m:
         name = m.group(1)
@@ -132,18 +133,19 @@ class Engine:
             self.rewrite = default_rewrite(self)
         self.setups: list[Setup] = list(setups)
         self.state: State = state if state is not None else State()
-        self.con = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": False,
-            # DuckDB spills big queries to ./.tmp by default: never into the directory
-            # a responder happens to stand in, nor without bound.
-            "temp_directory": spill_dir(),
-            "max_temp_directory_size": "4GB",
-        })
+        # DuckDB spills big queries to ./.tmp by default: never into the directory
+        # a responder happens to stand in, nor without bound.
+        self.con = duckdb.connect(":memory:", config=dbconfig.settings(
+            temp_directory=spill_dir(), max_temp_directory_size="4GB"))
         self._created: set[str] = set()
         self._set_up: set[str] = set()
         self._pending: ResultSet | None = None  # the last result, maybe still streaming
         #: DuckDB renders text (execute's ``render``) for results expected this long.
         self.render_rows = results.RENDER_ROWS
+        if self.state.safe:  # --safe: SQL reaches netsql's tables and nothing else
+            self.declare()  # intel's database is attached while files can still be opened
+            self.con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")  # for needs()
+            dbconfig.lock(self.con)
 
     def declare(self, sql: str | None = None) -> list[str]:
         """Create the stand-in DuckDB tables that ``sql`` might name (all when None),
@@ -300,17 +302,20 @@ class Engine:
         literals all come out right.
         """
         con = self.con
+        locked = self.state.safe  # the optimizers stay off under --safe
         try:
-            con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")
+            if not locked:
+                con.execute(f"SET disabled_optimizers = '{_EXPLAIN_OFF}'")
             q = "EXPLAIN (FORMAT JSON) " + stmt
             rows = con.execute(q, args).fetchall() if args else con.execute(q).fetchall()
         except duckdb.Error:
             return self._needs_by_tokens(stmt)
         finally:
-            try:
-                con.execute("RESET disabled_optimizers")
-            except duckdb.Error:  # an interrupt meant for the EXPLAIN landed here
-                con.execute("RESET disabled_optimizers")
+            if not locked:
+                try:
+                    con.execute("RESET disabled_optimizers")
+                except duckdb.Error:  # an interrupt meant for the EXPLAIN landed here
+                    con.execute("RESET disabled_optimizers")
         scans: dict[str, list[Need]] = {}
         for _, plan in rows:
             for node in _walk(_json_loads(plan)):

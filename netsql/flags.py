@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--changes", action="store_true",
                       help="with --watch: write only the rows added and removed since the "
                       "last refresh, each with an \"action\" field (off a terminal)")
+    p.add_argument("--safe", action="store_true",
+                   help="SQL reads netsql's tables only: no file or network access, no "
+                   "settings changed (for sudo rules; config key safe; docs/security.md)")
     osq = p.add_argument_group("osquery compatibility (docs/osquery.md)")
     osq.add_argument("--osquery", action="store_true",
                      help="osquery's table names resolve to osquery-shaped tables first "

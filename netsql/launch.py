@@ -103,11 +103,11 @@ def countdown(env: Env, seconds: float) -> None:
 
     end = time.monotonic() + seconds
     tty = isatty(env.stderr)
-    print(f"netsql: capturing DNS for {seconds:g} s", file=env.stderr, flush=True)
+    print(f"netsql: capturing DNS and flows for {seconds:g} s", file=env.stderr, flush=True)
     try:
         while (left := end - time.monotonic()) > 0:
             if tty:
-                env.stderr.write(f"\rnetsql: capturing DNS, {left:4.0f} s left ")
+                env.stderr.write(f"\rnetsql: capturing DNS and flows, {left:4.0f} s left ")
                 env.stderr.flush()
             time.sleep(min(left, 0.25))
     finally:

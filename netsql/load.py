@@ -55,7 +55,10 @@ def load(con: duckdb.DuckDBPyConnection, table: Table, data: Mapping[str, list[A
         row = con.execute("SELECT current_setting('threads')").fetchone()
         threads = int(row[0]) if row else None
         if threads is not None and threads > 1:
-            con.execute("SET threads = 1")
+            try:
+                con.execute("SET threads = 1")
+            except duckdb.InvalidInputException:  # --safe locked the configuration
+                threads = None
     try:
         con.execute(f"INSERT INTO {table.sql_name} SELECT * FROM __netsql_load")
     finally:

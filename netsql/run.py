@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from netsql import signals
 from netsql.collect import State
 from netsql.context import Env, ExitStatus
 
@@ -68,6 +69,12 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         env.error("--changes goes with --watch")
         return ExitStatus.USAGE
 
+    if not args.safe and resident is None:
+        from netsql.dbconfig import configured_safe
+
+        args.safe = configured_safe()
+    if args.safe and (refused := _safe_refusal(args, env)) is not None:
+        return refused
     if args.pack and (args.sources or args.params):
         env.error("--pack runs the pack's queries: it does not go with -e, -f, -q or -p")
         return ExitStatus.USAGE
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         from netsql.osquery.packs import run_pack
 
         return ExitStatus(run_pack(args, env))
-    if resident is None:
+    if resident is None and not args.safe:  # a resident engine is not locked: run here
         from netsql.serve import client  # light: os and stat until a socket is there
 
         if client.forwardable(args, env):
@@ -89,8 +96,10 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
                       "(in the shell: .watch)")
             return ExitStatus.USAGE
         if env.stdin_isatty:
+            import netsql.engine  # noqa: F401  (DuckDB loaded before signals unwind)
             from netsql.repl.start import shell
 
+            signals.arm()
             return shell(env, args)
         sources = [("stdin", env.stdin.read())]
 
@@ -117,8 +126,19 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             env.error(str(exc))
             return ExitStatus.USAGE
 
+    if args.safe and any(dot_line(text) for _, text, _ in runs):
+        from netsql.repl.script import unsafe_command
+
+        for _, text, _ in runs:
+            if (line := unsafe_command(text)) is not None:
+                env.error(f"--safe runs no dot-command that reads or writes a file or runs "
+                          f"a command: {line} refused (docs/security.md)")
+                return ExitStatus.USAGE
+
     from netsql.engine import Engine, NetsqlError
     from netsql.output import DOCUMENT_FORMATS, Printer
+
+    signals.arm()  # DuckDB is loaded: from here a signal unwinds (netsql.signals)
 
     watching = args.watch is not None
     from netsql.launch import capture_state
@@ -129,6 +149,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         return status
     if args.intel_db:
         state.intel_db = args.intel_db
+    if args.safe:
+        state.safe = True
     if args.history:
         state.history = args.history
     engine = state.spare_engine or Engine(state=state)
@@ -177,6 +199,27 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
             return ExitStatus.ERROR
     printer.finish()
     return ExitStatus.SUCCESS
+
+
+def _safe_refusal(args: argparse.Namespace, env: Env) -> ExitStatus | None:
+    """--safe: no file named on the command line is read (as root, under sudo), and no
+    interactive shell (its pager and .output run and write as the caller)."""
+    named = [flag for flag, given in (
+        ("-f", any(s.tag == "file" for s in args.sources or [])),
+        ("-q PATH", any(s.tag == "query" and ("/" in s or s.endswith(".sql"))
+                        for s in args.sources or [])),
+        ("--queries", args.queries), ("--intel-db", args.intel_db), ("--pcap", args.pcap),
+        ("--history", args.history), ("--pack", args.pack))
+        if given]
+    if named:
+        env.error(f"--safe reads no file named on the command line: {', '.join(named)} "
+                  "refused (docs/security.md)")
+        return ExitStatus.USAGE
+    if not args.sources and env.stdin_isatty:
+        env.error("--safe runs statements (-e, -q NAME or standard input), not the "
+                  "interactive shell (docs/security.md)")
+        return ExitStatus.USAGE
+    return None
 
 
 def dot_line(text: str) -> bool:

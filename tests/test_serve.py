@@ -128,6 +128,7 @@ def test_hanging_up_interrupts_the_statement(server: Server) -> None:
     assert (r.returncode, r.stdout) == (0, "5\n")
     assert time.monotonic() - started < 10  # the server was not stuck in the statement
     assert "range(1000000000000)" in server.served()[0]
+    assert "-> 130 in" in server.served()[0]  # logged as interrupted, not as an error
 
 
 def raw(path: str, request: object) -> object:
@@ -258,3 +259,47 @@ def test_serve_removes_only_its_own_dead_socket(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 1 and "is not a socket" in r.stderr
     assert (d / "data.txt").read_text() == "keep me"
+
+
+def test_a_slow_reader_holds_no_other_client(server: Server, tmp_path: Path) -> None:
+    """`netsql -e "SELECT ... FROM range(5000000)" | sleep 40` must not hold `SELECT 1`
+    (issue 15 item 15: it hung 25 s when serve ran one command at a time)."""
+    import select
+
+    env = dict(os.environ, NETSQL_SOCKET=server.path)
+    slow = subprocess.Popen(netsql_cmd("--csv", "-e", "SELECT range AS n FROM range(5000000)"),
+                            env=env, cwd="/", stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert slow.stdout is not None
+        # Its output has begun to stream: it is being served, and nobody reads on.
+        ready, _, _ = select.select([slow.stdout], [], [], 60)
+        assert ready, "the slow command never started to answer"
+        r = server.run("--csv", "--no-header", "-e", "SELECT 1", cwd="/")
+        assert (r.returncode, r.stdout, r.stderr) == (0, "1\n", "")
+        # (the server logs a command after its client has the answer: wait for the line)
+        deadline = time.monotonic() + 10
+        while not any("-e SELECT 1' -> 0" in line for line in server.served()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any("-e SELECT 1' -> 0" in line for line in server.served())
+        # Another directory: it cannot share the server's, waits WAIT seconds, is
+        # declined and runs here, saying why.
+        work = tmp_path / "elsewhere"
+        work.mkdir()
+        r = server.run("--csv", "--no-header", "-e", "SELECT 2", cwd=str(work))
+        assert (r.returncode, r.stdout) == (0, "2\n")
+        assert r.stderr == ("netsql: note: running here: the resident netsql is busy with "
+                            "commands run from another directory or environment\n")
+        assert slow.poll() is None  # still stuck on its unread output
+    finally:
+        slow.kill()
+        slow.wait(10)
+
+    def logged() -> bool:
+        return any("range(5000000)" in line and "-> 130" in line for line in server.served())
+
+    deadline = time.monotonic() + 30
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged(), server.log.read_text()  # a client that went away: 130, not 1

@@ -171,6 +171,8 @@ class Store:
         once; event rows (dns_queries) can show twice for those milliseconds."""
         import duckdb
 
+        from netsql import dbconfig
+
         today = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date()
         removed = 0
         for t in RECORDED:
@@ -178,7 +180,7 @@ class Store:
                 files = layout.data_files(directory)
                 if day >= today or len(files) < 2:
                     continue
-                con = duckdb.connect()
+                con = duckdb.connect(config=dbconfig.settings())
                 try:
                     names = ", ".join(f'"{c}"' for c in t.column_names)
                     sql = (f"SELECT {names} FROM read_parquet({[str(f) for f in files]!r}, "

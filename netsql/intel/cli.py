@@ -9,17 +9,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import io
 import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netsql.context import FORMAT_NAMES, Env, ExitStatus, Parser, UsageError
-from netsql.intel.files import FORMATS, Batch, ParseError, parse, read_lines
+from netsql.intel.files import FORMATS, Batch, ListFile, ParseError, parse
 from netsql.paths import intel_db
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLES = (("sample-domains.txt", "sample-domains"), ("sample-ips.txt", "sample-ips"))
+if TYPE_CHECKING:
+    from netsql.intel.db import Imported
+
 _SOURCE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 
 
@@ -94,18 +99,15 @@ def main(argv: Sequence[str], env: Env | None = None) -> int:
         return ExitStatus.ERROR
 
 
-def _summary(batch: Batch, file: str, source: str, replaced: int | None) -> str:
-    kinds: dict[str, int] = {}
-    for k in batch.kind:
-        kinds[k] = kinds.get(k, 0) + 1
-    detail = ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items())) or "none"
+def _summary(batch: Batch, done: Imported, file: str, source: str) -> str:
+    detail = ", ".join(f"{n:,} {k}" for k, n in sorted(done.kinds.items())) or "none"
     extra = [f"{n:,} {what} skipped" for what, n in sorted(batch.skipped.items())]
-    if batch.duplicates:
-        extra.append(f"{batch.duplicates:,} duplicates dropped")
-    if replaced is not None:
-        extra.append(f"replaced the {replaced:,} indicators it held")
+    if done.duplicates:
+        extra.append(f"{done.duplicates:,} duplicates dropped")
+    if done.replaced is not None:
+        extra.append(f"replaced the {done.replaced:,} indicators it held")
     tail = f"; {'; '.join(extra)}" if extra else ""
-    return (f"imported {len(batch):,} indicators ({detail}) from {file} as source "
+    return (f"imported {done.indicators:,} indicators ({detail}) from {file} as source "
             f"'{source}' ({batch.format}{tail})")
 
 
@@ -129,34 +131,50 @@ def cmd_import(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
             env.error(f"not a usable source name: {source!r} (1 to 100 printable characters)")
             return ExitStatus.USAGE
         jobs = [(args.file, source, args.format)]
-    # Every file is read and parsed before the database is opened: a bad one changes
-    # nothing and does not even wait for the database.
-    parsed = []
+    # Files are streamed into one transaction (bounded memory whatever their size): a
+    # bad line anywhere rolls every list back, leaving the database as it was.
+    opened: list[tuple[ListFile, str, str]] = []
     for file, source, fmt in jobs:
         try:
             if file == "-":
-                file = "<stdin>"
-                buffer = getattr(env.stdin, "buffer", None)
-                data = buffer.read() if buffer is not None else env.stdin.read().encode()
-                lines, digest = read_lines(file, data)
+                stream = getattr(env.stdin, "buffer", None)
+                if stream is None:  # a test's StringIO
+                    stream = io.BytesIO(env.stdin.read().encode())
+                reader = ListFile("<stdin>", stream)
             else:
-                lines, digest = read_lines(file)
+                reader = ListFile(file)
         except OSError as exc:
+            for r, *_ in opened:
+                r.close()
             env.error(f"cannot read {file}: {exc.strerror or exc}")
             return ExitStatus.USAGE
-        parsed.append((file, source, parse(file, fmt, lines), digest))
-    con = db.open_db(path)
-    try:
-        for file, source, batch, digest in parsed:
-            row = con.execute("SELECT indicators FROM sources WHERE source = ?",
-                              [source]).fetchone()
-            where = file if file == "<stdin>" else os.path.abspath(file)
-            db.import_batch(con, batch, source, where, digest)
-            env.notice(_summary(batch, file, source, None if row is None else int(row[0])))
-            if not len(batch):
-                env.warn(f"{file} holds no indicators: source '{source}' is now empty")
-    finally:
-        con.close()
+        except ParseError:
+            for r, *_ in opened:
+                r.close()
+            raise
+        opened.append((reader, source, fmt))
+    parsed: list[tuple[Batch, str, str, str]] = []
+    with contextlib.ExitStack() as stack:
+        for reader, *_ in opened:
+            stack.callback(reader.close)
+        con = db.open_db(path)
+        stack.callback(con.close)
+        with db.Import(con) as job:
+            for n, (reader, source, fmt) in enumerate(opened):
+                try:
+                    batch = parse(reader.path, fmt, reader, spill=job.stage(n))
+                except OSError as exc:
+                    raise ParseError(reader.path, None,
+                                     f"cannot read: {exc.strerror or exc}") from None
+                where = (reader.path if reader.path == "<stdin>"
+                         else os.path.abspath(reader.path))
+                parsed.append((batch, source, where, reader.sha256))
+            done = job.commit(parsed)
+    for (reader, source, _), (batch, *_), imported in zip(opened, parsed, done, strict=True):
+        file = reader.path
+        env.notice(_summary(batch, imported, file, source))
+        if not imported.indicators:
+            env.warn(f"{file} holds no indicators: source '{source}' is now empty")
     return ExitStatus.SUCCESS
 
 

@@ -18,10 +18,13 @@ from typing import Any
 
 import duckdb
 
-from netsql.intel.parsers import Batch
+from netsql import dbconfig
+from netsql.intel.parsers import Batch, Spill
 from netsql.paths import foreign_owner
 
 CATALOG = "intel_db"  # the name a query engine attaches the database as
+#: DuckDB settings of the connections netsql intel opens.
+CONFIG = dbconfig.settings()
 
 #: (version, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -124,7 +127,7 @@ def open_db(path: str, *, create: bool = True,
                                "(run without sudo -E, or pass --intel-db)")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        con = duckdb.connect(path, config={"autoinstall_known_extensions": False})
+        con = duckdb.connect(path, config=CONFIG)
     except duckdb.Error as exc:
         raise _problem(path, exc) from None
     try:
@@ -143,7 +146,7 @@ def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
     for _ in range(2):
         try:
             con = duckdb.connect(path, read_only=True,
-                                 config={"autoinstall_known_extensions": False})
+                                 config=CONFIG)
         except duckdb.Error as exc:
             raise _problem(path, exc) from None
         catalog = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
@@ -167,40 +170,124 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def import_batch(con: duckdb.DuckDBPyConnection, batch: Batch, source: str, path: str,
-                 sha256: str) -> None:
-    """Replace ``source`` with ``batch`` in one transaction: all of it or nothing."""
-    import pyarrow as pa
+#: What DuckDB may hold in memory during an import, on one thread; beyond it, it spills
+#: to a temporary directory, so an import of any size stays within about 200 MB.
+IMPORT_MEMORY = "64MB"
+_STAGE = "intel_stage"
 
-    table = pa.table({
-        "indicator": pa.array(batch.indicator, pa.string()),
-        "kind": pa.array(batch.kind, pa.string()),
-        "threat": pa.array(batch.threat, pa.string()),
-        "tags": pa.array(batch.tags, pa.list_(pa.string())),
-        "first_seen": pa.array(batch.first_seen, pa.string()),
-        "line": pa.array(batch.line, pa.int32()),
-        "host": pa.array(batch.host, pa.string()),
-        "lo": pa.array(batch.lo, pa.string()),
-        "hi": pa.array(batch.hi, pa.string()),
-    })
-    con.execute("BEGIN")
-    try:
-        con.execute("DELETE FROM indicators WHERE source = ?", [source])
-        con.execute("DELETE FROM sources WHERE source = ?", [source])
-        con.register("__intel_batch", table)
+
+class Imported:
+    """What one list's import did: indicators by kind, duplicates, what it replaced."""
+
+    def __init__(self, kinds: dict[str, int], duplicates: int, replaced: int | None) -> None:
+        self.kinds, self.duplicates, self.replaced = kinds, duplicates, replaced
+        self.indicators = sum(kinds.values())
+
+
+class Import:
+    """Lists streamed into the database, replacing their sources in one transaction:
+    all of it or nothing (an error, Ctrl-C or SIGTERM leaves the database as it was).
+
+    Parsed chunks go to a staging database in a temporary directory (``stage(n)``
+    gives list n's :data:`netsql.intel.parsers.Spill`), which holds neither memory nor
+    the intel database's transaction open; ``commit`` then writes every list,
+    duplicates dropped (the first line kept), in one transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._dir: Any = None
+
+    def __enter__(self) -> Import:
+        import tempfile
+
+        from netsql.schema import sql_string
+
+        self._dir = tempfile.TemporaryDirectory(prefix="netsql-intel-")
+        con = self.con
+        for setting in ("enable_progress_bar = false", f"memory_limit = '{IMPORT_MEMORY}'",
+                        "threads = 1", f"temp_directory = {sql_string(self._dir.name)}"):
+            con.execute(f"SET {setting}")
         try:
-            con.execute("INSERT INTO indicators SELECT indicator, kind, $source, threat, tags, "
-                        "first_seen::TIMESTAMP, line, host, lo::UHUGEINT, hi::UHUGEINT "
-                        "FROM __intel_batch", {"source": source})
+            con.execute(f"ATTACH {sql_string(os.path.join(self._dir.name, 'stage.duckdb'))} "
+                        f"AS {_STAGE}")
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        try:
+            self.con.execute(f"DETACH {_STAGE}")
         finally:
-            con.unregister("__intel_batch")
-        con.execute("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [source, batch.format, path, sha256, batch.lines, len(batch),
-                     batch.duplicates, sum(batch.skipped.values()), _now()])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            self._dir.cleanup()
+
+    def stage(self, n: int) -> Spill:
+        """Where list ``n``'s chunks go."""
+        table = f"{_STAGE}.list{int(n)}"
+        self.con.execute(f"CREATE OR REPLACE TABLE {table} (seq BIGINT, indicator VARCHAR, "
+                         "kind VARCHAR, threat VARCHAR, tags VARCHAR[], first_seen VARCHAR, "
+                         "line INTEGER, host VARCHAR, lo VARCHAR, hi VARCHAR)")
+
+        def spill(batch: Batch) -> None:
+            start = batch.spilled
+            self.con.execute(
+                f"INSERT INTO {table} SELECT unnest($seq), unnest($indicator), unnest($kind), "
+                "unnest($threat), unnest($tags), unnest($first_seen), unnest($line), "
+                "unnest($host), unnest($lo), unnest($hi)",
+                {"seq": list(range(start, start + len(batch))), "indicator": batch.indicator,
+                 "kind": batch.kind, "threat": batch.threat, "tags": batch.tags,
+                 "first_seen": batch.first_seen, "line": batch.line, "host": batch.host,
+                 "lo": batch.lo, "hi": batch.hi})
+
+        return spill
+
+    def commit(self, lists: Sequence[tuple[Batch, str, str, str]]) -> list[Imported]:
+        """Make each staged list ``(batch, source, path, sha256)`` (list n staged by
+        ``stage(n)``, ``batch`` flushed) the whole of its source, in one transaction."""
+        con = self.con
+        done = []
+        con.execute("BEGIN")
+        try:
+            for n, (batch, source, path, sha256) in enumerate(lists):
+                table = f"{_STAGE}.list{n}"
+                row = con.execute("SELECT indicators FROM sources WHERE source = ?",
+                                  [source]).fetchone()
+                con.execute("DELETE FROM indicators WHERE source = ?", [source])
+                con.execute("DELETE FROM sources WHERE source = ?", [source])
+                con.execute("INSERT INTO indicators SELECT indicator, kind, $source, threat, "
+                            "tags, first_seen::TIMESTAMP, line, host, lo::UHUGEINT, "
+                            f"hi::UHUGEINT FROM {table} QUALIFY row_number() OVER (PARTITION "
+                            "BY kind, indicator ORDER BY seq) = 1 ORDER BY seq",
+                            {"source": source})
+                staged = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                kinds = dict(con.execute("SELECT kind, count(*) FROM indicators WHERE "
+                                         "source = ? GROUP BY kind ORDER BY kind",
+                                         [source]).fetchall())
+                imported = Imported(kinds, 0, None if row is None else int(row[0]))
+                imported.duplicates = (batch.duplicates + int(staged[0] if staged else 0)
+                                       - imported.indicators)
+                con.execute("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [source, batch.format, path, sha256, batch.lines,
+                             imported.indicators, imported.duplicates,
+                             sum(batch.skipped.values()), _now()])
+                done.append(imported)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return done
+
+
+def import_batch(con: duckdb.DuckDBPyConnection, batch: Batch, source: str, path: str,
+                 sha256: str) -> Imported:
+    """Replace ``source`` with ``batch`` (parsed whole) in one transaction."""
+    with Import(con) as job:
+        if len(batch):
+            job.stage(0)(batch)
+        else:
+            job.stage(0)
+        return job.commit([(batch, source, path, sha256)])[0]
 
 
 LIST_SQL = """

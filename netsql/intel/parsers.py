@@ -1,20 +1,22 @@
 """Feed parsers, one per format. Standard library only (csv, json, ipaddress); reading
 files and telling formats apart is in files.py.
 
-A parser reads the whole file before anything is written to the database, so a bad
-line stops the import with nothing imported; :class:`ParseError` names the file and the
-line. Addresses are kept as numbers in one 128-bit space, IPv4 mapped into
-``::ffff:0:0/96`` (so an IPv4 list also matches a socket's ``::ffff:1.2.3.4``).
+Parsers read lines as a stream and hand indicators over in chunks (:class:`Batch`);
+the import writes them in one transaction, so a bad line stops the import with nothing
+imported; :class:`ParseError` names the file and the line. Addresses are kept as
+numbers in one 128-bit space, IPv4 mapped into ``::ffff:0:0/96``
+(so an IPv4 list also matches a socket's ``::ffff:1.2.3.4``).
 """
 
 from __future__ import annotations
 
 import csv
 import ipaddress
+import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,9 +56,21 @@ class ParseError(Exception):
         return f"{where}: {self.message}"
 
 
+Spill = Callable[["Batch"], None]
+#: Indicators a Batch holds before it hands them to its ``spill``.
+CHUNK = 20_000
+#: Kinds of skipped entries counted apart; more are counted as "other entries".
+SKIPPED_KINDS = 20
+
+
 @dataclass
 class Batch:
-    """Parsed indicators, column by column (what db.import_batch loads)."""
+    """Parsed indicators, column by column (what db.import_batch loads).
+
+    Without ``spill`` a Batch holds every indicator, duplicates dropped. With it, the
+    columns are handed to ``spill`` every CHUNK indicators and emptied (``spilled``
+    counts them), and duplicates are left for the database to drop: memory stays
+    bounded whatever the file's size."""
 
     format: str
     indicator: list[str] = field(default_factory=list)
@@ -71,6 +85,8 @@ class Batch:
     lines: int = 0
     duplicates: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    spill: Spill | None = field(default=None, repr=False)
+    spilled: int = 0
     _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def __len__(self) -> int:
@@ -79,11 +95,12 @@ class Batch:
     def add(self, line: int, indicator: str, kind: str, host: str | None = None,
             span: tuple[int, int] | None = None, threat: str | None = None,
             tags: list[str] | None = None, first_seen: str | None = None) -> None:
-        key = (kind, indicator)
-        if key in self._seen:
-            self.duplicates += 1
-            return
-        self._seen.add(key)
+        if self.spill is None:
+            key = (kind, indicator)
+            if key in self._seen:
+                self.duplicates += 1
+                return
+            self._seen.add(key)
         self.indicator.append(indicator)
         self.kind.append(kind)
         self.host.append(host)
@@ -93,9 +110,27 @@ class Batch:
         self.tags.append(tags or None)
         self.first_seen.append(first_seen or None)
         self.line.append(line)
+        if self.spill is not None and len(self.indicator) >= CHUNK:
+            self.flush()
+
+    def skip(self, what: str) -> None:
+        """Count an entry that is not an indicator (a file names a bounded few kinds)."""
+        if what not in self.skipped and len(self.skipped) >= SKIPPED_KINDS:
+            what = "other entries"
+        self.skipped[what] += 1
+
+    def flush(self) -> None:
+        """Hand the indicators held to ``spill`` (nothing without one)."""
+        if self.spill is None or not self.indicator:
+            return
+        self.spill(self)
+        self.spilled += len(self.indicator)
+        for column in (self.indicator, self.kind, self.host, self.lo, self.hi, self.threat,
+                       self.tags, self.first_seen, self.line):
+            column.clear()
 
 
-Lines = list[tuple[int, str]]  # (1-based line number, text without the line break)
+Lines = Iterable[tuple[int, str]]  # (1-based line number, text without the line break)
 Fail = Callable[[int | None, str], ParseError]
 
 
@@ -174,9 +209,9 @@ def _hosts(lines: Lines, batch: Batch, fail: Fail) -> None:
         for word in fields[1:]:
             low = word.lower()
             if low in LOCAL_NAMES:
-                batch.skipped["localhost entries"] += 1
+                batch.skip("localhost entries")
             elif (":" in low or _DOTTED.fullmatch(low)) and is_address(low):
-                batch.skipped["addresses as names"] += 1
+                batch.skip("addresses as names")
             else:
                 name = domain(low)
                 if name is None:
@@ -215,26 +250,38 @@ def _ips(lines: Lines, batch: Batch, fail: Fail) -> None:
 def _csv_rows(lines: Lines, fail: Fail, skipinitialspace: bool = False
               ) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
     """The header named by the last ``# `` comment before the data (abuse.ch style), and
-    the data rows with their line numbers."""
+    the data rows with their line numbers (of a row's last line), as a stream."""
+    it = iter(lines)
     header: list[str] | None = None
-    data: Lines = []
-    for no, raw in lines:
+    first: tuple[int, str] | None = None
+    for no, raw in it:
         if raw.startswith("#"):
             text = raw.lstrip("#").strip()
-            if not data and "," in text:
-                header = [h.strip().lower() for h in
-                          next(csv.reader([text], skipinitialspace=skipinitialspace))]
+            if "," in text:
+                try:
+                    header = [h.strip().lower() for h in
+                              next(csv.reader([text], skipinitialspace=skipinitialspace))]
+                except csv.Error:
+                    header = None
         elif raw.strip():
-            data.append((no, raw))
+            first = (no, raw)
+            break
+    at = [0]
+
+    def data() -> Iterator[str]:
+        for no, raw in itertools.chain([first] if first else [], it):
+            if raw.startswith("#") or not raw.strip():
+                continue
+            at[0] = no
+            yield raw
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        reader = csv.reader((text for _, text in data), skipinitialspace=skipinitialspace)
+        reader = csv.reader(data(), skipinitialspace=skipinitialspace)
         try:
             for row in reader:
-                yield data[reader.line_num - 1][0], row
+                yield at[0], row
         except csv.Error as exc:
-            raise fail(data[min(reader.line_num, len(data)) - 1][0],
-                       f"bad CSV: {exc}") from None
+            raise fail(at[0], f"bad CSV: {exc}") from None
 
     return header, rows()
 
@@ -310,7 +357,7 @@ def _threatfox(lines: Lines, batch: Batch, fail: Fail) -> None:
         elif kind == "url":
             _url(fail, no, batch, value, threat, tags, seen)
         else:
-            batch.skipped[f"{kind or 'untyped'} indicators"] += 1  # hashes: nothing to match
+            batch.skip(f"{kind[:40] if kind else 'untyped'} indicators")  # hashes: nothing to match
 
 
 def _spamhaus(lines: Lines, batch: Batch, fail: Fail) -> None:
@@ -321,6 +368,8 @@ def _spamhaus(lines: Lines, batch: Batch, fail: Fail) -> None:
             obj = json.loads(raw)
         except ValueError as exc:
             raise fail(no, f"not a JSON object: {exc.args[0].split(':')[0]}") from None
+        except RecursionError:
+            raise fail(no, "not a JSON object: nested too deeply") from None
         if not isinstance(obj, dict):
             raise fail(no, "not a JSON object")
         if obj.get("type") == "metadata":

@@ -60,6 +60,9 @@ OPTIONS: list[Option] = [
            _int_ok, "a whole number >= 0"),
     Option("complete_while_typing", True, "Show completions while typing (else on Tab).",
            lambda v: isinstance(v, bool), "true or false"),
+    Option("safe", False, "`true`: every netsql run by this user (`-e` too) is in `--safe` "
+           "mode: SQL reads netsql's tables only, no files or network (docs/security.md).",
+           lambda v: isinstance(v, bool), "true or false"),
     Option("osquery", False, "Start in osquery mode, as `--osquery` and `.osquery on` "
            "(docs/osquery.md).", lambda v: isinstance(v, bool), "true or false"),
 ]
@@ -75,6 +78,7 @@ class Config:
     timer: bool = False
     maxrows: int = 1000
     complete_while_typing: bool = True
+    safe: bool = False
     osquery: bool = False
     #: The file this was read from (None: defaults only).
     path: Path | None = None

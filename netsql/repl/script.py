@@ -8,6 +8,7 @@ line's format and header settings; without a terminal nothing is paged or cut.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,26 @@ if TYPE_CHECKING:
 def has_commands(text: str) -> bool:
     """Does ``text`` hold a dot-command line (where the shell would take one)?"""
     return any(kind == "command" for kind, _ in split_input(text))
+
+
+def unsafe_command(text: str) -> str | None:
+    """The first dot-command line of ``text`` that --safe refuses (docs/security.md):
+    one that reads or writes a file or runs a command as root (.read, .once, .output
+    FILE, .pager COMMAND, .run PATH); None when there is none."""
+    for kind, line in split_input(text):
+        if kind != "command":
+            continue
+        try:
+            argv = shlex.split(line)
+        except ValueError:  # the shell reports it and runs nothing of it
+            continue
+        name, args = argv[0].lstrip(".").lower(), argv[1:]
+        if (name in ("read", "once")
+                or (name == "output" and args not in ([], ["stdout"]))
+                or (name == "pager" and [a.lower() for a in args] not in ([], ["off"]))
+                or (name == "run" and args and ("/" in args[0] or args[0].endswith(".sql")))):
+            return line
+    return None
 
 
 def run_script(env: Env, engine: Engine,

@@ -130,6 +130,8 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
                 notice(stderr, "the resident netsql went away", "error")
                 return 1
             if "declined" in frame:
+                if frame.get("say"):  # busy: say why the command runs here
+                    notice(stderr, f"running here: {frame['declined']}", "note")
                 return None
             if "out" in frame:
                 stdout.write(frame["out"])
@@ -186,7 +188,7 @@ def run_there(argv: Sequence[str], args: argparse.Namespace, env: Env) -> int | 
         cwd = os.getcwd()
     except OSError:  # a directory since removed: run here, where it fails as it would
         return None
-    # Wait and read before connecting: the server serves one command at a time.
+    # Wait and read before connecting: the server answers at once, or declines.
     if args.capture:  # the resident capture runs all along: wait, as a capture would
         from netsql.launch import countdown
 

@@ -1,12 +1,15 @@
 """``netsql serve``: a resident engine and DNS capture behind a Unix socket
 (docs/serve.md; the client side is client.py).
 
-One command at a time, each in a fresh DuckDB connection (a view one command makes is
-not seen by the next), sharing what outlives a command: the live DNS capture (so
-``dns_queries`` holds what was asked before the one-liner ran) and the /proc caches.
-A command runs in the client's directory with the client's output settings; its
-output streams back as it is written. When the client goes away (Ctrl-C), the running
-statement is interrupted.
+Clients are served concurrently, a thread each, each command in a fresh DuckDB
+connection (a view one command makes is not seen by the next), sharing what outlives a
+command: the live DNS capture (so ``dns_queries`` holds what was asked before the
+one-liner ran) and the /proc caches. A command runs in the client's directory with the
+client's variables (the process has one of each: commands of the same directory and
+variables run together, another waits up to WAIT seconds, then is declined and runs in
+the client, which says why; netsql.serve.contexts); its output streams back as it is
+written, so a slow reader holds only its own thread. When the client goes away
+(Ctrl-C), the running statement is interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
 from netsql import __version__
@@ -38,8 +41,13 @@ from netsql.context import (
     size,
 )
 from netsql.paths import socket_path
-from netsql.serve import client
-from netsql.serve.client import FORWARDED_ENV
+from netsql.serve import client, wire
+from netsql.serve.contexts import Contexts
+
+#: How long a command may wait for others of another directory to finish, and how many
+#: commands run at once; past either, the client runs it itself.
+WAIT = 1.0
+MAX_CLIENTS = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +100,7 @@ def main(argv: Sequence[str], env: Env) -> int:
         return ExitStatus.ERROR
     base = State()
     capture = None
+    status: int = ExitStatus.SUCCESS
     recording: tuple[threading.Event, threading.Thread] | None = None
     try:
         if not args.no_capture:
@@ -107,16 +116,22 @@ def main(argv: Sequence[str], env: Env) -> int:
         _warm_up()
         env.notice(f"serving on {path} (pid {os.getpid()})")
         env.stderr.flush()
+        contexts = Contexts()
+        slots = threading.BoundedSemaphore(MAX_CLIENTS)
         while True:
             spare = _spare_engine()
             conn, _ = listener.accept()
-            with conn:
-                try:
-                    _serve_one(conn, base, env, spare)
-                except Exception as exc:  # one command's failure never ends the server
-                    env.warn(f"a command failed: {type(exc).__name__}: {exc}")
+            thread = threading.Thread(target=_client, name="netsql-serve-client",
+                                      args=(conn, base, env, spare, contexts, slots),
+                                      daemon=True)
+            _THREADS.add(thread)
+            thread.start()
     except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
+        status = ExitStatus.INTERRUPTED
+        return status
+    except SystemExit as exc:  # SIGTERM, SIGHUP (netsql.signals)
+        status = int(exc.code) if isinstance(exc.code, int) else ExitStatus.ERROR
+        raise
     finally:
         listener.close()
         with contextlib.suppress(OSError):
@@ -126,6 +141,34 @@ def main(argv: Sequence[str], env: Env) -> int:
             recording[1].join(timeout=args.flush + 30)
         if capture is not None:
             capture.close()
+        _stop_clients(status)
+
+
+#: Client threads, and the state of the commands they run (to interrupt at the end).
+_THREADS: set[threading.Thread] = set()
+_RUNNING: dict[int, State] = {}
+
+
+def _stop_clients(status: int) -> None:
+    """Interrupt the commands still running and wait for them a little; a thread still
+    inside DuckDB when the interpreter ends would abort the process, so then end at once
+    (the socket and the capture are cleaned up by now)."""
+    for state in list(_RUNNING.values()):
+        if state.cancel is not None:
+            state.cancel.set()
+        if state.interrupt is not None:
+            with contextlib.suppress(Exception):
+                state.interrupt()
+    deadline = time.monotonic() + 2.0
+    for thread in list(_THREADS):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in _THREADS):
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
 
 
 def _start_recording(args: argparse.Namespace, base: State, env: Env
@@ -178,46 +221,6 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
-class _Outbox:
-    """Output for the client, in the order it was written, sent as frames."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self.parts: list[tuple[str, str]] = []
-        self.size = 0
-
-    def put(self, kind: str, text: str) -> None:
-        if self.parts and self.parts[-1][0] == kind:
-            self.parts[-1] = (kind, self.parts[-1][1] + text)
-        else:
-            self.parts.append((kind, text))
-        self.size += len(text)
-        if self.size >= 1 << 16:
-            self.flush()
-
-    def flush(self) -> None:
-        parts, self.parts, self.size = self.parts, [], 0
-        for kind, text in parts:
-            client.send(self.conn, {kind: text})
-
-
-class _Frames(io.TextIOBase):
-    """A text stream (the command's stdout or stderr) feeding the outbox."""
-
-    def __init__(self, box: _Outbox, kind: str, isatty: bool) -> None:
-        self.box, self.kind, self._isatty = box, kind, isatty
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self._isatty
-
-    def write(self, text: str) -> int:
-        self.box.put(self.kind, text)
-        return len(text)
-
-
 def _warm_up() -> None:
     """Import now what commands would import on first use (pyarrow alone is 90 ms)."""
     import pyarrow  # noqa: F401  (the bulk loader of tables of 500+ rows, once loaded)
@@ -234,39 +237,87 @@ def _spare_engine() -> Any:
     return Engine()
 
 
-def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None
-               ) -> None:
+_LOG = threading.Lock()
+
+
+def _log(log: Env, line: str, kind: str = "") -> None:
+    """One line of the server's log (client threads write it concurrently)."""
+    with _LOG:
+        notice(log.stderr, line, kind)
+        log.stderr.flush()
+
+
+def _client(conn: socket.socket, base: State, log: Env, spare: Any,
+            contexts: Contexts, slots: threading.BoundedSemaphore) -> None:
+    """One client, in its own thread."""
+    with conn:
+        try:
+            _serve_one(conn, base, log, spare, contexts, slots)
+        except Exception as exc:  # one command's failure never ends the server
+            _log(log, f"a command failed: {type(exc).__name__}: {exc}", "warning")
+        finally:
+            _THREADS.discard(threading.current_thread())
+
+
+def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None,
+               contexts: Contexts | None = None,
+               slots: threading.BoundedSemaphore | None = None) -> None:
     started = time.monotonic()
     try:
         uid = client.peer_uid(conn)
         if uid != os.geteuid():
-            log.warn(f"refused a client of uid {uid}")
+            _log(log, f"refused a client of uid {uid}", "warning")
             return
-        request = _read_request(conn, deadline=time.monotonic() + 10)
+        request = wire.read_request(conn, deadline=time.monotonic() + 10)
     except (OSError, ValueError) as exc:
-        log.warn(f"bad request: {exc}")
+        _log(log, f"bad request: {exc}", "warning")
         return
-    if not _well_formed(request):
+    if not wire.well_formed(request):
         with contextlib.suppress(OSError):
             client.send(conn, {"declined": f"netsql {__version__} serves here"})
         return
+    contexts = contexts or Contexts()
+    if slots is not None and not slots.acquire(blocking=False):
+        _decline(conn, log, uid, f"the resident netsql runs {MAX_CLIENTS} commands already")
+        return
+    try:
+        with contexts.enter(request, WAIT) as entered:
+            if not entered:
+                _decline(conn, log, uid, "the resident netsql is busy with commands run "
+                         "from another directory or environment")
+                return
+            _run_one(conn, base, log, spare, request, uid, started)
+    finally:
+        if slots is not None:
+            slots.release()
+
+
+def _decline(conn: socket.socket, log: Env, uid: int, why: str) -> None:
+    """Send the client back to run the command itself, telling it why."""
+    with contextlib.suppress(OSError):
+        client.send(conn, {"declined": why, "say": True})
+    _log(log, f"declined uid {uid}: {why}")
+
+
+def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
+             request: dict[str, Any], uid: int, started: float) -> None:
     # The command brings its own files and settings; the capture and caches are kept.
     state = base.for_command(cancel=threading.Event(), spare_engine=spare)
-    box = _Outbox(conn)
-    out = _Frames(box, "out", bool(request.get("stdout_isatty")))
-    err = _Frames(box, "err", False)
+    box = wire.Outbox(conn)
+    out = wire.Frames(box, "out", bool(request.get("stdout_isatty")))
+    err = wire.Frames(box, "err", False)
     env = Env(stdin=io.StringIO(request.get("stdin") or ""), stdout=cast(TextIO, out),
               stderr=cast(TextIO, err),
               stdin_isatty=request.get("stdin") is None,
               stdout_isatty=bool(request.get("stdout_isatty")),
               width=request.get("width") or 1_000_000)
     status: int = ExitStatus.ERROR
+    _RUNNING[threading.get_ident()] = state
     wake_r, wake_w = os.pipe()  # ends the watcher at once when the command is done
     watcher = threading.Thread(target=_watch_client, args=(conn, state, wake_r), daemon=True)
     watcher.start()
     try:
-        with _client_context(request):
-            status = _run(request["argv"], env, state)
+        status = _run(request["argv"], env, state)
         box.flush()
         client.send(conn, {"exit": int(status)})
     except Exception as exc:  # the client went away, its directory is gone, or DuckDB
@@ -275,14 +326,16 @@ def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None
             box.flush()
             client.send(conn, {"exit": int(ExitStatus.ERROR)})
     finally:
+        _RUNNING.pop(threading.get_ident(), None)
         os.write(wake_w, b"x")
         watcher.join()
         os.close(wake_r)
         os.close(wake_w)
+    if state.cancel is not None and state.cancel.is_set():  # the client went away
+        status = ExitStatus.INTERRUPTED  # (Ctrl-C there)
     argv = " ".join(str(a) for a in request.get("argv", []))
-    log.notice(f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
-               f"{time.monotonic() - started:.3f} s")
-    log.stderr.flush()
+    _log(log, f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
+         f"{time.monotonic() - started:.3f} s")
 
 
 def _run(argv: list[str], env: Env, state: State) -> ExitStatus:
@@ -293,71 +346,6 @@ def _run(argv: list[str], env: Env, state: State) -> ExitStatus:
     if isinstance(args, ExitStatus):
         return args
     return run(args, argv, env, resident=state)
-
-
-def _read_request(conn: socket.socket, deadline: float) -> Any:
-    """The client's one request frame, whole within ``deadline`` (a client trickling
-    bytes must not hold the server)."""
-    import struct
-
-    def exactly(n: int) -> bytes:
-        parts, got = [], 0
-        while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ValueError("the request took too long")
-            conn.settimeout(left)
-            chunk = conn.recv(min(n - got, 1 << 20))
-            if not chunk:
-                raise ValueError("the client hung up")
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
-
-    (n,) = struct.unpack(">I", exactly(4))
-    if n > client.MAX_REQUEST:
-        raise ValueError(f"a request of {n} bytes")
-    body = exactly(n)
-    conn.settimeout(None)
-    return client.receive(io.BytesIO(struct.pack(">I", n) + body))
-
-
-def _well_formed(request: Any) -> bool:
-    """A request of this version whose fields have the types a client sends."""
-    if not isinstance(request, dict) or request.get("protocol") != client.PROTOCOL \
-            or request.get("version") != __version__:
-        return False
-    argv, env, stdin = request.get("argv"), request.get("env", {}), request.get("stdin")
-    return (isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-            and isinstance(request.get("cwd"), str)
-            and (stdin is None or isinstance(stdin, str))
-            and isinstance(request.get("width", 0), int)
-            and isinstance(request.get("stdout_isatty", False), bool)
-            and isinstance(env, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()))
-
-
-@contextlib.contextmanager
-def _client_context(request: dict[str, Any]) -> Iterator[None]:
-    """The client's directory and settings for one command, restored after."""
-    saved = {k: os.environ.get(k) for k in FORWARDED_ENV}
-    given = request.get("env") or {}
-    for k in FORWARDED_ENV:
-        if k in given:
-            os.environ[k] = str(given[k])
-        else:
-            os.environ.pop(k, None)
-    here = os.getcwd()
-    try:
-        os.chdir(str(request.get("cwd") or "/"))
-        yield
-    finally:
-        os.chdir(here)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _watch_client(conn: socket.socket, state: State, wake: int) -> None:

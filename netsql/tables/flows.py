@@ -156,7 +156,8 @@ TABLE = Table(
     name="flows",
     description="Traffic per connection: TCP connections with the kernel's byte, segment "
     "and retransmission counters (what `ss -ti` shows), plus UDP and ICMP flows counted "
-    "from the wire while live capture runs.",
+    "from the wire while live capture runs. DNS over UDP (to or from port 53, or the "
+    "--dns-port ports) is never a flow here: dns_queries holds it.",
     columns=(
         Column("pid", "INTEGER", "Process holding the socket; NULL when unknown"),
         Column("process", "VARCHAR", "Name of that process"),

@@ -1,0 +1,96 @@
+"""The server side of netsql serve's socket protocol (the client side is client.py):
+reading a client's request whole within a deadline, checking its fields, and sending
+a command's output back as frames in the order it was written.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from typing import Any
+
+from netsql import __version__
+from netsql.serve import client
+
+
+class Outbox:
+    """Output for the client, in the order it was written, sent as frames."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.parts: list[tuple[str, str]] = []
+        self.size = 0
+
+    def put(self, kind: str, text: str) -> None:
+        if self.parts and self.parts[-1][0] == kind:
+            self.parts[-1] = (kind, self.parts[-1][1] + text)
+        else:
+            self.parts.append((kind, text))
+        self.size += len(text)
+        if self.size >= 1 << 16:
+            self.flush()
+
+    def flush(self) -> None:
+        parts, self.parts, self.size = self.parts, [], 0
+        for kind, text in parts:
+            client.send(self.conn, {kind: text})
+
+
+class Frames(io.TextIOBase):
+    """A text stream (the command's stdout or stderr) feeding the outbox."""
+
+    def __init__(self, box: Outbox, kind: str, isatty: bool) -> None:
+        self.box, self.kind, self._isatty = box, kind, isatty
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._isatty
+
+    def write(self, text: str) -> int:
+        self.box.put(self.kind, text)
+        return len(text)
+
+
+def read_request(conn: socket.socket, deadline: float) -> Any:
+    """The client's one request frame, whole within ``deadline`` (a client trickling
+    bytes must not hold the server)."""
+    import struct
+
+    def exactly(n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ValueError("the request took too long")
+            conn.settimeout(left)
+            chunk = conn.recv(min(n - got, 1 << 20))
+            if not chunk:
+                raise ValueError("the client hung up")
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    (n,) = struct.unpack(">I", exactly(4))
+    if n > client.MAX_REQUEST:
+        raise ValueError(f"a request of {n} bytes")
+    body = exactly(n)
+    conn.settimeout(None)
+    return client.receive(io.BytesIO(struct.pack(">I", n) + body))
+
+
+def well_formed(request: Any) -> bool:
+    """A request of this version whose fields have the types a client sends."""
+    if not isinstance(request, dict) or request.get("protocol") != client.PROTOCOL \
+            or request.get("version") != __version__:
+        return False
+    argv, env, stdin = request.get("argv"), request.get("env", {}), request.get("stdin")
+    return (isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+            and isinstance(request.get("cwd"), str)
+            and (stdin is None or isinstance(stdin, str))
+            and isinstance(request.get("width", 0), int)
+            and isinstance(request.get("stdout_isatty", False), bool)
+            and isinstance(env, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()))

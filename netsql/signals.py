@@ -1,0 +1,50 @@
+"""SIGINT, SIGTERM and SIGHUP from the first instruction on (docs/cli.md, exit status).
+
+Two phases. Until :func:`arm`, nothing needs cleaning up and the interpreter may be deep
+inside an import (DuckDB's native module aborts the process when an exception is raised
+while it initialises) or argument parsing (which turns SystemExit into a usage error):
+a signal ends netsql at once, silently, with 128 + its number (130 for Ctrl-C). After
+:func:`arm`, SIGTERM and SIGHUP raise SystemExit(128 + N) and SIGINT KeyboardInterrupt,
+so ``finally`` blocks run (a capture removes its firewall rules; an import rolls back).
+
+Only the netsql process itself installs these (``python -m netsql``, the ``netsql``
+command); a test calling ``netsql.cli.main`` in-process keeps its own handlers.
+A leaf module: standard library only, loaded before anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_installed = False
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    os._exit(128 + signum)
+
+
+def _unwind(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install() -> None:
+    """The first phase: a signal ends the process at once with 128 + N."""
+    global _installed
+    for sig in SIGNALS:
+        signal.signal(sig, _exit_now)
+    _installed = True
+
+
+def arm() -> None:
+    """The second phase, once the native modules are loaded: unwind on a signal.
+    Does nothing unless :func:`install` ran, or outside the main thread."""
+    if not _installed:
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _unwind)
+        signal.signal(signal.SIGHUP, _unwind)
+    except ValueError:  # not the main thread (a serve worker): the process's stay
+        pass
