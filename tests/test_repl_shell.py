@@ -241,7 +241,7 @@ def test_capture_absent_and_present() -> None:
 
 def test_capture_hold_on_and_off_restart_a_running_capture() -> None:
     cap = FakeCapture()
-    run = Out(make_shell(Engine(state={"capture": cap})))
+    run = Out(make_shell(Engine(state=State(capture=cap))))
     run(".capture hold on")  # not running: only remembered for the next start
     assert cap.hold_wanted and cap.calls == []
     run(".capture start")
