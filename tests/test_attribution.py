@@ -36,7 +36,8 @@ os._exit(0)
 def rows_of(p: subprocess.Popen[str]) -> list[list[dict[str, Any]]]:
     out, err = p.communicate(timeout=90)
     assert p.returncode == 0, err
-    return [json.loads(chunk) for chunk in out.replace("]\n[", "]\x00[").split("\x00")]
+    results: list[list[dict[str, Any]]] = json.loads(out)  # one array per statement
+    return results
 
 
 def run_pid(lab: Lab, *cmd: str) -> int:
