@@ -166,7 +166,7 @@ def live(rate: int, seconds: float) -> list[str]:
     out = []
     a, b = lab()
     try:
-        for side, nsname in (("receiving side", a), ("sending side (queries held)", b)):
+        for side, nsname in (("receiving side", a), ("sending side (queries attributed)", b)):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             # The window is the sender's 10 s and 2 more: a capture that falls behind
             # (a backlog in its socket buffer when the window closes) counts short.

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     dns.add_argument("--dns-buffer", type=positive, default=DNS_BUFFER, metavar="N",
                      help="keep at most N live DNS transactions, evicting the oldest "
                      "(default 100000)")
+    dns.add_argument("--hold", action="store_true",
+                     help="hold each DNS query this host sends until its process is known "
+                     "(adds an iptables rule and a little latency; root; docs/dns.md)")
     p.add_argument("--intel-db", metavar="PATH", help="the threat-intel database read by the "
                    "intel table and the flagged view (default: $NETSQL_INTEL_DB, else "
                    "$XDG_DATA_HOME/netsql/intel.duckdb; lists are kept with netsql intel)")

@@ -74,11 +74,12 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
 
 
 def new_capture(args: argparse.Namespace) -> DnsCapture:
-    """The live DNS capture the flags ask for (-i, --dns-port, --dns-buffer), not
-    started: the one place netsql sets one up (commands, the shell, netsql serve)."""
+    """The live DNS capture the flags ask for (-i, --dns-port, --dns-buffer, --hold),
+    not started: the one place netsql sets one up (commands, the shell, netsql serve)."""
     from netsql.capture.manager import DnsCapture
 
-    return DnsCapture(args.interface, args.dns_port or [53], capacity=args.dns_buffer)
+    return DnsCapture(args.interface, args.dns_port or [53], capacity=args.dns_buffer,
+                      hold=args.hold)
 
 
 def start_capture(capture: DnsCapture) -> str | None:

@@ -19,6 +19,7 @@ from netsql.netlink import HDR, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERR
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 INET_DIAG_INFO = 2
+INET_DIAG_CGROUP_ID = 21  # Linux 5.7+: sent with every socket
 
 _PORTS = struct.Struct(">HH")
 _TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
@@ -159,8 +160,9 @@ def _tcp_counters(info: bytes) -> Tcp:
 
 
 def find(sock: socket.socket, family: int, protocol: int, local: tuple[str, int],
-         remote: tuple[str, int]) -> Row | None:
-    """The one socket with this local and remote end (the kernel's own lookup), if any.
+         remote: tuple[str, int], cgroup: list[int | None] | None = None) -> Row | None:
+    """The one socket with this local and remote end (the kernel's own lookup), if any;
+    its cgroup v2 id is appended to ``cgroup`` when given (None: the kernel's too old).
 
     TCP takes the ids as (local, remote); UDP's lookup reads them the other way round
     ("src and dst are swapped for historical reasons", udp_diag.c), so both orders are
@@ -182,5 +184,19 @@ def find(sock: socket.socket, family: int, protocol: int, local: tuple[str, int]
         found: list[Row] = []
         parse(data, len(data), found)
         if found and found[0][2] == local[1]:
+            if cgroup is not None:
+                cgroup.append(_cgroup_id(data))
             return found[0]
+    return None
+
+
+def _cgroup_id(data: bytearray) -> int | None:
+    """INET_DIAG_CGROUP_ID of the first socket in a sock_diag reply (Linux 5.7+)."""
+    for kind, _, start, end in netlink.messages(data):
+        if kind != SOCK_DIAG_BY_FAMILY:
+            continue
+        for atype, vstart, vend in netlink.attributes(data, start + 72, end):
+            if atype == INET_DIAG_CGROUP_ID and vend - vstart >= 8:
+                return int(struct.unpack_from("=Q", data, vstart)[0])
+        return None
     return None

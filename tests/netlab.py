@@ -14,13 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
 from tests.conftest import need
 
+T = TypeVar("T")
 SERVER_V4, SERVER_V6 = "10.77.0.1", "fd77::1"
 CLIENT_V4, CLIENT_V6 = "10.77.0.2", "fd77::2"
 APP_V4, APP_V6 = "10.77.0.10", "fd77::10"
@@ -58,22 +60,66 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def netsql_capture(self, seconds: float, *args: str) -> subprocess.Popen[str]:
-        """netsql capturing in the client namespace; returns once capture has started."""
+    def netsql_capture(self, seconds: float, *args: str,
+                       new_session: bool = False) -> subprocess.Popen[str]:
+        """netsql capturing in the client namespace; returns once capture has started:
+        its packet socket is open and, with --hold, its hold rules are read."""
         p = self.spawn(self.client, sys.executable, "-m", "netsql", "--capture",
                        str(seconds), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       start_new_session=new_session)
         assert p.stderr is not None
         line = p.stderr.readline()
         assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
-        time.sleep(0.2)  # the capture thread is up right after the notice
+        assert wait_for(lambda: capturing(p.pid)), "no packet socket open"
+        if "--hold" in args:
+            assert wait_for(lambda: self.hold_rules(read=True)), "no hold rule read"
         return p
+
+    def hold_rules(self, read: bool = False) -> list[str]:
+        """netsql's hold rules in the client namespace (``read``: only those whose
+        queue a process reads)."""
+        out = self.run(self.client, "iptables", "-w", "-S", "OUTPUT").stdout
+        rules = [r for r in out.splitlines() if "netsql-hold" in r]
+        if read:
+            bound = self.run(self.client, "cat", "/proc/net/netfilter/nfnetlink_queue")
+            queues = {line.split()[0] for line in bound.stdout.splitlines() if line}
+            rules = [r for r in rules if r.split("--queue-num ")[1].split()[0] in queues]
+        return rules
 
     def resolve(self, *args: str, ns: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run tests/dnsclient.py in the client namespace (a separate, real process)."""
         here = os.path.dirname(os.path.abspath(__file__))
         return self.run(ns or self.client, sys.executable, os.path.join(here, "dnsclient.py"),
                         *args)
+
+
+def wait_for(check: Callable[[], T], seconds: float = 10.0) -> T:
+    """Poll ``check`` until it returns something true, or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    return check()
+
+
+def capturing(pid: int) -> bool:
+    """Whether process ``pid`` holds an AF_PACKET socket (its capture is open)."""
+    try:
+        with open(f"/proc/{pid}/net/packet") as f:
+            inodes = {line.split()[-1] for line in f.readlines()[1:]}
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] in inodes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _dnsmasq_args(pidfile: str, listen: list[str], extra: list[str]) -> list[str]:

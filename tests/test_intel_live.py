@@ -42,8 +42,8 @@ def test_flagged_names_the_process_and_the_list(lab: Lab, tmp_path: Path) -> Non
     listener(lab, APP_V4, 8443)
     listener(lab, LOOKALIKE_V4, 8443)
     time.sleep(0.3)
-    p = lab.netsql_capture(
-        4, "--json", "--intel-db", dbfile, "-e",
+    p = lab.netsql_capture(  # --hold: every query named, however loaded the host
+        4, "--hold", "--json", "--intel-db", dbfile, "-e",
         "SELECT seen_in, pid, process, name, address, port, matched, indicator, kind, source "
         "FROM flagged ORDER BY seen_in")
     _, bad = client(lab, "sub.evil.badsite.test")

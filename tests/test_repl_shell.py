@@ -213,6 +213,7 @@ class FakeCapture:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.running = False
+        self.hold_wanted = False
 
     def status(self) -> dict[str, Any]:
         return {"running": self.running, "interfaces": ["lo"], "messages": 12,
@@ -242,6 +243,18 @@ def test_capture_absent_and_present() -> None:
     assert cap.calls == [("start", ["eth0", "lo"]), ("stop", None), ("start", ["lo"]),
                          ("stop", None), ("start", ["lo"])]
     assert run(".capture bogus")[0] is Outcome.ERROR
+
+
+def test_capture_hold_on_and_off_restart_a_running_capture() -> None:
+    cap = FakeCapture()
+    run = Out(make_shell(Engine(state=State(capture=cap))))
+    run(".capture hold on")  # not running: only remembered for the next start
+    assert cap.hold_wanted and cap.calls == []
+    run(".capture start")
+    run(".capture hold off")
+    assert not cap.hold_wanted
+    assert cap.calls == [("start", None), ("stop", None), ("start", None)]
+    assert run(".capture hold maybe")[0] is Outcome.ERROR
 
 
 def test_extra_commands_join_the_registry() -> None:

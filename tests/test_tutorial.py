@@ -85,9 +85,15 @@ no `--capture` is needed.
 STEPS = [
     Step("1. Who asked for the name?",
          "Capture DNS for a few seconds, then ask the `dns_queries` table. Each row is "
-         "one query matched with its response, and names the process that sent it, "
-         "looked up the moment the query left the host.",
-         'sudo netsql --capture 3 -e "\n'
+         "one query matched with its response, and names the process that sent it. By "
+         "default netsql changes nothing on the host and finds the sender by watching "
+         "(`attribution` says how), but the updater makes its lookups in bursts, each "
+         "from a socket that lives a few microseconds: too short to be seen from "
+         "outside. So the captures that name it use `--hold`: the kernel holds each DNS "
+         "query this host sends until netsql knows its sender (a firewall rule for the "
+         "capture's duration and a fraction of a millisecond per lookup; "
+         "[dns.md](dns.md) says exactly what it changes).",
+         'sudo netsql --capture 3 --hold -e "\n'
          "  SELECT ts, process, pid, query, qtype, rcode, answers\n"
          "  FROM dns_queries WHERE query = 'vmp.boldchat.com' ORDER BY ts\""),
     Step("2. Is anything connected to it?",
@@ -123,17 +129,18 @@ STEPS = [
          "ago each process asked (`netsql -q trace-domain --help` shows its parameters, "
          "`netsql --list-queries` lists every saved query). `--format line` prints one "
          "column per line, easier to read for wide rows.",
-         "sudo netsql --capture 3 -q trace-domain -p domain=vmp.boldchat.com --format line"),
+         "sudo netsql --capture 3 --hold -q trace-domain -p domain=vmp.boldchat.com "
+         "--format line"),
     Step("6. Everything that process does on the network",
          "`process-network` shows one process, its sockets and every name it looked up. "
          "The updater asks for more than its home.",
-         "sudo netsql --capture 3 -q process-network -p pid=$(pgrep -x updater)"),
+         "sudo netsql --capture 3 --hold -q process-network -p pid=$(pgrep -x updater)"),
     Step("7. Failed lookups",
          "Random-looking names that do not exist, asked by one process, are the mark of "
          "a domain generation algorithm (DGA): malware trying names until its owner "
          "registers one. `dns-failures` counts NXDOMAIN and SERVFAIL by process, then "
          "lists the names.",
-         "sudo netsql --capture 3 -q dns-failures"),
+         "sudo netsql --capture 3 --hold -q dns-failures"),
     Step("8. Does it look like something that should run here?",
          "`unusual-processes` checks every process that holds a socket: executable "
          "deleted, run from /tmp or /dev/shm or memory, renamed, or posing as a kernel "

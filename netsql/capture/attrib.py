@@ -1,11 +1,22 @@
-"""Which process sent a captured DNS query: looked up the moment the packet is seen.
+"""Which process sent a captured DNS query, found passively (nothing on the host changes).
 
-The kernel's own socket lookup (sock_diag, exact 4-tuple) names the socket's inode
-and uid in microseconds; the inode's owner is then found by scanning /proc/*/fd,
-the newest processes first (a short-lived ``getent``/``dig`` is among the newest),
-stopping at the first hit. Names are kept after the process exits. Work runs in its
-own thread so a burst of queries never stalls the capture loop; a batch shares one
-fd scan.
+Three ways, strongest first (``dns_queries.attribution`` says which named a row):
+
+- 'socket': the kernel's own socket lookup (sock_diag, exact 4-tuple) names the
+  sending socket's inode, uid and cgroup the moment the packet is seen; the process
+  holding that inode is found among the candidates: the processes of that uid in
+  this network namespace, those that asked lately first, then the newest (from the
+  kernel's process events, procevents.py). O(candidates), never every fd on the host.
+- 'held': the opt-in hold (hold.py) looked the sender up while the kernel held the
+  packet (the sender was certainly alive and holding the socket).
+- 'inferred': the socket was gone when looked up. The candidates are the processes
+  alive at the packet's instant (of the socket's uid and cgroup when the lookup
+  caught those, in this network namespace) that exited right after its answer; when
+  exactly one did, it is named. Never a guess between two.
+
+Work that cannot be done at once (a flood, a slow scan, an inference that must wait
+for exits to be reported) runs in the attribution thread, so the capture loop never
+stalls.
 """
 
 from __future__ import annotations
@@ -15,86 +26,61 @@ import queue
 import socket
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 
 from netsql import sockdiag
+from netsql.capture.owners import FdHints, Owner, newest_pids, scan_for, scan_inodes
+from netsql.capture.procevents import ProcWatch, cgroup_id, netns_of
 from netsql.capture.tracker import DnsRecord
 
-Owner = tuple[int, str | None]  # pid, name
-
-
-def _comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().decode("utf-8", "backslashreplace").rstrip("\n")
-    except OSError:
-        return None
-
-
-def newest_pids() -> list[int]:
-    try:
-        return sorted((int(n) for n in os.listdir("/proc") if n.isdigit()), reverse=True)
-    except OSError:
-        return []
-
-
-def scan_for(inodes: set[int], hint: list[int], limit: int | None = None) -> dict[int, Owner]:
-    """Owners of ``inodes``: pids in ``hint`` first, then every pid (or the ``limit``
-    newest), newest first."""
-    found: dict[int, Owner] = {}
-    want = set(inodes)
-    seen: set[int] = set()
-    everyone = newest_pids()
-    if limit is not None:
-        everyone = everyone[:limit]
-    for pid in [*hint, *everyone]:
-        if pid in seen:
-            continue
-        seen.add(pid)
-        base = f"/proc/{pid}/fd/"
-        try:
-            fds = os.listdir(base)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(base + fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inode = int(target[8:-1])
-                if inode in want:
-                    found[inode] = (pid, _comm(pid))
-                    want.discard(inode)
-        if not want:
-            break
-    return found
+Key = tuple[str, str, int, str, int]  # transport, client, client port, server, server port
+Hit = tuple[int, int, int | None]  # inode, uid, cgroup id
+METHODS = ("socket", "held", "inferred")
+#: A sender inferred from its exit exited at most this long after its query's answer
+#: arrived (kernel times of packet and exit), or after the query, when unanswered.
+EXIT_WINDOW = 0.25
 
 
 class Attributor:
-    """Fills ``pid``, ``process``, ``uid`` and ``forwarder`` of query records."""
+    """Fills ``pid``, ``process``, ``uid`` and ``forwarder`` of query records, and
+    remembers how each was named (``method_of``)."""
 
-    def __init__(self, is_local: Callable[[str], bool], dns_ports: set[int],
-                 max_queue: int = 10_000) -> None:
-        self.is_local = is_local
+    def __init__(self, dns_ports: set[int], procs: ProcWatch | None = None,
+                 max_queue: int = 10_000, keep: int = 100_000) -> None:
         self.dns_ports = dns_ports
-        self.queue: queue.Queue[tuple[DnsRecord, int | None] | None] = queue.Queue(max_queue)
+        self.procs = procs
+        self.netns = netns_of("self")
+        self.queue: queue.Queue[tuple[DnsRecord, Hit | None, int] | None] = queue.Queue(
+            max_queue)
         self.sync_limit = 2000
-        self._early: dict[tuple[str, str, int, str, int], tuple[float, tuple[int, int]]] = {}
+        self.sync_candidates = 64  # processes scanned at once in the capture thread
+        self._early: dict[Key, tuple[float, Hit]] = {}
+        self._held: OrderedDict[Key, tuple[float, int, Owner]] = OrderedDict()
         self._window = 0.0
         self._sync_count = 0
-        self._held_window = 0.0
-        self._held_count = 0
         self.recent: OrderedDict[int, None] = OrderedDict()  # pids that asked lately
         self.inode_owner: OrderedDict[int, Owner] = OrderedDict()
+        self.hints = FdHints()
+        self.to_stubs: deque[DnsRecord] = deque(maxlen=1024)
+        self.stub_owner: dict[tuple[str, int], Owner] = {}
+        self.asked: OrderedDict[int, list[DnsRecord]] = OrderedDict()  # pid: its last queries
         self.server_pids: dict[int, bool] = {}
+        self.methods: OrderedDict[int, tuple[DnsRecord, str]] = OrderedDict()
+        self.keep = keep
+        self.counts = dict.fromkeys(METHODS, 0)
+        self.pending: list[tuple[float, DnsRecord, Hit | None, int]] = []
         self.skipped = 0  # queue full: left unattributed
-        self.missed = 0  # socket or owner gone before we looked
+        self.missed = 0  # no way found to name the sender
+        self.ambiguous = 0  # of those: several processes could have sent it
+        self._own = os.getpid()
+        self._wall_offset = time.time_ns() - time.monotonic_ns()  # wall - monotonic
         self._local = threading.local()  # one sock_diag socket per thread and family
         self._all_diag: list[socket.socket] = []
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
+    # -- life --------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="netsql-attrib", daemon=True)
         self._thread.start()
@@ -102,47 +88,22 @@ class Attributor:
     def stop(self) -> None:
         if self._thread is not None:
             self.queue.put(None)
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=EXIT_WINDOW + 3)
             self._thread = None
         for s in self._all_diag:
             s.close()
         self._all_diag.clear()
 
-    def submit(self, rec: DnsRecord) -> None:
-        """Called by the capture thread the moment a query is seen.
+    @property
+    def busy(self) -> bool:
+        """Work queued or waiting for exits to be reported."""
+        return not self.queue.empty() or bool(self.pending)
 
-        The socket lookup and a scan of the newest processes run right here: a
-        short-lived client (getent, dig) may exit a millisecond after its answer,
-        sooner than another thread is sure to be scheduled. Anything slower (a full
-        /proc scan) goes to the attribution thread. Under a flood (more than
-        ``sync_limit`` queries a second) everything goes to the thread.
-        """
-        if not self.is_local(rec.client_address):
-            return
-        now = time.monotonic()
-        if now - self._window >= 1.0:
-            self._window, self._sync_count = now, 0
-        self._sync_count += 1
-        if self._sync_count <= self.sync_limit:
-            inode = self._find(rec)
-            if inode is None:
-                return
-            owner = self.inode_owner.get(inode)
-            if owner is None:
-                owner = scan_for({inode}, list(reversed(self.recent)), limit=64).get(inode)
-                if owner is not None:
-                    self._remember(inode, owner)
-            if owner is not None:
-                self._name(rec, owner)
-                return
-            item: tuple[DnsRecord, int | None] = (rec, inode)
-        else:
-            item = (rec, None)
-        try:
-            self.queue.put_nowait(item)
-        except queue.Full:
-            self.skipped += 1
+    def method_of(self, rec: DnsRecord) -> str | None:
+        hit = self.methods.get(id(rec))
+        return hit[1] if hit is not None and hit[0] is rec else None
 
+    # -- the capture thread ------------------------------------------------------------
     def prefetch(self, transport: str, client: str, cport: int, server: str,
                  sport: int) -> None:
         """Look the sending socket up now, before the packet is even decoded as DNS
@@ -151,59 +112,95 @@ class Attributor:
         if self._fresh(key) is None:
             self._keep(key, self._lookup(*key))
 
-    def held(self, packet: bytes, uid: int | None) -> None:
-        """A locally sent query the kernel holds for us (see hold.py): find its sender
-        completely, socket and process, before the packet is let go."""
-        from netsql.capture.packets import decode_frame
-
+    def submit(self, rec: DnsRecord) -> None:
+        """Called by the capture thread the moment a query is seen: the socket lookup
+        and a scan of the likeliest candidates run here; anything slower goes to the
+        attribution thread (everything, under a flood of ``sync_limit`` a second)."""
+        seen = time.monotonic_ns()
+        key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
+               rec.server_port)
+        if rec.server_address.startswith("127.") or rec.server_address == "::1":
+            self.to_stubs.append(rec)  # a local stub resolver may forward it upstream
+        if self._from_hold(rec, key):
+            return
         now = time.monotonic()
-        if now - self._held_window >= 1.0:
-            self._held_window, self._held_count = now, 0
-        self._held_count += 1
-        if self._held_count > self.sync_limit:
-            return  # a flood: let packets go at once; the capture path still tries
-        info = decode_frame(101, packet)
-        if info is None:
-            return
-        src, dst, sport, dport, transport, payload, _, _ = info
-        if dport not in self.dns_ports or not payload:
-            return
-        key = (transport, src, sport, dst, dport)
-        hit = self._lookup(*key)
-        self._keep(key, hit)
-        if hit is not None and hit[0] not in self.inode_owner:
-            owner = scan_for({hit[0]}, list(reversed(self.recent))).get(hit[0])
-            if owner is not None:
-                self._remember(hit[0], owner)
-                self._note_recent(owner[0])
+        if now - self._window >= 1.0:
+            self._window, self._sync_count = now, 0
+        self._sync_count += 1
+        hit = self._fresh(key)
+        if self._sync_count <= self.sync_limit:
+            if hit is None:
+                hit = self._lookup(*key)
+            if hit is not None:
+                rec.uid = hit[1]
+                owner = self._owner(hit, self.sync_candidates)
+                if owner is not None:
+                    self._name(rec, owner, "socket")
+                    return
+        try:
+            self.queue.put_nowait((rec, hit, seen))
+        except queue.Full:
+            self.skipped += 1
 
+    # -- the hold ----------------------------------------------------------------------
+    def note_held(self, key: Key, inode: int, pid: int, comm: str | None) -> None:
+        """The hold named the sender of ``key`` while its packet was held."""
+        with self._lock:
+            self._held[key] = (time.monotonic(), inode, (pid, comm))
+            self._held.move_to_end(key)
+            while len(self._held) > 4096:
+                self._held.popitem(last=False)
+        self._remember(inode, (pid, comm))
+
+    def _from_hold(self, rec: DnsRecord, key: Key) -> bool:
+        with self._lock:
+            entry = self._held.get(key)
+        if entry is None or time.monotonic() - entry[0] > 2.0:
+            return False
+        self._name(rec, entry[2], "held")
+        return True
+
+    # -- lookups -----------------------------------------------------------------------
     def _lookup(self, transport: str, client: str, cport: int, server: str,
-                sport: int) -> tuple[int, int] | None:
+                sport: int) -> Hit | None:
         family = socket.AF_INET6 if ":" in client else socket.AF_INET
         proto = socket.IPPROTO_TCP if transport == "tcp" else socket.IPPROTO_UDP
         try:
+            cgroup: list[int | None] = []
             hit = sockdiag.find(self._diag(family), family, proto, (client, cport),
-                                (server, sport))
+                                (server, sport), cgroup)
         except OSError:
             return None
         if hit is None or not hit[9]:
             return None
-        return hit[9], hit[8]  # inode, uid
+        return hit[9], hit[8], cgroup[0] if cgroup else None  # inode, uid, cgroup
 
-    def _find(self, rec: DnsRecord) -> int | None:
-        """The inode of the socket that sent ``rec`` (uid noted), or None when gone."""
-        key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
-               rec.server_port)
-        hit = self._fresh(key)
-        if hit is None:
-            hit = self._lookup(*key)
-        if hit is None:
-            self.missed += 1
-            return None
-        rec.uid = hit[1]
-        return hit[0]
+    def _owner(self, hit: Hit, limit: int | None) -> Owner | None:
+        """The process holding socket ``hit``: cached, else among the candidates."""
+        inode, uid, _ = hit
+        owner = self.inode_owner.get(inode)
+        if owner is not None:
+            return owner
+        owner = scan_for({inode}, self.candidates(uid, limit), self.hints).get(inode)
+        if owner is not None:
+            self._remember(inode, owner)
+        return owner
 
-    def _keep(self, key: tuple[str, str, int, str, int], hit: tuple[int, int] | None) -> None:
+    def candidates(self, uid: int | None, limit: int | None) -> Iterator[int]:
+        """Pids that may hold a socket of ``uid``: those that asked lately, then the
+        newest (listed only if those did not hold it). Without process events (not
+        root): the newest pids."""
+        recent = list(reversed(self.recent))
+        yield from recent[:limit]
+        left = None if limit is None else limit - len(recent)
+        if left is not None and left <= 0:
+            return
+        if self.procs is None:
+            yield from newest_pids()[:left]
+        else:
+            yield from self.procs.candidates(uid, self.netns, left or 1_000_000)
+
+    def _keep(self, key: Key, hit: Hit | None) -> None:
         """Remember an early lookup. Not consumed by the first query that uses it: one
         socket often sends two queries at once (glibc's A and AAAA)."""
         if hit is None:
@@ -212,7 +209,7 @@ class Attributor:
         while len(self._early) > 4096:
             self._early.pop(next(iter(self._early)))
 
-    def _fresh(self, key: tuple[str, str, int, str, int]) -> tuple[int, int] | None:
+    def _fresh(self, key: Key) -> Hit | None:
         """An early lookup of ``key`` from the last two seconds (ports get reused)."""
         entry = self._early.get(key)
         if entry is None or time.monotonic() - entry[0] > 2.0:
@@ -235,56 +232,157 @@ class Attributor:
         while len(self.inode_owner) > 50_000:
             self.inode_owner.popitem(last=False)
 
+    # -- the attribution thread --------------------------------------------------------
     def _run(self) -> None:
+        drain_until: float | None = None  # stopping: finish the inferences first
         while True:
-            item = self.queue.get()
-            batch = [item]
-            while True:
-                try:
+            batch: list[tuple[DnsRecord, Hit | None, int] | None] = []
+            try:
+                batch.append(self.queue.get(timeout=0.05))
+                while True:
                     batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            recs = [r for r in batch if r is not None]
-            if recs:
-                self.attribute(recs)
-            if None in batch:
+            except queue.Empty:
+                pass
+            items = [b for b in batch if b is not None]
+            if items:
+                self.attribute(items)
+            if None in batch and drain_until is None:
+                drain_until = time.monotonic() + EXIT_WINDOW + 1.2
+            final = drain_until is not None and time.monotonic() > drain_until
+            self._infer_due(final=final)
+            if drain_until is not None and (final or not self.pending):
                 return
 
-    def attribute(self, items: list[tuple[DnsRecord, int | None]]) -> None:
-        """Owners for queued records (one full fd scan for the batch)."""
-        inodes: dict[int, list[DnsRecord]] = {}
-        for rec, inode in items:
-            if inode is None:
-                inode = self._find(rec)
-                if inode is None:
-                    continue
-            owner = self.inode_owner.get(inode)
-            if owner is not None:
-                self._name(rec, owner)
-            else:
-                inodes.setdefault(inode, []).append(rec)
-        if not inodes:
-            return
-        owners = scan_for(set(inodes), list(reversed(self.recent)))
-        for inode, waiting in inodes.items():
-            owner = owners.get(inode)
-            if owner is None:
-                self.missed += len(waiting)
+    def attribute(self, items: list[tuple[DnsRecord, Hit | None, int]]) -> None:
+        """Queued records: the hold's answer, else the socket's owner among every
+        candidate, else wait for process exits (``pending``)."""
+        for rec, hit, seen in items:
+            key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
+                   rec.server_port)
+            if self._from_hold(rec, key):
                 continue
-            self._remember(inode, owner)
-            for rec in waiting:
-                self._name(rec, owner)
+            if hit is None:
+                hit = self._fresh(key) or self._lookup(*key)
+            if hit is not None:
+                rec.uid = hit[1]
+                owner = self._owner(hit, None)
+                if owner is not None:
+                    self._name(rec, owner, "socket")
+                    continue
+            if len(self.pending) >= 20_000:  # bounded: a flood of vanished senders
+                self.missed += 1
+                continue
+            self.pending.append((time.monotonic(), rec, hit, seen))
 
+    def _infer_due(self, final: bool) -> None:
+        """Infer the senders whose exit window has closed (all of them when ``final``):
+        EXIT_WINDOW after the answer was seen, or after a second more when unanswered,
+        plus a little for the exit events to arrive."""
+        if not self.pending:
+            return
+        now = time.monotonic_ns()
+        keep = []
+        for item in self.pending:
+            _, rec, hit, seen = item
+            after = rec.rtt if rec.status == "answered" and rec.rtt is not None else 1.0
+            if not final and now < seen + int((after + EXIT_WINDOW + 0.1) * 1e9):
+                keep.append(item)
+                continue
+            self._infer(rec, hit, seen)
+        self.pending = keep
+
+    def _infer(self, rec: DnsRecord, hit: Hit | None, seen: int) -> None:
+        key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
+               rec.server_port)
+        if self._from_hold(rec, key):
+            return
+        stub = self._forwarded_by(rec)
+        if stub is not None:
+            self._name(rec, stub, "inferred", forwarder=True)
+            return
+        if self.procs is None:
+            self.missed += 1
+            return
+        # The kernel's times: the query left at `sent`, its answer arrived at `answer`;
+        # the sender was alive at `sent` and exited after `answer`.
+        sent = int(rec.ts * 1e9) - self._wall_offset
+        answer = sent + int(rec.rtt * 1e9) if rec.rtt is not None else sent
+        upto = answer + int((EXIT_WINDOW + (0 if rec.rtt is not None else 1.0)) * 1e9)
+        uid = hit[1] if hit is not None else None
+        found = [p for p in self.procs.exited_between(answer, upto, sent, uid, self.netns)
+                 if p.pid != self._own and not self._explained(p.pid, answer, p.exit_ns)]
+        if hit is not None and hit[2] is not None and len(found) > 1:
+            found = [p for p in found if p.cgroup is None or cgroup_id(p.cgroup) == hit[2]]
+        if len(found) != 1:
+            self.missed += 1
+            self.ambiguous += len(found) > 1
+            return
+        p = found[0]
+        rec.uid = p.uid if rec.uid is None else rec.uid
+        self._name(rec, (p.pid, p.comm), "inferred", forwarder=False)
+
+    # -- naming ------------------------------------------------------------------------
     def _note_recent(self, pid: int) -> None:
         self.recent[pid] = None
         self.recent.move_to_end(pid)
         while len(self.recent) > 256:
             self.recent.popitem(last=False)
 
-    def _name(self, rec: DnsRecord, owner: Owner) -> None:
+    def _name(self, rec: DnsRecord, owner: Owner, method: str,
+              forwarder: bool | None = None) -> None:
         rec.pid, rec.process = owner
+        with self._lock:
+            self.methods[id(rec)] = (rec, method)
+            while len(self.methods) > self.keep:
+                self.methods.popitem(last=False)
+            self.counts[method] += 1
+            asked = self.asked.setdefault(owner[0], [])
+            asked[:] = [*asked[-7:], rec]
+            self.asked.move_to_end(owner[0])
+            while len(self.asked) > 4096:
+                self.asked.popitem(last=False)
+        if method == "inferred":
+            rec.forwarder = forwarder
+            return
         self._note_recent(owner[0])
         rec.forwarder = self._serves_dns(owner[0])
+
+    def _forwarded_by(self, rec: DnsRecord) -> Owner | None:
+        """The local stub resolver that had just been asked the same question (and had
+        not answered yet) when ``rec`` left: its upstream query. None unless exactly one."""
+        if rec.server_address.startswith("127.") or rec.server_address == "::1":
+            return None
+        asked = [r for r in list(self.to_stubs)
+                 if r.query == rec.query and r.qtype == rec.qtype and r.ts <= rec.ts
+                 and (r.rtt is None or r.ts + r.rtt >= rec.ts)]
+        stubs = {(r.server_address, r.server_port, r.transport): r for r in asked}
+        if len(stubs) != 1:
+            return None
+        r = next(iter(stubs.values()))
+        where = (r.server_address, r.server_port)
+        owner = self.stub_owner.get(where)
+        if owner is not None and os.path.exists(f"/proc/{owner[0]}"):
+            return owner
+        hit = self._lookup(r.transport, r.server_address, r.server_port, r.client_address,
+                           r.client_port)
+        owner = self._owner(hit, None) if hit is not None else None
+        if owner is not None:
+            self.stub_owner[where] = owner
+        return owner
+
+    def _explained(self, pid: int, answer: int, exit_ns: int | None) -> bool:
+        """Whether ``pid``'s exit is better explained by an answer to a query of its
+        own that came after ``answer`` (an application whose stub resolver forwarded
+        its query exits after the stub's answer, not after the upstream one)."""
+        with self._lock:
+            mine = list(self.asked.get(pid, ()))
+        for rec in mine:
+            if rec.rtt is None:
+                continue
+            own = int((rec.ts + rec.rtt) * 1e9) - self._wall_offset
+            if answer < own <= (exit_ns or own):
+                return True
+        return False
 
     def _serves_dns(self, pid: int) -> bool:
         """True when ``pid`` itself listens on a DNS port: a stub/forwarder's own query."""
@@ -307,19 +405,3 @@ class Attributor:
             except OSError:
                 continue
         return found
-
-
-def scan_inodes(pid: int) -> list[int]:
-    base = f"/proc/{pid}/fd/"
-    out = []
-    try:
-        for fd in os.listdir(base):
-            try:
-                target = os.readlink(base + fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                out.append(int(target[8:-1]))
-    except OSError:
-        pass
-    return out

@@ -26,6 +26,8 @@ PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 ARPHRD_LOOPBACK = 772
 SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35  # the kernel's receive/send time of each packet (SCM_TIMESTAMPNS)
+_TIMESPEC = struct.Struct("=qq")
 
 
 #: Why live capture does not start off Linux (one line, for the user).
@@ -121,7 +123,6 @@ class LiveCapture(Reader):
         return self.packets, self.kernel_drops
 
     def _run(self) -> None:
-        prefer_this_thread()
         deliver = self.on_packet
 
         def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
@@ -136,7 +137,7 @@ class LiveCapture(Reader):
             except Exception:  # a bad packet must never end the capture
                 self.errors += 1
 
-        packet_loop(self.socks, self._stop, take, 65536 + 256)
+        packet_loop(self.socks, self._stop, take, 65536 + 256, stamps=True)
 
 
 def open_packet_sockets(interfaces: Sequence[str] | None, prog: list[bpf.Insn],
@@ -171,14 +172,22 @@ def open_packet_sockets(interfaces: Sequence[str] | None, prog: list[bpf.Insn],
 
 
 def packet_loop(socks: Sequence[socket.socket], stop: threading.Event,
-                take: Callable[[float, bytes, tuple[Any, ...]], None], bufsize: int) -> None:
+                take: Callable[[float, bytes, tuple[Any, ...]], None], bufsize: int,
+                stamps: bool = False) -> None:
     """Read packets from ``socks`` until ``stop``; ``take(ts, packet, address)`` each.
+
+    ``stamps``: ``ts`` is the kernel's time of the packet (when it left or arrived),
+    not when it was read: attribution compares it with the kernel's process exits.
 
     Loopback shows every packet twice (going out, then coming in): only the incoming
     copy is taken, so nothing is counted twice."""
     buf = bytearray(bufsize)
     view = memoryview(buf)
     socks = list(socks)
+    if stamps:
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    bufs = [buf]
     while not stop.is_set():
         try:
             ready, _, _ = select.select(socks, [], [], 0.2)
@@ -187,28 +196,18 @@ def packet_loop(socks: Sequence[socket.socket], stop: threading.Event,
         for s in ready:
             while True:
                 try:
-                    n, addr = s.recvfrom_into(buf)
+                    if stamps:
+                        n, anc, _, addr = s.recvmsg_into(bufs, 64)
+                    else:
+                        n, addr = s.recvfrom_into(buf)
                 except BlockingIOError:
                     break
                 except OSError:
                     return
                 if addr[2] == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
                     continue
-                take(time.time(), bytes(view[:n]), addr)
-
-
-def prefer_this_thread() -> None:
-    """Wake this thread first when a packet arrives (SCHED_FIFO, lowest real-time priority).
-
-    Attribution races the sender: a short-lived client (getent) closes its socket
-    well under a millisecond after a local resolver answers, and an ordinary thread
-    on a busy host may be scheduled later than that. The thread sleeps in select()
-    until DNS arrives and the kernel's real-time throttling still bounds it under a
-    flood. Without the privilege this is a no-op.
-    """
-    import os
-
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except (OSError, AttributeError):
-        pass
+                ts = None
+                if stamps and anc and len(anc[0][2]) >= 16:
+                    sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
+                    ts = sec + nsec / 1e9
+                take(ts or time.time(), bytes(view[:n]), addr)

@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from netsql.capture.attrib import METHODS
 from netsql.capture.dnswire import decode_dns
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
 from netsql.capture.tracker import DnsRecord, DnsTracker
@@ -67,7 +69,7 @@ class DnsCapture:
     """Live DNS capture with process attribution; start/stop/status for the shell."""
 
     def __init__(self, interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
-                 capacity: int = 100_000) -> None:
+                 capacity: int = 100_000, hold: bool = False) -> None:
         self.interfaces = list(interfaces) if interfaces else None
         self.ports = list(ports)
         self.tracker = DnsTracker(capacity)
@@ -75,6 +77,11 @@ class DnsCapture:
         self.live: Any = None
         self.attrib: Any = None
         self.hold: Any = None
+        self.hold_wanted = hold  # --hold: NFQUEUE the host's DNS queries (opt-in)
+        self.procs: Any = None  # kernel process events (procevents.ProcWatch)
+        self.procs_error: str | None = None
+        self._held_before: dict[str, float] = {}  # hold counters of earlier windows
+        self._pause_warned = False
         self.flowcap: Any = None  # UDP/ICMP flow counters while live capture runs
         self.hold_error: str | None = None  # why queries are not held (then attribution races)
         self.error: str | None = None  # why the last start failed
@@ -94,6 +101,7 @@ class DnsCapture:
         from netsql.capture.attrib import Attributor
         from netsql.capture.flowcap import FlowCapture
         from netsql.capture.live import CaptureError, LiveCapture
+        from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of
 
         with self._lock:
             if self._closed:
@@ -101,7 +109,6 @@ class DnsCapture:
             if interfaces is not None:
                 self.interfaces = list(interfaces) or None
             self._stop_parts()
-            attrib = Attributor(lambda _addr: True, set(self.ports))
             live = LiveCapture(self.packet, self.interfaces, self.ports)
             try:
                 live.open()
@@ -109,10 +116,23 @@ class DnsCapture:
                 self.error = str(exc)
                 raise
             self.error = None
-            self.attrib, self.live = attrib, live
+            self.live = live
+            procs = self.procs = ProcWatch(netns=netns_of("self"))
+            try:
+                procs.start()
+                self.procs_error = None
+            except ProcEventsError as exc:
+                procs.stop()
+                self.procs, self.procs_error = None, str(exc)
+            attrib = self.attrib = Attributor(set(self.ports), self.procs,
+                                              keep=self.tracker.capacity + 1000)
             self.decoder.early = attrib.prefetch
             attrib.start()
-            self._start_hold()
+            # The capture thread races a sender that may close its socket 50 us after
+            # the answer: let it take the interpreter within 1 ms of a packet, not 5.
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+            if self.hold_wanted:
+                self._start_hold()  # in place before the capture counts as started
             live.start()
             self.ever_started = True
             flowcap = self.flowcap = FlowCapture(self.interfaces, exclude_ports=self.ports)
@@ -125,10 +145,11 @@ class DnsCapture:
     def _start_hold(self) -> None:
         from netsql.capture.hold import HoldError, QueryHold
 
-        hold = self.hold = QueryHold(self.attrib.held, self.ports)
+        hold = self.hold = QueryHold(self.attrib.note_held, self.ports)
         try:
             hold.start()
         except (HoldError, OSError) as exc:
+            hold.stop()
             self.hold, self.hold_error = None, str(exc)
             return
         self.hold_error = None
@@ -144,7 +165,7 @@ class DnsCapture:
     def settle(self, timeout: float = 2.0) -> None:
         """Wait until queued attribution work is done (after a capture window)."""
         deadline = time.monotonic() + timeout
-        while self.attrib is not None and not self.attrib.queue.empty():
+        while self.attrib is not None and self.attrib.busy:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.01)
@@ -165,15 +186,43 @@ class DnsCapture:
             self.flowcap.stop()  # its counts stay readable for the statements that follow
         if self.hold is not None:
             self.hold.stop()
+            for k, v in self.hold.stats().items():
+                self._held_before[k] = self._held_before.get(k, 0) + v
             self.hold = None
         if self.live is not None:
             self.live.stop()
         if self.attrib is not None:
-            self.attrib.stop()
+            self.attrib.stop()  # finishes its inferences: needs the process events
+        if self.procs is not None:
+            self.procs.stop()
+            self.procs = None
+
+    def hold_stats(self) -> dict[str, float]:
+        """The hold's counters over every window so far (they outlive a stop)."""
+        out = dict(self._held_before)
+        if self.hold is not None:
+            for k, v in self.hold.stats().items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def hold_warning(self) -> str | None:
+        """Once per session: a flood paused the hold (queries passed unheld)."""
+        held = self.hold_stats()
+        if not held.get("pauses") or self._pause_warned:
+            return None
+        self._pause_warned = True
+        return (f"the query hold was paused by a flood of DNS queries ({held['pauses']:g} "
+                f"times, {held.get('passed', 0):g} queries passed unheld; attribution was "
+                "passive meanwhile): see capture_stats")
+
+    def attribution_of(self, rec: DnsRecord) -> str | None:
+        """How ``rec``'s sender was named: 'socket', 'held', 'inferred' or None."""
+        return self.attrib.method_of(rec) if self.attrib is not None else None
 
     def status(self) -> dict[str, Any]:
         packets, drops = self.live.stats() if self.live is not None else (0, 0)
         t = self.tracker
+        held = self.hold_stats()
         return {
             "source": "live",
             "running": self.running,
@@ -192,8 +241,12 @@ class DnsCapture:
             "buffered": len(t.records),
             "capacity": t.capacity,
             "unattributed": (self.attrib.missed + self.attrib.skipped) if self.attrib else 0,
-            "held": self.hold.held if self.hold is not None else 0,
-            "hold_error": self.hold_error,
+            **{f"by_{m}": (self.attrib.counts[m] if self.attrib else 0) for m in METHODS},
+            "held": int(held.get("held", 0)),
+            "hold_passed": int(held.get("passed", 0)),
+            "hold_paused": round(held.get("paused_seconds", 0.0), 3),
+            "hold_error": self.hold_error or (self.hold.error if self.hold else None),
+            "process_events_error": self.procs_error,
             "error": self.error,
         }
 
@@ -281,7 +334,8 @@ class PcapSource:
                 "queries": s.queries, "responses": s.responses,
                 "duplicates": s.pairing.duplicates, "malformed": s.malformed,
                 "kernel_drops": 0, "dropped": 0, "evicted": 0, "buffered": n,
-                "capacity": None, "unattributed": None, "held": 0, "hold_error": None,
-                "error": None,
+                "capacity": None, "unattributed": None, "by_socket": None, "by_held": None,
+                "by_inferred": None, "held": 0, "hold_passed": 0, "hold_paused": 0.0,
+                "hold_error": None, "process_events_error": None, "error": None,
             })
         return out

@@ -218,9 +218,14 @@ def cmd_capture(shell: ShellFace, args: list[str]) -> None:
             if shell.capture_status().get("running"):
                 capture.stop()
                 capture.start(rest)
+        elif sub == "hold" and len(rest) == 1 and rest[0].lower() in ("on", "off"):
+            capture.hold_wanted = rest[0].lower() == "on"  # docs/dns.md: the hold
+            if shell.capture_status().get("running"):
+                capture.stop()
+                capture.start(shell.capture_interfaces or None)
         else:
             raise CommandError("usage: .capture [status | start [IFACE...] | stop | "
-                               "interface IFACE...]")
+                               "interface IFACE... | hold on|off]")
     except CommandError:
         raise
     except Exception as exc:  # the capture layer's own failure, as one line
@@ -339,13 +344,15 @@ def default_commands() -> list[Command]:
         Command("read", "FILE", "Run the SQL and dot-commands in FILE", cmd_read,
                 (("@file",),), doc="Stops at the first error in FILE; a .quit in FILE "
                 "ends reading FILE, not the shell."),
-        Command("capture", "[status|start|stop|interface] [IFACE...]",
+        Command("capture", "[status|start|stop|interface|hold] [IFACE...|on|off]",
                 "Show or control packet capture (DNS)", cmd_capture,
-                (("status", "start", "stop", "interface"), ("@interface",)),
+                (("status", "start", "stop", "interface", "hold"), ("@interface",)),
                 doc="`.capture start [IFACE...]` starts capturing (on the interfaces "
                 "given, else those of `.capture interface`, else the default); "
                 "`.capture interface IFACE...` sets them (restarting a running capture). The "
-                "status shows `started` as a UTC ISO 8601 time."),
+                "status shows `started` as a UTC ISO 8601 time. `.capture hold on` holds "
+                "each DNS query until its process is known (as `--hold`: an iptables rule, "
+                "docs/dns.md); `off` goes back to passive attribution."),
         Command("watch", "[SECONDS] STATEMENT", "Re-run STATEMENT every SECONDS (default 2) "
                 "in a full-screen live view", cmd_watch,
                 doc="New rows are marked +, rows that went away stay marked - for one "

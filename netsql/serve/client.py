@@ -156,7 +156,7 @@ def forwardable(args: argparse.Namespace, env: Env) -> bool:
     from netsql.context import DNS_BUFFER
 
     if (args.local or args.watch is not None or args.interface or args.dns_port
-            or args.dns_buffer != DNS_BUFFER or (args.capture and args.pcap)
+            or args.dns_buffer != DNS_BUFFER or (args.capture and args.pcap) or args.hold
             or not (args.sources or not env.stdin_isatty)):
         return False
     # Files the server opens must be the ones the client means: regular files, not

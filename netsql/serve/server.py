@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DNS server port to decode (repeatable; default 53)")
     p.add_argument("--dns-buffer", type=positive, default=DNS_BUFFER, metavar="N",
                    help=f"keep at most N DNS transactions (default {DNS_BUFFER})")
+    p.add_argument("--hold", action="store_true", help="hold each DNS query this host "
+                   "sends until its process is known (an iptables rule; docs/dns.md)")
     rec = p.add_argument_group("recording (docs/history.md)")
     rec.add_argument("--record", metavar="DIR", help="record DNS transactions, connection "
                      "lives and process lives of every namespace into DIR (Parquet; "

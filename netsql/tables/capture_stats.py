@@ -9,8 +9,9 @@ from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 
 FIELDS = ("source", "running", "interfaces", "started", "packets", "messages", "queries",
-          "responses", "duplicates", "malformed", "kernel_drops", "evicted", "buffered", "capacity",
-          "unattributed", "held", "hold_error", "error")
+          "responses", "duplicates", "malformed", "kernel_drops", "evicted", "buffered",
+          "capacity", "unattributed", "by_socket", "by_held", "by_inferred", "held",
+          "hold_passed", "hold_paused", "hold_error", "process_events_error", "error")
 
 
 def collect(coll: Collection, need: Need) -> Columns:
@@ -52,10 +53,20 @@ TABLE = Table(
         Column("buffered", "BIGINT", "Records held now (rows of dns_queries)"),
         Column("capacity", "BIGINT", "Most records held at once"),
         Column("unattributed", "BIGINT", "Live queries whose process could not be found"),
-        Column("held", "BIGINT", "Locally sent queries held until their sender was known "
-               "(see docs/dns.md)"),
-        Column("hold_error", "VARCHAR", "Why queries are not held (then the shortest-lived "
-               "clients may go unnamed)"),
+        Column("by_socket", "BIGINT", "Live queries named by their socket "
+               "(attribution = 'socket')"),
+        Column("by_held", "BIGINT", "Live queries named while --hold held them "
+               "(attribution = 'held')"),
+        Column("by_inferred", "BIGINT", "Live queries named from the process exits after "
+               "them (attribution = 'inferred')"),
+        Column("held", "BIGINT", "With --hold: queries held until their sender was known "
+               "(counted over every capture window so far; see docs/dns.md)"),
+        Column("hold_passed", "BIGINT", "With --hold: queries let through unheld during "
+               "flood pauses"),
+        Column("hold_paused", "DOUBLE", "With --hold: seconds the hold was paused by floods"),
+        Column("hold_error", "VARCHAR", "Why --hold could not hold queries, or stopped"),
+        Column("process_events_error", "VARCHAR", "Why the kernel's process events are not "
+               "read (then no 'inferred' attribution, and candidates are every process)"),
         Column("error", "VARCHAR", "Why live capture could not start, if it could not"),
     ),
     collect=collect,

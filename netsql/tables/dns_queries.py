@@ -14,6 +14,11 @@ FIELDS = ("ts", "client_address", "client_port", "server_address", "server_port"
           "source", "status")
 
 
+def live_capture(coll: Collection) -> Any:
+    capture = coll.state.capture
+    return capture if capture is not None and capture.ever_started else None
+
+
 def dns_records(coll: Collection) -> list[Any]:
     """The records of the live capture (empty, with a warning, when none ran)."""
     capture = coll.state.capture
@@ -37,10 +42,17 @@ def collect(coll: Collection, need: Need) -> Columns:
             raise NetsqlError(str(exc)) from None
         return _only(_rtt_ms(cols), need)
     recs = dns_records(coll)
+    live = live_capture(coll)
+    note = live.hold_warning() if live is not None else None
+    if note:
+        coll.warn(note)
     cols = {}
     for name in FIELDS:
         if need.wants(name):
             cols[name] = [getattr(r, name) for r in recs]
+    if need.wants("attribution"):
+        how = live_capture(coll).attribution_of if recs else None
+        cols["attribution"] = [how(r) for r in recs] if how else []
     if not cols:
         cols["ts"] = [r.ts for r in recs]
     return _only(_rtt_ms(cols), need)
@@ -95,6 +107,11 @@ TABLE = Table(
         Column("process", "VARCHAR", "Name of that process when the query was seen (kept "
                "after it exits)"),
         Column("uid", "INTEGER", "User id owning the sending socket"),
+        Column("attribution", "VARCHAR", "How pid was found: 'socket' (the sending socket "
+               "was seen held by pid), 'held' (found while --hold held the query), "
+               "'inferred' (the socket was gone; pid was the one process that could have "
+               "sent it and exited right after its answer); NULL: not found "
+               "(docs/dns.md says what each can be trusted for)"),
         Column("forwarder", "BOOLEAN", "True when the sending process itself serves DNS (a "
                "stub resolver or forwarder making its upstream query, not an application)"),
         Column("interface", "VARCHAR", "Interface the query was seen on (live), or the "
