@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -49,7 +50,13 @@ def netsql(lab: Lab, *args: str) -> list[Any]:
     return arrays(res.stdout)
 
 
+#: Captures run until the test has done what they must see, then end with Ctrl-C (which
+#: ends the window early and still runs the statements): no fixed window to outlast.
+WINDOW = 300
+
+
 def finish(p: subprocess.Popen[str]) -> list[Any]:
+    p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     return arrays(out)
@@ -102,7 +109,7 @@ def connect_by_name(lab: Lab, name: str, port: int) -> tuple[subprocess.Popen[st
 
 def test_trace_domain(lab: Lab) -> None:
     serve(lab, 8443)
-    p = lab.netsql_capture(3, "--hold", "--json", "-q", "trace-domain", "-p",
+    p = lab.netsql_capture(WINDOW, "--hold", "--json", "-q", "trace-domain", "-p",
                            "domain=VMP.boldchat.com.")
     _, app = connect_by_name(lab, "vmp.boldchat.com", 8443)
     dig = lab.run(lab.client, "dig", "+short", "+tries=1", "vmp.boldchat.com")
@@ -124,7 +131,8 @@ def test_trace_domain(lab: Lab) -> None:
 
 
 def test_trace_domain_with_subdomains(lab: Lab) -> None:
-    p = lab.netsql_capture(3, "--hold", "--json", "-q", "trace-domain", "-p", "domain=badsite.test",
+    p = lab.netsql_capture(WINDOW, "--hold", "--json", "-q", "trace-domain", "-p",
+                           "domain=badsite.test",
                            "-p", "subdomains=yes")
     pid = resolve(lab, "evil.badsite.test:A", "sub.evil.badsite.test:A",
                   "notbadsite.test:A")[0]["pid"]
@@ -134,7 +142,7 @@ def test_trace_domain_with_subdomains(lab: Lab) -> None:
 
 
 def test_dns_failures(lab: Lab) -> None:
-    p = lab.netsql_capture(4, "--hold", "--json", "-q", "dns-failures", "-p", "min_failures=3")
+    p = lab.netsql_capture(WINDOW, "--hold", "--json", "-q", "dns-failures", "-p", "min_failures=3")
     dga = [f"q{i}x7kz{i * 7919 % 1000}.example.test:A" for i in range(12)]
     bad = resolve(lab, *dga, "www.example.test:A")
     assert {r["rcode"] for r in bad[:-1]} == {"NXDOMAIN"}
@@ -151,7 +159,7 @@ def test_dns_failures(lab: Lab) -> None:
 
 
 def test_dns_top(lab: Lab) -> None:
-    p = lab.netsql_capture(3, "--hold", "--json", "-q", "dns-top", "-p", "limit=3", "-p",
+    p = lab.netsql_capture(WINDOW, "--hold", "--json", "-q", "dns-top", "-p", "limit=3", "-p",
                            "since=10 minutes")
     resolve(lab, "www.example.test:A", "www.example.test:A", "www.example.test:AAAA",
             "api.example.test:A", "vmp.boldchat.com:A", "nosuch.example.test:A")
@@ -171,7 +179,7 @@ def test_dns_top(lab: Lab) -> None:
 
 
 def test_dns_tunneling(lab: Lab) -> None:
-    p = lab.netsql_capture(4, "--hold", "--json", "-q", "dns-tunneling", "-p", "min_names=20")
+    p = lab.netsql_capture(WINDOW, "--hold", "--json", "-q", "dns-tunneling", "-p", "min_names=20")
     chunks = [f"{i:02d}" + "6a6f686e2e646f65407061796c6f61642e6578616d706c65" for i in range(22)]
     tunnel = resolve(lab, *(f"{c}.t.evil.badsite.test:TXT" for c in chunks))
     resolve(lab, "www.example.test:A", "api.example.test:A")
@@ -190,7 +198,7 @@ def test_process_network(lab: Lab) -> None:
                         f'"{DNSCLIENT}" --connect 8443 --hold 30 vmp.boldchat.com:A',
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     pid = waiting.pid  # ip netns exec and sh exec in place: the client keeps this pid
-    p = lab.netsql_capture(3, "--hold", "--json", "-q", "process-network", "-p", f"pid={pid}")
+    p = lab.netsql_capture(WINDOW, "--hold", "--json", "-q", "process-network", "-p", f"pid={pid}")
     assert waiting.stdin is not None and waiting.stdout is not None
     waiting.stdin.write("go\n")
     waiting.stdin.flush()
@@ -213,7 +221,7 @@ def test_process_network(lab: Lab) -> None:
 
 def test_connections(lab: Lab) -> None:
     serve(lab, 8443)
-    p = lab.netsql_capture(3, "--json", "-q", "connections", "-p", "port=8443")
+    p = lab.netsql_capture(WINDOW, "--json", "-q", "connections", "-p", "port=8443")
     _, app = connect_by_name(lab, "vmp.boldchat.com", 8443)
     [rows] = finish(p)
     mine = [r for r in rows if r["pid"] == app]
@@ -250,7 +258,7 @@ def test_listening(lab: Lab) -> None:
 
 def test_direct_ip_connections(lab: Lab) -> None:
     serve(lab, 8443)
-    p = lab.netsql_capture(3, "--json", "-q", "direct-ip-connections")
+    p = lab.netsql_capture(WINDOW, "--json", "-q", "direct-ip-connections")
     _, by_name = connect_by_name(lab, "vmp.boldchat.com", 8443)
     direct = connect(lab, "10.77.0.12", 8443).pid  # no DNS lookup before it
     [rows] = finish(p)
