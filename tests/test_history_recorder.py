@@ -71,6 +71,12 @@ def ended(rec: Recorder, lport: int) -> bool:
         return any(k[4] == lport and life.ended for k, life in rec.conns.items())
 
 
+def brief_life_ended(rec: Recorder) -> bool:
+    with rec.lock:
+        return any(life.ended and "netsql-brief-life" in (life.values["cmdline"] or "")
+                   for life in rec.procs.values())
+
+
 def history(root: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     create_views(con, root)
@@ -145,3 +151,34 @@ def test_a_connection_between_polls_comes_from_the_destroy_notification(
         "WHERE local_port = ?", [lport]).fetchall()
     assert len(rows) == 1 and rows[0][0] == "CLOSED" and rows[0][1] >= 1000
     assert abs(rows[0][2] - t0) < 2
+
+
+def test_a_process_between_polls_comes_from_the_process_events(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "needs root for the kernel's process events")
+    rec = Recorder(Store(tmp_path, host="lab"), poll_seconds=30, flush_seconds=3600)
+    stop = threading.Event()
+    runner = threading.Thread(target=rec.run, args=(stop,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while rec.proc_watch is None:
+            assert time.monotonic() < deadline, f"no process events: {rec.errors}"
+            time.sleep(0.01)
+        t0 = time.time()
+        child = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.2)",
+                                "netsql-brief-life"], check=True)
+        assert child.returncode == 0
+        t1 = time.time()
+        deadline = time.monotonic() + 10
+        while not brief_life_ended(rec):
+            assert time.monotonic() < deadline, "the brief process was not recorded"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    rows = history(tmp_path).execute(
+        "SELECT epoch(start_time), epoch(end_time) FROM history.processes "
+        "WHERE cmdline LIKE '%netsql-brief-life%'").fetchall()
+    assert len(rows) == 1
+    start, end = rows[0]
+    assert t0 - 1 <= start <= end <= t1 + 0.5 and end - start < 5

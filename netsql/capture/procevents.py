@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from netsql import netns
@@ -168,8 +169,12 @@ class ProcWatch:
     newest last); ``exited`` keeps the last ``keep_exited`` exits, oldest first.
     """
 
-    def __init__(self, keep_exited: int = 4096, netns: int | None = None) -> None:
+    def __init__(self, keep_exited: int = 4096, netns: int | None = None,
+                 on_exec: Callable[[int, int], None] | None = None,
+                 on_exit: Callable[[int, int], None] | None = None) -> None:
         self.netns = netns  # names are read only for this namespace's processes (None: all)
+        #: Called (pid, monotonic ns) in the event thread after an exec or an exit.
+        self.on_exec, self.on_exit = on_exec, on_exit
         self.alive: OrderedDict[int, Proc] = OrderedDict()
         self.exited: OrderedDict[int, Proc] = OrderedDict()
         self.keep_exited = keep_exited
@@ -258,6 +263,8 @@ class ProcWatch:
                 pid, tgid = struct.unpack_from("=II", data, body)
                 if pid == tgid:
                     self._exec(pid, ts)
+                    if self.on_exec is not None:
+                        self.on_exec(pid, ts)
             elif what == PROC_EVENT_UID:
                 pid, tgid, _, euid = _FOUR.unpack_from(data, body)
                 if pid == tgid:
@@ -277,6 +284,8 @@ class ProcWatch:
                 pid, tgid = struct.unpack_from("=II", data, body)
                 if pid == tgid:
                     self._exit(pid, ts)
+                    if self.on_exit is not None:
+                        self.on_exit(pid, ts)
             off += (length + 3) & ~3
 
     def _fork(self, pid: int, parent: int, ts: int) -> None:

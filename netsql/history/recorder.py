@@ -96,6 +96,8 @@ class Recorder:
     #: Seconds between polls now (poll_seconds, more when a poll costs more than the
     #: CPU budget allows).
     interval: float = 1.0
+    #: The process event source (capture.procevents.ProcWatch) while it runs.
+    proc_watch: Any = None
     #: One sock_diag socket per namespace, kept open between polls.
     diag_socks: dict[int, Any] = field(default_factory=dict)
     #: Times the kernel dropped destroy notifications we did not read in time.
@@ -118,15 +120,50 @@ class Recorder:
         alive = set(procfs.pids_of(coll))
         new = alive - self.live_pids.keys()
         if new:
-            # The native reader whatever NETSQL_BACKEND says: the recorder is Linux's
-            # (sock_diag), and its process lives carry the namespace and container.
-            facts = linux_procs.processes(coll, Need(_PROCESS_FACTS, frozenset(new)))
-            for row in _rows(facts):
-                key = (row["pid"], row["start_time"])
-                self.procs[key] = Life(dict(row, last_seen=now))
-                self.live_pids[row["pid"]] = key
+            self._begin_processes(coll, new, now)
         for pid in self.live_pids.keys() - alive:
             self._end_process(self.procs[self.live_pids.pop(pid)], now)
+
+    def _begin_processes(self, coll: Collection, pids: set[int], now: float) -> None:
+        # The native reader whatever NETSQL_BACKEND says: the recorder is Linux's
+        # (sock_diag), and its process lives carry the namespace and container.
+        facts = linux_procs.processes(coll, Need(_PROCESS_FACTS, frozenset(pids)))
+        for row in _rows(facts):
+            key = (row["pid"], row["start_time"])
+            old = self.live_pids.get(row["pid"])
+            if old is not None and old != key:  # the pid was reused: that life ended
+                self._end_process(self.procs[old], now)
+            if key not in self.procs:
+                self.procs[key] = Life(dict(row, last_seen=now))
+            self.live_pids[row["pid"]] = key
+
+    # -- process events (the kernel's proc connector), when root ------------------------
+
+    def watch_processes(self) -> str | None:
+        """Follow exec and exit events, so a process that lives between two polls is
+        recorded too, and an exit ends its life at once; the polls stay as the
+        fallback. Returns why not, when the kernel refuses."""
+        from netsql.capture.procevents import ProcEventsError, ProcWatch
+
+        watch = ProcWatch(keep_exited=16, on_exec=self._exec_event, on_exit=self._exit_event)
+        try:
+            watch.start()
+        except ProcEventsError as exc:
+            return str(exc)
+        self.proc_watch = watch
+        return None
+
+    @staticmethod
+    def _wall(ts_ns: int) -> float:
+        return time.time() - (time.monotonic_ns() - ts_ns) / 1e9
+
+    def _exec_event(self, pid: int, ts_ns: int) -> None:
+        """Read the new program's facts at once (it may be gone in a millisecond)."""
+        with self.lock:
+            self._begin_processes(Collection(state=self.state), {pid}, self._wall(ts_ns))
+
+    def _exit_event(self, pid: int, ts_ns: int) -> None:
+        self.exited(pid, self._wall(ts_ns))
 
     @staticmethod
     def _end_process(life: Life, when: float) -> None:
@@ -308,6 +345,9 @@ class Recorder:
         watcher = threading.Thread(target=self._watch_destroyed, args=(stop,), daemon=True,
                                    name="netsql-record-destroy")
         watcher.start()
+        why = self.watch_processes()
+        if why is not None:
+            self._error(f"{why}: processes are recorded by polling /proc only")
         next_flush = time.monotonic() + self.flush_seconds
         while not stop.is_set():
             used = time.thread_time()
@@ -326,6 +366,9 @@ class Recorder:
             except Exception as exc:  # a bad pass (a full disk, say) must not end it
                 self._error(f"recording: {type(exc).__name__}: {exc}")
             stop.wait(self.interval)
+        if self.proc_watch is not None:
+            self.proc_watch.stop()
+            self.proc_watch = None
         self.flush()
         for sock in self.diag_socks.values():
             sock.close()
