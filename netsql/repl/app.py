@@ -194,6 +194,8 @@ def run_shell(env: Env, state: State | None = None, *,
     config = load_config(user_dirs().config_file)
     for w in config.warnings:
         env.warn(w)
+    if config.history_dir and state is not None and not state.history:  # --history wins
+        state.history = os.path.expanduser(config.history_dir)
     engine = Engine(state=state)
     from netsql.osquery.dialect import load_tables
 

@@ -65,6 +65,9 @@ OPTIONS: list[Option] = [
            lambda v: isinstance(v, bool), "true or false"),
     Option("osquery", False, "Start in osquery mode, as `--osquery` and `.osquery on` "
            "(docs/osquery.md).", lambda v: isinstance(v, bool), "true or false"),
+    Option("history_dir", "", "A recorded history tree the `history.<table>` views read, "
+           "as `--history DIR` (docs/history.md); empty: none.",
+           lambda v: isinstance(v, str), "a directory path"),
 ]
 
 
@@ -80,6 +83,7 @@ class Config:
     complete_while_typing: bool = True
     safe: bool = False
     osquery: bool = False
+    history_dir: str = ""
     #: The file this was read from (None: defaults only).
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
