@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from netsql import procfs
@@ -114,6 +115,18 @@ def _dump_into(cols: Columns, rows: list[Any], fname: str, pname: str, ns: int) 
     cols["net_namespace"].extend([ns] * k)
 
 
+def proc_net_entries(text: str) -> Iterator[tuple[list[str], str, str, str, str]]:
+    """The entries of a /proc/net/{tcp,udp,raw,...}[6] file: (fields, local address
+    and port, remote address and port, each still in the kernel's hex)."""
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        lhex, lport = f[1].split(":")
+        rhex, rport = f[2].split(":")
+        yield f, lhex, lport, rhex, rport
+
+
 def _from_proc(cols: Columns, ns: int, base: str) -> None:
     """/proc/<pid>/net/{tcp,tcp6,udp,udp6} of one namespace (no netlink, no setns)."""
     cache: dict[str, str] = {}
@@ -128,12 +141,7 @@ def _from_proc(cols: Columns, ns: int, base: str) -> None:
             continue
         conv = hex_ipv4 if family == "ipv4" else hex_ipv6
         tcp = proto == "tcp"
-        for line in text.splitlines()[1:]:
-            f = line.split()
-            if len(f) < 10:
-                continue
-            lhex, lport = f[1].split(":")
-            rhex, rport = f[2].split(":")
+        for f, lhex, lport, rhex, rport in proc_net_entries(text):
             st = f[3]
             tx, rx = f[4].split(":")
             family_c.append(family)

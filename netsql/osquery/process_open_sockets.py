@@ -40,12 +40,7 @@ def _inet_text(rows: list[dict[str, Any]], text: str, family: int, proto: int | 
                ns: str) -> None:
     cache: dict[str, str] = {}
     conv = sockets.hex_ipv4 if family == AF_INET else sockets.hex_ipv6
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 10:
-            continue
-        lhex, lport = f[1].split(":")
-        rhex, rport = f[2].split(":")
+    for f, lhex, lport, rhex, rport in sockets.proc_net_entries(text):
         raw = proto is None
         rows.append({"socket": int(f[9]), "family": family,
                      "protocol": int(lport, 16) if raw else proto,
