@@ -239,15 +239,25 @@ enum { NEW, DUPLICATE, ANSWERS, JOINED };
 enum { E_QUERY, E_RESPONSE, E_ROW, E_COMPLETE };
 
 /* Pairing.query: the verdict (-1 on error); *row (borrowed) the row it concerns. */
-static int pair_query(State *st, PyObject *key, double ts, PyObject **row)
+/* The pairing table's entry for key in *e: 1 found, 0 none, -1 error. */
+static int pair_entry(State *st, PyObject *key, PyObject **e)
 {
-    PyObject *e = PyDict_GetItemWithError(st->table, key);
-    if (e == NULL)
-        return PyErr_Occurred() ? -1 : NEW;
-    if (!PyList_Check(e) || PyList_GET_SIZE(e) != 4) {
+    *e = PyDict_GetItemWithError(st->table, key);
+    if (*e == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyList_Check(*e) || PyList_GET_SIZE(*e) != 4) {
         PyErr_SetString(PyExc_TypeError, "pairing.table: bad entry");
         return -1;
     }
+    return 1;
+}
+
+static int pair_query(State *st, PyObject *key, double ts, PyObject **row)
+{
+    PyObject *e;
+    int found = pair_entry(st, key, &e);
+    if (found <= 0)
+        return found < 0 ? -1 : NEW;
     PyObject *q = PyList_GET_ITEM(e, E_QUERY), *r = PyList_GET_ITEM(e, E_RESPONSE);
     double t;
     if (q == Py_None) {
@@ -279,13 +289,10 @@ static int pair_query(State *st, PyObject *key, double ts, PyObject **row)
 /* Pairing.response: the verdict (-1 on error); *row (borrowed) the row it concerns. */
 static int pair_response(State *st, PyObject *key, double ts, PyObject **row)
 {
-    PyObject *e = PyDict_GetItemWithError(st->table, key);
-    if (e == NULL)
-        return PyErr_Occurred() ? -1 : NEW;
-    if (!PyList_Check(e) || PyList_GET_SIZE(e) != 4) {
-        PyErr_SetString(PyExc_TypeError, "pairing.table: bad entry");
-        return -1;
-    }
+    PyObject *e;
+    int found = pair_entry(st, key, &e);
+    if (found <= 0)
+        return found < 0 ? -1 : NEW;
     PyObject *q = PyList_GET_ITEM(e, E_QUERY), *r = PyList_GET_ITEM(e, E_RESPONSE);
     double t;
     if (r == Py_None) {
