@@ -48,8 +48,8 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
         if isinstance(args, ExitStatus):
             return args
         status = int(run.run(args, words, env))
-        if run.FINISHED:
-            run.exit_now(status)
+        if run.FINISHED:  # a one-shot command (not the shell, a watch or a test's call)
+            run.exit_now(signals.status(status))
         return status
     except KeyboardInterrupt:
         env.error("interrupted")

@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from netsql import dbconfig, results
+from netsql import dbconfig, results, signals
 from netsql.collect import Collection, Need, State, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
@@ -275,6 +275,12 @@ class Engine:
             self._pending = data
         except duckdb.InterruptException:
             raise Interrupted("interrupted") from None
+        except RuntimeError as exc:
+            # Ctrl-C while DuckDB runs: its check of Python's signals turns the
+            # KeyboardInterrupt our handler raised into this.
+            if "interrupted" in str(exc).lower():
+                signals.reraise()
+            raise
         except duckdb.Error as exc:
             error = _one_line(exc, stmt, self.known_tables())
             if error.message.startswith("no such table: "):

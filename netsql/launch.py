@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from netsql import signals
 from netsql.collect import State
 from netsql.context import Env, ExitStatus, isatty
 
@@ -62,6 +63,7 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
                 try:
                     countdown(env, args.capture)
                 except KeyboardInterrupt:  # as tcpdump: the window ends, the answers come
+                    signals.handled()
                     env.notice("capture ended early (Ctrl-C); running the statements "
                                "(Ctrl-C again aborts)")
             if watched is None:

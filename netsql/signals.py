@@ -19,6 +19,9 @@ import signal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _installed = False
+#: The signals that arrived after arm(): DuckDB can swallow the exception a handler
+#: raises while it runs a statement, so the exit status is decided from this too.
+_received: list[int] = []
 
 
 def _exit_now(signum: int, frame: object) -> None:
@@ -26,7 +29,35 @@ def _exit_now(signum: int, frame: object) -> None:
 
 
 def _unwind(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise SystemExit(128 + signum)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def reraise() -> None:
+    """Raise again what the last signal's handler raised, after DuckDB turned it into
+    its own "Query interrupted" error: SystemExit(128 + N) for SIGTERM and SIGHUP,
+    KeyboardInterrupt for SIGINT (or when no signal is known: DuckDB's interrupt)."""
+    if _received and _received[-1] != signal.SIGINT:
+        raise SystemExit(128 + _received[-1])
+    raise KeyboardInterrupt
+
+
+def handled() -> None:
+    """The Ctrl-C that just arrived was taken as an instruction (it ended a capture
+    window early): not a reason for the exit status."""
+    _received.clear()
+
+
+def status(ran: int) -> int:
+    """The exit status of a command that finished with ``ran``: 128 + N when a signal
+    arrived after arm() and the command still reported success (the signal's
+    exception was lost inside DuckDB)."""
+    return 128 + _received[0] if _received and ran == 0 else ran
 
 
 def install() -> None:
@@ -43,7 +74,7 @@ def arm() -> None:
     if not _installed:
         return
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _unwind)
         signal.signal(signal.SIGHUP, _unwind)
     except ValueError:  # not the main thread (a serve worker): the process's stay

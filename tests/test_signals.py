@@ -20,9 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "netsql"
 
 
+LONG = "SELECT sum(i * i) FROM range(3000000000) t(i)"
+
+
 def spawn(use_script: bool) -> subprocess.Popen[bytes]:
     cmd = [str(SCRIPT)] if use_script and SCRIPT.exists() else [sys.executable, "-m", "netsql"]
-    return subprocess.Popen([*cmd, "-e", "SELECT 1"], cwd=ROOT, stdin=subprocess.DEVNULL,
+    # A statement that outlasts the latest signal (0.15 s after start-up): a command
+    # that finished first would exit 0 whatever came after it.
+    return subprocess.Popen([*cmd, "-e", LONG], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ, NETSQL_SOCKET=""))
 
@@ -73,3 +78,20 @@ def test_a_signal_at_any_instant(sig: signal.Signals, runs: int, after_start: bo
     assert statuses[128 + sig] > 0
     if after_start:
         assert statuses == {128 + sig: runs}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_statement_ends_it_with_its_status(sig: signal.Signals) -> None:
+    """DuckDB turns the exception a handler raises mid-statement into its own
+    "Query interrupted": still 128 + N, one line, no traceback."""
+    p = spawn(use_script=False)
+    wait_for_first_instruction(p)
+    deadline = time.monotonic() + 30
+    while "duckdb" not in Path(f"/proc/{p.pid}/maps").read_text():  # the statement runs
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)  # inside the long statement (it runs for many seconds)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + sig, err
+    assert "Traceback" not in err.decode() and len(err.decode().splitlines()) <= 1
