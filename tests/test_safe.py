@@ -52,10 +52,14 @@ def test_without_safe_sql_reads_files(tmp_path: Path) -> None:
 
 
 def test_collectors_and_intel_work_in_safe_mode(tmp_path: Path) -> None:
-    r = run_in(tmp_path, "--safe", "--format", "jsonl",
-               "-e", "SELECT count(*) > 0 AS v FROM processes JOIN sockets USING (pid)",
-               "-e", "SELECT count(*) AS v FROM routes WHERE false",
-               "-e", "SELECT count(*) AS v FROM intel", "-q", "listening")
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as held:  # a socket this process owns
+        r = run_in(tmp_path, "--safe", "--format", "jsonl",
+                   "-e", "SELECT count(*) > 0 AS v FROM processes JOIN sockets USING (pid) "
+                   f"WHERE local_port = {held.getsockname()[1]}",
+                   "-e", "SELECT count(*) AS v FROM routes WHERE false",
+                   "-e", "SELECT count(*) AS v FROM intel", "-q", "listening")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["v"] for row in rows[:3]] == [True, 0, 0]

@@ -318,11 +318,16 @@ def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
     wake_r, wake_w = os.pipe()  # ends the watcher at once when the command is done
     watcher = threading.Thread(target=_watch_client, args=(conn, state, wake_r), daemon=True)
     watcher.start()
+    went_away = False
     try:
         status = _run(request["argv"], env, state)
+        # Decided now: once the client has its exit status it hangs up, and the
+        # watcher would take that for a client that went away mid-command.
+        went_away = _went_away(conn, state)
         box.flush()
         client.send(conn, {"exit": int(status)})
     except Exception as exc:  # the client went away, its directory is gone, or DuckDB
+        went_away = _went_away(conn, state)
         with contextlib.suppress(OSError):  # was interrupted between statements
             notice(cast(TextIO, err), str(getattr(exc, "strerror", None) or exc), "error")
             box.flush()
@@ -333,11 +338,23 @@ def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
         watcher.join()
         os.close(wake_r)
         os.close(wake_w)
-    if state.cancel is not None and state.cancel.is_set():  # the client went away
-        status = ExitStatus.INTERRUPTED  # (Ctrl-C there)
+    if went_away:  # the client went away (Ctrl-C there) before the command ended
+        status = ExitStatus.INTERRUPTED
     argv = " ".join(str(a) for a in request.get("argv", []))
     _log(log, f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
          f"{time.monotonic() - started:.3f} s")
+
+
+def _went_away(conn: socket.socket, state: State) -> bool:
+    """Whether the client hung up before its command ended: the watcher saw it, or the
+    connection reads as closed now (the watcher may not have woken yet)."""
+    if state.cancel is not None and state.cancel.is_set():
+        return True
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _run(argv: list[str], env: Env, state: State) -> ExitStatus:
