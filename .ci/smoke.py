@@ -45,8 +45,8 @@ def every_module_imports() -> None:
     import netsql
 
     here = Path(netsql.__file__).parent
-    if SOURCE in here.parents or here == SOURCE / "netsql":
-        fail("the installed copy is imported", str(here))
+    if here == SOURCE / "netsql" or "site-packages" not in here.parts:
+        fail("the source tree, not the installed copy, is imported", str(here))
     installed = {m.name for m in pkgutil.walk_packages(netsql.__path__, "netsql.")
                  if m.name != "netsql.__main__"}  # that one runs the command line
     for name in sorted(installed):
