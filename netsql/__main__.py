@@ -6,9 +6,18 @@ signals.install()  # before anything else is imported (netsql.signals)
 
 
 def main() -> int:
-    from netsql.cli import main as cli_main
+    try:
+        from netsql.cli import main as cli_main
 
-    return cli_main()
+        status = cli_main()
+    except KeyboardInterrupt:
+        # A Ctrl-C whose handler ran only after the CLI's own ``except`` (DuckDB can hold
+        # a signal back until its statement has unwound): 130 like any other, never
+        # Python's uncaught-KeyboardInterrupt exit by SIGINT.
+        status = 130
+    # From here to the exit a late signal ends the process with 128 + N at once.
+    signals.install()
+    return status
 
 
 if __name__ == "__main__":
