@@ -72,11 +72,11 @@ def scan_for(inodes: set[int], pids: Iterable[int], hints: FdHints | None = None
     found: dict[int, Owner] = {}
     want = set(inodes)
     if hints is not None:
-        for inode in list(want):
-            at = hints.by_inode.get(inode)
-            if at is not None and _socket_inode(f"/proc/{at[0]}/fd/{at[1]}") == inode:
-                found[inode] = (at[0], name_of(at[0]))
-                want.discard(inode)
+        for wanted in list(want):
+            at = hints.by_inode.get(wanted)
+            if at is not None and _socket_inode(f"/proc/{at[0]}/fd/{at[1]}") == wanted:
+                found[wanted] = (at[0], name_of(at[0]))
+                want.discard(wanted)
         if not want:
             return found
     seen: set[int] = set()
@@ -86,12 +86,12 @@ def scan_for(inodes: set[int], pids: Iterable[int], hints: FdHints | None = None
         seen.add(pid)
         base = f"/proc/{pid}/fd/"
         for fd in hints.guesses(pid) if hints is not None else ():
-            inode = _socket_inode(base + str(fd))
-            if inode in want:
-                assert inode is not None and hints is not None
-                found[inode] = (pid, name_of(pid))
-                want.discard(inode)
-                hints.hit(pid, fd, inode)
+            held = _socket_inode(base + str(fd))
+            if held is not None and held in want:
+                assert hints is not None
+                found[held] = (pid, name_of(pid))
+                want.discard(held)
+                hints.hit(pid, fd, held)
                 if not want:
                     return found
         try:
@@ -99,12 +99,12 @@ def scan_for(inodes: set[int], pids: Iterable[int], hints: FdHints | None = None
         except OSError:
             continue
         for name in fds:
-            inode = _socket_inode(base + name)
-            if inode is not None and inode in want:
-                found[inode] = (pid, name_of(pid))
-                want.discard(inode)
+            held = _socket_inode(base + name)
+            if held is not None and held in want:
+                found[held] = (pid, name_of(pid))
+                want.discard(held)
                 if hints is not None:
-                    hints.hit(pid, int(name), inode)
+                    hints.hit(pid, int(name), held)
                 if not want:
                     return found
     return found
