@@ -4,13 +4,17 @@ from the capture, sock_diag and the kernel's process events, counted over 20 tri
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
+from netsql.capture.owners import FdHints, scan_for
+from netsql.capture.procevents import read_comm
 from tests.conftest import need
 from tests.netlab import SERVER_V4, Lab, lab
 
@@ -144,3 +148,35 @@ def test_long_lived_process_with_momentary_sockets(lab: Lab, hold: bool) -> None
         assert all(r["attribution"] in ("held", "socket") for r in named), named
     else:
         assert all(r["attribution"] == "socket" for r in named), named
+
+
+def test_owner_cache_is_checked_before_it_is_trusted() -> None:
+    """scan_for finds a socket's holder through the inode's last place (one readlink),
+    and when that fd now holds another socket it looks again, never trusting the cache."""
+    child = subprocess.Popen([sys.executable, "-c", "import socket, sys\n"
+                              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                              "print(s.fileno(), flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        fd = int(child.stdout.readline())
+        theirs = os.stat(f"/proc/{child.pid}/fd/{fd}").st_ino
+        mine = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        hints = FdHints()
+        me = os.getpid()
+        name = read_comm(child.pid)
+        assert name is not None and name.startswith("python")
+        assert scan_for({theirs}, [me, child.pid], hints) == {theirs: (child.pid, name)}
+        assert hints.by_inode[theirs] == (child.pid, fd)
+        # Through the cache alone: no candidate given, found all the same.
+        assert scan_for({theirs}, [], hints)[theirs][0] == child.pid
+        # The cache says "this fd of that pid"; once that fd holds another socket it
+        # is not believed: the inode is looked for among the candidates.
+        ino = os.fstat(mine.fileno()).st_ino
+        hints.by_inode[ino] = (child.pid, fd)
+        assert scan_for({ino}, [], hints) == {}
+        assert scan_for({ino}, [child.pid, me], hints)[ino][0] == me
+        mine.close()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
