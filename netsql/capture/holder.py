@@ -40,7 +40,7 @@ from netsql.capture.hold import (
 )
 from netsql.capture.owners import FdHints, newest_pids, scan_for
 from netsql.capture.packets import decode_frame
-from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of, read_comm
+from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of
 from netsql.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
 
 NETLINK_NETFILTER = 12
@@ -232,7 +232,7 @@ class Holder:
             return None
         inode, owner_uid = hit[9], hit[8]
         owner = scan_for({inode}, self._candidates(owner_uid if uid is None else uid),
-                         self.hints, self._comm).get(inode)
+                         self.hints).get(inode)
         if owner is None:
             return None
         pid, comm = owner
@@ -243,11 +243,6 @@ class Holder:
             del self.recent[64:]
         return {"key": [transport, src, sport, dst, dport], "inode": inode, "pid": pid,
                 "comm": comm}
-
-    def _comm(self, pid: int) -> str | None:
-        """The name from the process events' table (read at exec), else /proc."""
-        comm = self.procs.comm_of(pid) if self.procs is not None else None
-        return comm if comm is not None else read_comm(pid)
 
     def _candidates(self, uid: int) -> Iterator[int]:
         """Those that asked lately, then (only if needed) that uid's newest processes."""

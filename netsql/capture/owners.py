@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from netsql.capture.procevents import read_comm
 
@@ -63,19 +63,20 @@ def _socket_inode(path: str) -> int | None:
     return int(target[8:-1]) if target.startswith("socket:[") else None
 
 
-def scan_for(inodes: set[int], pids: Iterable[int], hints: FdHints | None = None,
-             name_of: Callable[[int], str | None] = read_comm) -> dict[int, Owner]:
+def scan_for(inodes: set[int], pids: Iterable[int],
+             hints: FdHints | None = None) -> dict[int, Owner]:
     """Owners of ``inodes`` among ``pids`` (in that order, stopping when all found);
     where ``hints`` saw an inode before is checked first (one readlink), and each
-    process's hinted fds before its whole fd table. ``name_of`` names a pid (a cache
-    of the kernel's process events is cheaper than reading /proc/PID/comm)."""
+    process's hinted fds before its whole fd table. The name is read from /proc at
+    once: a table of names from the kernel's process events can lag an exec (`sh -c
+    'exec getent ...'` would be named sh)."""
     found: dict[int, Owner] = {}
     want = set(inodes)
     if hints is not None:
         for wanted in list(want):
             at = hints.by_inode.get(wanted)
             if at is not None and _socket_inode(f"/proc/{at[0]}/fd/{at[1]}") == wanted:
-                found[wanted] = (at[0], name_of(at[0]))
+                found[wanted] = (at[0], read_comm(at[0]))
                 want.discard(wanted)
         if not want:
             return found
@@ -89,7 +90,7 @@ def scan_for(inodes: set[int], pids: Iterable[int], hints: FdHints | None = None
             held = _socket_inode(base + str(fd))
             if held is not None and held in want:
                 assert hints is not None
-                found[held] = (pid, name_of(pid))
+                found[held] = (pid, read_comm(pid))
                 want.discard(held)
                 hints.hit(pid, fd, held)
                 if not want:
@@ -101,7 +102,7 @@ def scan_for(inodes: set[int], pids: Iterable[int], hints: FdHints | None = None
         for name in fds:
             held = _socket_inode(base + name)
             if held is not None and held in want:
-                found[held] = (pid, name_of(pid))
+                found[held] = (pid, read_comm(pid))
                 want.discard(held)
                 if hints is not None:
                     hints.hit(pid, int(name), held)
