@@ -136,10 +136,13 @@ def test_long_lived_process_with_momentary_sockets(lab: Lab, hold: bool) -> None
     assert p.returncode == 0, err
     rows: list[dict[str, Any]] = json.loads(out)
     assert sorted(r["client_port"] for r in rows) == sorted(ports), rows
-    # Right or unknown. Nothing else runs in the lab's namespace, so an inference from
-    # another process's exit would be wrong (it was, from short-lived processes of other
-    # namespaces whose namespace had not been read).
-    assert all(r["pid"] in (None, pid) for r in rows), (pid, rows)
+    # Right or unknown; only an inference can name another process: one of the same
+    # uid whose namespace netsql could not read (gone within microseconds, elsewhere on
+    # a busy host) exiting just then (docs/dns.md). Never a certain row.
+    others = [r for r in rows if r["pid"] not in (None, pid)]
+    assert all(r["attribution"] == "inferred" for r in others), (pid, others)
+    if others:
+        print("inferred as another process:", others)
     named = [r for r in rows if r["pid"] == pid]
     print(f"long-lived: {len(named)}/{TRIES} named", "held" if hold else "passively",
           sorted({str(r["attribution"]) for r in rows}))

@@ -317,13 +317,8 @@ class ProcWatch:
             p = self.alive.get(pid)
             if p is None:
                 p = self.alive[pid] = Proc(pid, _uid_of(pid), comm, ts, netns)
-            # Unreadable (gone already): unknown, never the name before exec. The
-            # namespace stays the one it had (from its parent): a process gone that fast
-            # elsewhere on a busy host must not become a candidate in every namespace (at
-            # worst one that entered a namespace just before exec is not a candidate there).
-            p.comm, p.cgroup = comm, cgroup
-            if netns is not None:
-                p.netns = netns
+            # Unreadable (gone already): unknown, never the name before exec.
+            p.comm, p.netns, p.cgroup = comm, netns, cgroup
 
     def _exit(self, pid: int, ts: int) -> None:
         known = self.alive.get(pid)
@@ -360,10 +355,8 @@ class ProcWatch:
 
     def exited_between(self, start_ns: int, end_ns: int, born_before_ns: int,
                        uid: int | None, netns: int | None = None) -> list[Proc]:
-        """Processes alive at ``born_before_ns`` (of ``uid`` when known, known to be in
-        ``netns`` when given) that exited between ``start_ns`` and ``end_ns``: a process
-        whose namespace was never read is not a candidate (an inference names a process,
-        never a guess at one from anywhere on the host)."""
+        """Processes alive at ``born_before_ns`` (of ``uid`` when known, in ``netns`` or
+        not known to be elsewhere) that exited between ``start_ns`` and ``end_ns``."""
         with self.lock:
             out = []
             for p in reversed(self.exited.values()):
@@ -371,7 +364,8 @@ class ProcWatch:
                 if p.exit_ns < start_ns - 1_000_000_000:  # events of two CPUs may cross
                     break
                 if start_ns <= p.exit_ns <= end_ns and p.born_ns <= born_before_ns and (
-                        uid is None or p.uid == uid) and (netns is None or p.netns == netns):
+                        uid is None or p.uid == uid) and (
+                        netns is None or p.netns is None or p.netns == netns):
                     out.append(p)
             return out
 
