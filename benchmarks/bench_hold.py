@@ -1,15 +1,19 @@
 """What attribution costs a DNS lookup: added latency, passive and with --hold.
 
-    sudo python benchmarks/bench_hold.py [--lookups 2000] [--fds 13400]
+    sudo python benchmarks/bench_hold.py [--lookups 2000] [--fds 13400] [--rounds 5]
 
 Two namespaces joined by a veth pair, a real dnsmasq in one; from the other, a client
 makes --lookups sequential lookups, each from a new UDP socket (as getent and most
-stub clients do), and records each one's latency. Run three ways in the same run:
-no netsql; `netsql --capture` (passive, the default); `netsql --capture --hold`.
-Printed: p50 and p99 per way, and what netsql added to each (goal for the hold:
-p99 under 1 ms added, issue 16 item 5). Then the same for a client that also holds
---fds open sockets (issue 12: a 13,400-socket process went from 0.32 ms to 87 ms per
-lookup with the old hold's full fd scan; goal: within 1.2x of unheld).
+stub clients do), and records each one's latency, with and without a process that
+also holds --fds open sockets (issue 12: a 13,400-socket process went from 0.32 ms to
+87 ms per lookup with the old hold's full fd scan).
+
+1. One run each way, one after the other: no netsql; `netsql --capture` (passive, the
+   default); `netsql --capture --hold`. p50 and p99, and what netsql added.
+2. Held vs not held in the same run (issue 16 item 5: p99 under 1 ms added; issue 12:
+   lookups within 1.2x of unheld): with `netsql --hold` running, the client
+   alternates between port 53 (held) and a second dnsmasq on an unheld port, so both
+   see the same load on a shared machine; --rounds times, then the median of rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -28,20 +33,21 @@ SERVER = "10.89.0.1"
 
 CLIENT = """
 import json, os, resource, socket, struct, sys, time
-n, fds = int(sys.argv[1]), int(sys.argv[2])
+n, fds, ports = int(sys.argv[1]), int(sys.argv[2]), [int(p) for p in sys.argv[4:]]
 resource.setrlimit(resource.RLIMIT_NOFILE, (fds + 1024, fds + 1024))
 keep = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(fds)]
 name = b"\\x03www\\x07example\\x04test\\x00"
-out = []
+out = {p: [] for p in ports}
 for i in range(n + 50):
+    port = ports[i % len(ports)]  # alternating: both ports see the same load
     q = struct.pack(">HHHHHH", i & 0xFFFF, 0x100, 1, 0, 0, 0) + name + b"\\0\\1\\0\\1"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(2)
     t = time.perf_counter()
-    s.sendto(q, (sys.argv[3], 53))
+    s.sendto(q, (sys.argv[3], port))
     s.recv(512)
     if i >= 50:  # warm-up
-        out.append(time.perf_counter() - t)
+        out[port].append(time.perf_counter() - t)
     s.close()
 print(json.dumps(out))
 """
@@ -51,8 +57,11 @@ def ns(name: str, *cmd: str) -> None:
     subprocess.run(["ip", "netns", "exec", name, *cmd], check=True, capture_output=True)
 
 
-def lab() -> tuple[str, str, subprocess.Popen[bytes]]:
-    a, b = "nshold-a", "nshold-b"
+UNHELD_PORT = 5300  # a second dnsmasq: netsql neither captures nor holds this port
+
+
+def lab() -> tuple[str, str, list[subprocess.Popen[bytes]]]:
+    a, b = "hold-bench-a", "hold-bench-b"
     for n in (a, b):
         subprocess.run(["ip", "netns", "del", n], capture_output=True)
         subprocess.run(["ip", "netns", "add", n], check=True)
@@ -63,26 +72,29 @@ def lab() -> tuple[str, str, subprocess.Popen[bytes]]:
     ns(b, "ip", "addr", "add", "10.89.0.2/24", "dev", "nsh-b")
     ns(a, "ip", "link", "set", "nsh-a", "up")
     ns(b, "ip", "link", "set", "nsh-b", "up")
-    dns = subprocess.Popen(["ip", "netns", "exec", a, "dnsmasq", "--keep-in-foreground",
-                            "--no-resolv", "--no-hosts", "--bind-interfaces",
-                            f"--listen-address={SERVER}", "--local=/test/",
-                            "--host-record=www.example.test,10.89.0.10", "--user=root",
-                            "--group=root", "--pid-file=/tmp/nshold-dnsmasq.pid"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = [subprocess.Popen(["ip", "netns", "exec", a, "dnsmasq", "--keep-in-foreground",
+                                 "--no-resolv", "--no-hosts", "--bind-interfaces",
+                                 f"--listen-address={SERVER}", f"--port={port}",
+                                 "--local=/test/", "--host-record=www.example.test,10.89.0.10",
+                                 "--user=root", "--group=root",
+                                 f"--pid-file=/tmp/hold-bench-dnsmasq-{port}.pid"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for port in (53, UNHELD_PORT)]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         out = subprocess.run(["ip", "netns", "exec", a, "ss", "-lnuH"], capture_output=True,
                              text=True).stdout
-        if f"{SERVER}:53" in out:
+        if f"{SERVER}:53 " in out and f"{SERVER}:{UNHELD_PORT} " in out:
             break
         time.sleep(0.05)
-    return a, b, dns
+    return a, b, servers
 
 
-def lookups(client_ns: str, n: int, fds: int) -> list[float]:
+def lookups(client_ns: str, n: int, fds: int, *ports: int) -> dict[int, list[float]]:
     res = subprocess.run(["ip", "netns", "exec", client_ns, PY, "-c", CLIENT, str(n),
-                          str(fds), SERVER], capture_output=True, text=True, check=True)
-    return sorted(json.loads(res.stdout))
+                          str(fds), SERVER, *map(str, ports)], capture_output=True, text=True,
+                         check=True)
+    return {int(k): sorted(v) for k, v in json.loads(res.stdout).items()}
 
 
 def netsql(client_ns: str, *flags: str) -> subprocess.Popen[str]:
@@ -101,38 +113,70 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
+def row(label: str, way: str, xs: list[float], base: list[float]) -> str:
+    return (f"| {label} | {way} | {pct(xs, .5):.3f} | {pct(xs, .99):.3f} | "
+            f"{pct(xs, .5) - pct(base, .5):+.3f} | {pct(xs, .99) - pct(base, .99):+.3f} | "
+            f"{pct(xs, .5) / pct(base, .5):.2f}x | {pct(xs, .99) / pct(base, .99):.2f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lookups", type=int, default=2000)
     ap.add_argument("--fds", type=int, default=13400)
+    ap.add_argument("--rounds", type=int, default=5, help="held-vs-unheld rounds")
     a = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("dnsmasq"):
         raise SystemExit("needs root and dnsmasq")
-    server, client, dns = lab()
+    server, client, servers = lab()
+    head = ("| client | way | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio "
+            "| p99 ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    clients = (("new socket per lookup", 0),
+               (f"same, in a process holding {a.fds} sockets", a.fds))
     try:
-        print("| client | way | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for label, fds in (("new socket per lookup", 0),
-                           (f"same, in a process holding {a.fds} sockets", a.fds)):
+        print("One run each way, one after the other (each row against 'no netsql'):")
+        print(head)
+        for label, fds in clients:
             base: list[float] = []
             for way, flags in (("no netsql", None), ("netsql passive", ()),
                                ("netsql --hold", ("--hold",))):
                 p = netsql(client, *flags) if flags is not None else None
                 try:
-                    xs = lookups(client, a.lookups, fds)
+                    xs = lookups(client, a.lookups, fds, 53)[53]
                 finally:
                     if p is not None:
                         p.terminate()
                         p.communicate(timeout=30)
-                if flags is None:
-                    base = xs
-                print(f"| {label} | {way} | {pct(xs, .5):.3f} | {pct(xs, .99):.3f} | "
-                      f"{pct(xs, .5) - pct(base, .5):+.3f} | "
-                      f"{pct(xs, .99) - pct(base, .99):+.3f} | "
-                      f"{pct(xs, .5) / pct(base, .5):.2f}x |", flush=True)
+                base = xs if flags is None else base
+                print(row(label, way, xs, base), flush=True)
+        print(f"\nHeld vs not held in the same run: with `netsql --hold` running, the "
+              f"client alternates\nbetween port 53 (held) and port {UNHELD_PORT} (another "
+              f"dnsmasq, not held), so both see the same load:")
+        print(head)
+        added: dict[str, list[tuple[float, float, float]]] = {}
+        p = netsql(client, "--hold")
+        try:
+            for _ in range(a.rounds):
+                for label, fds in clients:
+                    got = lookups(client, 2 * a.lookups, fds, 53, UNHELD_PORT)
+                    held, unheld = got[53], got[UNHELD_PORT]
+                    print(row(label, f"port {UNHELD_PORT}, not held", unheld, unheld))
+                    print(row(label, "port 53, held", held, unheld), flush=True)
+                    added.setdefault(label, []).append((
+                        pct(held, .5) - pct(unheld, .5), pct(held, .99) - pct(unheld, .99),
+                        pct(held, .5) / pct(unheld, .5)))
+        finally:
+            p.terminate()
+            p.communicate(timeout=30)
+        print(f"\nHeld vs not held, median of the {a.rounds} rounds (goal: p99 under 1 ms "
+              "added):\n| client | added p50 ms | added p99 ms | p50 ratio |\n"
+              "| --- | --- | --- | --- |")
+        for label, xs in added.items():
+            med = [statistics.median(x[i] for x in xs) for i in range(3)]
+            print(f"| {label} | {med[0]:+.3f} | {med[1]:+.3f} | {med[2]:.2f}x |")
     finally:
-        dns.terminate()
-        dns.wait()
+        for dns in servers:
+            dns.terminate()
+            dns.wait()
         for n in (server, client):
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
 

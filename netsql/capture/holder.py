@@ -40,7 +40,7 @@ from netsql.capture.hold import (
 )
 from netsql.capture.owners import FdHints, newest_pids, scan_for
 from netsql.capture.packets import decode_frame
-from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of, read_comm
+from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of
 from netsql.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
 
 NETLINK_NETFILTER = 12
@@ -202,21 +202,25 @@ class Holder:
                 uid = struct.unpack_from(">I", data, vstart)[0]
         if packet_id is None:
             return
+        found: dict[str, object] | None = None
         try:
             if self.paused_until:
                 self.passed += 1
             else:
                 self.held += 1
-                self._name(payload, uid)
+                found = self._name(payload, uid)
         except Exception:  # the verdict must go out whatever happens
             pass
         finally:
             self._verdict(packet_id)
+        if found is not None:
+            self.report(found)  # after the verdict: the sender waits for neither
 
-    def _name(self, packet: bytes, uid: int | None) -> None:
+    def _name(self, packet: bytes, uid: int | None) -> dict[str, object] | None:
+        """The sender of a held packet, as the report to send once it is let go."""
         info = decode_frame(101, packet)
         if info is None:
-            return
+            return None
         src, dst, sport, dport, transport, _, _, _ = info
         family = socket.AF_INET6 if ":" in src else socket.AF_INET
         diag = self.diag.get(family)
@@ -225,19 +229,20 @@ class Holder:
         proto = socket.IPPROTO_TCP if transport == "tcp" else socket.IPPROTO_UDP
         hit = sockdiag.find(diag, family, proto, (src, sport), (dst, dport))
         if hit is None or not hit[9]:
-            return
+            return None
         inode, owner_uid = hit[9], hit[8]
         owner = scan_for({inode}, self._candidates(owner_uid if uid is None else uid),
                          self.hints).get(inode)
         if owner is None:
-            return
+            return None
         pid, comm = owner
-        if pid in self.recent:
-            self.recent.remove(pid)
-        self.recent.insert(0, pid)
-        del self.recent[64:]
-        self.report({"key": [transport, src, sport, dst, dport], "inode": inode,
-                     "pid": pid, "comm": comm if comm is not None else read_comm(pid)})
+        if self.recent[:1] != [pid]:
+            if pid in self.recent:
+                self.recent.remove(pid)
+            self.recent.insert(0, pid)
+            del self.recent[64:]
+        return {"key": [transport, src, sport, dst, dport], "inode": inode, "pid": pid,
+                "comm": comm}
 
     def _candidates(self, uid: int) -> Iterator[int]:
         """Those that asked lately, then (only if needed) that uid's newest processes."""
@@ -267,6 +272,9 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, term)
     os.set_blocking(1, False)
+    # The process-events thread must not keep the GIL from a held packet for the
+    # default 5 ms: a query waits while it does.
+    sys.setswitchinterval(0.0002)
     ports = [int(p) for p in sys.argv[1:]] or [53]
     holder: Holder | None = None
     try:

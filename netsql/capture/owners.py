@@ -27,9 +27,13 @@ class FdHints:
     first costs one readlink, where a scan of a process with 13,400 sockets costs
     tens of milliseconds."""
 
-    def __init__(self, max_pids: int = 1024) -> None:
+    def __init__(self, max_pids: int = 1024, max_inodes: int = 4096) -> None:
         self.by_pid: OrderedDict[int, list[int]] = OrderedDict()
         self.max_pids = max_pids
+        #: inode -> (pid, fd) where it was found: a socket that sends again (a client
+        #: that keeps its socket) costs one readlink, checked, then no scan at all.
+        self.by_inode: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self.max_inodes = max_inodes
 
     def guesses(self, pid: int) -> list[int]:
         fds = self.by_pid.get(pid)
@@ -38,12 +42,17 @@ class FdHints:
         top = max(fds)
         return [*fds, top + 1, top + 2, top + 3]
 
-    def hit(self, pid: int, fd: int) -> None:
+    def hit(self, pid: int, fd: int, inode: int | None = None) -> None:
         fds = [fd, *(f for f in self.by_pid.get(pid, []) if f != fd)][:4]
         self.by_pid[pid] = fds
         self.by_pid.move_to_end(pid)
         while len(self.by_pid) > self.max_pids:
             self.by_pid.popitem(last=False)
+        if inode is not None:
+            self.by_inode[inode] = (pid, fd)
+            self.by_inode.move_to_end(inode)
+            while len(self.by_inode) > self.max_inodes:
+                self.by_inode.popitem(last=False)
 
 
 def _socket_inode(path: str) -> int | None:
@@ -57,9 +66,20 @@ def _socket_inode(path: str) -> int | None:
 def scan_for(inodes: set[int], pids: Iterable[int],
              hints: FdHints | None = None) -> dict[int, Owner]:
     """Owners of ``inodes`` among ``pids`` (in that order, stopping when all found);
-    each process's ``hints`` are looked at before its whole fd table."""
+    where ``hints`` saw an inode before is checked first (one readlink), and each
+    process's hinted fds before its whole fd table. The name is read from /proc at
+    once: a table of names from the kernel's process events can lag an exec (`sh -c
+    'exec getent ...'` would be named sh)."""
     found: dict[int, Owner] = {}
     want = set(inodes)
+    if hints is not None:
+        for wanted in list(want):
+            at = hints.by_inode.get(wanted)
+            if at is not None and _socket_inode(f"/proc/{at[0]}/fd/{at[1]}") == wanted:
+                found[wanted] = (at[0], read_comm(at[0]))
+                want.discard(wanted)
+        if not want:
+            return found
     seen: set[int] = set()
     for pid in pids:
         if pid in seen:
@@ -67,27 +87,27 @@ def scan_for(inodes: set[int], pids: Iterable[int],
         seen.add(pid)
         base = f"/proc/{pid}/fd/"
         for fd in hints.guesses(pid) if hints is not None else ():
-            inode = _socket_inode(base + str(fd))
-            if inode in want:
-                assert inode is not None
-                found[inode] = (pid, read_comm(pid))
-                want.discard(inode)
-                hints.hit(pid, fd)  # type: ignore[union-attr]
-        if not want:
-            break
+            held = _socket_inode(base + str(fd))
+            if held is not None and held in want:
+                assert hints is not None
+                found[held] = (pid, read_comm(pid))
+                want.discard(held)
+                hints.hit(pid, fd, held)
+                if not want:
+                    return found
         try:
             fds = os.listdir(base)
         except OSError:
             continue
         for name in fds:
-            inode = _socket_inode(base + name)
-            if inode is not None and inode in want:
-                found[inode] = (pid, read_comm(pid))
-                want.discard(inode)
+            held = _socket_inode(base + name)
+            if held is not None and held in want:
+                found[held] = (pid, read_comm(pid))
+                want.discard(held)
                 if hints is not None:
-                    hints.hit(pid, int(name))
-        if not want:
-            break
+                    hints.hit(pid, int(name), held)
+                if not want:
+                    return found
     return found
 
 
