@@ -83,11 +83,6 @@ static inline uint32_t rd32(const unsigned char *p, int be)
     return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
 }
 
-static inline int port_in(const State *st, unsigned port)
-{
-    return st->ports[port >> 3] >> (port & 7) & 1;
-}
-
 /* Set row[i] (a new list's slot holding None) to a new reference. */
 static void put(PyObject *row, int i, PyObject *value)
 {
@@ -129,52 +124,70 @@ static int plain_byte(unsigned c)
     return c > 0x20 && c < 0x7F && c != '.' && !strchr("\"().;\\@$", (int)c);
 }
 
-/* The first question when it is plain: no compression, at least one label, only bytes
- * that need no escaping; its text lower-cased as dnswire.decode_dns gives it. Returns 1
- * (found), 0 (not plain: Python decodes the message) or -1 (error). */
-static int plain_question(const unsigned char *dns, Py_ssize_t n, PyObject **name,
-                          unsigned *qtype, unsigned *qclass, Py_ssize_t *qend)
+/* The end of the first question when it is plain: no compression, at least one label,
+ * only bytes that need no escaping (0 when it is not: Python decodes the message). No
+ * Python object is touched: the threads of scan_pcap_threads call it. */
+static Py_ssize_t question_end(const unsigned char *dns, Py_ssize_t n)
 {
-    char text[256];
-    Py_ssize_t t = 0, off = 12, stop = n - 1 < 12 + 254 ? n - 1 : 12 + 254;
-    if (n < 13 || RD16(dns + 4) == 0)
+    Py_ssize_t off = 12, stop = n - 1 < 12 + 254 ? n - 1 : 12 + 254;
+    if (n < 13 || RD16(dns + 4) == 0 || dns[off] == 0)
         return 0;
     while (dns[off] != 0) {
         unsigned ln = dns[off];
         Py_ssize_t next = off + 1 + ln;
         if (ln >= 64 || next > stop)
             return 0;
-        if (t)
-            text[t++] = '.';
-        for (Py_ssize_t i = off + 1; i < next; i++) {
-            unsigned c = dns[i];
-            if (!plain_byte(c))
+        for (Py_ssize_t i = off + 1; i < next; i++)
+            if (!plain_byte(dns[i]))
                 return 0;
-            text[t++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
         off = next;
     }
-    if (t == 0 || off + 5 > n)
+    return off + 5 > n ? 0 : off + 5;
+}
+
+/* The text of a plain question ending at qend, lower-cased as dnswire.decode_dns gives it. */
+static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
+{
+    char text[256];
+    Py_ssize_t t = 0;
+    for (Py_ssize_t off = 12; dns[off] != 0; off += 1 + dns[off]) {
+        if (t)
+            text[t++] = '.';
+        for (Py_ssize_t i = off + 1; i < off + 1 + dns[off]; i++) {
+            unsigned c = dns[i];
+            text[t++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+    }
+    (void)qend;
+    return PyUnicode_DecodeASCII(text, t, NULL);
+}
+
+/* The first question when it is plain (question_end); its text lower-cased as
+ * dnswire.decode_dns gives it. Returns 1 (found), 0 (not plain: Python decodes the
+ * message) or -1 (error). */
+static int plain_question(const unsigned char *dns, Py_ssize_t n, PyObject **name,
+                          unsigned *qtype, unsigned *qclass, Py_ssize_t *qend)
+{
+    Py_ssize_t end = question_end(dns, n);
+    if (end == 0)
         return 0;
-    *qtype = RD16(dns + off + 1);
-    *qclass = RD16(dns + off + 3);
-    *qend = off + 5;
-    *name = PyUnicode_DecodeASCII(text, t, NULL);
+    *qtype = RD16(dns + end - 4);
+    *qclass = RD16(dns + end - 2);
+    *qend = end;
+    *name = question_text(dns, end);
     return *name == NULL ? -1 : 1;
 }
 
-/* The answers of a response with one plain question ending at `qend`, when every
- * answer is A or AAAA, class IN, owned by a pointer to the question (0xC00C): three new
- * lists (data text, type names, ttls) in out[]. 1 found, 0 another shape (Python
- * decodes it), -1 error. */
-static int simple_answers(const unsigned char *dns, Py_ssize_t n, Py_ssize_t qend,
-                          PyObject *out[3])
+/* 1 when every answer of a response with one plain question ending at `qend` is A or
+ * AAAA, class IN, owned by a pointer to the question (0xC00C); 0 another shape (Python
+ * decodes it). No Python object is touched. */
+static int answers_simple(const unsigned char *dns, Py_ssize_t n, Py_ssize_t qend)
 {
     if (RD16(dns + 4) != 1)
         return 0;
     unsigned count = RD16(dns + 6);
     Py_ssize_t off = qend;
-    for (unsigned i = 0; i < count; i++) { /* check the whole section first */
+    for (unsigned i = 0; i < count; i++) {
         if (off + 12 > n || dns[off] != 0xC0 || dns[off + 1] != 12)
             return 0;
         unsigned type = RD16(dns + off + 2), rclass = RD16(dns + off + 4);
@@ -184,6 +197,18 @@ static int simple_answers(const unsigned char *dns, Py_ssize_t n, Py_ssize_t qen
             return 0;
         off += 12 + rdlen;
     }
+    return 1;
+}
+
+/* The answers of such a response (answers_simple): three new lists (data text, type
+ * names, ttls) in out[]. 1 found, 0 another shape, -1 error. */
+static int simple_answers(const unsigned char *dns, Py_ssize_t n, Py_ssize_t qend,
+                          PyObject *out[3])
+{
+    if (!answers_simple(dns, n, qend)) /* check the whole section first */
+        return 0;
+    unsigned count = RD16(dns + 6);
+    Py_ssize_t off;
     out[0] = PyList_New(count);
     out[1] = PyList_New(count);
     out[2] = PyList_New(count);
@@ -454,26 +479,38 @@ done:
     return rc;
 }
 
-/* One record: Scan.feed's loop body. */
-static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_t n)
+/* What parse_frame found in a record. */
+enum { P_SKIP, P_MALFORMED, P_GENERAL, P_MESSAGE };
+
+/* A DNS message's place in a record (or a record for the general decoder). */
+typedef struct {
+    const unsigned char *src, *dst, *dns;
+    Py_ssize_t alen, dlen;
+    unsigned sport, dport;
+} Found;
+
+/* Scan.feed's loop body without Python: link, IP and UDP headers of one record. No
+ * Python object is touched (the threads of scan_pcap_threads call it). */
+static int parse_frame(int lt, const unsigned char *f, Py_ssize_t n,
+                       const unsigned char *ports, Found *out)
 {
     unsigned et;
     Py_ssize_t off, u;
     if (lt == 1) {
         if (n < 14)
-            goto malformed;
+            return P_MALFORMED;
         et = RD16(f + 12);
         off = 14;
         while (et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200) {
             if (n < off + 4)
-                goto malformed;
+                return P_MALFORMED;
             et = RD16(f + off + 2);
             off += 4;
         }
     } else if (lt == 113 || lt == 276) {
         unsigned ptype, hatype;
         if (n < (lt == 113 ? 16 : 20))
-            goto malformed;
+            return P_MALFORMED;
         if (lt == 113) {
             ptype = RD16(f);
             hatype = RD16(f + 2);
@@ -486,61 +523,86 @@ static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_
             off = 20;
         }
         if (ptype == 4 && hatype == 772)
-            return 0; /* loopback's outgoing copy; its incoming twin follows */
+            return P_SKIP; /* loopback's outgoing copy; its incoming twin follows */
     } else if (lt == 101 || lt == 228 || lt == 229 || lt == 12 || lt == 14) {
         if (n < 1)
-            goto malformed;
+            return P_MALFORMED;
         et = (f[0] >> 4 == 4) ? 0x0800 : 0x86DD;
         off = 0;
     } else {
-        goto general;
+        return P_GENERAL;
     }
-    const unsigned char *src, *dst;
-    Py_ssize_t alen;
     if (et == 0x0800) {
         if (n < off + 20 || (f[off] & 15) < 5)
-            goto malformed;
+            return P_MALFORMED;
         unsigned proto = f[off + 9];
-        if (proto != 17 || (f[off + 6] & 0x1F) || f[off + 7]) {
-            if (proto == 6)
-                goto general;
-            return 0;
-        }
-        src = f + off + 12;
-        dst = f + off + 16;
-        alen = 4;
+        if (proto != 17 || (f[off + 6] & 0x1F) || f[off + 7])
+            return proto == 6 ? P_GENERAL : P_SKIP;
+        out->src = f + off + 12;
+        out->dst = f + off + 16;
+        out->alen = 4;
         u = off + (f[off] & 15) * 4;
     } else if (et == 0x86DD) {
         if (n < off + 40)
-            goto malformed;
+            return P_MALFORMED;
         unsigned nh = f[off + 6];
-        if (nh != 17) {
-            if (nh == 6 || nh == 0 || nh == 43 || nh == 44 || nh == 60)
-                goto general;
-            return 0;
-        }
-        src = f + off + 8;
-        dst = f + off + 24;
-        alen = 16;
+        if (nh != 17)
+            return (nh == 6 || nh == 0 || nh == 43 || nh == 44 || nh == 60)
+                ? P_GENERAL : P_SKIP;
+        out->src = f + off + 8;
+        out->dst = f + off + 24;
+        out->alen = 16;
         u = off + 40;
     } else {
-        return 0;
+        return P_SKIP;
     }
     if (n < u + 8)
-        goto malformed;
+        return P_MALFORMED;
     unsigned sport = RD16(f + u), dport = RD16(f + u + 2);
-    if (!port_in(st, sport) && !port_in(st, dport))
-        return 0;
+    if (!(ports[sport >> 3] >> (sport & 7) & 1) && !(ports[dport >> 3] >> (dport & 7) & 1))
+        return P_SKIP;
     Py_ssize_t end = u + (Py_ssize_t)RD16(f + u + 4);
     if (end > n)
         end = n;
     if (end - u < 20)
-        goto malformed;
-    PyObject *s = address(src, alen), *d = address(dst, alen);
+        return P_MALFORMED;
+    out->sport = sport;
+    out->dport = dport;
+    out->dns = f + u + 8;
+    out->dlen = end - u - 8;
+    return P_MESSAGE;
+}
+
+/* One record: Scan.feed's loop body. */
+static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_t n)
+{
+    Found m;
+    switch (parse_frame(lt, f, n, st->ports, &m)) {
+    case P_SKIP:
+        return 0;
+    case P_MALFORMED:
+        st->malformed++;
+        return 0;
+    case P_GENERAL: {
+        PyObject *pts = PyFloat_FromDouble(ts), *plt = PyLong_FromLong(lt);
+        PyObject *fr = PyBytes_FromStringAndSize((const char *)f, n), *r = NULL;
+        if (pts && plt && fr)
+            r = PyObject_CallMethodObjArgs(st->scan, s_general, pts, plt, fr, Py_None, NULL);
+        Py_XDECREF(pts);
+        Py_XDECREF(plt);
+        Py_XDECREF(fr);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    }
+    unsigned sport = m.sport, dport = m.dport;
+    PyObject *s = address(m.src, m.alen), *d = address(m.dst, m.alen);
     int rc = -1;
     if (s != NULL && d != NULL) {
-        const unsigned char *dns = f + u + 8;
-        Py_ssize_t dlen = end - u - 8;
+        const unsigned char *dns = m.dns;
+        Py_ssize_t dlen = m.dlen;
         PyObject *qname = NULL, *answers[3] = {NULL, NULL, NULL};
         unsigned qtype = 0, qclass = 0;
         Py_ssize_t qend = 0;
@@ -580,22 +642,6 @@ static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_
     Py_XDECREF(s);
     Py_XDECREF(d);
     return rc;
-malformed:
-    st->malformed++;
-    return 0;
-general: {
-        PyObject *pts = PyFloat_FromDouble(ts), *plt = PyLong_FromLong(lt);
-        PyObject *fr = PyBytes_FromStringAndSize((const char *)f, n), *r = NULL;
-        if (pts && plt && fr)
-            r = PyObject_CallMethodObjArgs(st->scan, s_general, pts, plt, fr, Py_None, NULL);
-        Py_XDECREF(pts);
-        Py_XDECREF(plt);
-        Py_XDECREF(fr);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        return 0;
-    }
 }
 
 static int add_counter(PyObject *scan, PyObject *name, long delta)
