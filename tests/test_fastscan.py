@@ -1,7 +1,9 @@
-"""The compiled pcap scanner (netsql/capture/_cscan.c) against the pure-Python scan
-(fastscan.Scan.feed): the same capture files must give the same rows, counters and
-errors, whichever columns a statement wants. The Python scan is itself checked against
-dpkt and dnspython in test_pcapfile.py and test_dns_pcap.py."""
+"""The compiled pcap scanners (netsql/capture/_cscan.c: scan_pcap, record by record,
+and scan_pcap_threads, ranges parsed on threads and paired in C) against the
+pure-Python scan (fastscan.Scan.feed): the same capture files must give the same rows,
+counters and errors, whichever columns a statement wants, wherever the ranges and
+reads split the file. The Python scan is itself checked against dpkt and dnspython in
+test_pcapfile.py and test_dns_pcap.py."""
 
 from __future__ import annotations
 
@@ -60,16 +62,27 @@ def eth(ip: bytes) -> bytes:
     return link_frame("ethernet", ip)[1]
 
 
+#: scan_pcap_threads as run() drives it: (threads, least bytes a range holds, bytes
+#: read at a time); small ranges and reads put range and read boundaries between
+#: queries and their responses.
+THREADED = [(2, 1, 1 << 20), (16, 1, 1 << 20), (3, 64, 1000), (2, 1 << 18, 8 << 20)]
+
+
 def run(data: bytes | io.RawIOBase, want: frozenset[str] | None, compiled: bool,
-        ports: tuple[int, ...] = (53,)) -> tuple[Any, ...]:
-    """Everything a scan leaves behind, or the error it raised."""
-    scan = Scan(ports, want)
+        ports: tuple[int, ...] = (53,), threads: tuple[int, int, int] | None = None
+        ) -> tuple[Any, ...]:
+    """Everything a scan leaves behind, or the error it raised. ``threads``: scan with
+    step_threads (see THREADED) instead of step."""
+    scan = Scan(ports, want, threads[0] if threads else 1)
     src = io.BytesIO(data) if isinstance(data, bytes) else data
     error = None
     reader = None
     try:
         with CaptureReader(src) as reader:
-            if compiled:
+            if compiled and threads:
+                scan.min_range = threads[1]
+                reader.feed_pcap(scan.step_threads, threads[2])
+            elif compiled:
                 reader.feed_pcap(scan.step)
             else:
                 scan.feed(reader)
@@ -87,6 +100,8 @@ def same(data: bytes, ports: tuple[int, ...] = (53,)) -> tuple[Any, ...]:
     for want in WANTS:
         py, c = run(data, want, False, ports), run(data, want, True, ports)
         assert c == py, want
+        for threads in THREADED:
+            assert run(data, want, True, ports, threads) == py, (want, threads)
     return run(data, None, True, ports)
 
 

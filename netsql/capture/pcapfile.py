@@ -159,12 +159,12 @@ class CaptureReader:
             pos = end
 
     def feed_pcap(self, step: Callable[[bytes, int, bool, int, int, int],
-                                       tuple[int, int, int]]) -> None:
-        """Classic pcap only: hand the records to ``step`` a buffer at a time instead of
-        yielding them one by one. ``step(buf, pos, big_endian, divisor, extra,
-        linktype)`` consumes the complete records from ``pos`` and returns (position
-        after them, how many, the length of a record too long to be real or 0).
-        Counting, truncation and errors are as when iterating."""
+                                       tuple[int, int, int]], chunk: int = _CHUNK) -> None:
+        """Classic pcap only: hand the records to ``step`` a buffer (of about ``chunk``
+        bytes) at a time instead of yielding them one by one. ``step(buf, pos,
+        big_endian, divisor, extra, linktype)`` consumes the complete records from
+        ``pos`` and returns (position after them, how many, the length of a record too
+        long to be real or 0). Counting, truncation and errors are as when iterating."""
         if self.format != "pcap":
             raise ValueError("feed_pcap reads classic pcap files only")
         s = self._s
@@ -183,7 +183,7 @@ class CaptureReader:
             left = len(s.buf) - pos
             need = hlen if left < hlen else hlen + struct.unpack_from(
                 order + "I", s.buf, pos + 8)[0]
-            if not s.fill(max(need, _CHUNK)) and not s.fill(need):
+            if not s.fill(max(need, chunk)) and not s.fill(need):
                 if len(s.buf) > s.pos:
                     self.truncated += 1
                 return
