@@ -157,6 +157,40 @@ def test_pairing_duplicates_and_strays() -> None:
     assert same(pcap([(ts, 1, f) for ts, f in recs]), ports=(53, 5353))[2] == out[2] + 1
 
 
+def test_pairs_across_range_and_read_boundaries() -> None:
+    """scan_pcap_threads parses ranges of a buffer on threads and pairs them after: a
+    query in one range (or one read) answered in the next still pairs, as in one walk,
+    wherever the file is split; so does a response captured before its query."""
+    need(fastscan.COMPILED, "the compiled scanner (_cscan) was not built")
+    t = BASE_TS
+    recs = [(t + i * 0.01, eth(udp_ip(C, S, 40000 + i, 53, query(i)))) for i in range(40)]
+    recs += [(t + 1 + i * 0.01, eth(udp_ip(S, C, 53, 40000 + i, answer(i))))
+             for i in range(40)]  # every answer after every query
+    recs += [(t + 2, eth(udp_ip(S, C, 53, 41000, answer(99)))),  # its query comes next
+             (t + 2.001, eth(udp_ip(C, S, 41000, 53, query(99)))),
+             (t + 2.5, eth(udp_ip(C, S, 41001, 53, query(98))))]  # never answered
+    data = pcap([(ts, 1, f) for ts, f in recs])
+    py = run(data, None, False)
+    assert py[1]["status"] == ["answered"] * 41 + ["unanswered"] and py[7] == 42
+    assert py[1]["rtt"][-2] == 0.0
+    size = len(data) - 24
+    for parts in (2, 3, 5, 16):
+        for min_range in (1, size // parts):
+            scan = Scan((53,), None, parts)
+            scan.min_range = min_range
+            with CaptureReader(io.BytesIO(data)) as reader:
+                reader.feed_pcap(scan.step_threads)
+            assert scan.ranges == parts  # the buffer was split as asked
+            assert run(data, None, True, threads=(parts, min_range, 1 << 20)) == py
+    for chunk in range(1, 400, 13):  # reads ending anywhere in the records
+        for want in WANTS:
+            assert run(data, want, True, threads=(2, 1, chunk)) == run(data, want, False)
+    one = Scan((53,), None, 4)  # ranges below min_range: one thread parses the buffer
+    with CaptureReader(io.BytesIO(data)) as reader:
+        reader.feed_pcap(one.step_threads)
+    assert one.ranges == 1 and one.columns(None) == py[1]
+
+
 def test_damaged_frames_at_every_length() -> None:
     """Every prefix of an Ethernet (VLAN, SLL, SLL2, raw) frame carrying DNS, and IP
     headers that lie: malformed counts and rows must agree."""

@@ -35,7 +35,7 @@ static PyObject *s_udp, *s_tcp, *s_unanswered, *s_answered, *s_response_only, *s
 static PyObject *s_names;
 static PyObject *s_pairing, *s_table, *s_rows, *s_general, *s_message;
 static PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts;
-static PyObject *s_duplicates;
+static PyObject *s_duplicates, *s_ranges;
 
 typedef struct {
     PyObject *scan, *pairing, *table, *rows, *names;
@@ -1355,6 +1355,21 @@ static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto out;
     }
+    int used = 0; /* ranges that held records: the most of any call in scan.ranges */
+    for (int i = 0; i < parts; i++)
+        used += ranges[i].end > ranges[i].pos;
+    PyObject *before = PyObject_GetAttr(scan, s_ranges);
+    long most = before ? PyLong_AsLong(before) : -1;
+    Py_XDECREF(before);
+    if (most == -1 && PyErr_Occurred())
+        goto out;
+    if (used > most) {
+        PyObject *v = PyLong_FromLong(used);
+        int rc = v ? PyObject_SetAttr(scan, s_ranges, v) : -1;
+        Py_XDECREF(v);
+        if (rc < 0)
+            goto out;
+    }
     if (records > 0) {
         PyObject *first = PyObject_GetAttr(scan, s_first_ts);
         if (first == NULL)
@@ -1551,7 +1566,7 @@ PyMODINIT_FUNC PyInit__cscan(void)
         {&s_message, "_message"}, {&s_messages, "messages"}, {&s_queries, "queries"},
         {&s_responses, "responses"}, {&s_malformed, "malformed"},
         {&s_first_ts, "first_ts"}, {&s_type_a, "A"}, {&s_type_aaaa, "AAAA"},
-        {&s_names, "names"}, {&s_duplicates, "duplicates"},
+        {&s_names, "names"}, {&s_duplicates, "duplicates"}, {&s_ranges, "ranges"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

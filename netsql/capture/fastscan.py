@@ -123,6 +123,7 @@ class Scan:
         self.threads = max(1, threads)
         self.min_range = MIN_RANGE
         self._pairs: Any = None  # step_threads' transactions (in _cscan), when it ran
+        self.ranges = 0  # the most ranges step_threads parsed one buffer in
         self.need_q = want is None or bool(want & Q_COLS)
         self.need_r = want is None or bool(want & R_COLS)
         self.rows: list[list[Any]] = []  # one list per transaction, in COLUMNS order
