@@ -808,8 +808,12 @@ typedef struct {
     uint8_t used, complete;
 } Entry;
 
+#define MAX_THREADS 16
+
 typedef struct {
     int mode;
+    Msg *msgs[MAX_THREADS]; /* each range's messages, kept for the next buffer */
+    size_t msgcap[MAX_THREADS];
     Txn *txns;
     size_t ntxn, captxn;
     Entry *table;
@@ -827,8 +831,10 @@ static uint64_t key_hash(int tcp, const unsigned char *c, unsigned cport,
         h = (h ^ c[i]) * 1099511628211ull;
     for (int i = 0; i < alen; i++)
         h = (h ^ s[i]) * 1099511628211ull;
-    h = (h ^ ((uint64_t)cport << 32 | (uint64_t)sport << 16 | tid)) * 1099511628211ull;
-    return h ^ h >> 29;
+    h ^= (uint64_t)cport << 32 | (uint64_t)sport << 16 | tid;
+    h = (h ^ h >> 33) * 0xff51afd7ed558ccdull; /* murmur3's finaliser: every bit of the */
+    h = (h ^ h >> 33) * 0xc4ceb9fe1a85ec53ull; /* key moves the low bits the table uses */
+    return h ^ h >> 33;
 }
 
 /* The decoding a message needs here, decided as scan_pcap's frame() does: bit 1 the
@@ -856,6 +862,16 @@ static void *parse_range(void *arg)
 {
     Range *r = arg;
     const unsigned char *p = r->p;
+    size_t want = (size_t)(r->end - r->pos) / 64 + 16; /* a DNS record takes 70 bytes+ */
+    if (r->cap < want) {
+        Msg *more = realloc(r->msgs, want * sizeof(Msg));
+        if (more == NULL) {
+            r->oom = 1;
+            return NULL;
+        }
+        r->msgs = more;
+        r->cap = want;
+    }
     for (Py_ssize_t pos = r->pos; pos < r->end;) {
         uint32_t sec = rd32(p + pos, r->be), frac = rd32(p + pos + 4, r->be);
         uint32_t incl = rd32(p + pos + 8, r->be);
@@ -907,6 +923,8 @@ static void pairs_free(Pairs *ps)
         for (int j = 0; j < 3; j++)
             Py_XDECREF(ps->txns[i].ans[j]);
     }
+    for (int i = 0; i < MAX_THREADS; i++)
+        free(ps->msgs[i]);
     free(ps->txns);
     free(ps->table);
     free(ps);
@@ -1282,8 +1300,6 @@ static Py_ssize_t walk_records(const unsigned char *p, Py_ssize_t pos, Py_ssize_
     return pos;
 }
 
-#define MAX_THREADS 16
-
 static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -1338,6 +1354,8 @@ static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
         r->lt = lt;
         r->mode = ps->mode;
         r->divisor = (double)divisor;
+        r->msgs = ps->msgs[i];
+        r->cap = ps->msgcap[i];
         if (i > 0 && r->end > r->pos)
             started[i] = pthread_create(&tids[i], NULL, parse_range, r) == 0;
     }
@@ -1391,6 +1409,8 @@ static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
         w.malformed += ranges[i].malformed;
         for (size_t j = 0; j < ranges[i].n && !failed; j++) {
             const Msg *m = &ranges[i].msgs[j];
+            if (j + 8 < ranges[i].n) /* the table is larger than the caches: ask early */
+                __builtin_prefetch(&ps->table[ranges[i].msgs[j + 8].hash & (ps->cap - 1)]);
             failed = (m->kind == P_GENERAL ? pair_general(&w, m, lt) : pair_msg(&w, m)) < 0;
         }
     }
@@ -1410,8 +1430,10 @@ static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
     if (!failed)
         result = Py_BuildValue("nnk", end, records, (unsigned long)bad);
 out:
-    for (int i = 0; i < parts; i++)
-        free(ranges[i].msgs);
+    for (int i = 0; i < parts && ps != NULL; i++) { /* (pages the next buffer reuses) */
+        ps->msgs[i] = ranges[i].msgs;
+        ps->msgcap[i] = ranges[i].cap;
+    }
     Py_XDECREF(names);
     Py_XDECREF(pairing);
     PyBuffer_Release(&buf);
