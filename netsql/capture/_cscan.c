@@ -769,6 +769,7 @@ out:
  * scan_pcap and the pure-Python scan, split at every record. */
 #include <math.h>
 #include <pthread.h>
+#include <sys/mman.h>
 
 typedef struct {
     double ts;
@@ -823,6 +824,20 @@ typedef struct {
 
 #define PAIRS_CAPSULE "netsql.capture._cscan.Pairs"
 
+/* The arrays of a scan reach tens of MB, each page touched once: huge pages where the
+ * kernel gives them on request (transparent_hugepage "madvise") spare most of the page
+ * faults, which took half the CPU time of a 21 MB file's scan. */
+static void *huge(void *p, size_t size)
+{
+    if (p != NULL && size >= (4u << 20)) {
+        uintptr_t from = ((uintptr_t)p + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1);
+        uintptr_t to = ((uintptr_t)p + size) & ~(uintptr_t)((2u << 20) - 1);
+        if (to > from)
+            madvise((void *)from, to - from, MADV_HUGEPAGE);
+    }
+    return p;
+}
+
 static uint64_t key_hash(int tcp, const unsigned char *c, unsigned cport,
                          const unsigned char *s, unsigned sport, unsigned tid, int alen)
 {
@@ -864,7 +879,7 @@ static void *parse_range(void *arg)
     const unsigned char *p = r->p;
     size_t want = (size_t)(r->end - r->pos) / 64 + 16; /* a DNS record takes 70 bytes+ */
     if (r->cap < want) {
-        Msg *more = realloc(r->msgs, want * sizeof(Msg));
+        Msg *more = huge(realloc(r->msgs, want * sizeof(Msg)), want * sizeof(Msg));
         if (more == NULL) {
             r->oom = 1;
             return NULL;
@@ -887,7 +902,7 @@ static void *parse_range(void *arg)
         }
         if (r->n == r->cap) {
             size_t cap = r->cap ? r->cap * 2 : 1024;
-            Msg *more = realloc(r->msgs, cap * sizeof(Msg));
+            Msg *more = huge(realloc(r->msgs, cap * sizeof(Msg)), cap * sizeof(Msg));
             if (more == NULL) {
                 r->oom = 1;
                 return NULL;
@@ -982,7 +997,7 @@ static Entry *slot(Pairs *ps, uint64_t h, int tcp, const unsigned char *c, unsig
 static int grow_table(Pairs *ps)
 {
     size_t cap = ps->cap * 2;
-    Entry *t = calloc(cap, sizeof(Entry));
+    Entry *t = huge(calloc(cap, sizeof(Entry)), cap * sizeof(Entry));
     if (t == NULL)
         return -1;
     for (size_t i = 0; i < ps->cap; i++) {
@@ -1057,7 +1072,7 @@ static Txn *open_txn(Walk *w, Entry **e, uint64_t h, double ts, int tcp,
     Pairs *ps = w->ps;
     if (ps->ntxn == ps->captxn) {
         size_t cap = ps->captxn ? ps->captxn * 2 : 1024;
-        Txn *more = realloc(ps->txns, cap * sizeof(Txn));
+        Txn *more = huge(realloc(ps->txns, cap * sizeof(Txn)), cap * sizeof(Txn));
         if (more == NULL)
             return NULL;
         ps->txns = more;
