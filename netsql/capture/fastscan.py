@@ -8,11 +8,14 @@ wanted, answers only when ``rcode``/``flags``/``answers``/... are. TCP (reassemb
 and unusual link layers go through the general decoder (packets.py).
 
 Classic pcap files go through ``_cscan`` (a small C extension built with the package
-when a compiler is there): it walks the records, parses the same headers and, when no
-name or answer is wanted, pairs queries with responses itself, calling back into this
-module for everything else. Both paths keep one state (``pairing.table``, ``rows``)
-and pair messages by the rule in pairing.py (which the live tracker follows too), so
-they agree row for row (tests/test_fastscan.py and tests/test_dns_policy.py compare them).
+when a compiler is there). ``step_threads`` (what PcapSource uses) parses each buffer's
+records on up to ``threads`` threads with the GIL released, then pairs the messages in
+file order on a C table and keeps the transactions in C until ``columns()`` builds the
+wanted ones; ``step`` walks record by record into this module's state (``pairing.table``,
+``rows``). Both call back into this module for what they do not decode (``_decode``,
+``_general_messages``, ``_message``, ``_general``) and pair messages by the rule in
+pairing.py (which the live tracker follows too), so every path agrees row for row
+(tests/test_fastscan.py and tests/test_dns_policy.py compare them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from netsql.capture.dnswire import class_name, decode_dns, qtype_name, rcode_name
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
 from netsql.capture.pairing import ANSWERS, DUPLICATE, JOINED, Pairing
+from netsql.capture.pcapfile import Buffer
 from netsql.schema import Columns
 
 _cscan: ModuleType | None
@@ -198,7 +202,7 @@ class Scan:
                 continue
             self._message(ts, src, sport, dst, dport, "udp", frame[u + 8:end], ifname)
 
-    def step(self, buf: bytes, pos: int, big_endian: bool, divisor: int, extra: int,
+    def step(self, buf: Buffer, pos: int, big_endian: bool, divisor: int, extra: int,
              linktype: int) -> tuple[int, int, int]:
         """Scan the complete classic-pcap records of ``buf`` from ``pos`` with the
         compiled scanner: (position after them, records, length of a record too long
@@ -207,7 +211,7 @@ class Scan:
         return _cscan.scan_pcap(self, buf, pos, big_endian, divisor, extra, linktype,
                                 self._portmap, self.need_q | self.need_r << 1)
 
-    def step_threads(self, buf: bytes, pos: int, big_endian: bool, divisor: int,
+    def step_threads(self, buf: Buffer, pos: int, big_endian: bool, divisor: int,
                      extra: int, linktype: int) -> tuple[int, int, int]:
         """``step``, its records parsed on up to ``threads`` threads (ranges of at least
         ``min_range`` bytes) and paired in C, in file order; the transactions stay in
