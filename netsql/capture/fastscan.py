@@ -111,8 +111,9 @@ def _link(lt: int, frame: bytes) -> tuple[int, int] | None:
 
 
 #: The least a range of records given to a thread of its own may hold: below it, one
-#: thread parses a buffer (starting a thread and waiting for it costs 30-60 us, the
-#: parse of 256 KiB of DNS records 0.5-1 ms).
+#: thread parses a buffer (a short file gains nothing from a thread). Not tuned: on the
+#: shared 2-core test machine, busy with other work, the second thread's gain on a
+#: 21 MB file was within the noise (the serial pairing and page faults dominate).
 MIN_RANGE = 256 << 10
 
 
