@@ -5,9 +5,10 @@
 
 1. pcap ingest: a generated capture of --packets DNS packets (queries and their
    responses over Ethernet/IPv4/UDP); `netsql --pcap F -e "SELECT count(*) FROM
-   dns_queries"` (and a GROUP BY of the names, and a search of the answers) against
-   `tshark -r F -T fields -e dns.qry.name`, `tcpdump -n -r F` and `dnstop -l 3 F`,
-   each the median of --runs runs.
+   dns_queries"` (and a GROUP BY of the names, and a search of the answers), one-shot
+   and through `netsql serve`, against `tshark -r F -T fields -e dns.qry.name`,
+   `tcpdump -n -r F` and `dnstop -l 3 F`, taking turns, each the median of --runs
+   runs (wall and CPU time).
 2. live: two namespaces joined by a veth pair; a sender blasts --rate DNS queries a
    second for --seconds at the other side; netsql captures on the receiving side
    (pure capture) and on the sending side (every query also held for attribution).
@@ -74,13 +75,16 @@ def make_pcap(path: str, packets: int) -> None:
                 f.write(data)
 
 
-def wall(cmd: list[str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``cmd`` (user and system time of it and its
+    children; output discarded)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   cwd=ROOT, env=env)
+    took = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 INGEST = [  # what netsql is asked of the file: its cheapest and its common statements
@@ -91,6 +95,15 @@ INGEST = [  # what netsql is asked of the file: its cheapest and its common stat
 
 
 def ingest(packets: int, runs: int) -> list[str]:
+    """netsql against tshark, tcpdump and dnstop on one file. The commands take turns
+    within each run (a busy machine slows them alike), and each figure is the median
+    of --runs runs: wall time, and CPU time (user + system: what the command cost,
+    whatever else the machine was doing). netsql one-shot (it starts Python and
+    DuckDB), and through a resident `netsql serve` (the client starts neither: its
+    CPU is not counted, the server's is)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from timing import resident
+
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "dns.pcap")
@@ -98,18 +111,40 @@ def ingest(packets: int, runs: int) -> list[str]:
         n = subprocess.run([PY, "-m", "netsql", "--pcap", path, "--csv", "--no-header", "-e",
                             INGEST[0][1]], capture_output=True,
                            text=True, check=True, cwd=ROOT).stdout.strip()
-        ours = {name: wall([PY, "-m", "netsql", "--pcap", path, "-e", sql], runs)
+        tools = [("tshark -T fields -e dns.qry.name",
+                  ["tshark", "-r", path, "-T", "fields", "-e", "dns.qry.name"]),
+                 ("tcpdump -n -r", ["tcpdump", "-n", "-r", path]),
+                 ("dnstop -l 3", ["dnstop", "-l", "3", path])]
+        cmds = {name: [PY, "-m", "netsql", "--local", "--pcap", path, "-e", sql]
                 for name, sql in INGEST}
-        for name, sql in INGEST:
+        cmds.update(tools)
+        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
+        with resident() as env:
+            served = {f"{name} (serve)": [PY, "-m", "netsql", "--pcap", path, "-e", sql]
+                      for name, sql in INGEST}
+            for cmd in served.values():  # the server's first command warms it up
+                timed(cmd, env)
+            samples.update({k: [] for k in served})
+            for _ in range(runs):
+                for k, cmd in cmds.items():
+                    samples[k].append(timed(cmd))
+                for k, cmd in served.items():
+                    samples[k].append(timed(cmd, env))
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+           for k, v in samples.items()}
+    for name, sql in INGEST:
+        for k in (name, f"{name} (serve)"):
+            how = "netsql serve" if "serve" in k else "netsql"
+            cpu = "" if "serve" in k else f", CPU {med[k][1]:.2f} s"
             out.append(f"| pcap ingest, {packets} packets ({n} transactions): `{sql}` | "
-                       f"netsql {ours[name]:.2f} s | | |")
-        for name, cmd in (("tshark -T fields -e dns.qry.name",
-                           ["tshark", "-r", path, "-T", "fields", "-e", "dns.qry.name"]),
-                          ("tcpdump -n -r", ["tcpdump", "-n", "-r", path]),
-                          ("dnstop -l 3", ["dnstop", "-l", "3", path])):
-            theirs = wall(cmd, runs)
-            ratios = ", ".join(f"{name_}: {theirs / t:.1f}x" for name_, t in ours.items())
-            out.append(f"| | {name} | {theirs:.2f} s | netsql faster by ({ratios}) |")
+                       f"{how} {med[k][0]:.2f} s{cpu} | | |")
+    for name, _ in tools:
+        wall, cpu = med[name]
+        ratios = ", ".join(f"{k}: {wall / med[k][0]:.2f}x" for k in samples if k not in
+                           dict(tools))
+        cpus = ", ".join(f"{k}: {cpu / med[k][1]:.2f}x" for k, _ in INGEST)
+        out.append(f"| | {name} | {wall:.2f} s, CPU {cpu:.2f} s | netsql faster by "
+                   f"(wall: {ratios}; CPU: {cpus}) |")
     return out
 
 

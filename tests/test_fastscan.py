@@ -1,7 +1,9 @@
-"""The compiled pcap scanner (netsql/capture/_cscan.c) against the pure-Python scan
-(fastscan.Scan.feed): the same capture files must give the same rows, counters and
-errors, whichever columns a statement wants. The Python scan is itself checked against
-dpkt and dnspython in test_pcapfile.py and test_dns_pcap.py."""
+"""The compiled pcap scanners (netsql/capture/_cscan.c: scan_pcap, record by record,
+and scan_pcap_threads, ranges parsed on threads and paired in C) against the
+pure-Python scan (fastscan.Scan.feed): the same capture files must give the same rows,
+counters and errors, whichever columns a statement wants, wherever the ranges and
+reads split the file. The Python scan is itself checked against dpkt and dnspython in
+test_pcapfile.py and test_dns_pcap.py."""
 
 from __future__ import annotations
 
@@ -60,16 +62,27 @@ def eth(ip: bytes) -> bytes:
     return link_frame("ethernet", ip)[1]
 
 
+#: scan_pcap_threads as run() drives it: (threads, least bytes a range holds, bytes
+#: read at a time); small ranges and reads put range and read boundaries between
+#: queries and their responses.
+THREADED = [(2, 1, 1 << 20), (16, 1, 1 << 20), (3, 64, 1000), (2, 1 << 18, 8 << 20)]
+
+
 def run(data: bytes | io.RawIOBase, want: frozenset[str] | None, compiled: bool,
-        ports: tuple[int, ...] = (53,)) -> tuple[Any, ...]:
-    """Everything a scan leaves behind, or the error it raised."""
-    scan = Scan(ports, want)
+        ports: tuple[int, ...] = (53,), threads: tuple[int, int, int] | None = None
+        ) -> tuple[Any, ...]:
+    """Everything a scan leaves behind, or the error it raised. ``threads``: scan with
+    step_threads (see THREADED) instead of step."""
+    scan = Scan(ports, want, threads[0] if threads else 1)
     src = io.BytesIO(data) if isinstance(data, bytes) else data
     error = None
     reader = None
     try:
         with CaptureReader(src) as reader:
-            if compiled:
+            if compiled and threads:
+                scan.min_range = threads[1]
+                reader.feed_pcap(scan.step_threads, threads[2])
+            elif compiled:
                 reader.feed_pcap(scan.step)
             else:
                 scan.feed(reader)
@@ -87,6 +100,8 @@ def same(data: bytes, ports: tuple[int, ...] = (53,)) -> tuple[Any, ...]:
     for want in WANTS:
         py, c = run(data, want, False, ports), run(data, want, True, ports)
         assert c == py, want
+        for threads in THREADED:
+            assert run(data, want, True, ports, threads) == py, (want, threads)
     return run(data, None, True, ports)
 
 
@@ -140,6 +155,40 @@ def test_pairing_duplicates_and_strays() -> None:
     assert cols["rtt"][0] is not None and abs(cols["rtt"][0] - 1.7) < 1e-6
     assert out[5] == 1  # the short message
     assert same(pcap([(ts, 1, f) for ts, f in recs]), ports=(53, 5353))[2] == out[2] + 1
+
+
+def test_pairs_across_range_and_read_boundaries() -> None:
+    """scan_pcap_threads parses ranges of a buffer on threads and pairs them after: a
+    query in one range (or one read) answered in the next still pairs, as in one walk,
+    wherever the file is split; so does a response captured before its query."""
+    need(fastscan.COMPILED, "the compiled scanner (_cscan) was not built")
+    t = BASE_TS
+    recs = [(t + i * 0.01, eth(udp_ip(C, S, 40000 + i, 53, query(i)))) for i in range(40)]
+    recs += [(t + 1 + i * 0.01, eth(udp_ip(S, C, 53, 40000 + i, answer(i))))
+             for i in range(40)]  # every answer after every query
+    recs += [(t + 2, eth(udp_ip(S, C, 53, 41000, answer(99)))),  # its query comes next
+             (t + 2.001, eth(udp_ip(C, S, 41000, 53, query(99)))),
+             (t + 2.5, eth(udp_ip(C, S, 41001, 53, query(98))))]  # never answered
+    data = pcap([(ts, 1, f) for ts, f in recs])
+    py = run(data, None, False)
+    assert py[1]["status"] == ["answered"] * 41 + ["unanswered"] and py[7] == 42
+    assert py[1]["rtt"][-2] == 0.0
+    size = len(data) - 24
+    for parts in (2, 3, 5, 16):
+        for min_range in (1, size // parts):
+            scan = Scan((53,), None, parts)
+            scan.min_range = min_range
+            with CaptureReader(io.BytesIO(data)) as reader:
+                reader.feed_pcap(scan.step_threads)
+            assert scan.ranges == parts  # the buffer was split as asked
+            assert run(data, None, True, threads=(parts, min_range, 1 << 20)) == py
+    for chunk in range(1, 400, 13):  # reads ending anywhere in the records
+        for want in WANTS:
+            assert run(data, want, True, threads=(2, 1, chunk)) == run(data, want, False)
+    one = Scan((53,), None, 4)  # ranges below min_range: one thread parses the buffer
+    with CaptureReader(io.BytesIO(data)) as reader:
+        reader.feed_pcap(one.step_threads)
+    assert one.ranges == 1 and one.columns(None) == py[1]
 
 
 def test_damaged_frames_at_every_length() -> None:

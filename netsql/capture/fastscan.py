@@ -8,11 +8,14 @@ wanted, answers only when ``rcode``/``flags``/``answers``/... are. TCP (reassemb
 and unusual link layers go through the general decoder (packets.py).
 
 Classic pcap files go through ``_cscan`` (a small C extension built with the package
-when a compiler is there): it walks the records, parses the same headers and, when no
-name or answer is wanted, pairs queries with responses itself, calling back into this
-module for everything else. Both paths keep one state (``pairing.table``, ``rows``)
-and pair messages by the rule in pairing.py (which the live tracker follows too), so
-they agree row for row (tests/test_fastscan.py and tests/test_dns_policy.py compare them).
+when a compiler is there). ``step_threads`` (what PcapSource uses) parses each buffer's
+records on up to ``threads`` threads with the GIL released, then pairs the messages in
+file order on a C table and keeps the transactions in C until ``columns()`` builds the
+wanted ones; ``step`` walks record by record into this module's state (``pairing.table``,
+``rows``). Both call back into this module for what they do not decode (``_decode``,
+``_general_messages``, ``_message``, ``_general``) and pair messages by the rule in
+pairing.py (which the live tracker follows too), so every path agrees row for row
+(tests/test_fastscan.py and tests/test_dns_policy.py compare them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from netsql.capture.dnswire import class_name, decode_dns, qtype_name, rcode_name
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
 from netsql.capture.pairing import ANSWERS, DUPLICATE, JOINED, Pairing
+from netsql.capture.pcapfile import Buffer
 from netsql.schema import Columns
 
 _cscan: ModuleType | None
@@ -55,12 +59,11 @@ _CODED: dict[str, Callable[[int], Any]] = {  # row values kept as numbers until 
     "flags": _flags}
 
 
-def _named(rows: list[list[Any]], i: int, name: Callable[[int], Any]) -> list[Any]:
-    """Column ``i`` of ``rows`` through ``name``, once per distinct number."""
+def _named(values: Iterable[Any], name: Callable[[int], Any]) -> list[Any]:
+    """``values`` through ``name``, once per distinct number."""
     known: dict[int, Any] = {}
     out = []
-    for r in rows:
-        v = r[i]
+    for v in values:
         if v is not None:
             t = known.get(v)
             if t is None:
@@ -107,11 +110,25 @@ def _link(lt: int, frame: bytes) -> tuple[int, int] | None:
     return _GENERAL
 
 
-class Scan:
-    """Accumulates transactions from records; ``columns()`` when done."""
+#: The least a range of records given to a thread of its own may hold: below it, one
+#: thread parses a buffer (a short file gains nothing from a thread). Not tuned: on the
+#: shared 2-core test machine, busy with other work, the second thread's gain on a
+#: 21 MB file was within the noise (the serial pairing and page faults dominate).
+MIN_RANGE = 256 << 10
 
-    def __init__(self, ports: Iterable[int], want: frozenset[str] | None) -> None:
+
+class Scan:
+    """Accumulates transactions from records; ``columns()`` when done.
+
+    ``threads``: how many threads ``step_threads`` may parse a buffer's records on."""
+
+    def __init__(self, ports: Iterable[int], want: frozenset[str] | None,
+                 threads: int = 1) -> None:
         self.ports = frozenset(ports)
+        self.threads = max(1, threads)
+        self.min_range = MIN_RANGE
+        self._pairs: Any = None  # step_threads' transactions (in _cscan), when it ran
+        self.ranges = 0  # the most ranges step_threads parsed one buffer in
         self.need_q = want is None or bool(want & Q_COLS)
         self.need_r = want is None or bool(want & R_COLS)
         self.rows: list[list[Any]] = []  # one list per transaction, in COLUMNS order
@@ -186,29 +203,62 @@ class Scan:
                 continue
             self._message(ts, src, sport, dst, dport, "udp", frame[u + 8:end], ifname)
 
-    def step(self, buf: bytes, pos: int, big_endian: bool, divisor: int, extra: int,
+    def step(self, buf: Buffer, pos: int, big_endian: bool, divisor: int, extra: int,
              linktype: int) -> tuple[int, int, int]:
         """Scan the complete classic-pcap records of ``buf`` from ``pos`` with the
         compiled scanner: (position after them, records, length of a record too long
         to be real or 0). CaptureReader.feed_pcap drives it."""
-        assert _cscan is not None
+        assert _cscan is not None and self._pairs is None
         return _cscan.scan_pcap(self, buf, pos, big_endian, divisor, extra, linktype,
                                 self._portmap, self.need_q | self.need_r << 1)
 
-    def _general(self, ts: float, lt: int, frame: bytes, ifname: str | None) -> None:
+    def step_threads(self, buf: Buffer, pos: int, big_endian: bool, divisor: int,
+                     extra: int, linktype: int) -> tuple[int, int, int]:
+        """``step``, its records parsed on up to ``threads`` threads (ranges of at least
+        ``min_range`` bytes) and paired in C, in file order; the transactions stay in
+        _cscan until ``columns()``. A scan uses this or the others, not both."""
+        assert _cscan is not None and not self.rows
+        if self._pairs is None:
+            self._pairs = _cscan.pairs_new(self.need_q | self.need_r << 1)
+        return _cscan.scan_pcap_threads(self, self._pairs, buf, pos, big_endian, divisor,
+                                        extra, linktype, self._portmap, self.threads,
+                                        self.min_range)
+
+    def _general_messages(self, ts: float, frame: bytes, lt: int, ifname: str | None
+                          ) -> list[tuple[bytes, int, bytes, int, bool, bytes]]:
+        """The DNS messages of a frame the general decoder reads: (source address,
+        port, destination address, port, TCP?, message)."""
         info = decode_frame(lt, frame)
         if info is None:
-            return
+            return []
         src, dst, sport, dport, transport, payload, flags, seq = info
         if sport not in self.ports and dport not in self.ports:
-            return
+            return []
         s_raw = socket.inet_pton(socket.AF_INET6 if ":" in src else socket.AF_INET, src)
         d_raw = socket.inet_pton(socket.AF_INET6 if ":" in dst else socket.AF_INET, dst)
         if transport == "tcp":
-            for msg in self.reasm.feed(src, dst, sport, dport, payload, flags, seq):
-                self._message(ts, s_raw, sport, d_raw, dport, "tcp", msg, ifname)
-        elif len(payload) >= 12:
-            self._message(ts, s_raw, sport, d_raw, dport, "udp", payload, ifname)
+            return [(s_raw, sport, d_raw, dport, True, bytes(msg))
+                    for msg in self.reasm.feed(src, dst, sport, dport, payload, flags, seq)]
+        if len(payload) >= 12:
+            return [(s_raw, sport, d_raw, dport, False, bytes(payload))]
+        return []
+
+    def _general(self, ts: float, lt: int, frame: bytes, ifname: str | None) -> None:
+        for s_raw, sport, d_raw, dport, tcp, msg in self._general_messages(ts, frame, lt,
+                                                                            ifname):
+            self._message(ts, s_raw, sport, d_raw, dport, "tcp" if tcp else "udp", msg,
+                          ifname)
+
+    @staticmethod
+    def _decode(dns: bytes) -> tuple[Any, ...] | None:
+        """What step_threads' rows need of a message it leaves to dnswire: (question,
+        type, class, answers' data, their type names, their ttls), or None."""
+        msg = decode_dns(dns)
+        if msg is None:
+            return None
+        answers = msg.answers
+        return (msg.qname, msg.qtype, msg.qclass, [a[3] for a in answers],
+                [qtype_name(a[1]) for a in answers], [a[2] for a in answers])
 
     def _message(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
                  transport: str, dns: bytes, ifname: str | None) -> None:
@@ -281,17 +331,28 @@ class Scan:
         """The wanted columns (all when None), addresses as text."""
         out: Columns = {}
         rows = self.rows
-        for i, name in enumerate(COLUMNS):
-            if want is not None and name not in want and name != "ts":
-                continue
+        wanted = [i for i, name in enumerate(COLUMNS)
+                  if want is None or name in want or name == "ts"]
+        if self._pairs is not None:
+            assert _cscan is not None
+            built = _cscan.pairs_columns(self._pairs, tuple(wanted))
+            for i, values in zip(wanted, built, strict=True):
+                name = COLUMNS[i]
+                out[name] = _named(values, _CODED[name]) if name in _CODED else values
+            return out
+        for i in wanted:
+            name = COLUMNS[i]
             if name in ("client_address", "server_address"):
                 text = self._text
                 out[name] = [text(r[i]) for r in rows]
             elif name in _CODED:  # kept as numbers until asked for
-                out[name] = _named(rows, i, _CODED[name])
+                out[name] = _named((r[i] for r in rows), _CODED[name])
             else:
                 out[name] = [r[i] for r in rows]
         return out
 
     def __len__(self) -> int:
+        if self._pairs is not None:
+            assert _cscan is not None
+            return int(_cscan.pairs_len(self._pairs))
         return len(self.rows)

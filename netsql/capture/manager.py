@@ -254,6 +254,12 @@ class DnsCapture:
         return self.tracker.name_for(address, time.time())
 
 
+#: Bytes of a capture file read at a time for the compiled scan (its ranges parsed in
+#: parallel): 200,000 DNS packets (21 MB) scanned in 52-56 ms with 8 MiB reads, 62-80
+#: ms with 1 MiB or 32 MiB (best of 7, a busy 2-core machine).
+SCAN_CHUNK = 8 << 20
+
+
 class PcapSource:
     """dns_queries from capture files (pcap or pcapng), re-read when a file changes.
 
@@ -287,7 +293,8 @@ class PcapSource:
                 want is not None and want <= cached[1])):
             return self._scans
         # (Engine.collect, the caller, has paused the cyclic GC for the pass.)
-        out = [self._scan(path, Scan(self.ports, want)) for path in self.paths]
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        out = [self._scan(path, Scan(self.ports, want, threads)) for path in self.paths]
         self._key, self._scans = key, out
         return out
 
@@ -299,7 +306,7 @@ class PcapSource:
         try:
             with CaptureReader(path) as reader:
                 if COMPILED and reader.format == "pcap":
-                    reader.feed_pcap(scan.step)
+                    reader.feed_pcap(scan.step_threads, SCAN_CHUNK)
                 else:
                     scan.feed(reader)
                 records = reader.records

@@ -18,10 +18,13 @@ quietly and is counted in ``truncated``.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Callable, Iterator
 from typing import IO
+
+Buffer = bytes | bytearray | memoryview  # what a step reads records from
 
 __all__ = ["CaptureFileError", "CaptureReader", "Record", "read_capture"]
 
@@ -158,13 +161,17 @@ class CaptureReader:
             yield sec + frac / div, linktype, buf[pos + hlen:end], None
             pos = end
 
-    def feed_pcap(self, step: Callable[[bytes, int, bool, int, int, int],
-                                       tuple[int, int, int]]) -> None:
-        """Classic pcap only: hand the records to ``step`` a buffer at a time instead of
-        yielding them one by one. ``step(buf, pos, big_endian, divisor, extra,
-        linktype)`` consumes the complete records from ``pos`` and returns (position
-        after them, how many, the length of a record too long to be real or 0).
-        Counting, truncation and errors are as when iterating."""
+    def feed_pcap(self, step: Callable[[Buffer, int, bool, int, int, int],
+                                       tuple[int, int, int]], chunk: int = _CHUNK) -> None:
+        """Classic pcap only: hand the records to ``step`` a buffer (of about ``chunk``
+        bytes) at a time instead of yielding them one by one. ``step(buf, pos,
+        big_endian, divisor, extra, linktype)`` consumes the complete records from
+        ``pos`` and returns (position after them, how many, the length of a record too
+        long to be real or 0). Counting, truncation and errors are as when iterating.
+
+        One buffer is read into again and again (``buf`` is a view of it, valid during
+        the call): a new 8 MiB object per read cost the scan of a 21 MB file 10-15 ms
+        of page faults."""
         if self.format != "pcap":
             raise ValueError("feed_pcap reads classic pcap files only")
         s = self._s
@@ -173,20 +180,45 @@ class CaptureReader:
         order, div, extra = _PCAP_MAGIC[s.buf[:4]]
         linktype = struct.unpack_from(order + "I", s.buf, 20)[0] & 0xFFFF
         hlen = 16 + extra
-        s.pos = 24
+        head = len(s.buf) - 24
+        buf = bytearray(max(chunk, head, hlen))
+        buf[:head] = s.buf[24:]
+        consumed, have, end = s.consumed + 24, head, False  # file offset of buf[0]
+        s.buf, s.pos = b"", 0
         while True:
-            pos, n, bad = step(s.buf, s.pos, order == ">", div, extra, linktype)
+            if not end:
+                have, end = self._read_into(buf, have)
+            with memoryview(buf) as whole, whole[:have] as view:
+                pos, n, bad = step(view, 0, order == ">", div, extra, linktype)
             self.records += n
-            s.pos = pos
             if bad:
-                raise self._error(f"record at offset {s.consumed + pos} claims {bad} bytes")
-            left = len(s.buf) - pos
-            need = hlen if left < hlen else hlen + struct.unpack_from(
-                order + "I", s.buf, pos + 8)[0]
-            if not s.fill(max(need, _CHUNK)) and not s.fill(need):
-                if len(s.buf) > s.pos:
-                    self.truncated += 1
+                raise self._error(f"record at offset {consumed + pos} claims {bad} bytes")
+            left = have - pos
+            buf[:left] = buf[pos:have]
+            consumed, have = consumed + pos, left
+            if end:
+                self.truncated += int(left > 0)
                 return
+            need = hlen if left < hlen else hlen + struct.unpack_from(order + "I", buf, 8)[0]
+            if need > len(buf):  # a record larger than the buffer
+                buf.extend(bytes(need - len(buf)))
+
+    def _read_into(self, buf: bytearray, have: int) -> tuple[int, bool]:
+        """Fill ``buf`` from ``have`` (a pipe gives less per read): (bytes in it, the
+        file ended)."""
+        f = self._file
+        while have < len(buf):
+            with memoryview(buf) as whole, whole[have:] as rest:
+                try:
+                    got = f.readinto(rest)  # type: ignore[attr-defined]
+                except (AttributeError, NotImplementedError, io.UnsupportedOperation):
+                    data = f.read(len(rest))
+                    got = len(data)
+                    rest[:got] = data
+            if not got:
+                return have, True
+            have += got
+        return have, False
 
     def _pcapng(self) -> Iterator[Record]:
         s = self._s
