@@ -26,7 +26,7 @@ import time
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-A, B = "nsblive-a", "nsblive-b"
+A, B = "livecap-a", "livecap-b"
 SERVER, CLIENT = "10.89.0.1", "10.89.0.2"
 
 SENDER = """
@@ -72,9 +72,9 @@ def setup() -> None:
     for n in (A, B):
         subprocess.run(["ip", "netns", "add", n], check=True)
         subprocess.run(in_ns(n, "ip", "link", "set", "lo", "up"), check=True)
-    subprocess.run(["ip", "link", "add", "nsbl-a", "netns", A, "type", "veth", "peer", "name",
-                    "nsbl-b", "netns", B], check=True)
-    for n, dev, addr in ((A, "nsbl-a", SERVER), (B, "nsbl-b", CLIENT)):
+    subprocess.run(["ip", "link", "add", "lcap-a", "netns", A, "type", "veth", "peer", "name",
+                    "lcap-b", "netns", B], check=True)
+    for n, dev, addr in ((A, "lcap-a", SERVER), (B, "lcap-b", CLIENT)):
         subprocess.run(in_ns(n, "ip", "addr", "add", addr + "/24", "dev", dev), check=True)
         subprocess.run(in_ns(n, "ip", "link", "set", dev, "up"), check=True)
     # Nothing listens on port 53: the queries are dropped (the kernel's ICMP rate
@@ -109,7 +109,7 @@ def side_by_side(rate: int, seconds: float, tmp: str) -> list[str]:
     # rate (idle capture costs next to nothing); tcpdump is stopped when the sender ends.
     window = seconds * 4 + 5
     ours = subprocess.Popen(
-        in_ns(A, PY, "-c", WRAP, PY, "-m", "netsql", "--capture", str(window), "-i", "nsbl-a",
+        in_ns(A, PY, "-c", WRAP, PY, "-m", "netsql", "--capture", str(window), "-i", "lcap-a",
               "--dns-buffer", str(int(rate * seconds) + 1000), "--json", "-e",
               "SELECT (SELECT count(*) FROM dns_queries) AS rows, messages, kernel_drops "
               "FROM capture_stats"),
@@ -120,7 +120,7 @@ def side_by_side(rate: int, seconds: float, tmp: str) -> list[str]:
         raise SystemExit(f"netsql did not start: {line}{ours.stderr.read()}")
     path = os.path.join(tmp, "live.pcap")
     theirs = subprocess.Popen(
-        in_ns(A, PY, "-c", WRAP, "tcpdump", "-n", "-i", "nsbl-a", "-w", path, "udp", "port",
+        in_ns(A, PY, "-c", WRAP, "tcpdump", "-n", "-i", "lcap-a", "-w", path, "udp", "port",
               "53"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert theirs.stderr is not None
