@@ -81,7 +81,11 @@ class Ring:
     buffer, what the reader has not taken when the ring is full is dropped and counted
     by the kernel (PACKET_STATISTICS)."""
 
-    def __init__(self, sock: socket.socket, size: int, block_size: int = 1 << 20,
+    # Small blocks: at a low rate each block is handed over after ``timeout_ms`` with a
+    # few packets in it, so the ring holds nblocks * timeout_ms of traffic; with 1 MiB
+    # blocks (32 of them) that was 64 ms, and a busy machine that kept the reader off
+    # the CPU longer dropped packets at 17,000 a second (benchmarks/bench_live.py).
+    def __init__(self, sock: socket.socket, size: int, block_size: int = 1 << 15,
                  timeout_ms: int = 2) -> None:
         self.sock = sock
         self.block_size = block_size
