@@ -140,7 +140,7 @@ class LiveCapture(Reader):
             self.socks = open_packet_sockets(self.interfaces, bpf.dns_filter(self.ports),
                                              self.rcvbuf)
             if self.on_ring is not None:
-                self.rings = [Ring(s, self.rcvbuf) for s in self.socks]
+                self._open_rings()
         except PermissionError:
             raise CaptureError("live capture needs CAP_NET_RAW: run netsql as root (sudo), "
                                "or read a capture file with --pcap FILE") from None
@@ -148,6 +148,17 @@ class LiveCapture(Reader):
             if exc.errno == errno.ENODEV:
                 raise CaptureError(f"no such interface: {exc.filename}") from None
             raise CaptureError(f"cannot start live capture: {exc.strerror or exc}") from None
+
+    def _open_rings(self) -> None:
+        """A ring on every socket; if one cannot be had (an old kernel, no memory for
+        it), none: the sockets are read packet by packet."""
+        try:
+            for s in self.socks:
+                self.rings.append(Ring(s, self.rcvbuf))
+        except OSError:
+            for r in self.rings:
+                r.close()
+            self.rings = []
 
     def start(self) -> None:
         if not self.socks:

@@ -121,6 +121,7 @@ class DnsTracker:
         self.lock = threading.Lock()
         self.evicted = 0  # records pushed out of the buffer
         self._columns = Scan(ports, None)  # reads the buffer's rows as columns
+        self._reading = threading.Lock()  # one reader of it at a time
 
     @property
     def pairing(self) -> Pairing:
@@ -210,12 +211,13 @@ class DnsTracker:
         rest of ``EXTRA`` always) and each row's record when it has one."""
         with self.lock:
             rows = list(self.records)
-        reader = self._columns
-        reader.rows = rows
-        try:
-            cols = reader.columns(want)
-        finally:
-            reader.rows = []
+        with self._reading:
+            reader = self._columns
+            reader.rows = rows
+            try:
+                cols = reader.columns(want)
+            finally:
+                reader.rows = []
         views = self.views
         recs: list[DnsRecord | None] = (
             [views.get(id(r)) for r in rows] if views else [None] * len(rows))
