@@ -150,6 +150,25 @@ def number(pattern: str, text: str) -> int:
     return int(found.group(1))
 
 
+def threads_cpu(wrapper: int) -> tuple[float, float, float]:
+    """CPU seconds of the wrapper's child (netsql): its main thread, its busiest other
+    thread (the capture's), the rest together."""
+    kids = open(f"/proc/{wrapper}/task/{wrapper}/children").read().split()
+    pid = int(kids[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    main, others = 0.0, []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        if int(t) == pid:
+            main = cpu
+        else:
+            others.append(cpu)
+    others.sort(reverse=True)
+    return main, (others or [0.0])[0], sum(others[1:])
+
+
 def startup_cpu() -> float:
     """netsql's CPU for a one-liner that captures nothing (python, DuckDB, the engine)."""
     p = subprocess.run(in_ns(A, PY, "-c", WRAP, PY, "-m", "netsql", "-e", "SELECT 1"),
@@ -183,6 +202,7 @@ def side_by_side(rate: int, seconds: float, tmp: str, sender: str) -> list[str]:
     sent, took = send(rate, seconds, sender, tmp)
     time.sleep(1.0)  # what is in flight reaches both
     theirs.terminate()
+    threads = threads_cpu(ours.pid)
     ours.terminate()  # the wrapper passes it on as SIGINT
     their_err = theirs.communicate(timeout=30)[1]
     out, err = ours.communicate(timeout=300)
@@ -196,6 +216,7 @@ def side_by_side(rate: int, seconds: float, tmp: str, sender: str) -> list[str]:
     ours_cpu, theirs_cpu = cpu_of(err), cpu_of(their_err)
     ours_pp = (ours_cpu - floor) / max(stats["messages"], 1) * 1e6
     theirs_pp = theirs_cpu / max(captured, 1) * 1e6
+    main, capture, others = threads
     return [
         f"| traffic ({sender}) | {n} DNS queries in {float(took):.1f} s "
         f"({n / float(took):,.0f}/s asked {rate:,}/s) | |",
@@ -203,6 +224,11 @@ def side_by_side(rate: int, seconds: float, tmp: str, sender: str) -> list[str]:
         f" {stats['rows']} dns_queries rows ({100 * stats['rows'] / n:.2f}%), kernel drops "
         f"{stats['kernel_drops']} | CPU {ours_cpu:.2f} s, of which start-up {floor:.2f} s: "
         f"{ours_pp:.1f} us a packet |",
+        f"| netsql, where | | its capture thread {capture:.2f} s: "
+        f"{capture / max(stats['messages'], 1) * 1e6:.2f} us a packet; its main thread "
+        f"{main:.2f} s (start-up); the others {others:.2f} s (process events, attribution, "
+        f"flows); the statement after the capture {ours_cpu - main - capture - others:.2f} "
+        "s |",
         f"| tcpdump -w | {captured} packets ({100 * captured / n:.2f}%), kernel drops "
         f"{dropped} | CPU {theirs_cpu:.2f} s: {theirs_pp:.1f} us a packet |",
         f"| ratio | netsql's CPU per packet is {ours_pp / theirs_pp:.1f}x tcpdump -w's "
