@@ -206,9 +206,10 @@ class DnsTracker:
         views = self.views
         return [views.get(id(r)) or DnsRecord(r) for r in rows]
 
-    def columns(self, want: frozenset[str] | None) -> tuple[Columns, list[DnsRecord | None]]:
-        """The buffer's dns_queries columns (``want``: those read, all when None; the
-        rest of ``EXTRA`` always) and each row's record when it has one."""
+    def columns(self, want: frozenset[str] | None
+                ) -> tuple[Columns, list[DnsRecord | None] | None]:
+        """The buffer's dns_queries columns (``want``: those read, all when None; ts
+        always) and each row's record, or None when no row has one."""
         with self.lock:
             rows = list(self.records)
         with self._reading:
@@ -219,11 +220,13 @@ class DnsTracker:
             finally:
                 reader.rows = []
         views = self.views
-        recs: list[DnsRecord | None] = (
-            [views.get(id(r)) for r in rows] if views else [None] * len(rows))
+        recs = [views.get(id(r)) for r in rows] if views else None
         for name in EXTRA[:-1]:
-            cols[name] = [getattr(v, name) if v is not None else None for v in recs]
-        cols["source"] = ["live"] * len(rows)
+            if want is None or name in want:
+                cols[name] = ([None] * len(rows) if recs is None else
+                              [getattr(v, name) if v is not None else None for v in recs])
+        if want is None or "source" in want:
+            cols["source"] = ["live"] * len(rows)
         return cols, recs
 
     def name_for(self, address: str, now: float | None) -> str | None:

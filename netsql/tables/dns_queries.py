@@ -52,7 +52,8 @@ def collect(coll: Collection, need: Need) -> Columns:
     cols = {k: v for k, v in cols.items() if k in FIELDS and (k == "ts" or need.wants(k))}
     if need.wants("attribution"):
         how = live.attribution_of
-        cols["attribution"] = [how(r) if r is not None else None for r in recs]
+        cols["attribution"] = ([None] * len(cols["ts"]) if recs is None else
+                               [how(r) if r is not None else None for r in recs])
     return _only(_rtt_ms(cols), need)
 
 
