@@ -215,7 +215,7 @@ def test_many_blocks_and_a_flood_past_the_open_limit() -> None:
         if i % 3 == 0:
             packets.append((i * 1e-4 + 5e-5, udp_ip(S, C, 53, 10000 + i % 64, answer(
                 i >> 6 & 0xFFFF, f"h{i % 50}.example.test")), HOST, ETHER, 2))
-    ring, packet = by_ring(packets, 1 << 16), by_packet(packets)
+    ring, packet = by_ring(packets), by_packet(packets)  # 4 KiB blocks: many calls
     assert ring == packet and len(ring["rows"]) == 3000
 
 

@@ -710,12 +710,12 @@ out:
 
 /* ---- Live capture: the blocks of a TPACKET_V3 ring through the same frame() ----
  *
- * ring_scan(scan, ring, block, nblocks, block_size, portmap, mode, ifname, ifnames, marks)
- *     -> (block, packets, errors, last_ts)
+ * ring_scan(scan, ring, block, nblocks, block_size, portmap, mode, ifname, ifnames, marks,
+ *           limit) -> (block, packets, errors, last_ts, blocks)
  *
  * `ring` is a packet socket's mmap'ed PACKET_RX_RING (TPACKET_V3, SOCK_DGRAM: each
- * packet starts at its network header). From block `block`, every block the kernel has
- * handed to user space is walked, each packet decoded by frame() (link type 101, raw
+ * packet starts at its network header). From block `block`, the blocks the kernel has
+ * handed to user space (at most `limit` of them: the GIL is held meanwhile) are walked, each packet decoded by frame() (link type 101, raw
  * IP) into `scan` exactly as a capture file's records are (one decoder, one pairing
  * rule), and the block given back to the kernel. Loopback's outgoing copy is skipped
  * (its incoming twin follows). A row made from a packet gets the name of the interface
@@ -855,15 +855,17 @@ static PyObject *ring_scan(PyObject *self, PyObject *args)
     (void)self;
     State st = {0};
     Py_buffer ring, ports;
-    Py_ssize_t block, nblocks, bsize, blocks = 0;
+    Py_ssize_t block, nblocks, bsize, blocks = 0, limit = -1;
     int mode;
     long packets = 0, errors = 0;
     double last = 0.0;
     PyObject *ifname, *ifnames, *marks, *result = NULL;
-    if (!PyArg_ParseTuple(args, "Ow*nnny*iOO!O!", &st.scan, &ring, &block, &nblocks, &bsize,
-                          &ports, &mode, &ifname, &PyDict_Type, &ifnames, &PyList_Type,
-                          &marks))
+    if (!PyArg_ParseTuple(args, "Ow*nnny*iOO!O!|n", &st.scan, &ring, &block, &nblocks,
+                          &bsize, &ports, &mode, &ifname, &PyDict_Type, &ifnames,
+                          &PyList_Type, &marks, &limit))
         return NULL;
+    if (limit < 0 || limit > nblocks)
+        limit = nblocks;
     if (s_local == NULL && (s_local = PyUnicode_InternFromString("local")) == NULL)
         goto out;
     if (ports.len != 8192 || nblocks <= 0 || bsize < 64 || block < 0 || block >= nblocks
@@ -883,7 +885,7 @@ static PyObject *ring_scan(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "ring_scan: scan state has the wrong types");
         goto out;
     }
-    while (blocks < nblocks) {
+    while (blocks < limit) {
         unsigned char *b = (unsigned char *)ring.buf + block * bsize;
         struct tpacket_block_desc *bd = (void *)b;
         if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
@@ -922,7 +924,7 @@ static PyObject *ring_scan(PyObject *self, PyObject *args)
             || add_counter(st.scan, s_malformed, st.malformed) < 0
             || add_counter(st.pairing, s_duplicates, st.duplicates) < 0)
         goto out;
-    result = Py_BuildValue("nlld", block, packets, errors, last);
+    result = Py_BuildValue("nlldn", block, packets, errors, last, blocks);
 out:
     Py_XDECREF(st.pairing);
     Py_XDECREF(st.table);
@@ -939,7 +941,7 @@ static PyMethodDef methods[] = {
      " -> (pos, records, bad_length)"},
     {"ring_scan", ring_scan, METH_VARARGS,
      "ring_scan(scan, ring, block, nblocks, block_size, portmap, mode, ifname, ifnames,"
-     " marks) -> (block, packets, errors, last_ts)"},
+     " marks, limit) -> (block, packets, errors, last_ts, blocks)"},
     {NULL, NULL, 0, NULL},
 };
 

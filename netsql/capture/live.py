@@ -85,8 +85,10 @@ class Ring:
     # few packets in it, so the ring holds nblocks * timeout_ms of traffic; with 1 MiB
     # blocks (32 of them) that was 64 ms, and a busy machine that kept the reader off
     # the CPU longer dropped packets at 17,000 a second (benchmarks/bench_live.py).
+    TIMEOUT_MS = 2
+
     def __init__(self, sock: socket.socket, size: int, block_size: int = 1 << 15,
-                 timeout_ms: int = 2) -> None:
+                 timeout_ms: int = TIMEOUT_MS) -> None:
         self.sock = sock
         self.block_size = block_size
         self.nblocks = max(size // block_size, 4)
@@ -109,7 +111,10 @@ class Ring:
             return f"if{index}"
 
     def close(self) -> None:
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # a reader still walks it (a stop that timed out): it
+            pass  # is unmapped when that reader lets go
 
 
 class LiveCapture(Reader):
@@ -216,12 +221,21 @@ class LiveCapture(Reader):
         poller = select.poll()
         for s in self.socks:
             poller.register(s, select.POLLIN)
-        while not self._stop.is_set():
+        last = False
+        while True:
             for r in self.rings:
                 try:
                     self.packets += on_ring(r)
                 except Exception:  # never the end of the capture
                     self.errors += 1
+            if last:
+                return
+            if self._stop.is_set():
+                # The block being filled is handed over within the ring's timeout:
+                # what arrived before the stop is taken too.
+                time.sleep(Ring.TIMEOUT_MS * 2 / 1000)
+                last = True
+                continue
             try:
                 poller.poll(200)
             except OSError:

@@ -39,6 +39,9 @@ except ImportError:  # built without a C compiler: packet by packet, in Python
 COMPILED = _cscan is not None and hasattr(_cscan, "ring_scan")
 RAW_IP = 101  # what a cooked socket gives: the packet from its IP header
 BOTH = 3  # ring_scan's mode: questions and answers wanted
+#: Blocks a ring_scan call walks at most (32 KiB blocks of about 180 packets each: a
+#: few milliseconds).
+BLOCKS = 16
 
 
 def portmap(ports: Iterable[int]) -> bytes:
@@ -75,22 +78,28 @@ class LiveDecoder:
         self.tracker.trim(ts)
 
     def ring(self, ring: Ring) -> int:
-        """Decode the blocks ``ring`` has ready (compiled); the packets taken."""
+        """Decode the blocks ``ring`` has ready (compiled); the packets taken. The GIL
+        is held while a call walks its blocks: at most ``BLOCKS`` a call, so that the
+        other threads (attribution, the shell) wait a few milliseconds at most."""
         assert _cscan is not None
         tracker = self.tracker
         scan = tracker.scan
-        scan.marking = False  # ring_scan marks the UDP messages itself
-        try:
-            ring.block, packets, errors, last = _cscan.ring_scan(
-                scan, ring.map, ring.block, ring.nblocks, ring.block_size, self._portmap,
-                BOTH, ring.ifname, ring.ifnames, scan.marks)
-        finally:
-            scan.marking = True
-        self.errors += errors
-        if packets:
-            self._settle(tracker.take())
-            tracker.trim(last)
-        return int(packets)
+        total = 0
+        while True:
+            scan.marking = False  # ring_scan marks the UDP messages itself
+            try:
+                ring.block, packets, errors, last, blocks = _cscan.ring_scan(
+                    scan, ring.map, ring.block, ring.nblocks, ring.block_size,
+                    self._portmap, BOTH, ring.ifname, ring.ifnames, scan.marks, BLOCKS)
+            finally:
+                scan.marking = True
+            self.errors += errors
+            if packets:
+                self._settle(tracker.take())
+                tracker.trim(last)
+                total += packets
+            if blocks < BLOCKS:
+                return total
 
     def _settle(self, marks: list[tuple[Any, ...]]) -> None:
         if not marks:
