@@ -11,69 +11,27 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from netsql.capture.attrib import METHODS
-from netsql.capture.dnswire import decode_dns
-from netsql.capture.packets import TcpDnsReassembler, decode_frame
+from netsql.capture.livescan import COMPILED, LiveDecoder
 from netsql.capture.tracker import DnsRecord, DnsTracker
-
-RAW_IP = 101
-
-
-class _Decoder:
-    """Frames -> DNS messages -> tracker, shared by live capture and files."""
-
-    def __init__(self, tracker: DnsTracker, ports: set[int]) -> None:
-        self.tracker = tracker
-        self.ports = ports
-        self.reasm = TcpDnsReassembler()
-        self.malformed = 0  # DNS-port payloads that are not DNS messages
-        #: Called with (transport, client, client port, server, server port) for each
-        #: packet that looks like a query, before it is decoded (live attribution).
-        self.early: Callable[[str, str, int, str, int], None] | None = None
-
-    def frame(self, ts: float, linktype: int, frame: bytes, interface: str | None,
-              source: str, local: bool = True) -> list[DnsRecord]:
-        info = decode_frame(linktype, frame)
-        if info is None:
-            return []
-        src, dst, sport, dport, transport, payload, flags, seq = info
-        if sport not in self.ports and dport not in self.ports:
-            return []
-        if self.early is not None and local and dport in self.ports and payload:
-            qr = payload[4] if transport == "tcp" else payload[2]
-            if len(payload) > 4 and not qr & 0x80:
-                self.early(transport, src, sport, dst, dport)
-        if transport == "tcp":
-            messages = self.reasm.feed(src, dst, sport, dport, payload, flags, seq)
-        elif payload:
-            messages = [payload]
-        else:
-            return []
-        out = []
-        for raw in messages:
-            msg = decode_dns(raw)
-            if msg is None:
-                self.malformed += 1
-                continue
-            rec = self.tracker.add(ts, src, sport, dst, dport, transport, msg, interface,
-                                   source)
-            if rec is not None:
-                out.append(rec)
-        return out
 
 
 class DnsCapture:
     """Live DNS capture with process attribution; start/stop/status for the shell."""
 
+    #: Read the sockets through TPACKET_V3 rings, decoded by the compiled scanner
+    #: (livescan.py); False: packet by packet, decoded in Python.
+    use_ring = COMPILED
+
     def __init__(self, interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
                  capacity: int = 100_000, hold: bool = False) -> None:
         self.interfaces = list(interfaces) if interfaces else None
         self.ports = list(ports)
-        self.tracker = DnsTracker(capacity)
-        self.decoder = _Decoder(self.tracker, set(self.ports))
+        self.tracker = DnsTracker(capacity, ports=self.ports)
+        self.decoder = LiveDecoder(self.tracker)
         self.live: Any = None
         self.attrib: Any = None
         self.hold: Any = None
@@ -109,7 +67,8 @@ class DnsCapture:
             if interfaces is not None:
                 self.interfaces = list(interfaces) or None
             self._stop_parts()
-            live = LiveCapture(self.packet, self.interfaces, self.ports)
+            live = LiveCapture(self.packet, self.interfaces, self.ports,
+                               on_ring=self.decoder.ring if self.use_ring else None)
             try:
                 live.open()
             except CaptureError as exc:
@@ -127,6 +86,7 @@ class DnsCapture:
             attrib = self.attrib = Attributor(set(self.ports), self.procs,
                                               keep=self.tracker.capacity + 1000)
             self.decoder.early = attrib.prefetch
+            self.decoder.submit = attrib.submit
             attrib.start()
             # The capture thread races a sender that may close its socket 50 us after
             # the answer: let it take the interpreter within 1 ms of a packet, not 5.
@@ -158,9 +118,7 @@ class DnsCapture:
         """A live packet (LiveCapture's ``on_packet``: an IP packet, as cooked sockets
         give it); ``local``: sent by this host (or on loopback), so a query in it has a
         local process to name."""
-        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local):
-            if local:
-                self.attrib.submit(rec)
+        self.decoder.packet(ts, packet, interface, local)
 
     def settle(self, timeout: float = 2.0) -> None:
         """Wait until queued attribution work is done (after a capture window)."""

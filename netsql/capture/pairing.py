@@ -35,6 +35,7 @@ first, counted in ``forgotten``); a capture file's scan keeps them all.
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 #: Seconds a query waits for its response (and its copies and retransmissions fold into
@@ -113,3 +114,35 @@ class Pairing:
             if now - last < WINDOW:
                 return
             table.popitem(last=False)
+
+    def trim(self, now: float, limit: int) -> None:
+        """The live scan's bound (livescan.py), for a table that is a plain dict (the
+        compiled decoder shares it: an OrderedDict it could not keep in order). The
+        dict is in order of opening: at most once a second of capture time, the
+        transactions at its front older than ``WINDOW`` are forgotten; past ``limit``
+        open ones, the oldest half too (counted in ``forgotten``). Each pass deletes
+        what it forgets and looks at nothing else, so under a flood a message costs
+        the same however full the table is."""
+        table = self.table
+        over = len(table) > limit
+        if not over and now - self._expired < 1.0:
+            return
+        self._expired = now
+        old = 0
+        for e in table.values():
+            if now - _last(e) < WINDOW:
+                break
+            old += 1
+        if over:
+            keep = max(limit // 2, 1)
+            if len(table) - old > keep:
+                self.forgotten += len(table) - old - keep
+                old = len(table) - keep
+        for k in list(islice(table, old)):
+            del table[k]
+
+
+def _last(e: Entry) -> float:
+    """The time of an entry's newest message."""
+    q, r = e[0], e[1]
+    return r if q is None else q if r is None else max(q, r)

@@ -1,148 +1,233 @@
 """DNS transactions: queries matched with their responses, in a bounded buffer.
 
-Pure bookkeeping, fed by the live capture: ``add`` takes one decoded DNS message with
-its addresses; the tracker pairs queries and responses by the one rule in pairing.py
-(the rule the capture-file scans follow too), keeps the newest ``capacity`` records
-(oldest evicted first, counted) and a map from answered addresses to the name that
-was asked for (for ``sockets.remote_host``).
+Fed by the live capture's decoder (livescan.py), which makes each transaction's row
+with the code that reads capture files (fastscan.Scan, and compiled, _cscan.c): one
+decoder and one pairing rule (pairing.py) for files and live capture. A row is a list
+in fastscan.COLUMNS order (addresses as raw bytes, codes as numbers, names given at
+read time). The tracker keeps the newest ``capacity`` rows (oldest evicted first,
+counted), a ``DnsRecord`` view of a row for whoever needs one object per transaction
+(attribution writes the process there), and a map from answered addresses to the name
+that was asked for (for ``sockets.remote_host``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from typing import Any
 
-from netsql.capture.dnswire import DnsMessage, class_name, qtype_name, rcode_name
-from netsql.capture.pairing import ANSWERS, DUPLICATE, JOINED, NEW, Pairing
+from netsql.capture.dnswire import class_name, qtype_name, rcode_name
+from netsql.capture.fastscan import COLUMNS, FLAG_BITS, Scan
+from netsql.capture.pairing import Pairing
+from netsql.schema import Columns
 
-ADDRESS_TYPES = (1, 28)  # A, AAAA
+ADDRESS_TYPES = ("A", "AAAA")
 #: An answered address keeps its name for at least this long, even with TTL 0:
 #: applications connect right after resolving, and local resolvers often answer TTL 0.
 MIN_NAME_SECONDS = 10.0
+#: Columns a record adds to its row (attribution's, and where it came from).
+EXTRA = ("pid", "process", "uid", "forwarder", "source")
+
+_I = {name: i for i, name in enumerate(COLUMNS)}
 
 
-@dataclass(slots=True)
+class LiveScan(Scan):
+    """fastscan.Scan for live capture: every column wanted, and ``marks``, the messages
+    livescan.py must look at after decoding (queries sent by this host, for attribution;
+    responses, for the names of their addresses): (transport, src, sport, dst, dport,
+    id, is_response). The compiled ring reader marks UDP messages itself
+    (``marking`` False while it runs) and sets ``local`` before a TCP packet."""
+
+    def __init__(self, ports: Any) -> None:
+        super().__init__(ports, None)
+        self.local = False  # the frame being decoded was sent by this host
+        self.marking = True
+        self.marks: list[tuple[Any, ...]] = []
+
+    def _message(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
+                 transport: str, dns: bytes, ifname: str | None) -> None:
+        super()._message(ts, src, sport, dst, dport, transport, dns, ifname)
+        if (self.marking or transport == "tcp") and len(dns) >= 12:
+            response = bool(dns[2] & 0x80)
+            if response or (self.local and dport in self.ports):
+                self.marks.append((transport, src, sport, dst, dport,
+                                   dns[0] << 8 | dns[1], response))
+
+
+def address_text(raw: bytes, cache: dict[bytes, str] = {}) -> str:  # noqa: B006 (the cache)
+    t = cache.get(raw)
+    if t is None:
+        import socket
+
+        if len(cache) > 65536:
+            cache.clear()
+        t = cache[raw] = socket.inet_ntop(
+            socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    return t
+
+
+def _coded(v: int | None, name: Any) -> str | None:
+    return None if v is None else name(v)
+
+
 class DnsRecord:
-    ts: float
-    client_address: str
-    client_port: int
-    server_address: str
-    server_port: int
-    transport: str
-    trans_id: int
-    query: str
-    qtype: str
-    qclass: str
-    interface: str | None
-    source: str
-    status: str = "unanswered"  # 'answered' | 'unanswered' | 'response_only'
-    rcode: str | None = None
-    flags: list[str] = field(default_factory=list)
-    answers: list[str] | None = None  # None until a response is seen (as in files)
-    answer_types: list[str] | None = None
-    ttls: list[int] | None = None
-    rtt: float | None = None
-    pid: int | None = None
-    process: str | None = None
-    uid: int | None = None
-    forwarder: bool | None = None
+    """One transaction as dns_queries shows it: a view of its row (so it follows the
+    row as the response arrives), and what attribution found."""
 
+    __slots__ = ("row", "pid", "process", "uid", "forwarder", "source")
 
-def _flags(msg: DnsMessage) -> list[str]:
-    return [n for n, on in (("AA", msg.AA), ("TC", msg.TC), ("RD", msg.RD), ("RA", msg.RA))
-            if on]
+    def __init__(self, row: list[Any], source: str = "live") -> None:
+        self.row = row
+        self.source = source
+        self.pid: int | None = None
+        self.process: str | None = None
+        self.uid: int | None = None
+        self.forwarder: bool | None = None
+
+    ts = property(lambda self: self.row[0])
+    client_address = property(lambda self: address_text(self.row[1]))
+    client_port = property(lambda self: self.row[2])
+    server_address = property(lambda self: address_text(self.row[3]))
+    server_port = property(lambda self: self.row[4])
+    transport = property(lambda self: self.row[5])
+    trans_id = property(lambda self: self.row[6])
+    query = property(lambda self: self.row[7])
+    qtype = property(lambda self: _coded(self.row[8], qtype_name))
+    qclass = property(lambda self: _coded(self.row[9], class_name))
+    rcode = property(lambda self: _coded(self.row[10], rcode_name))
+    flags = property(lambda self: [n for n, b in FLAG_BITS if (self.row[11] or 0) & b])
+    answers = property(lambda self: self.row[12])
+    answer_types = property(lambda self: self.row[13])
+    ttls = property(lambda self: self.row[14])
+    rtt = property(lambda self: self.row[15])
+    interface = property(lambda self: self.row[16])
+    status = property(lambda self: self.row[17])
+
+    def __repr__(self) -> str:
+        return (f"DnsRecord({self.ts}, {self.client_address}, {self.client_port}, "
+                f"{self.query!r}, {self.status}, pid={self.pid})")
 
 
 class DnsTracker:
     def __init__(self, capacity: int = 100_000, max_pending: int = 65_536,
-                 max_names: int = 200_000) -> None:
+                 max_names: int = 200_000, ports: Any = (53,)) -> None:
         self.capacity = capacity
-        self.records: deque[DnsRecord] = deque(maxlen=capacity)
-        #: Open transactions by key (pairing.py), at most ``max_pending`` of them.
-        self.pairing = Pairing(max_pending)
+        self.max_pending = max_pending  # open transactions kept (pairing.Pairing.trim)
+        self.scan = LiveScan(ports)
+        self.records: deque[list[Any]] = deque()
+        self.views: dict[int, DnsRecord] = {}  # id(row): its record, once one was made
         self.names: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
         self.max_names = max_names
         self.lock = threading.Lock()
-        self.messages = 0  # DNS messages taken
-        self.queries = 0
-        self.responses = 0
         self.evicted = 0  # records pushed out of the buffer
-        self.first_ts: float | None = None
-        self.last_ts: float | None = None
+        self._columns = Scan(ports, None)  # reads the buffer's rows as columns
+        self._reading = threading.Lock()  # one reader of it at a time
+
+    @property
+    def pairing(self) -> Pairing:
+        return self.scan.pairing
+
+    @property
+    def messages(self) -> int:
+        return self.scan.messages
+
+    @property
+    def queries(self) -> int:
+        return self.scan.queries
+
+    @property
+    def responses(self) -> int:
+        return self.scan.responses
+
+    @property
+    def malformed(self) -> int:
+        return self.scan.malformed
 
     @property
     def duplicates(self) -> int:
         """Copies and retransmissions folded into a transaction."""
-        return self.pairing.duplicates
+        return self.scan.pairing.duplicates
 
-    def add(self, ts: float, src: str, sport: int, dst: str, dport: int, transport: str,
-            msg: DnsMessage, interface: str | None, source: str) -> DnsRecord | None:
-        """Take one message; returns the record a query belongs to when it is the
-        first copy of that query seen (None otherwise)."""
-        with self.lock:
-            self.messages += 1
-            if self.first_ts is None:
-                self.first_ts = ts
-            self.last_ts = ts
-            self.pairing.expire(ts)
-            if msg.is_response:
-                self.responses += 1
-                self._response(ts, src, sport, dst, dport, transport, msg, interface, source)
-                return None
-            self.queries += 1
-            key = (transport, src, sport, dst, dport, msg.trans_id)
-            verdict, rec = self.pairing.query(key, ts)
-            if verdict == JOINED:  # its response came first: the row has it already
-                rec.status = "answered"
-                rec.rtt = 0.0
-                return rec
-            if verdict == DUPLICATE:
-                return None
-            rec = DnsRecord(ts, src, sport, dst, dport, transport, msg.trans_id, msg.qname,
-                            qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
-                            flags=_flags(msg))
-            self._append(rec)
-            self.pairing.opened(key, ts, rec, True)
-            return rec
+    def take(self) -> list[tuple[Any, ...]]:
+        """Move the rows the scan made since the last call into the buffer; the
+        scan's marks (for the caller, before ``trim``)."""
+        scan = self.scan
+        rows, scan.rows = scan.rows, []
+        marks, scan.marks = scan.marks, []
+        if rows:
+            with self.lock:
+                self._append(rows)
+        return marks
 
-    def _response(self, ts: float, src: str, sport: int, dst: str, dport: int,
-                  transport: str, msg: DnsMessage, interface: str | None,
-                  source: str) -> None:
-        key = (transport, dst, dport, src, sport, msg.trans_id)
-        verdict, rec = self.pairing.response(key, ts)
-        if verdict == DUPLICATE:
+    def trim(self, now: float) -> None:
+        """Bound the open transactions (pairing.Pairing.trim); ``now``: the capture
+        time of the newest packet."""
+        self.scan.pairing.trim(now, self.max_pending)
+
+    def _append(self, rows: list[list[Any]]) -> None:
+        records = self.records
+        over = len(records) + len(rows) - self.capacity
+        if over > 0:
+            self.evicted += over
+            views = self.views
+            for _ in range(min(over, len(records))):
+                old = records.popleft()
+                if views:
+                    views.pop(id(old), None)
+            if len(rows) > self.capacity:
+                rows = rows[-self.capacity:]
+        records.extend(rows)
+
+    def record(self, row: list[Any]) -> tuple[DnsRecord, bool]:
+        """The record of ``row`` (made once, then the same object); True when new."""
+        rec = self.views.get(id(row))
+        if rec is not None and rec.row is row:
+            return rec, False
+        rec = self.views[id(row)] = DnsRecord(row)
+        return rec, True
+
+    def answered(self, row: list[Any]) -> None:
+        """``row`` got its response: its addresses now name its query."""
+        answers = row[12]
+        if not answers:
             return
-        if verdict == ANSWERS:
-            rec.status = "answered"
-            rec.rtt = max(ts - rec.ts, 0.0)
-        else:
-            assert verdict == NEW
-            rec = DnsRecord(ts, dst, dport, src, sport, transport, msg.trans_id, msg.qname,
-                            qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
-                            status="response_only")
-            self._append(rec)
-            self.pairing.opened(key, ts, rec, False)
-        rec.rcode = rcode_name(msg.rcode)
-        rec.flags = _flags(msg)
-        rec.answers = [a[3] for a in msg.answers]
-        rec.answer_types = [qtype_name(a[1]) for a in msg.answers]
-        rec.ttls = [a[2] for a in msg.answers]
-        for _, rtype, ttl, text in msg.answers:
+        ts = row[0] + (row[15] or 0.0)
+        names, query = self.names, row[7]
+        for text, rtype, ttl in zip(answers, row[13], row[14], strict=False):
             if rtype in ADDRESS_TYPES:
-                self.names[text] = (rec.query, ts + max(ttl, MIN_NAME_SECONDS), ts)
-                self.names.move_to_end(text)
-        while len(self.names) > self.max_names:
-            self.names.popitem(last=False)
-
-    def _append(self, rec: DnsRecord) -> None:
-        if len(self.records) == self.capacity:
-            self.evicted += 1
-        self.records.append(rec)
+                names[text] = (query, ts + max(ttl, MIN_NAME_SECONDS), ts)
+                names.move_to_end(text)
+        while len(names) > self.max_names:
+            names.popitem(last=False)
 
     def snapshot(self) -> list[DnsRecord]:
         with self.lock:
-            return list(self.records)
+            rows = list(self.records)
+        views = self.views
+        return [views.get(id(r)) or DnsRecord(r) for r in rows]
+
+    def columns(self, want: frozenset[str] | None
+                ) -> tuple[Columns, list[DnsRecord | None] | None]:
+        """The buffer's dns_queries columns (``want``: those read, all when None; ts
+        always) and each row's record, or None when no row has one."""
+        with self.lock:
+            rows = list(self.records)
+        with self._reading:
+            reader = self._columns
+            reader.rows = rows
+            try:
+                cols = reader.columns(want)
+            finally:
+                reader.rows = []
+        views = self.views
+        recs = [views.get(id(r)) for r in rows] if views else None
+        for name in EXTRA[:-1]:
+            if want is None or name in want:
+                cols[name] = ([None] * len(rows) if recs is None else
+                              [getattr(v, name) if v is not None else None for v in recs])
+        if want is None or "source" in want:
+            cols["source"] = ["live"] * len(rows)
+        return cols, recs
 
     def name_for(self, address: str, now: float | None) -> str | None:
         """The name last looked up that answered ``address`` (within its TTL of ``now``)."""

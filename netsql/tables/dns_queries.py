@@ -41,20 +41,19 @@ def collect(coll: Collection, need: Need) -> Columns:
         except CaptureFileError as exc:
             raise NetsqlError(str(exc)) from None
         return _only(_rtt_ms(cols), need)
-    recs = dns_records(coll)
     live = live_capture(coll)
-    note = live.hold_warning() if live is not None else None
+    if live is None:
+        dns_records(coll)  # the error or the warning
+        return _only({"ts": []}, need)
+    note = live.hold_warning()
     if note:
         coll.warn(note)
-    cols = {}
-    for name in FIELDS:
-        if need.wants(name):
-            cols[name] = [getattr(r, name) for r in recs]
+    cols, recs = live.tracker.columns(need.columns)
+    cols = {k: v for k, v in cols.items() if k in FIELDS and (k == "ts" or need.wants(k))}
     if need.wants("attribution"):
-        how = live_capture(coll).attribution_of if recs else None
-        cols["attribution"] = [how(r) for r in recs] if how else []
-    if not cols:
-        cols["ts"] = [r.ts for r in recs]
+        how = live.attribution_of
+        cols["attribution"] = ([None] * len(cols["ts"]) if recs is None else
+                               [how(r) if r is not None else None for r in recs])
     return _only(_rtt_ms(cols), need)
 
 

@@ -1,0 +1,122 @@
+"""Live DNS decoding: captured packets -> the capture-file decoder -> the tracker.
+
+Live capture decodes with the code that reads capture files: fastscan.Scan (the
+tracker's ``LiveScan``) and, when the package was built with a compiler, _cscan.c, whose
+``ring_scan`` walks a socket's TPACKET_V3 ring (live.Ring) and hands each packet to the
+same ``frame()`` that walks a pcap file's records. So files and live capture share one
+decoder and one pairing rule (pairing.py). Without the compiled module, LiveCapture
+reads packet by packet and ``packet`` feeds each to the pure-Python Scan; both paths
+give the same rows (tests/test_livescan.py feeds the same packets through both).
+
+After each batch (a ring's ready blocks, or one packet) the new rows go to the tracker
+and its marks are looked at: a query this host sent goes to ``early`` (the socket
+lookup, with its 4-tuple) and its record to ``submit`` (attribution), once; a response's
+answers name their addresses (sockets.remote_host). A mark is looked up after its batch:
+a query this host sent whose own copy could not be decoded, but whose copy on another
+interface (a bridge) in the same batch could, is still attributed on the ring path,
+where the packet path (a batch of one) cannot.
+Measured (benchmarks/bench_live.py, 100,000 queries/s): 25.6 us of CPU a packet when
+each packet was read with recvmsg and decoded in Python; see docs/dns.md for the
+figures of the ring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+from netsql.capture.live import Ring
+from netsql.capture.tracker import DnsRecord, DnsTracker, address_text
+
+_cscan: ModuleType | None
+try:
+    from netsql.capture import _cscan
+except ImportError:  # built without a C compiler: packet by packet, in Python
+    _cscan = None
+
+#: The compiled ring reader is there (LiveCapture is then given ``on_ring``).
+COMPILED = _cscan is not None and hasattr(_cscan, "ring_scan")
+RAW_IP = 101  # what a cooked socket gives: the packet from its IP header
+BOTH = 3  # ring_scan's mode: questions and answers wanted
+#: Blocks a ring_scan call walks at most (32 KiB blocks of about 180 packets each: a
+#: few milliseconds).
+BLOCKS = 16
+
+
+def portmap(ports: Iterable[int]) -> bytes:
+    """The 65,536-bit map of ``ports`` that the compiled decoder takes."""
+    bitmap = bytearray(8192)
+    for p in ports:
+        bitmap[p >> 3] |= 1 << (p & 7)
+    return bytes(bitmap)
+
+
+class LiveDecoder:
+    """Packets (one at a time, or a ring's blocks) -> tracker rows, then the marks."""
+
+    def __init__(self, tracker: DnsTracker) -> None:
+        self.tracker = tracker
+        self._portmap = portmap(tracker.scan.ports)
+        #: Called with (transport, client, client port, server, server port) for each
+        #: query this host sent, right after its batch was decoded (live attribution).
+        self.early: Callable[[str, str, int, str, int], None] | None = None
+        #: Called with the record of each query this host sent (its first copy).
+        self.submit: Callable[[DnsRecord], None] | None = None
+        self.errors = 0  # packets a callback failed on (skipped)
+
+    @property
+    def malformed(self) -> int:
+        return self.tracker.malformed
+
+    def packet(self, ts: float, packet: bytes, interface: str | None, local: bool) -> None:
+        """One IP packet as a cooked socket reads it (the pure-Python path)."""
+        scan = self.tracker.scan
+        scan.local = local
+        scan.feed(((ts, RAW_IP, packet, interface),))
+        self._settle(self.tracker.take())
+        self.tracker.trim(ts)
+
+    def ring(self, ring: Ring) -> int:
+        """Decode the blocks ``ring`` has ready (compiled); the packets taken. The GIL
+        is held while a call walks its blocks: at most ``BLOCKS`` a call, so that the
+        other threads (attribution, the shell) wait a few milliseconds at most."""
+        assert _cscan is not None
+        tracker = self.tracker
+        scan = tracker.scan
+        total = 0
+        while True:
+            scan.marking = False  # ring_scan marks the UDP messages itself
+            try:
+                ring.block, packets, errors, last, blocks = _cscan.ring_scan(
+                    scan, ring.map, ring.block, ring.nblocks, ring.block_size,
+                    self._portmap, BOTH, ring.ifname, ring.ifnames, scan.marks, BLOCKS)
+            finally:
+                scan.marking = True
+            self.errors += errors
+            if packets:
+                self._settle(tracker.take())
+                tracker.trim(last)
+                total += packets
+            if blocks < BLOCKS:
+                return total
+
+    def _settle(self, marks: list[tuple[Any, ...]]) -> None:
+        if not marks:
+            return
+        tracker = self.tracker
+        table = tracker.pairing.table
+        early, submit = self.early, self.submit
+        for transport, src, sport, dst, dport, tid, response in marks:
+            if response:
+                e = table.get((transport, dst, dport, src, sport, tid))
+                if e is not None:
+                    tracker.answered(e[2])
+                continue
+            if early is not None:
+                early(transport, address_text(src), sport, address_text(dst), dport)
+            e = table.get((transport, src, sport, dst, dport, tid))
+            if e is not None:
+                rec, new = tracker.record(e[2])
+                if new and submit is not None:
+                    submit(rec)
