@@ -23,7 +23,9 @@ BIG = 10_000_000
 TRICKY_TEXT = ["", "plain", "a,b", 'say "hi"', "line\nbreak", "cr\rlf\r\n", "tab\there",
                "\x1b[31mred\x1b[0m", "nul\x00byte", "del\x7f", "c1\x9bx", "bidi\u202eevil",
                "iso\u2066x\u2069", "ls\u2028ps\u2029", "back\\slash", "quote'single",
-               "ünïcödé ✓ 漢字", "emoji 🎉", " lead and trail ", "\\u001b", "x" * 300]
+               "ünïcödé ✓ 漢字", "emoji 🎉", " lead and trail ", "\\u001b", "x" * 300,
+               "vt\x0besc\x1b", "\\u001B", "é\x1b", "é\x7f", "é\\u00e9", "\x1f\x0e\x0f\x1a",
+               "\\", '"', "\x7f", "\x85nel", "é\u2028"]
 DOUBLES = ["0.1", "1.0", "-0.0", "1e16", "1e-5", "5e-324", "1.7976931348623157e308",
            "'nan'", "'-nan'", "'inf'", "'-inf'", "2.5", "123456789.125", "NULL"]
 
@@ -91,6 +93,17 @@ def test_rendered_text_matches_for_any_text(texts: list[str | None]) -> None:
     for fmt in ("csv", "json", "jsonl"):
         assert _output(sql, fmt, True, engine=engine)[0] == \
             _output(sql, fmt, False, engine=engine)[0]
+
+
+def test_rendered_text_matches_for_every_character() -> None:
+    """Each character up to U+3000 but NUL, alone and between ASCII and non-ASCII
+    text: DuckDB's rendering of the string is the Python encoders'."""
+    engine = Engine(tables=[], setups=[])
+    sql = ("SELECT unnest([c, 'a' || c || 'b', 'é' || c || '\\u00']) AS s, i "
+           "FROM (SELECT chr(i::INTEGER) AS c, i FROM range(1, 12288) t(i)) ORDER BY i")
+    for fmt in ("csv", "json", "jsonl"):
+        duck, used = _output(sql, fmt, True, engine=engine)
+        assert used and duck == _output(sql, fmt, False, engine=engine)[0], fmt
 
 
 def test_other_types_and_terminals_use_the_python_encoders() -> None:

@@ -26,8 +26,8 @@ _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 # What a JSON string of netsql's may not carry raw (formats.data: json escapes C0, we
 # escape DEL, C1, line/paragraph separators and bidi controls too); RE2 syntax.
 _JSON_SPECIAL = r"'[\x00-\x1f\x7f-\x9f\x{2028}\x{2029}\x{202a}-\x{202e}\x{2066}-\x{2069}]'"
-# ...and what a string needs any escape for (a quote, a backslash, those).
-_JSON_ESCAPE = r"""'["\\\x00-\x1f\x7f-\x9f\x{2028}\x{2029}\x{202a}-\x{202e}\x{2066}-\x{2069}]'"""
+# ...of those, what DuckDB's to_json() leaves raw (DEL and beyond; it escapes C0 itself).
+_JSON_RAW = r"'[\x7f-\x9f\x{2028}\x{2029}\x{202a}-\x{202e}\x{2066}-\x{2069}]'"
 # One character of such a string as JSON: the named escapes, else \uXXXX.
 _JSON_CHAR = (
     "CASE ch WHEN '\"' THEN '\\\"' WHEN '\\' THEN '\\\\' WHEN E'\\n' THEN '\\n' "
@@ -76,10 +76,21 @@ def _json_field(col: str, kind: str) -> str:
     if kind == "double":
         return (f"CASE WHEN {col} IS NULL OR NOT isfinite({col}) THEN 'null' "
                 f"ELSE CAST({col} AS VARCHAR) END")
+    # DuckDB's to_json() writes a string as Python's json does, except that it leaves
+    # DEL, C1, U+2028/9 and bidi controls raw and writes some C0 escapes in upper case
+    # (\u001B): a string with any of those (to_json's text then holds "\u00"; a literal
+    # backslash-u in the text sends a string here too, harmlessly) is written a
+    # character at a time. ASCII text is told by its byte and character counts, without
+    # a regular expression. Measured on 5,000,000 'host-N' strings: 0.29 s of CPU against
+    # 0.83 s for one regular expression over every string (jsonl of four columns: 1.7 s
+    # against 2.2 s; DuckDB's COPY (FORMAT json): 2.0 s).
+    plain = (f"CASE WHEN strlen({col}) = length({col}) THEN NOT contains({col}, chr(127)) "
+             f"ELSE NOT regexp_matches({col}, {_JSON_RAW}) END "
+             f"AND NOT contains(to_json({col})::VARCHAR, '\\u00')")
     return (f"CASE WHEN {col} IS NULL THEN 'null' "
-            f"WHEN regexp_matches({col}, {_JSON_ESCAPE}) THEN '\"' || array_to_string("
+            f"WHEN {plain} THEN to_json({col})::VARCHAR ELSE '\"' || array_to_string("
             f"list_transform(string_split({col}, ''), lambda ch: {_JSON_CHAR}), '') || '\"' "
-            f"ELSE '\"' || {col} || '\"' END")
+            "END")
 
 
 def _literal(text: str) -> str:
