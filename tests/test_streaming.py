@@ -23,7 +23,9 @@ BIG = 10_000_000
 TRICKY_TEXT = ["", "plain", "a,b", 'say "hi"', "line\nbreak", "cr\rlf\r\n", "tab\there",
                "\x1b[31mred\x1b[0m", "nul\x00byte", "del\x7f", "c1\x9bx", "bidi\u202eevil",
                "iso\u2066x\u2069", "ls\u2028ps\u2029", "back\\slash", "quote'single",
-               "ünïcödé ✓ 漢字", "emoji 🎉", " lead and trail ", "\\u001b", "x" * 300]
+               "ünïcödé ✓ 漢字", "emoji 🎉", " lead and trail ", "\\u001b", "x" * 300,
+               "vt\x0besc\x1b", "\\u001B", "é\x1b", "é\x7f", "é\\u00e9", "\x1f\x0e\x0f\x1a",
+               "\\", '"', "\x7f", "\x85nel", "é\u2028"]
 DOUBLES = ["0.1", "1.0", "-0.0", "1e16", "1e-5", "5e-324", "1.7976931348623157e308",
            "'nan'", "'-nan'", "'inf'", "'-inf'", "2.5", "123456789.125", "NULL"]
 
@@ -69,6 +71,14 @@ def test_rendered_text_is_the_python_encoders_text(fmt: str) -> None:
         "FROM range(-3, 3) t(i)",
         "SELECT 1 AS a, 2 AS a, 3 AS a_1",  # duplicate names: distinct JSON keys
         'SELECT 1 AS "we\x1bird ""key""\n", 2 AS "\u2028"',
+        "SELECT ts, CAST(ts AS DATE) AS d FROM (VALUES (TIMESTAMP '2024-01-02 03:04:05'), "
+        "('2024-01-02 03:04:05.5'), ('0010-01-01 00:00:00.000001'), ('1969-12-31 "
+        "23:59:59.999999'), ('9999-12-31 23:59:59.999999'), ('infinity'), ('-infinity'), "
+        "(NULL), (make_timestamp(12000, 5, 6, 7, 8, 9.25)), (make_timestamp(-5, 1, 1, 0, "
+        "0, 0)), (make_timestamp(0, 12, 31, 23, 59, 59.5)), ('1900-01-01'), ('1970-01-01'), "
+        "('0001-01-01'), ('2024-02-29 12:00:00.000100')) t(ts)",
+        "SELECT d FROM (VALUES (DATE 'infinity'), ('-infinity'), (make_date(-5, 1, 1)), "
+        "(make_date(12000, 1, 1)), ('0001-01-01'), ('0999-12-31'), (NULL)) t(d)",
         "SELECT * FROM range(0)",  # no rows
         "SELECT i, 'row ' || i AS s FROM range(123457) t(i) ORDER BY i DESC",  # many batches
     ]
@@ -91,6 +101,17 @@ def test_rendered_text_matches_for_any_text(texts: list[str | None]) -> None:
     for fmt in ("csv", "json", "jsonl"):
         assert _output(sql, fmt, True, engine=engine)[0] == \
             _output(sql, fmt, False, engine=engine)[0]
+
+
+def test_rendered_text_matches_for_every_character() -> None:
+    """Each character up to U+3000 but NUL, alone and between ASCII and non-ASCII
+    text: DuckDB's rendering of the string is the Python encoders'."""
+    engine = Engine(tables=[], setups=[])
+    sql = ("SELECT unnest([c, 'a' || c || 'b', 'é' || c || '\\u00']) AS s, i "
+           "FROM (SELECT chr(i::INTEGER) AS c, i FROM range(1, 12288) t(i)) ORDER BY i")
+    for fmt in ("csv", "json", "jsonl"):
+        duck, used = _output(sql, fmt, True, engine=engine)
+        assert used and duck == _output(sql, fmt, False, engine=engine)[0], fmt
 
 
 def test_other_types_and_terminals_use_the_python_encoders() -> None:
@@ -242,10 +263,10 @@ def test_ten_million_rows_stream_in_bounded_memory(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "table"])
 def test_python_encoders_stream_in_bounded_memory(fmt: str) -> None:
-    """Rows DuckDB does not render (a TIMESTAMP; the table format) go through Python, a
+    """Rows DuckDB does not render (a TIMESTAMPTZ; the table format) go through Python, a
     chunk at a time: 1,000,000 rows (about 100 MB of text) in no more memory."""
     status, err, peak_kib = _run_child(
-        ["--format", fmt, "-e", "SELECT TIMESTAMP '2024-01-01' + INTERVAL (i) SECOND AS ts, "
+        ["--format", fmt, "-e", "SELECT TIMESTAMPTZ '2024-01-01' + INTERVAL (i) SECOND AS ts, "
          "'host-' || i AS name FROM range(1000000) t(i)"])
     assert status == 0, err
     assert peak_kib < 300 * 1024, f"{fmt}: peak RSS {peak_kib // 1024} MiB"
