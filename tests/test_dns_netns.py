@@ -261,3 +261,43 @@ def test_no_hold_rule_is_left_in_any_namespace(spaces: Spaces, how: str) -> None
         assert p.returncode == 128 + getattr(signal, how), err
     for ns in (a, b):
         assert wait_for(lambda ns=ns: not hold_rules(ns)), (ns, hold_rules(ns))
+
+
+def test_a_recording_serve_keeps_every_namespaces_dns(spaces: Spaces, tmp_path: Any) -> None:
+    """`netsql serve --record` in the root namespace records the queries of every
+    namespace, each with its namespace (issue 14)."""
+    a, b = (spaces.add(n, f"{n}.nscap.test") for n in NAMES)
+    rec, sock = tmp_path / "rec", tmp_path / "serve.sock"
+    server = subprocess.Popen([sys.executable, "-m", "netsql", "serve", "--socket", str(sock),
+                               "--record", str(rec), "--flush", "1"], cwd=ROOT, text=True,
+                              stderr=subprocess.PIPE)
+    spaces.procs.append(server)
+    assert server.stderr is not None
+    seen: list[str] = []
+    while not any(line.startswith("netsql: serving on") for line in seen):
+        line = server.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    for ns in (a, b):
+        assert wait_for(lambda ns=ns: capturing_in(server.pid, ns)), ns
+    pids = {}
+    for ns, name in zip((a, b), NAMES, strict=True):
+        long, got = spaces.long_client(ns, f"{name}.nscap.test")
+        pids[f"{name}.nscap.test"] = (got["pid"], inode(ns))
+
+    def recorded() -> list[dict[str, Any]]:
+        res = subprocess.run(
+            [sys.executable, "-m", "netsql", "--history", str(rec), "--format", "jsonl", "-e",
+             "SELECT query, pid, net_namespace FROM history.dns_queries "
+             "WHERE query LIKE '%.nscap.test' ORDER BY query"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env={**os.environ, "NETSQL_SOCKET": ""})
+        if res.returncode != 0:  # no file flushed yet: the views do not exist
+            return []
+        rows = [json.loads(line) for line in res.stdout.splitlines()]
+        return rows if len(rows) == 2 else []
+
+    rows = wait_for(recorded, seconds=30)
+    assert {r["query"]: (r["pid"], r["net_namespace"]) for r in rows} == pids, rows
+    server.send_signal(signal.SIGTERM)
+    server.communicate(timeout=30)
