@@ -33,7 +33,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
-from netsql import netns, sockdiag
+from netsql import sockdiag
+from netsql.capture.nsset import DiagSockets
 from netsql.capture.owners import FdHints, Owner, newest_pids, scan_for, scan_inodes
 from netsql.capture.procevents import ProcWatch, cgroup_id, netns_of
 from netsql.capture.tracker import DnsRecord
@@ -88,9 +89,7 @@ class Attributor:
         self.ambiguous = 0  # of those: several processes could have sent it
         self._own = os.getpid()
         self._wall_offset = time.time_ns() - time.monotonic_ns()  # wall - monotonic
-        #: sock_diag sockets by (thread, namespace, family): netlink replies must not
-        #: cross threads, and each namespace has its own sockets.
-        self._diags: dict[tuple[int, int | None, int], socket.socket] = {}
+        self.diags = DiagSockets(self.netns, self.handle_of)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -104,21 +103,14 @@ class Attributor:
             self.queue.put(None)
             self._thread.join(timeout=EXIT_WINDOW + 3)
             self._thread = None
-        with self._lock:
-            socks, self._diags = list(self._diags.values()), {}
-        for s in socks:
-            s.close()
+        self.diags.close()
 
     def forget(self, ns: int) -> None:
         """Namespace ``ns`` is gone: close its sock_diag sockets (they would keep it
         alive)."""
         self._windows.pop(ns, None)
         self.recent.pop(ns, None)
-        with self._lock:
-            keys = [k for k in self._diags if k[1] == ns]
-            socks = [self._diags.pop(k) for k in keys]
-        for s in socks:
-            s.close()
+        self.diags.forget(ns)
 
     @property
     def busy(self) -> bool:
@@ -250,19 +242,7 @@ class Attributor:
         return entry[1]
 
     def _diag(self, family: int, ns: int | None) -> socket.socket:
-        """This thread's sock_diag socket in namespace ``ns`` (OSError when it cannot
-        be entered)."""
-        key = (threading.get_ident(), ns, family)
-        s = self._diags.get(key)
-        if s is None:
-            handle = None if ns is None or ns == self.netns else self.handle_of(ns)
-            if handle is None and ns is not None and ns != self.netns:
-                raise OSError(f"network namespace {ns} is not captured")
-            s = netns.call_in(handle, sockdiag.open_socket,
-                              expect=ns if handle is not None else None)
-            with self._lock:
-                self._diags[key] = s
-        return s
+        return self.diags.get(family, ns)
 
     def _remember(self, inode: int, owner: Owner) -> None:
         self.inode_owner[inode] = owner

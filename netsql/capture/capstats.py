@@ -3,6 +3,7 @@ sum (the shell's .capture and toolbar)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from netsql.capture.attrib import METHODS
@@ -24,9 +25,16 @@ def empty_status(capture: Any) -> dict[str, Any]:
     }
 
 
-def ns_status(capture: Any, part: Any) -> dict[str, Any]:
+def buffered_by_netns(tracker: Any) -> Counter[int | None]:
+    """How many of the tracker's records each namespace has (one pass for all rows)."""
+    with tracker.lock:
+        return Counter(r.net_namespace for r in tracker.records)
+
+
+def ns_status(capture: Any, part: Any, buffered: Counter[int | None]) -> dict[str, Any]:
     """The counters of one namespace: ``part`` is an nsset.Part (captured now, or
-    closed when its namespace went away) or an nsset.Failed (could not be opened)."""
+    closed when its namespace went away) or an nsset.Failed (could not be opened);
+    ``buffered``: buffered_by_netns."""
     ns = part.netns
     row = empty_status(capture)
     row["net_namespace"] = ns
@@ -41,8 +49,6 @@ def ns_status(capture: Any, part: Any) -> dict[str, Any]:
     attrib = capture.attrib
     counts = attrib.counts_of(ns) if attrib is not None else {}
     held = capture.hold_stats(ns)
-    with t.lock:
-        buffered = sum(1 for r in t.records if r.net_namespace == ns)
     row.update({
         "running": live.running,
         "interfaces": part.interfaces or ["all"],
@@ -51,7 +57,7 @@ def ns_status(capture: Any, part: Any) -> dict[str, Any]:
         "responses": responses, "duplicates": duplicates,
         "malformed": dec.malformed if dec is not None else 0,
         "kernel_drops": drops, "dropped": drops, "evicted": evicted,
-        "buffered": buffered,
+        "buffered": buffered.get(ns, 0),
         "unattributed": counts.get("missed", 0) + counts.get("skipped", 0),
         **{f"by_{m}": counts.get(m, 0) for m in METHODS},
         "held": int(held.get("held", 0)),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from netsql.capture.capstats import SUMMED, empty_status, ns_status
+from netsql.capture.capstats import SUMMED, buffered_by_netns, empty_status, ns_status
 from netsql.capture.dnswire import decode_dns
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
 from netsql.capture.tracker import DnsRecord, DnsTracker
@@ -274,7 +274,8 @@ class DnsCapture:
         if self.nsset is None:
             return [empty_status(self)]
         parts = [*self.nsset.all_parts(), *self.nsset.failures()]
-        return [ns_status(self, part) for part in parts] or [empty_status(self)]
+        buffered = buffered_by_netns(self.tracker)
+        return [ns_status(self, part, buffered) for part in parts] or [empty_status(self)]
 
     def name_for(self, address: str) -> str | None:
         return self.tracker.name_for(address, time.time())

@@ -15,7 +15,7 @@ Namespaces are found without stat()ing every process's ns/net at each look:
   process);
 - all of /proc is read every ``RESCAN`` seconds, for a process that entered a new
   namespace without exec (unshare(2) in a running program); without process events
-  (not root), at every look.
+  (not root), every ``RESCAN_BLIND`` seconds.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from netsql.capture.live import CaptureError, LiveCapture
 
 #: Seconds between looks for new and gone namespaces.
 TICK = 0.5
-#: Seconds between full reads of /proc when process events keep the list.
+#: Seconds between full reads of /proc when process events keep the list, and when
+#: they do not (not root): still within two seconds of a namespace's first process.
 RESCAN = 30.0
+RESCAN_BLIND = 1.5
 #: Seconds before a namespace whose capture could not open is tried again.
 RETRY = 5.0
 
@@ -93,19 +95,23 @@ class Namespaces:
         for ino, (_name, path) in netns.named().items():
             found.setdefault(ino, path)
         now = time.monotonic()
-        if self.procs is None or now - self._last_full >= self.rescan:
+        every = self.rescan if self.procs is not None else RESCAN_BLIND
+        fresh = now - self._last_full >= every
+        if fresh:
             self._full, self._last_full = _scan_proc(), now
             self.full_scans += 1
-            known = self._full
-        else:
-            known = {}
+        known: dict[int, str] = {}
+        alive: Any = None
+        if self.procs is not None and not fresh:
             with self.procs.lock:
                 for p in self.procs.alive.values():
                     if p.netns is not None and p.netns not in known:
                         known[p.netns] = f"/proc/{p.pid}/ns/net"
-            # Found by the last full read only (entered without exec): kept until the
-            # next full read shows whether a process is still in it.
-            for ino, path in self._full.items():
+                alive = set(self.procs.alive)
+        # Those of the last full read stay until the next one (entered without exec, or
+        # no process events at all), unless the events saw the process found in it exit.
+        for ino, path in self._full.items():
+            if alive is None or int(path.split("/")[2]) in alive:
                 known.setdefault(ino, path)
         for ino, path in known.items():
             found.setdefault(ino, path)
@@ -330,3 +336,45 @@ def _stop_part(part: Part) -> None:
     part.live.stop()
     if part.flows is not None:
         part.flows.stop()
+
+
+class DiagSockets:
+    """sock_diag sockets by (thread, namespace, family), for attribution: netlink
+    replies must not cross threads, and each namespace has its own sockets (opened
+    inside it; closed when it goes away, since they would keep it alive)."""
+
+    def __init__(self, own: int | None, handle_of: Callable[[int | None], str | None]
+                 ) -> None:
+        self.own = own
+        self.handle_of = handle_of
+        self.socks: dict[tuple[int, int | None, int], socket.socket] = {}
+        self.lock = threading.Lock()
+
+    def get(self, family: int, ns: int | None) -> socket.socket:
+        """This thread's socket in namespace ``ns`` (OSError when it cannot be
+        entered, or is not captured)."""
+        from netsql import sockdiag
+
+        key = (threading.get_ident(), ns, family)
+        s = self.socks.get(key)
+        if s is None:
+            handle = None if ns is None or ns == self.own else self.handle_of(ns)
+            if handle is None and ns is not None and ns != self.own:
+                raise OSError(f"network namespace {ns} is not captured")
+            s = netns.call_in(handle, sockdiag.open_socket,
+                              expect=ns if handle is not None else None)
+            with self.lock:
+                self.socks[key] = s
+        return s
+
+    def forget(self, ns: int) -> None:
+        with self.lock:
+            socks = [self.socks.pop(k) for k in [k for k in self.socks if k[1] == ns]]
+        for s in socks:
+            s.close()
+
+    def close(self) -> None:
+        with self.lock:
+            socks, self.socks = list(self.socks.values()), {}
+        for s in socks:
+            s.close()
