@@ -301,3 +301,24 @@ def test_a_recording_serve_keeps_every_namespaces_dns(spaces: Spaces, tmp_path: 
     assert {r["query"]: (r["pid"], r["net_namespace"]) for r in rows} == pids, rows
     server.send_signal(signal.SIGTERM)
     server.communicate(timeout=30)
+
+
+def test_netns_names_an_inode_a_name_or_a_pid(spaces: Spaces) -> None:
+    from netsql import netns
+
+    ns = spaces.add("named", "named.nscap.test")
+    here = os.stat("/proc/self/ns/net").st_ino
+    assert netns.resolve(ns) == inode(ns)
+    assert netns.resolve(str(inode(ns))) == inode(ns)
+    assert netns.resolve(str(os.getpid())) == here
+    dm = next(p for p in spaces.procs if p.args[3:4] == [ns])
+    kids = sh("pgrep", "-P", str(dm.pid), check=False).stdout.split() or [str(dm.pid)]
+    assert netns.resolve(kids[0]) == inode(ns)  # dnsmasq, a process inside it
+    for bad in ("nscap-no-such", "4194303"):
+        with pytest.raises(ValueError):
+            netns.resolve(bad)
+    res = subprocess.run([sys.executable, "-m", "netsql", "--netns", "nscap-no-such", "-e",
+                          "SELECT 1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "no network namespace named 'nscap-no-such'" in \
+        res.stderr, res.stderr
