@@ -295,10 +295,12 @@ def test_a_recording_serve_keeps_every_namespaces_dns(spaces: Spaces, tmp_path: 
         if res.returncode != 0:  # no file flushed yet: the views do not exist
             return []
         rows = [json.loads(line) for line in res.stdout.splitlines()]
-        return rows if len(rows) == 2 else []
+        return rows if {r["query"] for r in rows} == set(pids) else []
 
-    rows = wait_for(recorded, seconds=30)
-    assert {r["query"]: (r["pid"], r["net_namespace"]) for r in rows} == pids, rows
+    rows = wait_for(recorded, seconds=60)
+    assert rows, "not recorded"
+    assert {(r["query"], r["pid"], r["net_namespace"]) for r in rows} == {
+        (q, pid, ino) for q, (pid, ino) in pids.items()}, rows
     server.send_signal(signal.SIGTERM)
     server.communicate(timeout=30)
 
