@@ -136,11 +136,12 @@ TABLE = Table(
         "GROUP BY process ORDER BY nxdomain DESC",
     ),
     notes="Live capture (root or CAP_NET_RAW) reads every interface, loopback included, "
+    "of every network namespace (or those of --netns; net_namespace says which), "
     "through AF_PACKET sockets whose BPF filter passes only DNS ports; the asking "
-    "process is looked up the moment its query is seen. --capture SECONDS captures "
-    "before a one-liner runs; the shell captures from its start. With --pcap FILE the "
-    "table reads capture files instead (no pid). The buffer keeps the newest records "
-    "(--dns-buffer), counting what it evicts (see capture_stats). docs/dns.md says "
+    "process is looked up the moment its query is seen, in that namespace. --capture "
+    "SECONDS captures before a one-liner runs; the shell captures from its start. With "
+    "--pcap FILE the table reads capture files instead (no pid). The buffer keeps the "
+    "newest records (--dns-buffer), counting what it evicts (see capture_stats). docs/dns.md says "
     "what attribution can and cannot show. Live capture is Linux only; capture files "
     "are read on every platform.",
 )
