@@ -197,8 +197,9 @@ def test_ring_and_packet_paths_agree() -> None:
     assert set(ring["names"]) == {"192.0.2.7", "192.0.2.9"}
     assert ring["names"]["192.0.2.9"][0] == "alias.example.test"
     # the host's own queries, each once: attribution's socket lookup and its record
-    sent = [("udp", C, 40000, S, 53), ("udp", "127.0.0.1", 40001, "127.0.0.53", 53),
-            ("udp", C6, 40003, S6, 53), ("tcp", C, 40004, S, 53), ("udp", C, 40008, S, 53)]
+    sent = [(None, "udp", C, 40000, S, 53), (None, "udp", "127.0.0.1", 40001, "127.0.0.53", 53),
+            (None, "udp", C6, 40003, S6, 53), (None, "tcp", C, 40004, S, 53),
+            (None, "udp", C, 40008, S, 53)]
     assert sorted(ring["early"]) == sorted(sent)
     assert sorted(s[:3] for s in ring["submitted"]) == sorted(
         [(C, 40000, 1), ("127.0.0.1", 40001, 2), (C6, 40003, 4), (C, 40004, 5),
@@ -255,14 +256,15 @@ def test_a_damaged_block_is_skipped_not_read_past() -> None:
 # Captures twice at once in the lab's client namespace: through a ring (compiled) and
 # packet by packet (pure Python); prints both row lists.
 BOTH = """
-import json, sys, time
+import json, os, sys, time
 from netsql.capture.fastscan import COLUMNS
 from netsql.capture.manager import DnsCapture
-caps = [DnsCapture(), DnsCapture()]
+own = os.stat("/proc/self/ns/net").st_ino  # the lab's client namespace alone
+caps = [DnsCapture(netns=[own]), DnsCapture(netns=[own])]
 caps[1].use_ring = False
 for c in caps:
     c.start()
-rings = [bool(c.live.rings) for c in caps]
+rings = [[bool(p.live.rings) for p in c.nsset.parts.values()] == [True] for c in caps]
 print("ready", flush=True)
 sys.stdin.readline()
 out = []

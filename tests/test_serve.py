@@ -209,15 +209,18 @@ def test_dns_asked_before_the_one_liner(lab: Lab, tmp_path: Path) -> None:
         asked = lab.resolve("vmp.boldchat.com:A")
         assert asked.returncode == 0, asked.stderr
         time.sleep(0.5)
+        # serve captures every namespace: the server's namespace saw the query too.
+        here = os.stat(f"/run/netns/{lab.client}").st_ino
         r = s.run("--json", "-e", "SELECT pid, process, query, answers, status "
-                  "FROM dns_queries WHERE query = 'vmp.boldchat.com'")
+                  "FROM dns_queries WHERE query = 'vmp.boldchat.com' "
+                  f"AND net_namespace = {here}")
         assert r.returncode == 0, r.stderr
         rows = json.loads(r.stdout)
         assert len(rows) == 1 and rows[0]["answers"] == [APP_V4]
         assert rows[0]["status"] == "answered" and rows[0]["pid"] is not None
         assert rows[0]["process"].startswith("python")  # tests/dnsclient.py, exited
         stats = json.loads(s.run("--json", "-e", "SELECT running, queries FROM "
-                                 "capture_stats").stdout)
+                                 f"capture_stats WHERE net_namespace = {here}").stdout)
         assert stats[0]["running"] is True and stats[0]["queries"] >= 1
     finally:
         stop(s)

@@ -12,6 +12,7 @@ every link type, so one decoder serves ethernet, loopback, tunnels and VLANs ali
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import select
 import socket
@@ -35,6 +36,8 @@ PACKET_RX_RING = 5
 PACKET_VERSION = 10
 TPACKET_V3 = 2
 _REQ3 = struct.Struct("=7I")  # struct tpacket_req3
+SIOCGIFNAME = 0x8910
+_IFREQ = struct.Struct("=16si20x")  # struct ifreq: the name, then ifr_ifindex
 
 
 #: Why live capture does not start off Linux (one line, for the user).
@@ -102,13 +105,16 @@ class Ring:
         self.block = 0
         self.ifnames: dict[int, str] = {}  # interface index -> name (filled as seen)
 
-    @staticmethod
-    def ifname(index: int) -> str:
-        """The name of interface ``index`` (of this thread's network namespace)."""
+    def ifname(self, index: int) -> str:
+        """The name of interface ``index`` in the socket's network namespace, whatever
+        the calling thread's: asked of the kernel through the socket (SIOCGIFNAME, as
+        Python's recvfrom names a packet's interface), so a ring opened inside another
+        namespace (nsset.py) names that namespace's interfaces, not netsql's own."""
         try:
-            return socket.if_indextoname(index)
-        except OSError:
+            out = fcntl.ioctl(self.sock.fileno(), SIOCGIFNAME, _IFREQ.pack(b"", index))
+        except (OSError, ValueError):
             return f"if{index}"
+        return out[:16].split(b"\0", 1)[0].decode(errors="replace") or f"if{index}"
 
     def close(self) -> None:
         try:

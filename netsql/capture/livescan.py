@@ -53,59 +53,67 @@ def portmap(ports: Iterable[int]) -> bytes:
 
 
 class LiveDecoder:
-    """Packets (one at a time, or a ring's blocks) -> tracker rows, then the marks."""
+    """Packets (one at a time, or a ring's blocks) of network namespace ``ns`` ->
+    tracker rows, then the marks. One decoder per namespace, each with the tracker's
+    scan of its namespace (its own pairing table: live transactions pair only within
+    one namespace); the tracker's ``feeding`` lock keeps one batch at a time."""
 
-    def __init__(self, tracker: DnsTracker) -> None:
+    def __init__(self, tracker: DnsTracker, ns: int | None = None) -> None:
         self.tracker = tracker
+        self.ns = ns
         self._portmap = portmap(tracker.scan.ports)
-        #: Called with (transport, client, client port, server, server port) for each
-        #: query this host sent, right after its batch was decoded (live attribution).
-        self.early: Callable[[str, str, int, str, int], None] | None = None
+        #: Called with (namespace, transport, client, client port, server, server port)
+        #: for each query the namespace sent, right after its batch was decoded (live
+        #: attribution).
+        self.early: Callable[[int | None, str, str, int, str, int], None] | None = None
         #: Called with the record of each query this host sent (its first copy).
         self.submit: Callable[[DnsRecord], None] | None = None
         self.errors = 0  # packets a callback failed on (skipped)
 
     @property
     def malformed(self) -> int:
-        return self.tracker.malformed
+        return self.tracker.counts(self.ns)["malformed"]
 
     def packet(self, ts: float, packet: bytes, interface: str | None, local: bool) -> None:
         """One IP packet as a cooked socket reads it (the pure-Python path)."""
-        scan = self.tracker.scan
-        scan.local = local
-        scan.feed(((ts, RAW_IP, packet, interface),))
-        self._settle(self.tracker.take())
-        self.tracker.trim(ts)
+        tracker, ns = self.tracker, self.ns
+        with tracker.feeding:
+            scan = tracker.scan_for(ns)
+            scan.local = local
+            scan.feed(((ts, RAW_IP, packet, interface),))
+            self._settle(tracker.take(ns), scan)
+            tracker.trim(ts, ns)
 
     def ring(self, ring: Ring) -> int:
         """Decode the blocks ``ring`` has ready (compiled); the packets taken. The GIL
         is held while a call walks its blocks: at most ``BLOCKS`` a call, so that the
         other threads (attribution, the shell) wait a few milliseconds at most."""
         assert _cscan is not None
-        tracker = self.tracker
-        scan = tracker.scan
+        tracker, ns = self.tracker, self.ns
         total = 0
         while True:
-            scan.marking = False  # ring_scan marks the UDP messages itself
-            try:
-                ring.block, packets, errors, last, blocks = _cscan.ring_scan(
-                    scan, ring.map, ring.block, ring.nblocks, ring.block_size,
-                    self._portmap, BOTH, ring.ifname, ring.ifnames, scan.marks, BLOCKS)
-            finally:
-                scan.marking = True
-            self.errors += errors
-            if packets:
-                self._settle(tracker.take())
-                tracker.trim(last)
-                total += packets
+            with tracker.feeding:
+                scan = tracker.scan_for(ns)
+                scan.marking = False  # ring_scan marks the UDP messages itself
+                try:
+                    ring.block, packets, errors, last, blocks = _cscan.ring_scan(
+                        scan, ring.map, ring.block, ring.nblocks, ring.block_size,
+                        self._portmap, BOTH, ring.ifname, ring.ifnames, scan.marks, BLOCKS)
+                finally:
+                    scan.marking = True
+                self.errors += errors
+                if packets:
+                    self._settle(tracker.take(ns), scan)
+                    tracker.trim(last, ns)
+                    total += packets
             if blocks < BLOCKS:
                 return total
 
-    def _settle(self, marks: list[tuple[Any, ...]]) -> None:
+    def _settle(self, marks: list[tuple[Any, ...]], scan: Any) -> None:
         if not marks:
             return
         tracker = self.tracker
-        table = tracker.pairing.table
+        table = scan.pairing.table
         early, submit = self.early, self.submit
         for transport, src, sport, dst, dport, tid, response in marks:
             if response:
@@ -114,7 +122,8 @@ class LiveDecoder:
                     tracker.answered(e[2])
                 continue
             if early is not None:
-                early(transport, address_text(src), sport, address_text(dst), dport)
+                early(self.ns, transport, address_text(src), sport, address_text(dst),
+                      dport)
             e = table.get((transport, src, sport, dst, dport, tid))
             if e is not None:
                 rec, new = tracker.record(e[2])

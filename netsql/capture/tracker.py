@@ -4,16 +4,19 @@ Fed by the live capture's decoder (livescan.py), which makes each transaction's 
 with the code that reads capture files (fastscan.Scan, and compiled, _cscan.c): one
 decoder and one pairing rule (pairing.py) for files and live capture. A row is a list
 in fastscan.COLUMNS order (addresses as raw bytes, codes as numbers, names given at
-read time). The tracker keeps the newest ``capacity`` rows (oldest evicted first,
-counted), a ``DnsRecord`` view of a row for whoever needs one object per transaction
-(attribution writes the process there), and a map from answered addresses to the name
-that was asked for (for ``sockets.remote_host``).
+read time), then the network namespace the packet was seen in (index ``NS``). Each
+namespace has a scan of its own (``scan_for``): its own pairing table, so two namespaces
+using the same addresses never pair each other's messages. The tracker keeps the newest
+``capacity`` rows of all namespaces (oldest evicted first, counted), a ``DnsRecord``
+view of a row for whoever needs one object per transaction (attribution writes the
+process there), and a map from answered addresses to the name that was asked for (for
+``sockets.remote_host``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from typing import Any
 
 from netsql.capture.dnswire import class_name, qtype_name, rcode_name
@@ -29,6 +32,8 @@ MIN_NAME_SECONDS = 10.0
 EXTRA = ("pid", "process", "uid", "forwarder", "source")
 
 _I = {name: i for i, name in enumerate(COLUMNS)}
+#: Index of a live row's network namespace (inode; appended by ``DnsTracker.take``).
+NS = len(COLUMNS)
 
 
 class LiveScan(Scan):
@@ -102,6 +107,9 @@ class DnsRecord:
     rtt = property(lambda self: self.row[15])
     interface = property(lambda self: self.row[16])
     status = property(lambda self: self.row[17])
+    #: Inode of the network namespace the packet was seen in (sockets.net_namespace's
+    #: value); None for a row given none.
+    net_namespace = property(lambda self: self.row[NS] if len(self.row) > NS else None)
 
     def __repr__(self) -> str:
         return (f"DnsRecord({self.ts}, {self.client_address}, {self.client_port}, "
@@ -109,72 +117,121 @@ class DnsRecord:
 
 
 class DnsTracker:
+    """The live buffer, fed by one LiveScan per network namespace (``scan_for``)."""
+
     def __init__(self, capacity: int = 100_000, max_pending: int = 65_536,
                  max_names: int = 200_000, ports: Any = (53,)) -> None:
         self.capacity = capacity
-        self.max_pending = max_pending  # open transactions kept (pairing.Pairing.trim)
-        self.scan = LiveScan(ports)
+        self.max_pending = max_pending  # open transactions kept per namespace
+        self.ports = ports
+        #: One scan (and pairing table) per namespace; None: packets given no namespace.
+        self.scans: dict[int | None, LiveScan] = {}
+        self.scan = self.scan_for(None)
         self.records: deque[list[Any]] = deque()
         self.views: dict[int, DnsRecord] = {}  # id(row): its record, once one was made
         self.names: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
         self.max_names = max_names
         self.lock = threading.Lock()
+        #: One batch decoded at a time, whatever its namespace (the buffer, the names
+        #: and the records are shared; ring_scan holds the GIL anyway).
+        self.feeding = threading.Lock()
         self.evicted = 0  # records pushed out of the buffer
+        self.evicted_by: Counter[int | None] = Counter()  # the same, per namespace
         self._columns = Scan(ports, None)  # reads the buffer's rows as columns
         self._reading = threading.Lock()  # one reader of it at a time
 
+    def scan_for(self, ns: int | None) -> LiveScan:
+        """The scan of namespace ``ns`` (made on first use)."""
+        scan = self.scans.get(ns)
+        if scan is None:
+            scan = self.scans[ns] = LiveScan(self.ports)
+        return scan
+
     @property
     def pairing(self) -> Pairing:
+        """The pairing table of packets given no namespace."""
         return self.scan.pairing
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(s, name) for s in list(self.scans.values()))
 
     @property
     def messages(self) -> int:
-        return self.scan.messages
+        return self._sum("messages")
 
     @property
     def queries(self) -> int:
-        return self.scan.queries
+        return self._sum("queries")
 
     @property
     def responses(self) -> int:
-        return self.scan.responses
+        return self._sum("responses")
 
     @property
     def malformed(self) -> int:
-        return self.scan.malformed
+        return self._sum("malformed")
 
     @property
     def duplicates(self) -> int:
         """Copies and retransmissions folded into a transaction."""
-        return self.scan.pairing.duplicates
+        return sum(s.pairing.duplicates for s in list(self.scans.values()))
 
-    def take(self) -> list[tuple[Any, ...]]:
-        """Move the rows the scan made since the last call into the buffer; the
-        scan's marks (for the caller, before ``trim``)."""
-        scan = self.scan
+    def counts(self, ns: int | None) -> dict[str, int]:
+        """Namespace ``ns``'s counters (capture_stats' row)."""
+        s = self.scans.get(ns)
+        if s is None:
+            return {"messages": 0, "queries": 0, "responses": 0, "duplicates": 0,
+                    "malformed": 0, "evicted": self.evicted_by.get(ns, 0)}
+        return {"messages": s.messages, "queries": s.queries, "responses": s.responses,
+                "duplicates": s.pairing.duplicates, "malformed": s.malformed,
+                "evicted": self.evicted_by.get(ns, 0)}
+
+    def buffered_by_netns(self) -> Counter[int | None]:
+        """How many buffered rows each namespace has (one pass for all rows)."""
+        with self.lock:
+            rows = list(self.records)
+        return Counter(r[NS] for r in rows)
+
+    def take(self, ns: int | None = None) -> list[tuple[Any, ...]]:
+        """Move the rows namespace ``ns``'s scan made since the last call into the
+        buffer, each given its namespace; the scan's marks (for the caller, before
+        ``trim``)."""
+        scan = self.scan_for(ns)
         rows, scan.rows = scan.rows, []
         marks, scan.marks = scan.marks, []
         if rows:
+            for r in rows:
+                r.append(ns)
             with self.lock:
                 self._append(rows)
         return marks
 
-    def trim(self, now: float) -> None:
-        """Bound the open transactions (pairing.Pairing.trim); ``now``: the capture
-        time of the newest packet."""
-        self.scan.pairing.trim(now, self.max_pending)
+    def trim(self, now: float, ns: int | None = None) -> None:
+        """Bound namespace ``ns``'s open transactions (pairing.Pairing.trim); ``now``:
+        the capture time of the newest packet."""
+        self.scan_for(ns).pairing.trim(now, self.max_pending)
+
+    def forget(self, ns: int) -> None:
+        """Namespace ``ns`` went away: its open transactions with it (its counters
+        stay, for capture_stats)."""
+        s = self.scans.get(ns)
+        if s is not None:
+            s.pairing.table.clear()
 
     def _append(self, rows: list[list[Any]]) -> None:
         records = self.records
         over = len(records) + len(rows) - self.capacity
         if over > 0:
             self.evicted += over
-            views = self.views
+            views, by = self.views, self.evicted_by
             for _ in range(min(over, len(records))):
                 old = records.popleft()
+                by[old[NS]] += 1
                 if views:
                     views.pop(id(old), None)
             if len(rows) > self.capacity:
+                for r in rows[:-self.capacity]:
+                    by[r[NS]] += 1
                 rows = rows[-self.capacity:]
         records.extend(rows)
 
@@ -227,6 +284,8 @@ class DnsTracker:
                               [getattr(v, name) if v is not None else None for v in recs])
         if want is None or "source" in want:
             cols["source"] = ["live"] * len(rows)
+        if want is None or "net_namespace" in want:
+            cols["net_namespace"] = [r[NS] for r in rows]
         return cols, recs
 
     def name_for(self, address: str, now: float | None) -> str | None:

@@ -11,7 +11,7 @@ from netsql.schema import Column, Columns, Table
 FIELDS = ("ts", "client_address", "client_port", "server_address", "server_port",
           "transport", "trans_id", "query", "qtype", "qclass", "rcode", "flags", "answers",
           "answer_types", "ttls", "rtt", "pid", "process", "uid", "forwarder", "interface",
-          "source", "status")
+          "source", "status", "net_namespace")
 
 
 def live_capture(coll: Collection) -> Any:
@@ -116,6 +116,9 @@ TABLE = Table(
         Column("interface", "VARCHAR", "Interface the query was seen on (live), or the "
                "capture file's interface name when it records one"),
         Column("source", "VARCHAR", "'live', or the capture file's name"),
+        Column("net_namespace", "BIGINT", "Inode of the network namespace the packet was "
+               "seen in (as sockets.net_namespace; join DNS to sockets on it and the "
+               "address); NULL for rows read from capture files"),
         Column("status", "VARCHAR", "'answered', 'unanswered' (no response seen yet), or "
                "'response_only' (a response whose query was not seen); copies of a message "
                "(seen on two interfaces, retransmitted) fold into one row (docs/dns.md)"),
@@ -132,11 +135,12 @@ TABLE = Table(
         "GROUP BY process ORDER BY nxdomain DESC",
     ),
     notes="Live capture (root or CAP_NET_RAW) reads every interface, loopback included, "
+    "of every network namespace (or those of --netns; net_namespace says which), "
     "through AF_PACKET sockets whose BPF filter passes only DNS ports; the asking "
-    "process is looked up the moment its query is seen. --capture SECONDS captures "
-    "before a one-liner runs; the shell captures from its start. With --pcap FILE the "
-    "table reads capture files instead (no pid). The buffer keeps the newest records "
-    "(--dns-buffer), counting what it evicts (see capture_stats). docs/dns.md says "
+    "process is looked up the moment its query is seen, in that namespace. --capture "
+    "SECONDS captures before a one-liner runs; the shell captures from its start. With "
+    "--pcap FILE the table reads capture files instead (no pid). The buffer keeps the "
+    "newest records (--dns-buffer), counting what it evicts (see capture_stats). docs/dns.md says "
     "what attribution can and cannot show. Live capture is Linux only; capture files "
     "are read on every platform.",
 )
