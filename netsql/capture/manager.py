@@ -250,7 +250,14 @@ class DnsCapture:
             "error": self.error,
         }
 
-    def name_for(self, address: str) -> str | None:
+    def name_for(self, address: str, net_namespace: int | None) -> str | None:
+        """The name this capture's DNS answered with ``address`` in the network
+        namespace ``net_namespace`` (None: a row that knows no namespace, which any
+        answer names), within its TTL."""
+        from netsql.capture.procevents import netns_of
+
+        if net_namespace is not None and net_namespace != netns_of("self"):
+            return None  # the capture sees netsql's own namespace only
         return self.tracker.name_for(address, time.time())
 
 
@@ -316,7 +323,11 @@ class PcapSource:
             merged.setdefault("source", []).extend([name] * len(scan))
         return merged
 
-    def name_for(self, address: str) -> str | None:
+    def name_for(self, address: str, net_namespace: int | None) -> str | None:
+        """The name the files' newest answer with ``address`` was for. A file records
+        packets, not the namespace they were seen in: its answers name sockets of any
+        namespace (``net_namespace`` is not looked at; docs/dns.md)."""
+        del net_namespace
         best: tuple[str, float] | None = None
         for _, scan, _ in self.scans(None):
             hit = scan.names.get(address)
