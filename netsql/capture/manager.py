@@ -35,7 +35,7 @@ class _Decoder:
         self.early: Callable[[str, str, int, str, int], None] | None = None
 
     def frame(self, ts: float, linktype: int, frame: bytes, interface: str | None,
-              source: str, local: bool = True) -> list[DnsRecord]:
+              source: str, local: bool = True, netns: int | None = None) -> list[DnsRecord]:
         info = decode_frame(linktype, frame)
         if info is None:
             return []
@@ -59,7 +59,7 @@ class _Decoder:
                 self.malformed += 1
                 continue
             rec = self.tracker.add(ts, src, sport, dst, dport, transport, msg, interface,
-                                   source)
+                                   source, netns)
             if rec is not None:
                 out.append(rec)
         return out
@@ -88,6 +88,7 @@ class DnsCapture:
         self._lock = threading.RLock()
         self._closed = False
         self.ever_started = False
+        self.netns: int | None = None  # the namespace the packet sockets were opened in
 
     @property
     def running(self) -> bool:
@@ -117,6 +118,7 @@ class DnsCapture:
                 raise
             self.error = None
             self.live = live
+            self.netns = netns_of("self")
             procs = self.procs = ProcWatch(netns=netns_of("self"))
             try:
                 procs.start()
@@ -158,7 +160,8 @@ class DnsCapture:
         """A live packet (LiveCapture's ``on_packet``: an IP packet, as cooked sockets
         give it); ``local``: sent by this host (or on loopback), so a query in it has a
         local process to name."""
-        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local):
+        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local,
+                                      netns=self.netns):
             if local:
                 self.attrib.submit(rec)
 

@@ -6,7 +6,8 @@ line, the compiled scanner (_cscan.c: ``pair_query``/``pair_response``).
 tests/test_dns_policy.py feeds the same packet sequences through all three.
 
 A transaction is known by its key ``(transport, client address, client port, server
-address, server port, DNS id)``. ``table`` maps a key to the newest transaction with it:
+address, server port, DNS id)`` (live, the network namespace too: two namespaces may
+use the same addresses). ``table`` maps a key to the newest transaction with it:
 ``[query ts | None, response ts | None, row, complete]`` (``complete``: a response came
 after the query, so the next query with this key is a new transaction).
 

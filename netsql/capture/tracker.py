@@ -47,6 +47,9 @@ class DnsRecord:
     process: str | None = None
     uid: int | None = None
     forwarder: bool | None = None
+    #: Inode of the network namespace the packet was seen in (sockets.net_namespace's
+    #: value); None for records read from capture files.
+    net_namespace: int | None = None
 
 
 def _flags(msg: DnsMessage) -> list[str]:
@@ -77,9 +80,11 @@ class DnsTracker:
         return self.pairing.duplicates
 
     def add(self, ts: float, src: str, sport: int, dst: str, dport: int, transport: str,
-            msg: DnsMessage, interface: str | None, source: str) -> DnsRecord | None:
-        """Take one message; returns the record a query belongs to when it is the
-        first copy of that query seen (None otherwise)."""
+            msg: DnsMessage, interface: str | None, source: str,
+            netns: int | None = None) -> DnsRecord | None:
+        """Take one message (seen in network namespace ``netns``); returns the record a
+        query belongs to when it is the first copy of that query seen (None otherwise).
+        Two namespaces may use the same addresses: their transactions never pair."""
         with self.lock:
             self.messages += 1
             if self.first_ts is None:
@@ -88,10 +93,11 @@ class DnsTracker:
             self.pairing.expire(ts)
             if msg.is_response:
                 self.responses += 1
-                self._response(ts, src, sport, dst, dport, transport, msg, interface, source)
+                self._response(ts, src, sport, dst, dport, transport, msg, interface, source,
+                               netns)
                 return None
             self.queries += 1
-            key = (transport, src, sport, dst, dport, msg.trans_id)
+            key = (transport, src, sport, dst, dport, msg.trans_id, netns)
             verdict, rec = self.pairing.query(key, ts)
             if verdict == JOINED:  # its response came first: the row has it already
                 rec.status = "answered"
@@ -101,15 +107,15 @@ class DnsTracker:
                 return None
             rec = DnsRecord(ts, src, sport, dst, dport, transport, msg.trans_id, msg.qname,
                             qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
-                            flags=_flags(msg))
+                            flags=_flags(msg), net_namespace=netns)
             self._append(rec)
             self.pairing.opened(key, ts, rec, True)
             return rec
 
     def _response(self, ts: float, src: str, sport: int, dst: str, dport: int,
                   transport: str, msg: DnsMessage, interface: str | None,
-                  source: str) -> None:
-        key = (transport, dst, dport, src, sport, msg.trans_id)
+                  source: str, netns: int | None) -> None:
+        key = (transport, dst, dport, src, sport, msg.trans_id, netns)
         verdict, rec = self.pairing.response(key, ts)
         if verdict == DUPLICATE:
             return
@@ -120,7 +126,7 @@ class DnsTracker:
             assert verdict == NEW
             rec = DnsRecord(ts, dst, dport, src, sport, transport, msg.trans_id, msg.qname,
                             qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
-                            status="response_only")
+                            status="response_only", net_namespace=netns)
             self._append(rec)
             self.pairing.opened(key, ts, rec, False)
         rec.rcode = rcode_name(msg.rcode)

@@ -492,7 +492,7 @@ class DnsFeed:
             if rec.status == "unanswered" and now - rec.ts < self.settle and i >= at_risk:
                 continue
             key = (rec.ts, rec.client_address, rec.client_port, rec.trans_id, rec.query,
-                   rec.qtype)
+                   rec.qtype, getattr(rec, "net_namespace", None))
             if key not in self.taken:
                 self.taken[key] = rec.ts
                 out.append(rec)

@@ -11,7 +11,7 @@ from netsql.schema import Column, Columns, Table
 FIELDS = ("ts", "client_address", "client_port", "server_address", "server_port",
           "transport", "trans_id", "query", "qtype", "qclass", "rcode", "flags", "answers",
           "answer_types", "ttls", "rtt", "pid", "process", "uid", "forwarder", "interface",
-          "source", "status")
+          "source", "status", "net_namespace")
 
 
 def live_capture(coll: Collection) -> Any:
@@ -117,6 +117,9 @@ TABLE = Table(
         Column("interface", "VARCHAR", "Interface the query was seen on (live), or the "
                "capture file's interface name when it records one"),
         Column("source", "VARCHAR", "'live', or the capture file's name"),
+        Column("net_namespace", "BIGINT", "Inode of the network namespace the packet was "
+               "seen in (as sockets.net_namespace; join DNS to sockets on it and the "
+               "address); NULL for rows read from capture files"),
         Column("status", "VARCHAR", "'answered', 'unanswered' (no response seen yet), or "
                "'response_only' (a response whose query was not seen); copies of a message "
                "(seen on two interfaces, retransmitted) fold into one row (docs/dns.md)"),
