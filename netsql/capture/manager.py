@@ -253,15 +253,15 @@ class DnsCapture:
             "error": self.error,
         }
 
-    def name_for(self, address: str, net_namespace: int | None) -> str | None:
-        """The name this capture's DNS answered with ``address`` in the network
-        namespace ``net_namespace`` (None: a row that knows no namespace, which any
-        answer names), within its TTL."""
+    def name_for(self, address: str, net_namespace: int | None = None) -> str | None:
+        """The name DNS answered with ``address`` in the network namespace
+        ``net_namespace``, within its TTL. None: a row that knows no namespace (the
+        psutil backend's sockets, which are netsql's own namespace's), netsql's own."""
         from netsql.capture.procevents import netns_of
 
-        if net_namespace is not None and net_namespace != netns_of("self"):
-            return None  # the capture sees netsql's own namespace only
-        return self.tracker.name_for(address, time.time())
+        if net_namespace is None:
+            net_namespace = netns_of("self")
+        return self.tracker.name_for(address, net_namespace, time.time())
 
 
 class PcapSource:
@@ -326,7 +326,7 @@ class PcapSource:
             merged.setdefault("source", []).extend([name] * len(scan))
         return merged
 
-    def name_for(self, address: str, net_namespace: int | None) -> str | None:
+    def name_for(self, address: str, net_namespace: int | None = None) -> str | None:
         """The name the files' newest answer with ``address`` was for. A file records
         packets, not the namespace they were seen in: its answers name sockets of any
         namespace (``net_namespace`` is not looked at; docs/dns.md)."""

@@ -64,7 +64,9 @@ class DnsTracker:
         self.records: deque[DnsRecord] = deque(maxlen=capacity)
         #: Open transactions by key (pairing.py), at most ``max_pending`` of them.
         self.pairing = Pairing(max_pending)
-        self.names: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
+        #: (namespace, answered address) -> (name asked for, expiry, time seen).
+        self.names: OrderedDict[tuple[int | None, str], tuple[str, float, float]] = (
+            OrderedDict())
         self.max_names = max_names
         self.lock = threading.Lock()
         self.messages = 0  # DNS messages taken
@@ -136,8 +138,8 @@ class DnsTracker:
         rec.ttls = [a[2] for a in msg.answers]
         for _, rtype, ttl, text in msg.answers:
             if rtype in ADDRESS_TYPES:
-                self.names[text] = (rec.query, ts + max(ttl, MIN_NAME_SECONDS), ts)
-                self.names.move_to_end(text)
+                self.names[(netns, text)] = (rec.query, ts + max(ttl, MIN_NAME_SECONDS), ts)
+                self.names.move_to_end((netns, text))
         while len(self.names) > self.max_names:
             self.names.popitem(last=False)
 
@@ -150,9 +152,12 @@ class DnsTracker:
         with self.lock:
             return list(self.records)
 
-    def name_for(self, address: str, now: float | None) -> str | None:
-        """The name last looked up that answered ``address`` (within its TTL of ``now``)."""
-        hit = self.names.get(address)
+    def name_for(self, address: str, net_namespace: int | None,
+                 now: float | None) -> str | None:
+        """The name last looked up in network namespace ``net_namespace`` that answered
+        ``address`` there (within its TTL of ``now``). Another namespace's answer never
+        counts: two namespaces may use one address for different hosts."""
+        hit = self.names.get((net_namespace, address))
         if hit is None:
             return None
         name, expires, _ = hit
