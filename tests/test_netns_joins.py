@@ -1,0 +1,248 @@
+"""Joins of DNS to sockets and flows per network namespace (issue 13 item 4), for real.
+
+Two look-alike sites, A and B: each a client namespace joined by a veth pair to a
+server namespace of its own, with the same addresses on both sides (client 10.77.0.2,
+resolver 10.77.0.1, application host 10.77.0.10). Each site's dnsmasq answers a
+different name with the same address, and a client in each resolves its name and
+stays connected to the answer. netsql captures in A. A socket's remote_host is the
+name its own namespace resolved, never the other's; trace-domain and the README's
+join name only the process of the namespace that asked; a capture file's answers
+(no namespace) name the sockets of both, each with its namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netsql.capture.dnswire import decode_dns
+from netsql.capture.manager import PcapSource
+from netsql.capture.tracker import DnsTracker
+from tests.conftest import need
+from tests.netlab import capturing, sh, wait_for
+from tests.test_queries import arrays
+from tests.test_queries_live import ACCEPT
+
+ROOT = Path(__file__).resolve().parent.parent
+DNSCLIENT = str(ROOT / "tests" / "dnsclient.py")
+RESOLVER, CLIENT, APP = "10.77.0.1", "10.77.0.2", "10.77.0.10"
+PORT = 8443
+NAMES = {"a": "alpha.nsjoin.test", "b": "beta.nsjoin.test"}
+README_JOIN = (ROOT / "README.md").read_text().split("```sql\n")[2].split(";\n```")[0]
+
+
+@dataclass
+class Site:
+    client: str  # the client namespace's `ip netns` name
+    server: str
+    name: str  # what this site's dnsmasq answers with APP
+    inode: int = 0  # the client namespace's inode (net_namespace)
+
+
+@dataclass
+class Sites:
+    a: Site
+    b: Site
+    tmp: str
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def spawn(self, ns: str, *cmd: str, **kw: Any) -> subprocess.Popen[str]:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], text=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def connect(self, site: Site) -> int:
+        """A client in ``site`` resolving its name and holding a connection to the
+        answer; returns its pid."""
+        p = self.spawn(site.client, sys.executable, DNSCLIENT, "--connect", str(PORT),
+                       "--hold", "60", f"{site.name}:A", stdout=subprocess.PIPE)
+        assert p.stdout is not None
+        first = json.loads(p.stdout.readline())
+        assert first["answers"] == [APP], first
+        assert json.loads(p.stdout.readline())["connected"]
+        return int(first["pid"])
+
+
+@pytest.fixture
+def sites() -> Iterator[Sites]:
+    need(os.geteuid() == 0 and shutil.which("ip") is not None, "needs root and iproute2")
+    need(shutil.which("dnsmasq") is not None, "needs dnsmasq")
+    tag = uuid.uuid4().hex[:6]
+    tmp = f"/tmp/netsql-nsjoin-{tag}"
+    os.makedirs(tmp)
+    made: list[str] = []
+    lab = Sites(Site(f"nsjoin-ac-{tag}", f"nsjoin-as-{tag}", NAMES["a"]),
+                Site(f"nsjoin-bc-{tag}", f"nsjoin-bs-{tag}", NAMES["b"]), tmp)
+    try:
+        for x, site in (("a", lab.a), ("b", lab.b)):
+            for ns in (site.client, site.server):
+                sh("ip", "netns", "add", ns)
+                made.append(ns)
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+            site.inode = os.stat(f"/run/netns/{site.client}").st_ino
+            cdev, sdev = f"nj{x}c{tag}", f"nj{x}s{tag}"
+            sh("ip", "link", "add", cdev, "netns", site.client, "type", "veth", "peer",
+               "name", sdev, "netns", site.server)
+            sh("ip", "-n", site.client, "addr", "add", f"{CLIENT}/24", "dev", cdev)
+            for addr in (RESOLVER, APP):
+                sh("ip", "-n", site.server, "addr", "add", f"{addr}/24", "dev", sdev)
+            sh("ip", "-n", site.client, "link", "set", cdev, "up")
+            sh("ip", "-n", site.server, "link", "set", sdev, "up")
+            dns = lab.spawn(site.server, "dnsmasq", "--keep-in-foreground", "--no-resolv",
+                            "--no-hosts", "--no-poll", "--bind-interfaces",
+                            f"--listen-address={RESOLVER}", "--port=53",
+                            f"--pid-file={tmp}/{x}.pid", "--local=/test/",
+                            "--local-ttl=300", "--user=root", "--group=root",
+                            f"--host-record={site.name},{APP}",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            lab.spawn(site.server, sys.executable, "-c", ACCEPT, str(PORT))
+            for addr, port in ((RESOLVER, 53), ("0.0.0.0", PORT)):
+                assert wait_for(lambda s=site, a=addr, p=port: f"{a}:{p} " in subprocess.run(
+                    ["ip", "netns", "exec", s.server, "ss", "-lntH"], capture_output=True,
+                    text=True).stdout), f"nothing listens on {addr}:{port}"
+            assert dns.poll() is None
+        assert lab.a.inode != lab.b.inode
+        yield lab
+    finally:
+        for p in reversed(lab.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for ns in made:
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def netsql_capture(lab: Sites, ns: str, *args: str) -> subprocess.Popen[str]:
+    """netsql capturing in namespace ``ns`` until SIGINT, once its capture is open."""
+    p = lab.spawn(ns, sys.executable, "-m", "netsql", "--capture", "300", "--hold",
+                  "--json", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                  cwd=str(ROOT), env=dict(os.environ, NETSQL_SOCKET=""))
+    assert p.stderr is not None
+    line = p.stderr.readline()
+    assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
+    assert wait_for(lambda: capturing(p.pid)), "no packet socket open"
+    return p
+
+
+def finish(p: subprocess.Popen[str]) -> list[Any]:
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return arrays(out)
+
+
+SOCKETS = ("SELECT pid, net_namespace, remote_address, remote_port, remote_host "
+           "FROM sockets WHERE remote_port = 8443 AND pid IS NOT NULL ORDER BY pid")
+FLOWS = ("SELECT pid, net_namespace, remote_host FROM flows "
+         "WHERE remote_port = 8443 AND pid IS NOT NULL ORDER BY pid")
+
+
+def test_each_socket_takes_the_name_its_own_namespace_resolved(sites: Sites) -> None:
+    a, b = sites.a, sites.b
+    p = netsql_capture(sites, a.client, "-e", SOCKETS, "-e", FLOWS,
+                       "-e", "SELECT net_namespace, query, answers FROM dns_queries "
+                       "WHERE rcode = 'NOERROR'",
+                       "-q", "trace-domain", "-p", f"domain={a.name}",
+                       "-e", README_JOIN.replace("vmp.boldchat.com", a.name))
+    in_a = sites.connect(a)
+    in_b = sites.connect(b)  # same addresses, the other site's name
+    socks, flows, dns, trace, joined = finish(p)
+    # What the capture saw: A's answer in A's namespace, and B's only if it sees B.
+    seen = {(r["net_namespace"], r["query"]) for r in dns}
+    assert (a.inode, a.name) in seen and all(r["answers"] == [APP] for r in dns), dns
+    b_name = b.name if (b.inode, b.name) in seen else None
+    assert {(r["pid"], r["net_namespace"], r["remote_address"], r["remote_host"])
+            for r in socks if r["pid"] in (in_a, in_b)} == {
+        (in_a, a.inode, APP, a.name), (in_b, b.inode, APP, b_name)}, socks
+    assert {(r["pid"], r["net_namespace"], r["remote_host"]) for r in flows
+            if r["pid"] in (in_a, in_b)} == {
+        (in_a, a.inode, a.name), (in_b, b.inode, b_name)}, flows
+    # trace-domain for A's name: A's process asked and is connected; B's is neither,
+    # though it is connected to the same address.
+    assert {(r["relation"], r["pid"], r["net_namespace"]) for r in trace} == {
+        ("asked", in_a, a.inode), ("connected", in_a, a.inode)}, trace
+    assert all(r["container"] is None for r in trace)  # the sites are not containers
+    # The README's join, as written there.
+    assert [(r["pid"], r["net_namespace"], r["query"], r["lookups"]) for r in joined] == [
+        (in_a, a.inode, a.name, 1)], joined
+
+
+def test_a_capture_files_answers_name_sockets_of_every_namespace(sites: Sites) -> None:
+    """A file records no namespace (dns_queries.net_namespace NULL): its answers match
+    sockets of any namespace, and each row says which namespace it is."""
+    a, b = sites.a, sites.b
+    pcap = f"{sites.tmp}/a.pcap"
+    dump = sites.spawn(a.client, "tcpdump", "-U", "-n", "-i", "any", "-w", pcap,
+                       "udp port 53", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert dump.stderr is not None
+    started = [dump.stderr.readline() for _ in range(2)]  # (a link type line first)
+    assert any("listening on" in line for line in started), started
+    in_a = sites.connect(a)
+    in_b = sites.connect(b)
+    assert wait_for(lambda: _answers_in(pcap)), "tcpdump wrote no DNS response"
+    dump.send_signal(signal.SIGINT)
+    dump.wait(timeout=10)
+    res = subprocess.run(
+        [sys.executable, "-m", "netsql", "--pcap", pcap, "--json", "-e",
+         "SELECT DISTINCT net_namespace, query FROM dns_queries",
+         "-e", SOCKETS, "-q", "trace-domain", "-p", f"domain={a.name}"],
+        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        env=dict(os.environ, NETSQL_SOCKET=""))
+    assert res.returncode == 0, res.stderr
+    dns, socks, trace = arrays(res.stdout)
+    assert dns == [{"net_namespace": None, "query": a.name}]
+    assert {(r["pid"], r["net_namespace"], r["remote_host"]) for r in socks
+            if r["pid"] in (in_a, in_b)} == {(in_a, a.inode, a.name),
+                                             (in_b, b.inode, a.name)}, socks
+    assert {(r["relation"], r["pid"], r["net_namespace"]) for r in trace} >= {
+        ("asked", None, None), ("connected", in_a, a.inode),
+        ("connected", in_b, b.inode)}, trace
+
+
+def _answers_in(pcap: str) -> bool:
+    try:
+        return bool(PcapSource([pcap]).name_for(APP))
+    except Exception:  # the file is still being written: not whole yet
+        return False
+
+
+# -- the lookup API, on a real answer's bytes ----------------------------------------------
+
+
+def test_tracker_names_an_address_per_namespace() -> None:
+    """Two namespaces' answers for one address: each namespace gets its own name."""
+    import dns.message
+    import dns.rrset
+
+    tracker = DnsTracker()
+    now = time.time()
+    for ns, name in ((1, "alpha.nsjoin.test"), (2, "beta.nsjoin.test")):
+        q = dns.message.make_query(name, "A")
+        r = dns.message.make_response(q)
+        r.answer.append(dns.rrset.from_text(name + ".", 300, "IN", "A", APP))
+        for msg, src, dst, sport, dport in ((q, CLIENT, RESOLVER, 40000, 53),
+                                            (r, RESOLVER, CLIENT, 53, 40000)):
+            decoded = decode_dns(msg.to_wire())
+            assert decoded is not None
+            tracker.add(now, src, sport, dst, dport, "udp", decoded, "veth", "live", ns)
+    assert tracker.name_for(APP, 1, now) == "alpha.nsjoin.test"
+    assert tracker.name_for(APP, 2, now) == "beta.nsjoin.test"
+    assert tracker.name_for(APP, 3, now) is None  # a namespace that asked nothing
+    assert tracker.name_for(APP, 1, now + 301) is None  # past its TTL
