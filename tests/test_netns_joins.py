@@ -246,3 +246,37 @@ def test_tracker_names_an_address_per_namespace() -> None:
     assert tracker.name_for(APP, 2, now) == "beta.nsjoin.test"
     assert tracker.name_for(APP, 3, now) is None  # a namespace that asked nothing
     assert tracker.name_for(APP, 1, now + 301) is None  # past its TTL
+
+
+# -- the recorded history ------------------------------------------------------------------
+
+
+def test_new_destinations_judges_a_private_address_per_namespace(tmp_path: Path) -> None:
+    """A private address names a machine only within its namespace: seen before in
+    another namespace, it is still new; a public one seen in any namespace is not.
+    (Days of recorded history, which a test cannot wait for, written as the recorder
+    writes them.)"""
+    from netsql.history.store import Store
+    from netsql.history.tables import CONNECTIONS
+    from tests.conftest import run_netsql
+
+    now = time.time()
+    rows = [  # (first_seen, namespace, remote address, port, remote_host)
+        (now - 2 * 86400, 1, "10.0.0.5", 5432, "db.a.internal"),
+        (now - 2 * 86400, 1, "203.0.113.9", 443, "cdn.example.test"),
+        (now - 3600, 1, "10.0.0.5", 5432, "db.a.internal"),  # seen before, same ns
+        (now - 3600, 2, "203.0.113.9", 443, "cdn.example.test"),  # public: seen before
+        (now - 3600, 2, "10.0.0.5", 5432, "vmp.boldchat.com"),  # another machine
+    ]
+    cols: dict[str, list[object]] = {
+        "first_seen": [r[0] for r in rows], "last_seen": [r[0] + 60 for r in rows],
+        "net_namespace": [r[1] for r in rows], "inode": list(range(1, len(rows) + 1)),
+        "pid": [100 + r[1] for r in rows], "process": ["app"] * len(rows),
+        "protocol": ["tcp"] * len(rows), "remote_address": [r[2] for r in rows],
+        "remote_port": [r[3] for r in rows], "remote_host": [r[4] for r in rows]}
+    Store(tmp_path, host="h1").write(CONNECTIONS, cols, now=now)
+    res = run_netsql("--history", str(tmp_path), "--json", "-q", "new-destinations")
+    assert res.returncode == 0, res.stderr
+    [new] = arrays(res.stdout)
+    assert [(r["net_namespace"], r["remote_address"], r["remote_port"], r["remote_host"])
+            for r in new] == [(2, "10.0.0.5", 5432, "vmp.boldchat.com")], new
