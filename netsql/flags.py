@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from netsql import __version__
+from netsql import __version__, netns
 from netsql.context import (
     DNS_BUFFER,
     FORMAT_NAMES,
@@ -24,6 +24,15 @@ def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
     return int(text)
+
+
+def netns_spec(text: str) -> int:
+    """--netns: a network namespace's inode, `ip netns` name or a pid (netns.resolve,
+    the one rule), as the namespace's inode."""
+    try:
+        return netns.resolve(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _source(kind: str) -> type:
@@ -72,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(needs root or CAP_NET_RAW)")
     dns.add_argument("-i", "--interface", action="append", metavar="IFACE",
                      help="capture on IFACE only (repeatable; default: every interface, "
-                     "loopback included)")
+                     "loopback included), in each captured namespace that has it")
+    dns.add_argument("--netns", action="append", type=netns_spec, metavar="NS",
+                     help="capture in network namespace NS only: its inode, `ip netns` "
+                     "name, or a pid in it (repeatable; default: every namespace)")
     dns.add_argument("--pcap", action="append", metavar="FILE",
                      help="read dns_queries from a pcap or pcapng file instead of the "
                      "live interfaces (repeatable)")

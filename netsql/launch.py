@@ -76,12 +76,13 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
 
 
 def new_capture(args: argparse.Namespace) -> DnsCapture:
-    """The live DNS capture the flags ask for (-i, --dns-port, --dns-buffer, --hold),
-    not started: the one place netsql sets one up (commands, the shell, netsql serve)."""
+    """The live DNS capture the flags ask for (-i, --netns, --dns-port, --dns-buffer,
+    --hold), not started: the one place netsql sets one up (commands, the shell, netsql
+    serve)."""
     from netsql.capture.manager import DnsCapture
 
     return DnsCapture(args.interface, args.dns_port or [53], capacity=args.dns_buffer,
-                      hold=args.hold)
+                      hold=args.hold, netns=getattr(args, "netns", None))
 
 
 def start_capture(capture: DnsCapture) -> str | None:

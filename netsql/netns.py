@@ -12,6 +12,7 @@ short-lived thread per namespace, no process per namespace.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 RUN_NETNS = "/run/netns"
+SELF = "/proc/thread-self/ns/net"
+PID_MAX_LIMIT = 4_194_304  # the kernel's largest pid_max
 CLONE_NEWNET = 0x40000000
 
 
@@ -39,11 +42,15 @@ def named() -> dict[int, tuple[str, str]]:
     return found
 
 
-def call_in(handle: str | None, fn: Callable[[], T]) -> T:
+def call_in(handle: str | None, fn: Callable[[], T], expect: int | None = None) -> T:
     """``fn()`` run inside the namespace of ``handle`` (here when None), in a thread of
     its own that ends right after (a thread that called setns must not go back to
     serving Python code in the wrong namespace). Raises OSError when the namespace
-    cannot be entered (gone, or no CAP_SYS_ADMIN), and whatever ``fn`` raises."""
+    cannot be entered (gone, or no CAP_SYS_ADMIN), and whatever ``fn`` raises.
+
+    ``expect``: the namespace's inode. A /proc/PID handle outlives nothing: its process
+    may have exited and the pid gone to a process elsewhere; then ESTALE, not ``fn``
+    run in the wrong namespace."""
     if handle is None:
         return fn()
     box: list[T | BaseException] = []
@@ -51,6 +58,9 @@ def call_in(handle: str | None, fn: Callable[[], T]) -> T:
     def inside() -> None:
         try:
             enter(handle)
+            if expect is not None and os.stat(SELF).st_ino != expect:
+                raise OSError(errno.ESTALE, f"{handle} is no longer network namespace "
+                              f"{expect}")
             box.append(fn())
         except BaseException as exc:  # handed to the caller's thread
             box.append(exc)
@@ -74,3 +84,28 @@ def enter(handle: str) -> None:
             raise OSError(err, os.strerror(err), handle)
     finally:
         os.close(fd)
+
+
+def resolve(spec: str) -> int:
+    """The inode of the network namespace ``spec`` names: an inode (as the
+    net_namespace columns show it), a name `ip netns` lists, or a pid (the namespace
+    that process is in now). The one rule for every flag that names a namespace
+    (``--netns``); ValueError with a one-line reason."""
+    text = spec.strip()
+    if text.isdigit():
+        value = int(text)
+        if value > PID_MAX_LIMIT:  # namespace inodes are near 2**32, pids below 2**22
+            return value
+        try:
+            return os.stat(f"/proc/{value}/ns/net").st_ino
+        except FileNotFoundError:
+            raise ValueError(f"no process {value} (a --netns number up to 4194304 is a "
+                             "pid, a larger one a namespace inode)") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read the namespace of pid {value}: "
+                             f"{exc.strerror}") from None
+    for inode, (name, _path) in named().items():
+        if name == text:
+            return inode
+    raise ValueError(f"no network namespace named {spec!r} (`ip netns list`); give an "
+                     "inode, a name or a pid")

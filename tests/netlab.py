@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -60,12 +60,17 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def netsql_capture(self, seconds: float, *args: str,
-                       new_session: bool = False) -> subprocess.Popen[str]:
-        """netsql capturing in the client namespace; returns once capture has started:
-        its packet socket is open and, with --hold, its hold rules are read."""
+    def netsql_capture(self, seconds: float, *args: str, new_session: bool = False,
+                       netns: Sequence[str] | None = None) -> subprocess.Popen[str]:
+        """netsql run in the client namespace, capturing the namespaces ``netns``
+        (default: the client's alone, so other tests' traffic on the host stays out);
+        returns once capture has started: its packet socket is open and, with --hold,
+        its hold rules are read."""
+        limit = [a for ns in ([self.client] if netns is None else netns)
+                 for a in ("--netns", ns)]
         p = self.spawn(self.client, sys.executable, "-m", "netsql", "--capture",
-                       str(seconds), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       str(seconds), *limit, *args, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        start_new_session=new_session)
         assert p.stderr is not None

@@ -147,8 +147,8 @@ def test_sigterm_during_start_leaves_nothing(lab: Lab) -> None:
     need(shutil.which("iptables") is not None, "needs iptables")
     for delay in (0.25, 0.4, 0.6, 0.9):
         p = lab.spawn(lab.client, sys.executable, "-m", "netsql", "--hold", "--capture",
-                      "30", "-e", "SELECT 1", cwd=ROOT, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE)
+                      "30", "--netns", lab.client, "-e", "SELECT 1", cwd=ROOT,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(delay)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=20)

@@ -5,14 +5,18 @@ Three ways, strongest first (``dns_queries.attribution`` says which named a row)
 - 'socket': the kernel's own socket lookup (sock_diag, exact 4-tuple) names the
   sending socket's inode, uid and cgroup the moment the packet is seen; the process
   holding that inode is found among the candidates: the processes of that uid in
-  this network namespace, those that asked lately first, then the newest (from the
-  kernel's process events, procevents.py). O(candidates), never every fd on the host.
+  the network namespace the packet was seen in, those that asked lately first, then
+  the newest (from the kernel's process events, procevents.py). O(candidates), never
+  every fd on the host.
 - 'held': the opt-in hold (hold.py) looked the sender up while the kernel held the
   packet (the sender was certainly alive and holding the socket).
 - 'inferred': the socket was gone when looked up. The candidates are the processes
   alive at the packet's instant (of the socket's uid and cgroup when the lookup
-  caught those, in this network namespace) that exited right after its answer; when
+  caught those, in the packet's network namespace) that exited right after its answer; when
   exactly one did, it is named. Never a guess between two.
+
+Every lookup happens in the namespace the packet was seen in (its sock_diag socket is
+opened there, nsset.CaptureSet's handle): two namespaces may use the same addresses.
 
 Work that cannot be done at once (a flood, a slow scan, an inference that must wait
 for exits to be reported) runs in the attribution thread, so the capture loop never
@@ -27,16 +31,18 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from netsql import sockdiag
+from netsql import netns, sockdiag
 from netsql.capture.owners import FdHints, Owner, newest_pids, scan_for, scan_inodes
 from netsql.capture.procevents import ProcWatch, cgroup_id, netns_of
 from netsql.capture.tracker import DnsRecord
 
-Key = tuple[str, str, int, str, int]  # transport, client, client port, server, server port
+#: network namespace, transport, client, client port, server, server port
+Key = tuple[int | None, str, str, int, str, int]
 Hit = tuple[int, int, int | None]  # inode, uid, cgroup id
 METHODS = ("socket", "held", "inferred")
+COUNTS = (*METHODS, "missed", "skipped")
 #: A sender inferred from its exit exited at most this long after its query's answer
 #: arrived (kernel times of packet and exit), or after the query, when unanswered.
 EXIT_WINDOW = 0.25
@@ -47,10 +53,13 @@ class Attributor:
     remembers how each was named (``method_of``)."""
 
     def __init__(self, dns_ports: set[int], procs: ProcWatch | None = None,
-                 max_queue: int = 10_000, keep: int = 100_000) -> None:
+                 max_queue: int = 10_000, keep: int = 100_000,
+                 handle_of: Callable[[int | None], str | None] | None = None) -> None:
         self.dns_ports = dns_ports
         self.procs = procs
-        self.netns = netns_of("self")
+        self.netns = netns_of("self")  # netsql's own
+        #: A handle to enter a captured namespace (nsset.CaptureSet.handle_of).
+        self.handle_of = handle_of or (lambda _ns: None)
         self.queue: queue.Queue[tuple[DnsRecord, Hit | None, int] | None] = queue.Queue(
             max_queue)
         self.sync_limit = 2000
@@ -63,20 +72,22 @@ class Attributor:
         self.inode_owner: OrderedDict[int, Owner] = OrderedDict()
         self.hints = FdHints()
         self.to_stubs: deque[DnsRecord] = deque(maxlen=1024)
-        self.stub_owner: dict[tuple[str, int], Owner] = {}
+        self.stub_owner: dict[tuple[int | None, str, int], Owner] = {}
         self.asked: OrderedDict[int, list[DnsRecord]] = OrderedDict()  # pid: its last queries
         self.server_pids: dict[int, bool] = {}
         self.methods: OrderedDict[int, tuple[DnsRecord, str]] = OrderedDict()
         self.keep = keep
         self.counts = dict.fromkeys(METHODS, 0)
+        self.by_netns: dict[int | None, dict[str, int]] = {}  # COUNTS per namespace
         self.pending: list[tuple[float, DnsRecord, Hit | None, int]] = []
         self.skipped = 0  # queue full: left unattributed
         self.missed = 0  # no way found to name the sender
         self.ambiguous = 0  # of those: several processes could have sent it
         self._own = os.getpid()
         self._wall_offset = time.time_ns() - time.monotonic_ns()  # wall - monotonic
-        self._local = threading.local()  # one sock_diag socket per thread and family
-        self._all_diag: list[socket.socket] = []
+        #: sock_diag sockets by (thread, namespace, family): netlink replies must not
+        #: cross threads, and each namespace has its own sockets.
+        self._diags: dict[tuple[int, int | None, int], socket.socket] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -90,9 +101,19 @@ class Attributor:
             self.queue.put(None)
             self._thread.join(timeout=EXIT_WINDOW + 3)
             self._thread = None
-        for s in self._all_diag:
+        with self._lock:
+            socks, self._diags = list(self._diags.values()), {}
+        for s in socks:
             s.close()
-        self._all_diag.clear()
+
+    def forget(self, ns: int) -> None:
+        """Namespace ``ns`` is gone: close its sock_diag sockets (they would keep it
+        alive)."""
+        with self._lock:
+            keys = [k for k in self._diags if k[1] == ns]
+            socks = [self._diags.pop(k) for k in keys]
+        for s in socks:
+            s.close()
 
     @property
     def busy(self) -> bool:
@@ -104,21 +125,20 @@ class Attributor:
         return hit[1] if hit is not None and hit[0] is rec else None
 
     # -- the capture thread ------------------------------------------------------------
-    def prefetch(self, transport: str, client: str, cport: int, server: str,
-                 sport: int) -> None:
+    def prefetch(self, ns: int | None, transport: str, client: str, cport: int,
+                 server: str, sport: int) -> None:
         """Look the sending socket up now, before the packet is even decoded as DNS
         (every microsecond counts against a client that exits at once)."""
-        key = (transport, client, cport, server, sport)
+        key = (ns, transport, client, cport, server, sport)
         if self._fresh(key) is None:
-            self._keep(key, self._lookup(*key))
+            self._keep(key, self._lookup(key))
 
     def submit(self, rec: DnsRecord) -> None:
         """Called by the capture thread the moment a query is seen: the socket lookup
         and a scan of the likeliest candidates run here; anything slower goes to the
         attribution thread (everything, under a flood of ``sync_limit`` a second)."""
         seen = time.monotonic_ns()
-        key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
-               rec.server_port)
+        key = key_of(rec)
         if rec.server_address.startswith("127.") or rec.server_address == "::1":
             self.to_stubs.append(rec)  # a local stub resolver may forward it upstream
         if self._from_hold(rec, key):
@@ -130,10 +150,10 @@ class Attributor:
         hit = self._fresh(key)
         if self._sync_count <= self.sync_limit:
             if hit is None:
-                hit = self._lookup(*key)
+                hit = self._lookup(key)
             if hit is not None:
                 rec.uid = hit[1]
-                owner = self._owner(hit, self.sync_candidates)
+                owner = self._owner(hit, self.sync_candidates, rec.net_namespace)
                 if owner is not None:
                     self._name(rec, owner, "socket")
                     return
@@ -141,10 +161,14 @@ class Attributor:
             self.queue.put_nowait((rec, hit, seen))
         except queue.Full:
             self.skipped += 1
+            self._count(rec.net_namespace, "skipped")
 
     # -- the hold ----------------------------------------------------------------------
-    def note_held(self, key: Key, inode: int, pid: int, comm: str | None) -> None:
-        """The hold named the sender of ``key`` while its packet was held."""
+    def note_held(self, ns: int | None, tuple5: tuple[str, str, int, str, int], inode: int,
+                  pid: int, comm: str | None) -> None:
+        """The hold of namespace ``ns`` named the sender of ``tuple5`` (transport,
+        client, client port, server, server port) while its packet was held."""
+        key = (ns, *tuple5)
         with self._lock:
             self._held[key] = (time.monotonic(), inode, (pid, comm))
             self._held.move_to_end(key)
@@ -161,13 +185,13 @@ class Attributor:
         return True
 
     # -- lookups -----------------------------------------------------------------------
-    def _lookup(self, transport: str, client: str, cport: int, server: str,
-                sport: int) -> Hit | None:
+    def _lookup(self, key: Key) -> Hit | None:
+        ns, transport, client, cport, server, sport = key
         family = socket.AF_INET6 if ":" in client else socket.AF_INET
         proto = socket.IPPROTO_TCP if transport == "tcp" else socket.IPPROTO_UDP
         try:
             cgroup: list[int | None] = []
-            hit = sockdiag.find(self._diag(family), family, proto, (client, cport),
+            hit = sockdiag.find(self._diag(family, ns), family, proto, (client, cport),
                                 (server, sport), cgroup)
         except OSError:
             return None
@@ -175,21 +199,23 @@ class Attributor:
             return None
         return hit[9], hit[8], cgroup[0] if cgroup else None  # inode, uid, cgroup
 
-    def _owner(self, hit: Hit, limit: int | None) -> Owner | None:
-        """The process holding socket ``hit``: cached, else among the candidates."""
+    def _owner(self, hit: Hit, limit: int | None, ns: int | None) -> Owner | None:
+        """The process holding socket ``hit`` (of namespace ``ns``): cached, else among
+        the candidates."""
         inode, uid, _ = hit
         owner = self.inode_owner.get(inode)
         if owner is not None:
             return owner
-        owner = scan_for({inode}, self.candidates(uid, limit), self.hints).get(inode)
+        owner = scan_for({inode}, self.candidates(uid, limit, ns), self.hints).get(inode)
         if owner is not None:
             self._remember(inode, owner)
         return owner
 
-    def candidates(self, uid: int | None, limit: int | None) -> Iterator[int]:
-        """Pids that may hold a socket of ``uid``: those that asked lately, then the
-        newest (listed only if those did not hold it). Without process events (not
-        root): the newest pids."""
+    def candidates(self, uid: int | None, limit: int | None,
+                   ns: int | None = None) -> Iterator[int]:
+        """Pids that may hold a socket of ``uid`` in namespace ``ns``: those that asked
+        lately, then the newest (listed only if those did not hold it). Without process
+        events (not root): the newest pids."""
         recent = list(reversed(self.recent))
         yield from recent[:limit]
         left = None if limit is None else limit - len(recent)
@@ -198,7 +224,7 @@ class Attributor:
         if self.procs is None:
             yield from newest_pids()[:left]
         else:
-            yield from self.procs.candidates(uid, self.netns, left or 1_000_000)
+            yield from self.procs.candidates(uid, ns, left or 1_000_000)
 
     def _keep(self, key: Key, hit: Hit | None) -> None:
         """Remember an early lookup. Not consumed by the first query that uses it: one
@@ -216,15 +242,19 @@ class Attributor:
             return None
         return entry[1]
 
-    def _diag(self, family: int) -> socket.socket:
-        """This thread's sock_diag socket (netlink replies must not cross threads)."""
-        socks: dict[int, socket.socket] | None = getattr(self._local, "socks", None)
-        if socks is None:
-            socks = self._local.socks = {}
-        s = socks.get(family)
+    def _diag(self, family: int, ns: int | None) -> socket.socket:
+        """This thread's sock_diag socket in namespace ``ns`` (OSError when it cannot
+        be entered)."""
+        key = (threading.get_ident(), ns, family)
+        s = self._diags.get(key)
         if s is None:
-            s = socks[family] = sockdiag.open_socket()
-            self._all_diag.append(s)
+            handle = None if ns is None or ns == self.netns else self.handle_of(ns)
+            if handle is None and ns is not None and ns != self.netns:
+                raise OSError(f"network namespace {ns} is not captured")
+            s = netns.call_in(handle, sockdiag.open_socket,
+                              expect=ns if handle is not None else None)
+            with self._lock:
+                self._diags[key] = s
         return s
 
     def _remember(self, inode: int, owner: Owner) -> None:
@@ -257,20 +287,19 @@ class Attributor:
         """Queued records: the hold's answer, else the socket's owner among every
         candidate, else wait for process exits (``pending``)."""
         for rec, hit, seen in items:
-            key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
-                   rec.server_port)
+            key = key_of(rec)
             if self._from_hold(rec, key):
                 continue
             if hit is None:
-                hit = self._fresh(key) or self._lookup(*key)
+                hit = self._fresh(key) or self._lookup(key)
             if hit is not None:
                 rec.uid = hit[1]
-                owner = self._owner(hit, None)
+                owner = self._owner(hit, None, rec.net_namespace)
                 if owner is not None:
                     self._name(rec, owner, "socket")
                     continue
             if len(self.pending) >= 20_000:  # bounded: a flood of vanished senders
-                self.missed += 1
+                self._miss(rec)
                 continue
             self.pending.append((time.monotonic(), rec, hit, seen))
 
@@ -292,16 +321,14 @@ class Attributor:
         self.pending = keep
 
     def _infer(self, rec: DnsRecord, hit: Hit | None, seen: int) -> None:
-        key = (rec.transport, rec.client_address, rec.client_port, rec.server_address,
-               rec.server_port)
-        if self._from_hold(rec, key):
+        if self._from_hold(rec, key_of(rec)):
             return
         stub = self._forwarded_by(rec)
         if stub is not None:
             self._name(rec, stub, "inferred", forwarder=True)
             return
         if self.procs is None:
-            self.missed += 1
+            self._miss(rec)
             return
         # The kernel's times: the query left at `sent`, its answer arrived at `answer`;
         # the sender was alive at `sent` and exited after `answer`.
@@ -309,12 +336,13 @@ class Attributor:
         answer = sent + int(rec.rtt * 1e9) if rec.rtt is not None else sent
         upto = answer + int((EXIT_WINDOW + (0 if rec.rtt is not None else 1.0)) * 1e9)
         uid = hit[1] if hit is not None else None
-        found = [p for p in self.procs.exited_between(answer, upto, sent, uid, self.netns)
+        found = [p for p in self.procs.exited_between(answer, upto, sent, uid,
+                                                      rec.net_namespace)
                  if p.pid != self._own and not self._explained(p.pid, answer, p.exit_ns)]
         if hit is not None and hit[2] is not None and len(found) > 1:
             found = [p for p in found if p.cgroup is None or cgroup_id(p.cgroup) == hit[2]]
         if len(found) != 1:
-            self.missed += 1
+            self._miss(rec)
             self.ambiguous += len(found) > 1
             return
         p = found[0]
@@ -336,6 +364,7 @@ class Attributor:
             while len(self.methods) > self.keep:
                 self.methods.popitem(last=False)
             self.counts[method] += 1
+            self._count(rec.net_namespace, method)
             asked = self.asked.setdefault(owner[0], [])
             asked[:] = [*asked[-7:], rec]
             self.asked.move_to_end(owner[0])
@@ -345,7 +374,7 @@ class Attributor:
             rec.forwarder = forwarder
             return
         self._note_recent(owner[0])
-        rec.forwarder = self._serves_dns(owner[0])
+        rec.forwarder = self._serves_dns(owner[0], rec.net_namespace)
 
     def _forwarded_by(self, rec: DnsRecord) -> Owner | None:
         """The local stub resolver that had just been asked the same question (and had
@@ -354,18 +383,19 @@ class Attributor:
             return None
         asked = [r for r in list(self.to_stubs)
                  if r.query == rec.query and r.qtype == rec.qtype and r.ts <= rec.ts
+                 and r.net_namespace == rec.net_namespace
                  and (r.rtt is None or r.ts + r.rtt >= rec.ts)]
         stubs = {(r.server_address, r.server_port, r.transport): r for r in asked}
         if len(stubs) != 1:
             return None
         r = next(iter(stubs.values()))
-        where = (r.server_address, r.server_port)
+        where = (r.net_namespace, r.server_address, r.server_port)
         owner = self.stub_owner.get(where)
         if owner is not None and os.path.exists(f"/proc/{owner[0]}"):
             return owner
-        hit = self._lookup(r.transport, r.server_address, r.server_port, r.client_address,
-                           r.client_port)
-        owner = self._owner(hit, None) if hit is not None else None
+        hit = self._lookup((r.net_namespace, r.transport, r.server_address, r.server_port,
+                            r.client_address, r.client_port))
+        owner = self._owner(hit, None, r.net_namespace) if hit is not None else None
         if owner is not None:
             self.stub_owner[where] = owner
         return owner
@@ -384,20 +414,21 @@ class Attributor:
                 return True
         return False
 
-    def _serves_dns(self, pid: int) -> bool:
-        """True when ``pid`` itself listens on a DNS port: a stub/forwarder's own query."""
+    def _serves_dns(self, pid: int, ns: int | None) -> bool:
+        """True when ``pid`` itself listens on a DNS port (in namespace ``ns``): a
+        stub/forwarder's own query."""
         if pid not in self.server_pids:
-            servers = self._dns_listeners()
+            servers = self._dns_listeners(ns)
             self.server_pids[pid] = any(i in servers for i in scan_inodes(pid))
         return self.server_pids[pid]
 
-    def _dns_listeners(self) -> set[int]:
+    def _dns_listeners(self, ns: int | None) -> set[int]:
         """Inodes of sockets that listen (TCP) or wait unconnected (UDP) on a DNS port."""
         found: set[int] = set()
         states = (1 << 7) | (1 << 10)  # TCP_CLOSE (unconnected UDP), TCP_LISTEN
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
-                diag = self._diag(family)
+                diag = self._diag(family, ns)
                 for proto in (socket.IPPROTO_UDP, socket.IPPROTO_TCP):
                     for row in sockdiag.rows(diag, family, proto, states=states):
                         if row[2] in self.dns_ports:  # local port
@@ -405,3 +436,23 @@ class Attributor:
             except OSError:
                 continue
         return found
+
+    # -- counts ------------------------------------------------------------------------
+    def _count(self, ns: int | None, what: str) -> None:
+        counts = self.by_netns.get(ns)
+        if counts is None:
+            counts = self.by_netns[ns] = dict.fromkeys(COUNTS, 0)
+        counts[what] += 1
+
+    def _miss(self, rec: DnsRecord) -> None:
+        self.missed += 1
+        self._count(rec.net_namespace, "missed")
+
+    def counts_of(self, ns: int | None) -> dict[str, int]:
+        """COUNTS of namespace ``ns``'s queries."""
+        return dict(self.by_netns.get(ns) or dict.fromkeys(COUNTS, 0))
+
+
+def key_of(rec: DnsRecord) -> Key:
+    return (rec.net_namespace, rec.transport, rec.client_address, rec.client_port,
+            rec.server_address, rec.server_port)

@@ -37,12 +37,14 @@ class Flow:
     packets_in: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
+    net_namespace: int | None = None  # where the packets were seen
 
 
 class FlowCapture(Reader):
     def __init__(self, interfaces: Sequence[str] | None = None,
-                 exclude_ports: Sequence[int] = ()) -> None:
+                 exclude_ports: Sequence[int] = (), netns: int | None = None) -> None:
         self.interfaces = list(interfaces) if interfaces else None
+        self.netns = netns  # the namespace the sockets are opened in (nsset.py)
         self.exclude_ports = list(exclude_ports)
         self.flows: dict[tuple[object, ...], Flow] = {}
         self.lock = threading.Lock()
@@ -51,9 +53,14 @@ class FlowCapture(Reader):
         self._socks: list[socket.socket] = []
         super().__init__()
 
-    def start(self) -> None:
+    def open(self) -> None:
+        """Open the sockets (in the calling thread's network namespace)."""
         self._socks = open_packet_sockets(
             self.interfaces, bpf.udp_icmp_filter(exclude_ports=self.exclude_ports), 4 << 20)
+
+    def start(self) -> None:
+        if not self._socks:
+            self.open()
         self._spawn("netsql-flows")
 
     def stop(self) -> None:
@@ -107,7 +114,7 @@ class FlowCapture(Reader):
                     self.flows.pop(next(iter(self.flows)))
                     self.evicted += 1
                 flow = self.flows[key] = Flow(name, family, local, lport, remote, rport,
-                                              ifname, now, now)
+                                              ifname, now, now, net_namespace=self.netns)
             flow.last_seen = now
             if outgoing:
                 flow.packets_out += 1

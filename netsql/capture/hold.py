@@ -20,6 +20,10 @@ Safe by construction:
   queries pass at once, counted (capture_stats hold_passed, hold_paused), and the
   first pause is warned about.
 Needs root and iptables (with the NFQUEUE target).
+
+Rules and queues belong to a network namespace: a capture of several namespaces runs
+one hold per namespace, each with its helper started inside it (``handle``), and
+netsql's own iptables calls for that hold run there too.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
+
+from netsql import netns
 
 FLOOD_PER_SECOND = 3000
 FLOOD_PAUSE = 10.0
@@ -118,9 +125,12 @@ class QueryHold:
     """The hold's helper process, its reports and its watchdog (in netsql)."""
 
     def __init__(self, on_held: Callable[[Key, int, int, str | None], None],
-                 ports: Sequence[int] = (53,)) -> None:
+                 ports: Sequence[int] = (53,), handle: str | None = None,
+                 netns: int | None = None) -> None:
         self.on_held = on_held
         self.ports = list(ports)
+        #: The namespace held (netns.call_in's handle and inode; None: netsql's own).
+        self.handle, self.netns = handle, netns
         self.proc: subprocess.Popen[bytes] | None = None
         self.queue_num: int | None = None
         self.rules: list[list[str]] = []
@@ -131,11 +141,12 @@ class QueryHold:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the helper and wait until its rules are in place (HoldError if not)."""
-        hold_rules(self.ports, 0)  # refuse early: no root, no iptables, policy not ACCEPT
-        self.proc = subprocess.Popen(
+        # Refuse early: no root, no iptables, policy not ACCEPT.
+        self._in_ns(lambda: hold_rules(self.ports, 0))
+        self.proc = self._in_ns(lambda: subprocess.Popen(  # the helper starts in the namespace
             [sys.executable, "-m", "netsql.capture.holder", *map(str, self.ports)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True))
         assert self.proc.stdout is not None
         out = self.proc.stdout
         deadline = time.monotonic() + timeout
@@ -152,11 +163,23 @@ class QueryHold:
             if "ready" in msg:
                 self.queue_num = int(msg["ready"])
                 break
-        self.rules = hold_rules(self.ports, self.queue_num)
+        queue_num = self.queue_num
+        self.rules = self._in_ns(lambda: hold_rules(self.ports, queue_num))
         for target in (self._read, self._watch):
             t = threading.Thread(target=target, name="netsql-hold", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _in_ns(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` in the held namespace (its subprocesses are born there)."""
+        return netns.call_in(self.handle, fn, expect=self.netns)
+
+    def _delete(self) -> None:
+        rules = self.rules
+        try:
+            self._in_ns(lambda: delete_rules(rules))
+        except OSError:
+            pass  # the namespace is gone, and its rules with it
 
     def stats(self) -> dict[str, float]:
         return {k: v for k, v in self.counts.items() if k != "dropped_reports"}
@@ -187,14 +210,17 @@ class QueryHold:
             if proc.poll() is not None or _stopped(proc.pid):
                 stalled_since = stalled_since or now
                 if now - stalled_since >= STALL_SECONDS or proc.poll() is not None:
-                    delete_rules(self.rules)
+                    self._delete()
                     self.error = "the hold's helper stopped or died: queries pass unheld"
                     return
                 continue
             stalled_since = None
             if now - last_check >= 1.0:
                 last_check = now
-                keep_last(self.rules)
+                try:
+                    self._in_ns(partial(keep_last, self.rules))
+                except OSError:
+                    pass  # the namespace is going away
 
     def stop(self) -> None:
         self._stop.set()
@@ -207,7 +233,7 @@ class QueryHold:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        delete_rules(self.rules)  # gone already, unless the helper could not
+        self._delete()  # gone already, unless the helper could not
         self.rules = []
         for t in self._threads:
             t.join(timeout=2)

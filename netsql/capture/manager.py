@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
-from netsql.capture.attrib import METHODS
+from netsql.capture.capstats import SUMMED, empty_status, ns_status
 from netsql.capture.dnswire import decode_dns
 from netsql.capture.packets import TcpDnsReassembler, decode_frame
 from netsql.capture.tracker import DnsRecord, DnsTracker
@@ -23,19 +25,22 @@ RAW_IP = 101
 
 
 class _Decoder:
-    """Frames -> DNS messages -> tracker, shared by live capture and files."""
+    """Frames -> DNS messages -> tracker, shared by live capture and files; live, one
+    per network namespace (a TCP stream's reassembly never mixes two namespaces)."""
 
-    def __init__(self, tracker: DnsTracker, ports: set[int]) -> None:
+    def __init__(self, tracker: DnsTracker, ports: set[int], netns: int | None = None) -> None:
         self.tracker = tracker
         self.ports = ports
+        self.netns = netns
         self.reasm = TcpDnsReassembler()
         self.malformed = 0  # DNS-port payloads that are not DNS messages
-        #: Called with (transport, client, client port, server, server port) for each
-        #: packet that looks like a query, before it is decoded (live attribution).
-        self.early: Callable[[str, str, int, str, int], None] | None = None
+        #: Called with (namespace, transport, client, client port, server, server port)
+        #: for each packet that looks like a query, before it is decoded (live
+        #: attribution).
+        self.early: Callable[[int | None, str, str, int, str, int], None] | None = None
 
     def frame(self, ts: float, linktype: int, frame: bytes, interface: str | None,
-              source: str, local: bool = True, netns: int | None = None) -> list[DnsRecord]:
+              source: str, local: bool = True) -> list[DnsRecord]:
         info = decode_frame(linktype, frame)
         if info is None:
             return []
@@ -45,7 +50,7 @@ class _Decoder:
         if self.early is not None and local and dport in self.ports and payload:
             qr = payload[4] if transport == "tcp" else payload[2]
             if len(payload) > 4 and not qr & 0x80:
-                self.early(transport, src, sport, dst, dport)
+                self.early(self.netns, transport, src, sport, dst, dport)
         if transport == "tcp":
             messages = self.reasm.feed(src, dst, sport, dport, payload, flags, seq)
         elif payload:
@@ -59,40 +64,44 @@ class _Decoder:
                 self.malformed += 1
                 continue
             rec = self.tracker.add(ts, src, sport, dst, dport, transport, msg, interface,
-                                   source, netns)
+                                   source, self.netns)
             if rec is not None:
                 out.append(rec)
         return out
 
 
 class DnsCapture:
-    """Live DNS capture with process attribution; start/stop/status for the shell."""
+    """Live DNS capture with process attribution, in every network namespace (or those
+    of ``netns``: inodes, --netns); start/stop/status for the shell."""
 
     def __init__(self, interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
-                 capacity: int = 100_000, hold: bool = False) -> None:
+                 capacity: int = 100_000, hold: bool = False,
+                 netns: Sequence[int] | None = None) -> None:
         self.interfaces = list(interfaces) if interfaces else None
         self.ports = list(ports)
+        self.only = list(netns) if netns else None
         self.tracker = DnsTracker(capacity)
+        #: One decoder per namespace; ``decoder`` is the one of packets given no
+        #: namespace (fed by hand).
         self.decoder = _Decoder(self.tracker, set(self.ports))
-        self.live: Any = None
+        self.decoders: dict[int | None, _Decoder] = {None: self.decoder}
+        self.nsset: Any = None  # nsset.CaptureSet: the per-namespace sockets and readers
         self.attrib: Any = None
-        self.hold: Any = None
-        self.hold_wanted = hold  # --hold: NFQUEUE the host's DNS queries (opt-in)
+        self.hold_wanted = hold  # --hold: NFQUEUE each namespace's DNS queries (opt-in)
         self.procs: Any = None  # kernel process events (procevents.ProcWatch)
         self.procs_error: str | None = None
-        self._held_before: dict[str, float] = {}  # hold counters of earlier windows
+        self._held_before: dict[int, dict[str, float]] = {}  # hold counters of earlier windows
         self._pause_warned = False
-        self.flowcap: Any = None  # UDP/ICMP flow counters while live capture runs
-        self.hold_error: str | None = None  # why queries are not held (then attribution races)
         self.error: str | None = None  # why the last start failed
+        self.started: float | None = None
         self._lock = threading.RLock()
+        self._packet_lock = threading.Lock()  # one packet at a time, whatever the namespace
         self._closed = False
         self.ever_started = False
-        self.netns: int | None = None  # the namespace the packet sockets were opened in
 
     @property
     def running(self) -> bool:
-        return self.live is not None and self.live.running
+        return self.nsset is not None and self.nsset.running
 
     def start(self, interfaces: Sequence[str] | None = None) -> None:
         """Start capturing (raises CaptureError with a one-line reason).
@@ -100,9 +109,9 @@ class DnsCapture:
         Every part is recorded before it starts, so ``stop`` (from another thread, or
         after a signal interrupted this) always undoes whatever did start."""
         from netsql.capture.attrib import Attributor
-        from netsql.capture.flowcap import FlowCapture
-        from netsql.capture.live import CaptureError, LiveCapture
-        from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of
+        from netsql.capture.live import NEEDS_LINUX, CaptureError
+        from netsql.capture.nsset import CaptureSet
+        from netsql.capture.procevents import ProcEventsError, ProcWatch
 
         with self._lock:
             if self._closed:
@@ -110,60 +119,71 @@ class DnsCapture:
             if interfaces is not None:
                 self.interfaces = list(interfaces) or None
             self._stop_parts()
-            live = LiveCapture(self.packet, self.interfaces, self.ports)
-            try:
-                live.open()
-            except CaptureError as exc:
-                self.error = str(exc)
-                raise
-            self.error = None
-            self.live = live
-            self.netns = netns_of("self")
-            procs = self.procs = ProcWatch(netns=netns_of("self"))
+            if not hasattr(socket, "AF_PACKET"):
+                self.error = NEEDS_LINUX
+                raise CaptureError(NEEDS_LINUX)
+            only = frozenset(self.only) if self.only else None
+            procs = self.procs = ProcWatch(netns=only)
             try:
                 procs.start()
                 self.procs_error = None
             except ProcEventsError as exc:
                 procs.stop()
                 self.procs, self.procs_error = None, str(exc)
+            nsset = self.nsset = CaptureSet(
+                self.packet, self.interfaces, self.ports, only, self.procs,
+                hold=self._hold_in if self.hold_wanted else None, on_gone=self._gone)
             attrib = self.attrib = Attributor(set(self.ports), self.procs,
-                                              keep=self.tracker.capacity + 1000)
-            self.decoder.early = attrib.prefetch
+                                              keep=self.tracker.capacity + 1000,
+                                              handle_of=nsset.handle_of)
+            self.decoders = {None: self.decoder}
             attrib.start()
-            # The capture thread races a sender that may close its socket 50 us after
-            # the answer: let it take the interpreter within 1 ms of a packet, not 5.
-            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-            if self.hold_wanted:
-                self._start_hold()  # in place before the capture counts as started
-            live.start()
-            self.ever_started = True
-            flowcap = self.flowcap = FlowCapture(self.interfaces, exclude_ports=self.ports)
             try:
-                flowcap.start()
-            except OSError:
-                flowcap.stop()
-                self.flowcap = None
+                # With --hold, each namespace's hold is in place before it is captured.
+                nsset.open()
+            except CaptureError as exc:
+                self.error = str(exc)
+                self._stop_parts()
+                raise
+            self.error = None
+            # The capture threads race a sender that may close its socket 50 us after
+            # the answer: let them take the interpreter within 1 ms of a packet, not 5.
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+            self.started = time.time()
+            nsset.start()
+            self.ever_started = True
 
-    def _start_hold(self) -> None:
+    def _hold_in(self, ns: int, handle: str | None) -> tuple[Any, str | None]:
+        """Start the hold of namespace ``ns`` (nsset's HoldFactory)."""
         from netsql.capture.hold import HoldError, QueryHold
 
-        hold = self.hold = QueryHold(self.attrib.note_held, self.ports)
+        hold = QueryHold(partial(self.attrib.note_held, ns), self.ports, handle=handle,
+                         netns=ns if handle is not None else None)
         try:
             hold.start()
         except (HoldError, OSError) as exc:
             hold.stop()
-            self.hold, self.hold_error = None, str(exc)
-            return
-        self.hold_error = None
+            return None, str(exc)
+        return hold, None
 
-    def packet(self, ts: float, packet: bytes, interface: str, local: bool = True) -> None:
-        """A live packet (LiveCapture's ``on_packet``: an IP packet, as cooked sockets
-        give it); ``local``: sent by this host (or on loopback), so a query in it has a
-        local process to name."""
-        for rec in self.decoder.frame(ts, RAW_IP, packet, interface, "live", local=local,
-                                      netns=self.netns):
-            if local:
-                self.attrib.submit(rec)
+    def _gone(self, ns: int) -> None:
+        if self.attrib is not None:
+            self.attrib.forget(ns)
+
+    def packet(self, ts: float, packet: bytes, interface: str, local: bool = True,
+               ns: int | None = None) -> None:
+        """A live packet seen in namespace ``ns`` (a LiveCapture's ``on_packet``, bound
+        to its namespace by nsset: an IP packet, as cooked sockets give it); ``local``:
+        sent by that namespace (or on its loopback), so a query in it has a local
+        process to name."""
+        with self._packet_lock:
+            dec = self.decoders.get(ns)
+            if dec is None:
+                dec = self.decoders[ns] = _Decoder(self.tracker, set(self.ports), ns)
+                dec.early = self.attrib.prefetch if self.attrib is not None else None
+            for rec in dec.frame(ts, RAW_IP, packet, interface, "live", local=local):
+                if local:
+                    self.attrib.submit(rec)
 
     def settle(self, timeout: float = 2.0) -> None:
         """Wait until queued attribution work is done (after a capture window)."""
@@ -185,26 +205,38 @@ class DnsCapture:
             self._stop_parts()
 
     def _stop_parts(self) -> None:
-        if self.flowcap is not None:
-            self.flowcap.stop()  # its counts stay readable for the statements that follow
-        if self.hold is not None:
-            self.hold.stop()
-            for k, v in self.hold.stats().items():
-                self._held_before[k] = self._held_before.get(k, 0) + v
-            self.hold = None
-        if self.live is not None:
-            self.live.stop()
+        if self.nsset is not None:
+            # Holds first, then readers; flows' counts stay readable afterwards.
+            self.nsset.stop()
+            for part in self.nsset.all_parts():
+                if part.hold is not None:
+                    before = self._held_before.setdefault(part.netns, {})
+                    for k, v in part.hold.stats().items():
+                        before[k] = before.get(k, 0) + v
+                    part.hold = None
         if self.attrib is not None:
             self.attrib.stop()  # finishes its inferences: needs the process events
         if self.procs is not None:
             self.procs.stop()
             self.procs = None
 
-    def hold_stats(self) -> dict[str, float]:
-        """The hold's counters over every window so far (they outlive a stop)."""
-        out = dict(self._held_before)
-        if self.hold is not None:
-            for k, v in self.hold.stats().items():
+    def flow_snapshot(self) -> list[Any]:
+        """UDP/ICMP flows counted so far, in every captured namespace."""
+        if self.nsset is None:
+            return []
+        return [f for part in self.nsset.all_parts() if part.flows is not None
+                and part.closed is None for f in part.flows.snapshot()]
+
+    def hold_stats(self, ns: int | None = None) -> dict[str, float]:
+        """The hold's counters (of namespace ``ns``, else all) over every window so
+        far (they outlive a stop)."""
+        out: dict[str, float] = {}
+        sources = [v for k, v in self._held_before.items() if ns is None or k == ns]
+        if self.nsset is not None:
+            sources += [p.hold.stats() for p in self.nsset.all_parts()
+                        if p.hold is not None and (ns is None or p.netns == ns)]
+        for stats in sources:
+            for k, v in stats.items():
                 out[k] = out.get(k, 0) + v
         return out
 
@@ -223,35 +255,26 @@ class DnsCapture:
         return self.attrib.method_of(rec) if self.attrib is not None else None
 
     def status(self) -> dict[str, Any]:
-        packets, drops = self.live.stats() if self.live is not None else (0, 0)
-        t = self.tracker
-        held = self.hold_stats()
-        return {
-            "source": "live",
-            "running": self.running,
-            "interfaces": self.interfaces or ["all"],
-            "ports": self.ports,
-            "started": self.live.started if self.live is not None else None,
-            "packets": packets,
-            "messages": t.messages,
-            "queries": t.queries,
-            "responses": t.responses,
-            "duplicates": t.duplicates,
-            "malformed": self.decoder.malformed,
-            "kernel_drops": drops,
-            "dropped": drops,
-            "evicted": t.evicted,
-            "buffered": len(t.records),
-            "capacity": t.capacity,
-            "unattributed": (self.attrib.missed + self.attrib.skipped) if self.attrib else 0,
-            **{f"by_{m}": (self.attrib.counts[m] if self.attrib else 0) for m in METHODS},
-            "held": int(held.get("held", 0)),
-            "hold_passed": int(held.get("passed", 0)),
-            "hold_paused": round(held.get("paused_seconds", 0.0), 3),
-            "hold_error": self.hold_error or (self.hold.error if self.hold else None),
-            "process_events_error": self.procs_error,
-            "error": self.error,
-        }
+        """The whole capture's counters (the shell's .capture); capture_stats has a
+        row per namespace (status_rows)."""
+        rows = self.status_rows()
+        out = empty_status(self)
+        out["namespaces"] = sum(1 for r in rows if r["running"])
+        for r in rows:
+            for k in SUMMED:
+                out[k] = (out[k] or 0) + (r[k] or 0)
+            for k in ("hold_error", "error"):
+                out[k] = out[k] or r[k]
+        out["error"] = self.error or out["error"]
+        return out
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        """capture_stats: one row per namespace captured in this window (and those that
+        went away during it); one row without a namespace when none opened."""
+        if self.nsset is None:
+            return [empty_status(self)]
+        parts = [*self.nsset.all_parts(), *self.nsset.failures()]
+        return [ns_status(self, part) for part in parts] or [empty_status(self)]
 
     def name_for(self, address: str, net_namespace: int | None = None) -> str | None:
         """The name DNS answered with ``address`` in the network namespace

@@ -169,10 +169,12 @@ class ProcWatch:
     newest last); ``exited`` keeps the last ``keep_exited`` exits, oldest first.
     """
 
-    def __init__(self, keep_exited: int = 4096, netns: int | None = None,
+    def __init__(self, keep_exited: int = 4096,
+                 netns: int | frozenset[int] | None = None,
                  on_exec: Callable[[int, int], None] | None = None,
                  on_exit: Callable[[int, int], None] | None = None) -> None:
-        self.netns = netns  # names are read only for this namespace's processes (None: all)
+        #: Names are read only for the processes of this namespace (or these; None: all).
+        self.netns = netns
         #: Called (pid, monotonic ns) in the event thread after an exec or an exit.
         self.on_exec, self.on_exit = on_exec, on_exit
         self.alive: OrderedDict[int, Proc] = OrderedDict()
@@ -305,7 +307,7 @@ class ProcWatch:
         # host execs thousands of processes a second elsewhere.
         netns = netns_of(pid)
         comm = cgroup = None
-        if self.netns is None or netns is None or netns == self.netns:
+        if self._watched(netns):
             comm, cgroup = read_comm(pid), unified_cgroup(pid)
         with self.lock:
             p = self.alive.get(pid)
@@ -314,11 +316,17 @@ class ProcWatch:
             # Unreadable (gone already): unknown, never the name before exec.
             p.comm, p.netns, p.cgroup = comm, netns, cgroup
 
+    def _watched(self, netns: int | None) -> bool:
+        if self.netns is None or netns is None:
+            return True
+        if isinstance(self.netns, frozenset):
+            return netns in self.netns
+        return netns == self.netns
+
     def _exit(self, pid: int, ts: int) -> None:
         known = self.alive.get(pid)
         comm = None
-        if known is not None and known.comm is None and (
-                self.netns is None or known.netns in (None, self.netns)):
+        if known is not None and known.comm is None and self._watched(known.netns):
             comm = read_comm(pid)  # a zombie's name stays readable until it is reaped
         with self.lock:
             p = self.alive.pop(pid, None)

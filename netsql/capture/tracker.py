@@ -75,6 +75,8 @@ class DnsTracker:
         self.evicted = 0  # records pushed out of the buffer
         self.first_ts: float | None = None
         self.last_ts: float | None = None
+        #: Per network namespace: [messages, queries, responses, duplicates, evicted].
+        self.by_netns: dict[int | None, list[int]] = {}
 
     @property
     def duplicates(self) -> int:
@@ -89,16 +91,22 @@ class DnsTracker:
         Two namespaces may use the same addresses: their transactions never pair."""
         with self.lock:
             self.messages += 1
+            counts = self.by_netns.get(netns)
+            if counts is None:
+                counts = self.by_netns[netns] = [0, 0, 0, 0, 0]
+            counts[0] += 1
             if self.first_ts is None:
                 self.first_ts = ts
             self.last_ts = ts
             self.pairing.expire(ts)
             if msg.is_response:
                 self.responses += 1
+                counts[2] += 1
                 self._response(ts, src, sport, dst, dport, transport, msg, interface, source,
                                netns)
                 return None
             self.queries += 1
+            counts[1] += 1
             key = (transport, src, sport, dst, dport, msg.trans_id, netns)
             verdict, rec = self.pairing.query(key, ts)
             if verdict == JOINED:  # its response came first: the row has it already
@@ -106,6 +114,7 @@ class DnsTracker:
                 rec.rtt = 0.0
                 return rec
             if verdict == DUPLICATE:
+                counts[3] += 1
                 return None
             rec = DnsRecord(ts, src, sport, dst, dport, transport, msg.trans_id, msg.qname,
                             qtype_name(msg.qtype), class_name(msg.qclass), interface, source,
@@ -120,6 +129,7 @@ class DnsTracker:
         key = (transport, dst, dport, src, sport, msg.trans_id, netns)
         verdict, rec = self.pairing.response(key, ts)
         if verdict == DUPLICATE:
+            self.by_netns[netns][3] += 1
             return
         if verdict == ANSWERS:
             rec.status = "answered"
@@ -146,6 +156,9 @@ class DnsTracker:
     def _append(self, rec: DnsRecord) -> None:
         if len(self.records) == self.capacity:
             self.evicted += 1
+            counts = self.by_netns.get(self.records[0].net_namespace)
+            if counts is not None:
+                counts[4] += 1
         self.records.append(rec)
 
     def snapshot(self) -> list[DnsRecord]:

@@ -8,8 +8,9 @@ from netsql.collect import Collection, Need
 from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 
-FIELDS = ("source", "running", "interfaces", "started", "packets", "messages", "queries",
-          "responses", "duplicates", "malformed", "kernel_drops", "evicted", "buffered",
+FIELDS = ("source", "net_namespace", "running", "interfaces", "started", "packets",
+          "messages", "queries", "responses", "duplicates", "malformed", "kernel_drops",
+          "evicted", "buffered",
           "capacity", "unattributed", "by_socket", "by_held", "by_inferred", "held",
           "hold_passed", "hold_paused", "hold_error", "process_events_error", "error")
 
@@ -26,17 +27,21 @@ def collect(coll: Collection, need: Need) -> Columns:
             raise NetsqlError(str(exc)) from None
     capture = coll.state.capture
     if capture is not None:
-        rows.append(capture.status())
+        rows += capture.status_rows()
     return {f: [r.get(f) for r in rows] for f in FIELDS}
 
 
 TABLE = Table(
     name="capture_stats",
     description="Counters of each DNS capture source: packets and messages seen, what the "
-    "kernel dropped and what the bounded buffer evicted.",
+    "kernel dropped and what the bounded buffer evicted; live, one row per network "
+    "namespace.",
     columns=(
         Column("source", "VARCHAR", "'live' or a capture file's name"),
-        Column("running", "BOOLEAN", "True while live capture runs"),
+        Column("net_namespace", "BIGINT", "Live: the network namespace this row counts "
+               "(one row per namespace captured, those that went away during the capture "
+               "included); NULL for capture files"),
+        Column("running", "BOOLEAN", "True while live capture runs in this namespace"),
         Column("interfaces", "VARCHAR[]", "Interfaces captured (['all'] for every one)"),
         Column("started", "TIMESTAMP", "When live capture started, or a file's first packet"),
         Column("packets", "BIGINT", "Packets read (live: those the kernel filter passed)"),
@@ -51,7 +56,8 @@ TABLE = Table(
                "them (receive buffer full)"),
         Column("evicted", "BIGINT", "Records pushed out of the bounded buffer, oldest first"),
         Column("buffered", "BIGINT", "Records held now (rows of dns_queries)"),
-        Column("capacity", "BIGINT", "Most records held at once"),
+        Column("capacity", "BIGINT", "Most records held at once (one buffer shared by "
+               "every namespace)"),
         Column("unattributed", "BIGINT", "Live queries whose process could not be found"),
         Column("by_socket", "BIGINT", "Live queries named by their socket "
                "(attribution = 'socket')"),
@@ -67,11 +73,14 @@ TABLE = Table(
         Column("hold_error", "VARCHAR", "Why --hold could not hold queries, or stopped"),
         Column("process_events_error", "VARCHAR", "Why the kernel's process events are not "
                "read (then no 'inferred' attribution, and candidates are every process)"),
-        Column("error", "VARCHAR", "Why live capture could not start, if it could not"),
+        Column("error", "VARCHAR", "Why live capture could not start (in this "
+               "namespace), if it could not"),
     ),
     collect=collect,
     examples=(
         "SELECT source, running, messages, kernel_drops, evicted FROM capture_stats",
+        "SELECT c.net_namespace, n.name, c.queries, c.unattributed FROM capture_stats c "
+        "JOIN net_namespaces n USING (net_namespace)",
     ),
     notes="Empty when no capture source was set up (no --capture, --pcap or shell).",
 )

@@ -83,28 +83,28 @@ def _dump_tcp(rows: list[Any], fname: str, ns: int, cols: Columns) -> None:
 
 def captured_rows(coll: Collection, cols: Columns) -> None:
     capture = coll.state.capture
-    flowcap = getattr(capture, "flowcap", None)
-    if flowcap is None:
+    if capture is None or not hasattr(capture, "flow_snapshot"):
         return
-    flows = flowcap.snapshot()
+    flows = capture.flow_snapshot()
     if not flows:
         return
     now = time.time()
-    ns = procfs.own_netns()
-    # A captured UDP flow belongs to the socket bound to its local port, if any.
-    udp_inode: dict[tuple[str, int], tuple[int, int]] = {}
+    # A captured UDP flow belongs to the socket bound to its local port, if any, in the
+    # namespace the flow was seen in.
+    udp_inode: dict[tuple[int | None, str, int], tuple[int, int]] = {}
     if any(f.protocol == "udp" for f in flows):
         socks = read_sockets(coll)
         for proto, addr, port, inode, uid, sns in zip(
                 socks["protocol"], socks["local_address"], socks["local_port"],
                 socks["inode"], socks["uid"], socks["net_namespace"], strict=True):
-            if proto == "udp" and sns == ns:
-                udp_inode.setdefault((addr, port), (inode, uid))
+            if proto == "udp":
+                udp_inode.setdefault((sns, addr, port), (inode, uid))
     for f in flows:
         hit = None
+        ns = f.net_namespace
         if f.protocol == "udp" and f.local_port is not None:
-            hit = udp_inode.get((f.local_address, f.local_port)) or udp_inode.get(
-                ("::" if f.family == "ipv6" else "0.0.0.0", f.local_port))
+            hit = udp_inode.get((ns, f.local_address, f.local_port)) or udp_inode.get(
+                (ns, "::" if f.family == "ipv6" else "0.0.0.0", f.local_port))
         row = {
             "protocol": f.protocol, "family": f.family, "local_address": f.local_address,
             "local_port": f.local_port, "remote_address": f.remote_address,
@@ -192,7 +192,8 @@ TABLE = Table(
         Column("packets_in", "BIGINT", "Captured: packets received"),
         Column("uid", "INTEGER", "User id owning the socket"),
         Column("inode", "BIGINT", "Socket inode (join with sockets.inode)"),
-        Column("net_namespace", "BIGINT", "Inode of the network namespace"),
+        Column("net_namespace", "BIGINT", "Inode of the network namespace: the socket's "
+               "(TCP), or the one the packets were seen in (captured)"),
         Column("source", "VARCHAR", "'tcp_info' (kernel counters) or 'capture' (counted "
                "from the wire)"),
     ),
@@ -207,6 +208,7 @@ TABLE = Table(
     ),
     notes="TCP rows come from sock_diag with TCP_INFO (every namespace, as `sockets`); "
     "counters are the kernel's since the connection opened. UDP/ICMP rows need live "
-    "capture (--capture SECONDS or the shell) and count only what was seen while it ran. "
+    "capture (--capture SECONDS or the shell), which counts them in every network "
+    "namespace (or those of --netns), and count only what was seen while it ran. "
     "Linux only: elsewhere a statement that reads flows fails with a one-line error.",
 )
