@@ -31,7 +31,7 @@ from netsql.capture.dnswire import decode_dns
 from netsql.capture.manager import PcapSource
 from netsql.capture.tracker import DnsTracker
 from tests.conftest import need
-from tests.netlab import capturing, sh, wait_for
+from tests.netlab import sh, wait_for
 from tests.test_queries import arrays
 from tests.test_queries_live import ACCEPT
 
@@ -129,16 +129,54 @@ def sites() -> Iterator[Sites]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def netsql_capture(lab: Sites, ns: str, *args: str) -> subprocess.Popen[str]:
-    """netsql capturing in namespace ``ns`` until SIGINT, once its capture is open."""
-    p = lab.spawn(ns, sys.executable, "-m", "netsql", "--capture", "300", "--hold",
-                  "--json", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                  cwd=str(ROOT), env=dict(os.environ, NETSQL_SOCKET=""))
+def netsql_capture(lab: Sites, *args: str) -> subprocess.Popen[str]:
+    """netsql in the root namespace capturing the two client namespaces (--netns: other
+    tests' namespaces stay untouched) until SIGINT; returns once a packet socket is open
+    and a hold rule is read in each."""
+    limit = [a for site in (lab.a, lab.b) for a in ("--netns", site.client)]
+    p = subprocess.Popen([sys.executable, "-m", "netsql", "--capture", "300", *limit,
+                          "--hold", "--json", *args], text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=str(ROOT),
+                         env=dict(os.environ, NETSQL_SOCKET=""))
+    lab.procs.append(p)
     assert p.stderr is not None
     line = p.stderr.readline()
     assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
-    assert wait_for(lambda: capturing(p.pid)), "no packet socket open"
+    for site in (lab.a, lab.b):
+        assert wait_for(lambda s=site: capturing_in(p.pid, s.client)), site.client
+        assert wait_for(lambda s=site: holding(s.client)), site.client
     return p
+
+
+def _in(ns: str, *cmd: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
+                          text=True).stdout
+
+
+def capturing_in(pid: int, ns: str) -> bool:
+    """Whether process ``pid`` holds a packet socket of namespace ``ns``."""
+    table = _in(ns, "cat", "/proc/net/packet").splitlines()[1:]
+    inodes = {f"socket:[{line.split()[-1]}]" for line in table if line.split()}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def holding(ns: str) -> bool:
+    """Whether netsql's hold rule in ``ns`` sends to a queue that a process reads."""
+    rules = [r for r in _in(ns, "iptables", "-w", "-S", "OUTPUT").splitlines()
+             if "netsql-hold" in r]
+    queues = {line.split()[0] for line in _in(
+        ns, "cat", "/proc/net/netfilter/nfnetlink_queue").splitlines() if line}
+    return any(r.split("--queue-num ")[1].split()[0] in queues for r in rules)
 
 
 def finish(p: subprocess.Popen[str]) -> list[Any]:
@@ -156,32 +194,50 @@ FLOWS = ("SELECT pid, net_namespace, remote_host FROM flows "
 
 def test_each_socket_takes_the_name_its_own_namespace_resolved(sites: Sites) -> None:
     a, b = sites.a, sites.b
-    p = netsql_capture(sites, a.client, "-e", SOCKETS, "-e", FLOWS,
-                       "-e", "SELECT net_namespace, query, answers FROM dns_queries "
-                       "WHERE rcode = 'NOERROR'",
+    p = netsql_capture(sites, "-e", SOCKETS, "-e", FLOWS,
+                       "-e", "SELECT DISTINCT net_namespace, query, answers "
+                       "FROM dns_queries WHERE rcode = 'NOERROR' ORDER BY query",
                        "-q", "trace-domain", "-p", f"domain={a.name}",
-                       "-e", README_JOIN.replace("vmp.boldchat.com", a.name))
+                       "-e", README_JOIN.replace("vmp.boldchat.com", b.name))
     in_a = sites.connect(a)
     in_b = sites.connect(b)  # same addresses, the other site's name
     socks, flows, dns, trace, joined = finish(p)
-    # What the capture saw: A's answer in A's namespace, and B's only if it sees B.
-    seen = {(r["net_namespace"], r["query"]) for r in dns}
-    assert (a.inode, a.name) in seen and all(r["answers"] == [APP] for r in dns), dns
-    b_name = b.name if (b.inode, b.name) in seen else None
+    # One capture saw both sites' answers: the same address, each in its namespace.
+    assert [(r["net_namespace"], r["query"], r["answers"]) for r in dns] == [
+        (a.inode, a.name, [APP]), (b.inode, b.name, [APP])], dns
     assert {(r["pid"], r["net_namespace"], r["remote_address"], r["remote_host"])
             for r in socks if r["pid"] in (in_a, in_b)} == {
-        (in_a, a.inode, APP, a.name), (in_b, b.inode, APP, b_name)}, socks
+        (in_a, a.inode, APP, a.name), (in_b, b.inode, APP, b.name)}, socks
     assert {(r["pid"], r["net_namespace"], r["remote_host"]) for r in flows
             if r["pid"] in (in_a, in_b)} == {
-        (in_a, a.inode, a.name), (in_b, b.inode, b_name)}, flows
+        (in_a, a.inode, a.name), (in_b, b.inode, b.name)}, flows
     # trace-domain for A's name: A's process asked and is connected; B's is neither,
     # though it is connected to the same address.
     assert {(r["relation"], r["pid"], r["net_namespace"]) for r in trace} == {
         ("asked", in_a, a.inode), ("connected", in_a, a.inode)}, trace
     assert all(r["container"] is None for r in trace)  # the sites are not containers
-    # The README's join, as written there.
+    # The README's join, as written there, for B's name: B's process only.
     assert [(r["pid"], r["net_namespace"], r["query"], r["lookups"]) for r in joined] == [
-        (in_a, a.inode, a.name, 1)], joined
+        (in_b, b.inode, b.name, 1)], joined
+
+
+def test_a_namespace_not_captured_names_nothing(sites: Sites) -> None:
+    """netsql inside A capturing A alone: B's socket to the same address gets no name
+    (not A's)."""
+    a, b = sites.a, sites.b
+    p = sites.spawn(a.client, sys.executable, "-m", "netsql", "--capture", "300",
+                    "--netns", a.client, "--json", "-e", SOCKETS, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, cwd=str(ROOT),
+                    env=dict(os.environ, NETSQL_SOCKET=""))
+    assert p.stderr is not None
+    line = p.stderr.readline()
+    assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
+    assert wait_for(lambda: capturing_in(p.pid, a.client))
+    in_a = sites.connect(a)
+    in_b = sites.connect(b)
+    [socks] = finish(p)
+    assert {(r["pid"], r["remote_host"]) for r in socks if r["pid"] in (in_a, in_b)} == {
+        (in_a, a.name), (in_b, None)}, socks
 
 
 def test_a_capture_files_answers_name_sockets_of_every_namespace(sites: Sites) -> None:
