@@ -193,9 +193,11 @@ class Host:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        # The host's own /run/netns is empty (a tmpfs over it, in its mount namespace):
+        # the lab's other namespaces, and other tests', are not this host's to capture.
         self.unshare = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", "ip", "netns", "exec",
-             lab.client, "sleep", "600"])
+             lab.client, "sh", "-c", "mount -t tmpfs netns /run/netns && exec sleep 600"])
         self.init = self._child()
 
     def _child(self) -> int:
