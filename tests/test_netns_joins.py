@@ -194,14 +194,24 @@ FLOWS = ("SELECT pid, net_namespace, remote_host FROM flows "
 
 def test_each_socket_takes_the_name_its_own_namespace_resolved(sites: Sites) -> None:
     a, b = sites.a, sites.b
-    p = netsql_capture(sites, "-e", SOCKETS, "-e", FLOWS,
+    listed = Path(sites.tmp, "bad.txt")
+    listed.write_text(f"{a.name}\n")
+    db = f"{sites.tmp}/intel.duckdb"
+    imported = subprocess.run(
+        [sys.executable, "-m", "netsql", "intel", "import", str(listed), "--source", "nsjoin",
+         "--format", "domains", "--intel-db", db], capture_output=True, text=True,
+        timeout=60, cwd=str(ROOT))
+    assert imported.returncode == 0, imported.stderr
+    p = netsql_capture(sites, "--intel-db", db, "-e", SOCKETS, "-e", FLOWS,
                        "-e", "SELECT DISTINCT net_namespace, query, answers "
                        "FROM dns_queries WHERE rcode = 'NOERROR' ORDER BY query",
                        "-q", "trace-domain", "-p", f"domain={a.name}",
-                       "-e", README_JOIN.replace("vmp.boldchat.com", b.name))
+                       "-e", README_JOIN.replace("vmp.boldchat.com", b.name),
+                       "-e", "SELECT DISTINCT seen_in, pid, net_namespace, name FROM flagged "
+                       "ORDER BY seen_in")
     in_a = sites.connect(a)
     in_b = sites.connect(b)  # same addresses, the other site's name
-    socks, flows, dns, trace, joined = finish(p)
+    socks, flows, dns, trace, joined, flagged = finish(p)
     # One capture saw both sites' answers: the same address, each in its namespace.
     assert [(r["net_namespace"], r["query"], r["answers"]) for r in dns] == [
         (a.inode, a.name, [APP]), (b.inode, b.name, [APP])], dns
@@ -219,6 +229,11 @@ def test_each_socket_takes_the_name_its_own_namespace_resolved(sites: Sites) -> 
     # The README's join, as written there, for B's name: B's process only.
     assert [(r["pid"], r["net_namespace"], r["query"], r["lookups"]) for r in joined] == [
         (in_b, b.inode, b.name, 1)], joined
+    # flagged: A's query and A's socket hit the list; B's socket, to the same address,
+    # does not (its name is B's own).
+    assert [(r["seen_in"], r["pid"], r["net_namespace"], r["name"]) for r in flagged
+            if r["pid"] in (in_a, in_b)] == [("dns_queries", in_a, a.inode, a.name),
+                                             ("sockets", in_a, a.inode, a.name)], flagged
 
 
 def test_a_namespace_not_captured_names_nothing(sites: Sites) -> None:
