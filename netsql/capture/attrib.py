@@ -66,9 +66,12 @@ class Attributor:
         self.sync_candidates = 64  # processes scanned at once in the capture thread
         self._early: dict[Key, tuple[float, Hit]] = {}
         self._held: OrderedDict[Key, tuple[float, int, Owner]] = OrderedDict()
-        self._window = 0.0
-        self._sync_count = 0
-        self.recent: OrderedDict[int, None] = OrderedDict()  # pids that asked lately
+        #: Per namespace: [start of this second, queries looked up at once in it]. A
+        #: flood in one namespace does not use up the lookups of the others.
+        self._windows: dict[int | None, list[float]] = {}
+        #: pids that asked lately -> their namespace (a flood elsewhere must not push a
+        #: namespace's own askers out of its candidates)
+        self.recent: dict[int | None, OrderedDict[int, None]] = {}
         self.inode_owner: OrderedDict[int, Owner] = OrderedDict()
         self.hints = FdHints()
         self.to_stubs: deque[DnsRecord] = deque(maxlen=1024)
@@ -109,6 +112,8 @@ class Attributor:
     def forget(self, ns: int) -> None:
         """Namespace ``ns`` is gone: close its sock_diag sockets (they would keep it
         alive)."""
+        self._windows.pop(ns, None)
+        self.recent.pop(ns, None)
         with self._lock:
             keys = [k for k in self._diags if k[1] == ns]
             socks = [self._diags.pop(k) for k in keys]
@@ -136,7 +141,8 @@ class Attributor:
     def submit(self, rec: DnsRecord) -> None:
         """Called by the capture thread the moment a query is seen: the socket lookup
         and a scan of the likeliest candidates run here; anything slower goes to the
-        attribution thread (everything, under a flood of ``sync_limit`` a second)."""
+        attribution thread (everything, under a flood of ``sync_limit`` a second in
+        the record's namespace)."""
         seen = time.monotonic_ns()
         key = key_of(rec)
         if rec.server_address.startswith("127.") or rec.server_address == "::1":
@@ -144,11 +150,12 @@ class Attributor:
         if self._from_hold(rec, key):
             return
         now = time.monotonic()
-        if now - self._window >= 1.0:
-            self._window, self._sync_count = now, 0
-        self._sync_count += 1
+        window = self._windows.get(rec.net_namespace)
+        if window is None or now - window[0] >= 1.0:
+            window = self._windows[rec.net_namespace] = [now, 0]
+        window[1] += 1
         hit = self._fresh(key)
-        if self._sync_count <= self.sync_limit:
+        if window[1] <= self.sync_limit:
             if hit is None:
                 hit = self._lookup(key)
             if hit is not None:
@@ -216,7 +223,7 @@ class Attributor:
         """Pids that may hold a socket of ``uid`` in namespace ``ns``: those that asked
         lately, then the newest (listed only if those did not hold it). Without process
         events (not root): the newest pids."""
-        recent = list(reversed(self.recent))
+        recent = list(reversed(self.recent.get(ns, ())))
         yield from recent[:limit]
         left = None if limit is None else limit - len(recent)
         if left is not None and left <= 0:
@@ -350,11 +357,14 @@ class Attributor:
         self._name(rec, (p.pid, p.comm), "inferred", forwarder=False)
 
     # -- naming ------------------------------------------------------------------------
-    def _note_recent(self, pid: int) -> None:
-        self.recent[pid] = None
-        self.recent.move_to_end(pid)
-        while len(self.recent) > 256:
-            self.recent.popitem(last=False)
+    def _note_recent(self, pid: int, ns: int | None) -> None:
+        recent = self.recent.get(ns)
+        if recent is None:
+            recent = self.recent[ns] = OrderedDict()
+        recent[pid] = None
+        recent.move_to_end(pid)
+        while len(recent) > 256:
+            recent.popitem(last=False)
 
     def _name(self, rec: DnsRecord, owner: Owner, method: str,
               forwarder: bool | None = None) -> None:
@@ -373,7 +383,7 @@ class Attributor:
         if method == "inferred":
             rec.forwarder = forwarder
             return
-        self._note_recent(owner[0])
+        self._note_recent(owner[0], rec.net_namespace)
         rec.forwarder = self._serves_dns(owner[0], rec.net_namespace)
 
     def _forwarded_by(self, rec: DnsRecord) -> Owner | None:
