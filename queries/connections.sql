@@ -10,13 +10,14 @@
 -- example: netsql -q connections
 -- example: netsql --capture 20 -q connections -p port=443
 --
--- remote_host is the name a captured DNS answer gave for the remote address: it is
--- filled in with --capture or --pcap, or in the shell; NULL otherwise. Sockets of every
--- network namespace are shown (net_namespace tells them apart). Connected UDP sockets
--- count as ESTABLISHED.
+-- remote_host is the name a captured DNS answer gave for the remote address in the
+-- socket's own network namespace: it is filled in with --capture or --pcap, or in the
+-- shell; NULL otherwise. Sockets of every network namespace are shown: net_namespace
+-- and container (the runtime's name for it, else its id; NULL on the host) tell them
+-- apart. Connected UDP sockets count as ESTABLISHED.
 SELECT s.pid, p.name AS process, p.username, s.protocol, s.local_address, s.local_port,
        s.remote_address, s.remote_port, s.remote_host, s.state, s.net_namespace,
-       p.cmdline
+       coalesce(p.container_name, p.container_id) AS container, p.cmdline
 FROM sockets s
 LEFT JOIN processes p ON p.pid = s.pid
 WHERE s.remote_address IS NOT NULL

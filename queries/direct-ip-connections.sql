@@ -8,12 +8,15 @@
 -- example: netsql --capture 120 -q direct-ip-connections -p exclude_private=true
 --
 -- Meaningful only with DNS captured for a while (--capture SECONDS, or the shell):
--- without DNS every connection is listed, since none has a remote_host. A connection
+-- without DNS every connection is listed, since none has a remote_host. An answer
+-- counts in its own network namespace only: a connection in one container to an
+-- address another container looked up is listed (net_namespace and container, the
+-- runtime's name for it else its id, say where it runs). A connection
 -- opened before the capture started, to an address resolved before it, is listed too:
 -- capture longer, or look at the process. Loopback is always left out.
 SELECT s.pid, p.name AS process, p.username, s.protocol, s.remote_address,
        s.remote_port, s.local_address, s.local_port, s.net_namespace,
-       p.start_time AS process_started, p.cmdline
+       coalesce(p.container_name, p.container_id) AS container, p.start_time AS process_started, p.cmdline
 FROM sockets s
 LEFT JOIN processes p ON p.pid = s.pid
 WHERE s.state = 'ESTABLISHED'

@@ -9,7 +9,8 @@
 -- example: netsql --capture 60 -q dns-failures
 -- example: netsql --capture 60 -q dns-failures -p min_failures=20 -p rcodes=NXDOMAIN
 --
--- The first table has one row per process: failures, how many distinct names failed,
+-- The first table has one row per process (and network namespace: queries no process
+-- was found for are counted per namespace): failures, how many distinct names failed,
 -- the share of its queries that failed, a sample of the names, and when. A process
 -- that asks for dozens of random-looking names and gets NXDOMAIN for most is
 -- generating domains (DGA) until one is registered. The second table lists each
@@ -19,7 +20,7 @@ WITH q AS (
     WHERE (NOT forwarder OR forwarder IS NULL OR $forwarders)
       AND ($since IS NULL OR ts >= (now() AT TIME ZONE 'UTC') - $since)
 )
-SELECT pid, process,
+SELECT pid, process, net_namespace,
        count(*) FILTER (WHERE list_contains($rcodes, rcode)) AS failures,
        count(DISTINCT query) FILTER (WHERE list_contains($rcodes, rcode)) AS names,
        count(*) FILTER (WHERE rcode = 'NXDOMAIN') AS nxdomain,
@@ -34,7 +35,7 @@ SELECT pid, process,
        date_trunc('second', (now() AT TIME ZONE 'UTC')
            - max(ts) FILTER (WHERE list_contains($rcodes, rcode))) AS ago
 FROM q
-GROUP BY pid, process
+GROUP BY pid, process, net_namespace
 HAVING count(*) FILTER (WHERE list_contains($rcodes, rcode)) >= greatest($min_failures, 1)
 ORDER BY names DESC, failures DESC, pid;
 
@@ -44,14 +45,15 @@ WITH q AS (
       AND ($since IS NULL OR ts >= (now() AT TIME ZONE 'UTC') - $since)
 ),
 failing AS (
-    SELECT pid, process FROM q WHERE list_contains($rcodes, rcode)
-    GROUP BY pid, process HAVING count(*) >= greatest($min_failures, 1)
+    SELECT pid, process, net_namespace FROM q WHERE list_contains($rcodes, rcode)
+    GROUP BY pid, process, net_namespace HAVING count(*) >= greatest($min_failures, 1)
 )
-SELECT q.pid, q.process, q.query, q.qtype, q.rcode, count(*) AS times,
+SELECT q.pid, q.process, q.net_namespace, q.query, q.qtype, q.rcode, count(*) AS times,
        min(q.ts) AS first_seen, max(q.ts) AS last_seen,
        date_trunc('second', (now() AT TIME ZONE 'UTC') - max(q.ts)) AS ago
 FROM q JOIN failing f ON f.pid IS NOT DISTINCT FROM q.pid
                      AND f.process IS NOT DISTINCT FROM q.process
+                     AND f.net_namespace IS NOT DISTINCT FROM q.net_namespace
 WHERE list_contains($rcodes, q.rcode)
 GROUP BY ALL
 ORDER BY q.pid, times DESC, q.query, q.qtype;

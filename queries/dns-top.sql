@@ -8,7 +8,8 @@
 -- example: netsql --pcap dns.pcap -q dns-top -p limit=20 --format markdown
 --
 -- Seven result sets, one per dnstop table, each with its share of all queries
--- (percent): sources (with the processes that asked, live), servers, qtype, rcode
+-- (percent): sources (per network namespace, since two containers may use one
+-- address; with the processes that asked, live), servers, qtype, rcode
 -- (NULL: not answered), tld ('com'), second_level ('boldchat.com'), third_level
 -- ('vmp.boldchat.com'). The label levels are plain label counts: 'co.uk' counts as a
 -- second level name.
@@ -16,10 +17,11 @@ WITH q AS (
     SELECT * FROM dns_queries
     WHERE $since IS NULL OR ts >= (now() AT TIME ZONE 'UTC') - $since
 )
-SELECT client_address AS source,
+SELECT client_address AS source, net_namespace,
        string_agg(DISTINCT process, ', ' ORDER BY process) AS processes,
        count(*) AS queries, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS percent
-FROM q GROUP BY client_address ORDER BY queries DESC, source LIMIT $limit;
+FROM q GROUP BY client_address, net_namespace
+ORDER BY queries DESC, source, net_namespace LIMIT $limit;
 
 WITH q AS (
     SELECT * FROM dns_queries

@@ -19,6 +19,8 @@ SELECT array_to_string(list_slice(string_split(query, '.'), -2, -1), '.') AS dom
        count(*) FILTER (WHERE rcode = 'NXDOMAIN') AS nxdomain,
        string_agg(DISTINCT coalesce(process, client_address), ', ') AS processes,
        list(DISTINCT pid) FILTER (WHERE pid IS NOT NULL) AS pids,
+       list(DISTINCT net_namespace) FILTER (WHERE net_namespace IS NOT NULL)
+           AS net_namespaces,
        min(ts) AS first_seen, max(ts) AS last_seen
 FROM (SELECT *, (SELECT max(length(label)) FROM unnest(string_split(query, '.')) t(label))
           AS label_length

@@ -5,13 +5,17 @@
 -- example: sudo netsql -q process-network -p pid=1234
 -- example: sudo netsql --capture 30 -q process-network -p pid=1234
 --
--- Two tables: the process (with its parent), then one row per socket ('listening' or
--- 'connected', with remote_host when DNS was captured) and per name it looked up
--- ('dns', with the answers, how often and how long ago). The DNS rows need --capture
--- or the shell; without them only sockets are shown (and a warning says DNS is empty).
+-- Two tables: the process (with its parent, its network namespace and its container:
+-- the runtime's name for it, else its id; NULL on the host), then one row per socket
+-- ('listening' or 'connected', with the name DNS answered for its remote address in
+-- the socket's own network namespace, when DNS was captured) and per name it looked
+-- up ('dns', with the answers, how often and how long ago). The DNS rows need
+-- --capture or the shell; without them only sockets are shown (and a warning says DNS
+-- is empty).
 SELECT p.pid, p.name, p.path, p.exe_deleted, p.username, p.start_time AS started,
        p.cwd, p.ppid, parent.name AS parent_name, parent.cmdline AS parent_cmdline,
-       p.net_namespace, p.cmdline
+       p.net_namespace, coalesce(p.container_name, p.container_id) AS container,
+       p.cmdline
 FROM processes p LEFT JOIN processes parent ON parent.pid = p.ppid
 WHERE p.pid = $pid;
 

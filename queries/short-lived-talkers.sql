@@ -26,7 +26,7 @@ talk AS (
 )
 SELECT p.host, p.pid, p.name AS process, p.cmdline, p.start_time,
        round(epoch(p.end_time - p.start_time) * 1000) AS lived_ms, t.what, t.target,
-       t.remote_host, p.container_id
+       t.remote_host, p.net_namespace, p.container_id
 FROM brief p
 JOIN talk t ON t.host = p.host AND t.pid = p.pid
            AND t.ts BETWEEN p.start_time - INTERVAL 1 SECOND AND p.end_time + INTERVAL 1 SECOND

@@ -10,11 +10,13 @@
 -- 8888), ADB (5555, 5554), IRC (6660-6669), Tor (9001, 9030, 9050, 9051, 9150),
 -- Cobalt Strike's team server (50050). kind: 'listening' (the port is local) or
 -- 'connected' (to a remote port on the list, or from one: an inbound connection).
+-- net_namespace and container (the runtime's name for it, else its id; NULL on the
+-- host) say where the socket is.
 SELECT CASE WHEN s.state = 'LISTEN' OR s.remote_address IS NULL THEN 'listening'
             ELSE 'connected' END AS kind,
        s.protocol, s.local_address, s.local_port, s.remote_address, s.remote_port,
        s.remote_host, s.state, s.pid, p.name AS process, p.username, s.net_namespace,
-       p.cmdline
+       coalesce(p.container_name, p.container_id) AS container, p.cmdline
 FROM sockets s
 LEFT JOIN processes p ON p.pid = s.pid
 WHERE (list_contains($ports, s.local_port)

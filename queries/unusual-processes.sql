@@ -13,7 +13,9 @@
 -- name nor in its command line), 'looks like a kernel thread' (a command line that
 -- starts with a bracket, like [kworker/0:1], but an executable on disk: kernel threads
 -- have neither a command line nor an executable). Needs root to see other
--- users' processes. Only processes that hold a socket now are checked.
+-- users' processes. Only processes that hold a socket now are checked. net_namespace
+-- and container (the runtime's name for it, else its id; NULL on the host) say where
+-- each runs.
 WITH net AS (
     SELECT o.pid, count(*) AS sockets,
            list(DISTINCT o.endpoint ORDER BY o.endpoint)[1:3] AS endpoints
@@ -40,7 +42,8 @@ SELECT pid, name, path,
                 THEN 'name does not match executable' END,
            CASE WHEN path IS NOT NULL AND starts_with(cmdline, '[')
                 THEN 'looks like a kernel thread' END) AS reasons,
-       username, start_time AS started, sockets, endpoints, cmdline
+       username, start_time AS started, sockets, endpoints, net_namespace,
+       coalesce(container_name, container_id) AS container, cmdline
 FROM checked
 WHERE reasons <> ''
 ORDER BY pid;

@@ -194,8 +194,8 @@ def test_ring_and_packet_paths_agree() -> None:
     assert iface["www.example.test"] == "eth0" and iface["lo.example.test"] == "lo"
     assert iface["new.example.test"] == "if9"
     assert ring["counts"] == (11, 7, 4, 1, 1)  # messages, queries, responses, dup., malformed
-    assert set(ring["names"]) == {"192.0.2.7", "192.0.2.9"}
-    assert ring["names"]["192.0.2.9"][0] == "alias.example.test"
+    assert set(ring["names"]) == {(None, "192.0.2.7"), (None, "192.0.2.9")}
+    assert ring["names"][(None, "192.0.2.9")][0] == "alias.example.test"
     # the host's own queries, each once: attribution's socket lookup and its record
     sent = [(None, "udp", C, 40000, S, 53), (None, "udp", "127.0.0.1", 40001, "127.0.0.53", 53),
             (None, "udp", C6, 40003, S6, 53), (None, "tcp", C, 40004, S, 53),

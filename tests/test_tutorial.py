@@ -98,8 +98,9 @@ STEPS = [
          "  FROM dns_queries WHERE query = 'vmp.boldchat.com' ORDER BY ts\""),
     Step("2. Is anything connected to it?",
          "`sockets` knows every TCP and UDP socket of the host. Its `remote_host` column "
-         "is the name whose captured DNS answer gave the remote address: not a reverse "
-         "lookup, which would name the CDN or nothing at all.",
+         "is the name whose captured DNS answer gave the remote address, in the "
+         "socket's own network namespace: not a reverse lookup, which would name the "
+         "CDN or nothing at all.",
          'sudo netsql --capture 3 -e "\n'
          "  SELECT pid, protocol, local_port, remote_address, remote_port, remote_host, "
          "state\n"
@@ -111,16 +112,23 @@ STEPS = [
          "  SELECT pid, name, path, exe_deleted, username, start_time, cmdline\n"
          "  FROM processes WHERE name = 'updater'\""),
     Step("4. All three in one query",
-         "The same question as one join: DNS answers to sockets to processes. Each "
+         "The same question as one join: DNS answers to sockets to processes. An answer "
+         "names sockets of the network namespace it was seen in only (two containers "
+         "may use one address for different hosts; a capture file's answers, whose "
+         "`net_namespace` is NULL, match in every namespace), and the row says which "
+         "namespace and container (NULL here: the updater runs on the host). Each "
          "lookup is a row of `dns_queries`, so the join is grouped: one row per process "
          "and connection, with how many lookups it made and when (the updater looked "
          "the name up twice during this capture).",
          'sudo netsql --capture 3 -e "\n'
-         "  SELECT p.pid, p.name, p.cmdline, s.remote_address, s.remote_port, d.query,\n"
+         "  SELECT p.pid, p.name, p.cmdline, s.net_namespace,\n"
+         "         coalesce(p.container_name, p.container_id) AS container,\n"
+         "         s.remote_address, s.remote_port, d.query,\n"
          "         count(DISTINCT d.ts) AS lookups, min(d.ts) AS first_asked,\n"
          "         max(d.ts) AS last_asked\n"
          "  FROM dns_queries d\n"
          "  JOIN sockets s ON list_contains(d.answers, s.remote_address)\n"
+         "                AND coalesce(d.net_namespace = s.net_namespace, true)\n"
          "  JOIN processes p ON p.pid = s.pid\n"
          "  WHERE d.query = 'vmp.boldchat.com'\n"
          "  GROUP BY ALL\"", rounds=2),
@@ -185,9 +193,11 @@ class Host:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        # The host's own /run/netns is empty (a tmpfs over it, in its mount namespace):
+        # the lab's other namespaces, and other tests', are not this host's to capture.
         self.unshare = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", "ip", "netns", "exec",
-             lab.client, "sleep", "600"])
+             lab.client, "sh", "-c", "mount -t tmpfs netns /run/netns && exec sleep 600"])
         self.init = self._child()
 
     def _child(self) -> int:

@@ -249,8 +249,15 @@ class DnsCapture:
         buffered = self.tracker.buffered_by_netns()
         return [ns_status(self, part, buffered) for part in parts] or [empty_status(self)]
 
-    def name_for(self, address: str) -> str | None:
-        return self.tracker.name_for(address, time.time())
+    def name_for(self, address: str, net_namespace: int | None = None) -> str | None:
+        """The name DNS answered with ``address`` in the network namespace
+        ``net_namespace``, within its TTL. None: a row that knows no namespace (the
+        psutil backend's sockets, which are netsql's own namespace's), netsql's own."""
+        from netsql.capture.procevents import netns_of
+
+        if net_namespace is None:
+            net_namespace = netns_of("self")
+        return self.tracker.name_for(address, net_namespace, time.time())
 
 
 #: Bytes of a capture file read at a time for the compiled scan (its ranges parsed in
@@ -322,7 +329,11 @@ class PcapSource:
             merged.setdefault("source", []).extend([name] * len(scan))
         return merged
 
-    def name_for(self, address: str) -> str | None:
+    def name_for(self, address: str, net_namespace: int | None = None) -> str | None:
+        """The name the files' newest answer with ``address`` was for. A file records
+        packets, not the namespace they were seen in: its answers name sockets of any
+        namespace (``net_namespace`` is not looked at; docs/dns.md)."""
+        del net_namespace
         best: tuple[str, float] | None = None
         for _, scan, _ in self.scans(None):
             hit = scan.names.get(address)

@@ -9,8 +9,9 @@ namespace has a scan of its own (``scan_for``): its own pairing table, so two na
 using the same addresses never pair each other's messages. The tracker keeps the newest
 ``capacity`` rows of all namespaces (oldest evicted first, counted), a ``DnsRecord``
 view of a row for whoever needs one object per transaction (attribution writes the
-process there), and a map from answered addresses to the name that was asked for (for
-``sockets.remote_host``).
+process there), and a map from (namespace, answered address) to the name that was
+asked for (for ``sockets.remote_host``: a socket is named from its own namespace's
+answers only).
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class DnsTracker:
         self.scan = self.scan_for(None)
         self.records: deque[list[Any]] = deque()
         self.views: dict[int, DnsRecord] = {}  # id(row): its record, once one was made
-        self.names: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
+        #: (namespace, answered address) -> (name asked for, expiry, time seen).
+        self.names: OrderedDict[tuple[int | None, str], tuple[str, float, float]] = (
+            OrderedDict())
         self.max_names = max_names
         self.lock = threading.Lock()
         #: One batch decoded at a time, whatever its namespace (the buffer, the names
@@ -249,11 +252,11 @@ class DnsTracker:
         if not answers:
             return
         ts = row[0] + (row[15] or 0.0)
-        names, query = self.names, row[7]
+        names, query, ns = self.names, row[7], row[NS]
         for text, rtype, ttl in zip(answers, row[13], row[14], strict=False):
             if rtype in ADDRESS_TYPES:
-                names[text] = (query, ts + max(ttl, MIN_NAME_SECONDS), ts)
-                names.move_to_end(text)
+                names[(ns, text)] = (query, ts + max(ttl, MIN_NAME_SECONDS), ts)
+                names.move_to_end((ns, text))
         while len(names) > self.max_names:
             names.popitem(last=False)
 
@@ -288,9 +291,12 @@ class DnsTracker:
             cols["net_namespace"] = [r[NS] for r in rows]
         return cols, recs
 
-    def name_for(self, address: str, now: float | None) -> str | None:
-        """The name last looked up that answered ``address`` (within its TTL of ``now``)."""
-        hit = self.names.get(address)
+    def name_for(self, address: str, net_namespace: int | None,
+                 now: float | None) -> str | None:
+        """The name last looked up in network namespace ``net_namespace`` that answered
+        ``address`` there (within its TTL of ``now``). Another namespace's answer never
+        counts: two namespaces may use one address for different hosts."""
+        hit = self.names.get((net_namespace, address))
         if hit is None:
             return None
         name, expires, _ = hit

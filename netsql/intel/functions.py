@@ -172,6 +172,8 @@ FLAGGED_COLUMNS = (
     ("name", "VARCHAR", "The DNS name asked for, or the remote_host of a socket or flow"),
     ("address", "VARCHAR", "The remote address of a socket or flow; NULL for DNS queries"),
     ("port", "INTEGER", "The remote port of a socket or flow; NULL for DNS queries"),
+    ("net_namespace", "BIGINT", "The network namespace the query was seen in, or the "
+     "socket or flow is in (NULL for a capture file's queries)"),
     ("matched", "VARCHAR", "The value that hit: the name, a CNAME target or an address "
      "(a DNS answer or the remote address)"),
     ("indicator", "VARCHAR", "The indicator it hit (intel.indicator)"),
@@ -182,33 +184,35 @@ FLAGGED_COLUMNS = (
 )
 
 # What flagged checks: one SELECT per table where names and addresses are seen, each
-# giving (seen_in, ts, pid, process, name, address, port, names, addresses); the view
-# intel_observed is the UNION ALL of those whose tables the engine has.
+# giving (seen_in, ts, pid, process, name, address, port, net_namespace, names,
+# addresses); the view intel_observed is the UNION ALL of those whose tables the engine
+# has.
 OBSERVED: dict[tuple[str, ...], str] = {
     ("dns_queries",): """
 SELECT 'dns_queries' AS seen_in, ts, pid, process, query AS name, NULL::VARCHAR AS address,
-       NULL::INTEGER AS port,
+       NULL::INTEGER AS port, net_namespace,
        list_concat([query], [a for a, i in answers if answer_types[i] = 'CNAME']) AS names,
        [a for a, i in answers if answer_types[i] IN ('A', 'AAAA')] AS addresses
 FROM dns_queries""",
     ("sockets", "processes"): """
 SELECT 'sockets', NULL::TIMESTAMP, s.pid, p.name, s.remote_host, s.remote_address,
-       s.remote_port, CASE WHEN s.remote_host IS NULL THEN [] ELSE [s.remote_host] END,
-       [s.remote_address]
+       s.remote_port, s.net_namespace,
+       CASE WHEN s.remote_host IS NULL THEN [] ELSE [s.remote_host] END, [s.remote_address]
 FROM sockets s LEFT JOIN processes p ON p.pid = s.pid
 WHERE s.remote_address IS NOT NULL""",
     # TCP connections are in sockets already: flows adds what only the wire showed.
     ("flows",): """
 SELECT 'flows', NULL::TIMESTAMP, f.pid, f.process, f.remote_host, f.remote_address,
-       f.remote_port, CASE WHEN f.remote_host IS NULL THEN [] ELSE [f.remote_host] END,
-       [f.remote_address]
+       f.remote_port, f.net_namespace,
+       CASE WHEN f.remote_host IS NULL THEN [] ELSE [f.remote_host] END, [f.remote_address]
 FROM flows f
 WHERE f.protocol <> 'tcp' AND f.remote_address IS NOT NULL""",
 }
 NOTHING_OBSERVED = """
 SELECT NULL::VARCHAR AS seen_in, NULL::TIMESTAMP AS ts, NULL::INTEGER AS pid,
        NULL::VARCHAR AS process, NULL::VARCHAR AS name, NULL::VARCHAR AS address,
-       NULL::INTEGER AS port, NULL::VARCHAR[] AS names, NULL::VARCHAR[] AS addresses
+       NULL::INTEGER AS port, NULL::BIGINT AS net_namespace, NULL::VARCHAR[] AS names,
+       NULL::VARCHAR[] AS addresses
 WHERE false"""
 
 VIEWS_SQL = f"""
@@ -249,21 +253,23 @@ FLAGGED_SQL = f"""
 CREATE OR REPLACE TEMP VIEW flagged AS
 WITH observed AS (SELECT * FROM intel_observed),
 names AS (
-    SELECT o.seen_in, o.ts, o.pid, o.process, o.name, o.address, o.port, n.checked,
-           s.suffix
+    SELECT o.seen_in, o.ts, o.pid, o.process, o.name, o.address, o.port, o.net_namespace,
+           n.checked, s.suffix
     FROM observed o, unnest(o.names) AS n(checked),
          unnest(domain_suffixes(n.checked)) AS s(suffix)),
 addresses AS (
-    SELECT o.seen_in, o.ts, o.pid, o.process, o.name, o.address, o.port, a.checked,
-           ip_num(a.checked) AS num
+    SELECT o.seen_in, o.ts, o.pid, o.process, o.name, o.address, o.port, o.net_namespace,
+           a.checked, ip_num(a.checked) AS num
     FROM observed o, unnest(o.addresses) AS a(checked)),
 ranges AS (SELECT * FROM {C}.main.indicators WHERE lo IS NOT NULL)
-SELECT n.seen_in, n.ts, n.pid, n.process, n.name, n.address, n.port, n.checked AS matched,
+SELECT n.seen_in, n.ts, n.pid, n.process, n.name, n.address, n.port, n.net_namespace,
+       n.checked AS matched,
        i.indicator, i.kind, i.source, i.threat, i.tags
 FROM names n JOIN {C}.main.indicators i ON i.host = n.suffix
 WHERE i.kind = 'domain' OR n.suffix = domain_norm(n.checked)
 UNION ALL
-SELECT a.seen_in, a.ts, a.pid, a.process, a.name, a.address, a.port, a.checked,
+SELECT a.seen_in, a.ts, a.pid, a.process, a.name, a.address, a.port, a.net_namespace,
+       a.checked,
        i.indicator, i.kind, i.source, i.threat, i.tags
 FROM addresses a JOIN ranges i ON a.num BETWEEN i.lo AND i.hi;
 """

@@ -185,7 +185,8 @@ def _start_recording(args: argparse.Namespace, base: State, env: Env
     if base.capture is not None:
         recorder.dns_source = DnsFeed(base.capture.tracker)
         capture = base.capture
-        recorder.names = lambda ns, address: capture.name_for(address)
+        # A connection is named from its own namespace's answers (nsjoin).
+        recorder.names = lambda ns, address: capture.name_for(address, ns)
     base.recorder = recorder
     base.history = str(store.root)
     stop = threading.Event()

@@ -94,7 +94,8 @@ TABLE = Table(
         Column("flags", "VARCHAR[]", "Header flags set: of 'AA', 'TC', 'RD', 'RA' (the "
                "response's when answered)"),
         Column("answers", "VARCHAR[]", "Answer records' data: addresses for A/AAAA, target "
-               "names for CNAME/PTR/NS, ... (join with list_contains(answers, address)); "
+               "names for CNAME/PTR/NS, ... (join on list_contains(answers, address) and "
+               "net_namespace); "
                "NULL while unanswered"),
         Column("answer_types", "VARCHAR[]", "Type of each answer, in the order of answers"),
         Column("ttls", "INTEGER[]", "TTL in seconds of each answer, in the order of answers"),
@@ -128,8 +129,9 @@ TABLE = Table(
         "SELECT pid, process, query, qtype, rcode, answers FROM dns_queries "
         "WHERE query = 'vmp.boldchat.com'",
         "SELECT query, count(*) AS n FROM dns_queries GROUP BY query ORDER BY n DESC LIMIT 10",
-        "SELECT p.pid, p.name, s.remote_address, s.remote_port, d.query FROM dns_queries d "
-        "JOIN sockets s ON list_contains(d.answers, s.remote_address) "
+        "SELECT p.pid, p.name, s.net_namespace, s.remote_address, s.remote_port, d.query "
+        "FROM dns_queries d JOIN sockets s ON list_contains(d.answers, s.remote_address) "
+        "AND coalesce(d.net_namespace = s.net_namespace, true) "
         "JOIN processes p ON p.pid = s.pid",
         "SELECT process, count(*) AS nxdomain FROM dns_queries WHERE rcode = 'NXDOMAIN' "
         "GROUP BY process ORDER BY nxdomain DESC",

@@ -168,7 +168,7 @@ TABLE = Table(
         Column("remote_address", "VARCHAR", "Remote address"),
         Column("remote_port", "INTEGER", "Remote port (NULL for ICMP)"),
         Column("remote_host", "VARCHAR", "Name from captured DNS answers for remote_address "
-               "(as sockets.remote_host)"),
+               "in the flow's own network namespace (as sockets.remote_host)"),
         Column("state", "VARCHAR", "TCP state; NULL for captured flows"),
         Column("first_seen", "TIMESTAMP", "When the connection was first seen (UTC), by a "
                "recording `netsql serve --record` this statement runs in; NULL otherwise "

@@ -9,7 +9,8 @@ from netsql.schema import Column, Columns, Table
 
 
 def attach_names(coll: Collection, cols: Columns, need: Need) -> None:
-    """remote_host: the name captured DNS answers gave for remote_address."""
+    """remote_host: the name captured DNS answers gave for remote_address in the
+    socket's own network namespace (docs/dns.md: which answers name which sockets)."""
     n = len(cols["remote_address"])
     sources = coll.state.dns_sources() if need.wants("remote_host") else []
     if not sources:
@@ -17,16 +18,19 @@ def attach_names(coll: Collection, cols: Columns, need: Need) -> None:
             coll.warn(NO_DNS_SOURCE)
         cols["remote_host"] = [None] * n
         return
-    names: dict[str, str | None] = {}
+    namespaces = cols.get("net_namespace") or [None] * n
+    names: dict[tuple[str, int | None], str | None] = {}
     out: list[str | None] = []
-    for addr in cols["remote_address"]:
+    for addr, ns in zip(cols["remote_address"], namespaces, strict=True):
         if addr is None:
             out.append(None)
             continue
-        if addr not in names:
-            key = addr[7:] if addr.startswith("::ffff:") else addr
-            names[addr] = next((h for h in (s.name_for(key) for s in sources) if h), None)
-        out.append(names[addr])
+        key = (addr, ns)
+        if key not in names:
+            bare = addr[7:] if addr.startswith("::ffff:") else addr
+            names[key] = next((h for h in (s.name_for(bare, ns) for s in sources) if h),
+                              None)
+        out.append(names[key])
     cols["remote_host"] = out
 
 
@@ -65,9 +69,10 @@ TABLE = Table(
         Column("remote_address", "VARCHAR", "Remote IP address; NULL when not connected"),
         Column("remote_port", "INTEGER", "Remote port; NULL when not connected"),
         Column("remote_host", "VARCHAR", "The name whose captured DNS answer gave "
-               "remote_address (the most recent within its TTL); NULL when no such answer "
-               "was seen. Unlike `ss -r`, the name the process looked up, not a reverse "
-               "lookup"),
+               "remote_address in the socket's own network namespace (the most recent "
+               "within its TTL; a capture file's answers, which carry no namespace, name "
+               "sockets of any namespace); NULL when no such answer was seen. Unlike "
+               "`ss -r`, the name the process looked up, not a reverse lookup"),
         Column("state", "VARCHAR", "TCP state ('ESTABLISHED', 'LISTEN', 'TIME_WAIT', ...); "
                "'ESTABLISHED' for connected UDP, NULL for unconnected UDP"),
         Column("first_seen", "TIMESTAMP", "When the connection was first seen (UTC), by a "
