@@ -324,3 +324,36 @@ def test_netns_names_an_inode_a_name_or_a_pid(spaces: Spaces) -> None:
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.count("\n") == 1 and "no network namespace named 'nscap-no-such'" in \
         res.stderr, res.stderr
+
+
+def test_a_rings_interfaces_are_named_in_its_namespace(spaces: Spaces) -> None:
+    """A ring opened inside another namespace names that namespace's interfaces, read
+    from any thread (the capture threads run in netsql's own namespace)."""
+    from netsql import netns
+    from netsql.capture.live import LiveCapture
+    from netsql.capture.livescan import COMPILED
+
+    need(COMPILED, "the compiled scanner (_cscan) was not built: needs a C compiler")
+    ns = spaces.add("ifname", "ifname.nscap.test")
+    index = int(sh("ip", "netns", "exec", ns, "cat", "/sys/class/net/d0/ifindex").stdout)
+    live = LiveCapture(lambda *a: None, None, (53,), rcvbuf=1 << 20, on_ring=lambda r: 0)
+    netns.call_in(f"/run/netns/{ns}", live.open, expect=inode(ns))
+    try:
+        assert len(live.rings) == 1
+        assert live.rings[0].ifname(index) == "d0"
+        assert live.rings[0].ifname(1) == "lo"
+    finally:
+        live.close()
+
+
+def test_rings_are_small_outside_the_namespaces_asked_for() -> None:
+    """32 MiB rings in netsql's own namespace (or each --netns one), small elsewhere."""
+    from netsql.capture.nsset import RING, SMALL_RING, CaptureSet, own_netns
+
+    own = own_netns()
+    assert own is not None
+    every = CaptureSet(lambda *a, **k: None, None, (53,))
+    assert every.ring_size(own) == RING and every.ring_size(own + 1) == SMALL_RING
+    named = CaptureSet(lambda *a, **k: None, None, (53,), only=[own + 1])
+    assert named.ring_size(own + 1) == RING
+    assert SMALL_RING * 8 <= RING
