@@ -202,6 +202,8 @@ class DnsTracker:
         scan = self.scan_for(ns)
         rows, scan.rows = scan.rows, []
         marks, scan.marks = scan.marks, []
+        if scan.names:  # the file scan's address map: the tracker keeps its own, bounded
+            scan.names.clear()
         if rows:
             for r in rows:
                 r.append(ns)
