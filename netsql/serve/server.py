@@ -41,7 +41,7 @@ from netsql.context import (
     size,
 )
 from netsql.paths import socket_path
-from netsql.serve import client, wire
+from netsql.serve import client, scope, wire
 from netsql.serve.contexts import Contexts
 
 #: How long a command may wait for others of another directory to finish, and how many
@@ -303,11 +303,24 @@ def _decline(conn: socket.socket, log: Env, uid: int, why: str) -> None:
 
 def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
              request: dict[str, Any], uid: int, started: float) -> None:
-    # The command brings its own files and settings; the capture and caches are kept.
-    state = base.for_command(cancel=threading.Event(), spare_engine=spare)
     box = wire.Outbox(conn)
     out = wire.Frames(box, "out", bool(request.get("stdout_isatty")))
     err = wire.Frames(box, "err", False)
+    # A client in other namespaces is answered for its own, or refused (serve/scope.py).
+    here, there = scope.place_of("self"), scope.place_of(scope.peer_pid(conn))
+    limits = scope.Scope(here, there, base.capture)
+    refused = limits.refusal(str(request["cwd"]))
+    if refused is not None:
+        with contextlib.suppress(OSError):
+            notice(cast(TextIO, err), refused, "error")
+            box.flush()
+            client.send(conn, {"exit": int(ExitStatus.ERROR)})
+        _log(log, f"refused uid {uid} (pid {there.pid}, net namespace {there.net}, "
+             f"pid namespace {there.pidns}): {refused[:120]}")
+        return
+    # The command brings its own files and settings; the capture and caches are kept.
+    state = base.for_command(cancel=threading.Event(), spare_engine=spare,
+                             scope=limits if limits.needed else None)
     env = Env(stdin=io.StringIO(request.get("stdin") or ""), stdout=cast(TextIO, out),
               stderr=cast(TextIO, err),
               stdin_isatty=request.get("stdin") is None,
