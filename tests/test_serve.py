@@ -34,12 +34,13 @@ class Server:
     def served(self) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if "served uid" in line]
 
-    def run(self, *args: str, input: str | None = None, cwd: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, input: str | None = None, cwd: str | None = None,
+            netns: str | None = None) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, NETSQL_SOCKET=self.path)
         env.pop("NO_COLOR", None)
-        return subprocess.run(netsql_cmd(*args), input=input or "", capture_output=True,
-                              text=True, timeout=60, env=env, cwd=cwd)
+        inside = ["ip", "netns", "exec", netns] if netns else []
+        return subprocess.run([*inside, *netsql_cmd(*args)], input=input or "",
+                              capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
 
 
 def start(path: str, log: Path, *args: str, netns: str | None = None) -> Server:
@@ -209,15 +210,16 @@ def test_dns_asked_before_the_one_liner(lab: Lab, tmp_path: Path) -> None:
         asked = lab.resolve("vmp.boldchat.com:A")
         assert asked.returncode == 0, asked.stderr
         time.sleep(0.5)
+        # (asked from the server's namespace: a client elsewhere would be refused)
         r = s.run("--json", "-e", "SELECT pid, process, query, answers, status "
-                  "FROM dns_queries WHERE query = 'vmp.boldchat.com'")
+                  "FROM dns_queries WHERE query = 'vmp.boldchat.com'", netns=lab.client)
         assert r.returncode == 0, r.stderr
         rows = json.loads(r.stdout)
         assert len(rows) == 1 and rows[0]["answers"] == [APP_V4]
         assert rows[0]["status"] == "answered" and rows[0]["pid"] is not None
         assert rows[0]["process"].startswith("python")  # tests/dnsclient.py, exited
         stats = json.loads(s.run("--json", "-e", "SELECT running, queries FROM "
-                                 "capture_stats").stdout)
+                                 "capture_stats", netns=lab.client).stdout)
         assert stats[0]["running"] is True and stats[0]["queries"] >= 1
     finally:
         stop(s)
