@@ -305,3 +305,39 @@ def test_a_slow_reader_holds_no_other_client(server: Server, tmp_path: Path) -> 
     while not logged() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert logged(), server.log.read_text()  # a client that went away: 130, not 1
+
+
+def imports_of(server: Server, *args: str, cwd: str | None = None) -> tuple[str, set[str]]:
+    """What the client loaded (python -X importtime) for a command the server ran."""
+    env = dict(os.environ, NETSQL_SOCKET=server.path)
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "netsql", *args],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert any(line.startswith("import time:") for line in lines)  # the log is there
+    return p.stdout, {line.rsplit("|", 1)[-1].strip() for line in lines
+                      if line.startswith("import time:")}
+
+
+def test_the_client_loads_neither_duckdb_nor_the_engine(server: Server,
+                                                        tmp_path: Path) -> None:
+    """The client side of a one-liner only hands the command on (issue 16 goal 3)."""
+    heavy = ("duckdb", "pyarrow", "psutil", "netsql.engine", "netsql.output",
+             "netsql.tables", "netsql.backends.", "netsql.formats", "netsql.capture")
+
+    def engine(modules: set[str]) -> set[str]:
+        return {m for m in modules if m.startswith(heavy)}
+
+    # The common one-liner: the quick path (netsql/serve/quick.py), before argparse.
+    out, loaded = imports_of(server, "--csv", "--no-header", "-e", "SELECT 42")
+    assert out == "42\n" and len(server.served()) == 1
+    ours = {m for m in loaded if m.split(".")[0] == "netsql"}
+    assert ours <= {"netsql", "netsql.signals", "netsql.serve", "netsql.serve.quick",
+                    "netsql.serve.client", "netsql.sockpath"}, ours
+    assert "argparse" not in loaded and not engine(loaded)
+    # Any other command line: the full client path, still without DuckDB or the engine.
+    (tmp_path / "q.sql").write_text("SELECT 43;\n")
+    out, loaded = imports_of(server, "--csv", "--no-header", "-f", "q.sql",
+                             cwd=str(tmp_path))
+    assert out == "43\n" and len(server.served()) == 2
+    assert "netsql.run" in loaded and not engine(loaded), engine(loaded)
