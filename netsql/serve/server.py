@@ -399,6 +399,9 @@ def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
         served(ExitStatus.ERROR, went_away)
     finally:
         _RUNNING.pop(threading.get_ident(), None)
+        if spare is not None:  # its DuckDB (memory, worker threads) goes now, not at
+            with contextlib.suppress(Exception):  # some later garbage collection
+                spare.con.close()
         os.write(wake_w, b"x")
         watcher.join()
         os.close(wake_r)
