@@ -185,6 +185,31 @@ _STAGE_COLUMNS = (("seq", "BIGINT"), ("indicator", "VARCHAR"), ("kind", "VARCHAR
                   ("hi", "VARCHAR"))
 
 
+_STAGE_PREFIX = ".netsql-import-"
+
+
+def _remove_stale_stages(directory: str | None) -> None:
+    """Remove what an import killed by SIGKILL left beside the database: the staging
+    directories of processes that are gone (their names carry the pid)."""
+    import shutil
+
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_STAGE_PREFIX):].split("-", 1)[0]
+        if not name.startswith(_STAGE_PREFIX) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (or another user's process)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(directory or ".", name), ignore_errors=True)
+        except OSError:
+            continue
+
+
 class Imported:
     """What one list's import did: indicators by kind, duplicates, what it replaced."""
 
@@ -221,7 +246,9 @@ class Import:
 
         # Beside the database: the same file system as what it stages for (not a /tmp
         # in memory), and the owner's own directory (netsql/paths.py) under sudo.
-        self._dir = tempfile.TemporaryDirectory(prefix=".netsql-import-", dir=self.directory)
+        _remove_stale_stages(self.directory)
+        self._dir = tempfile.TemporaryDirectory(prefix=f"{_STAGE_PREFIX}{os.getpid()}-",
+                                                dir=self.directory)
         con = self.con
         for setting in (*IMPORT_SETTINGS, f"temp_directory = "
                         f"{sql_string(os.path.join(self._dir.name, 'spill'))}"):
