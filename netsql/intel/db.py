@@ -175,6 +175,8 @@ def _now() -> dt.datetime:
 #: 200 MB (tests/test_intel_limits.py; benchmarks/bench_intel.py --feed-mb measures it).
 IMPORT_MEMORY = "32MB"
 _STAGE = "intel_stage"
+#: Lines of a list whose duplicates one pass finds (see Import._duplicates).
+ROWS_PER_PASS = 4_000_000
 #: The settings of an import's connection: one thread and no insertion order to keep
 #: let DuckDB's aggregates and joins spill to disk instead of running out of memory.
 IMPORT_SETTINGS = ("enable_progress_bar = false", f"memory_limit = '{IMPORT_MEMORY}'",
@@ -297,16 +299,23 @@ class Import:
 
     def _duplicates(self, n: int) -> str:
         """A staging table of the seq of every line that repeats an earlier one of list
-        ``n`` (same kind and indicator). Aggregates and joins spill past IMPORT_MEMORY; a
-        64-bit hash first narrows the search to the few keys that may repeat."""
-        table, keys, dups = f"{_STAGE}.list{n}", f"{_STAGE}.keys{n}", f"{_STAGE}.dups{n}"
+        ``n`` (same kind and indicator). DuckDB's aggregate ran out of 32 MB at 43
+        million keys (its hash table grows with the keys even as it spills), so the keys
+        are split by hash into passes of at most ROWS_PER_PASS lines each; a 64-bit
+        hash first narrows each pass to the few keys that may repeat."""
+        table, dups = f"{_STAGE}.list{n}", f"{_STAGE}.dups{n}"
         con = self.con
-        con.execute(f"CREATE OR REPLACE TABLE {keys} AS SELECT hash(kind, indicator) AS h "
-                    f"FROM {table} GROUP BY h HAVING count(*) > 1")
-        con.execute(f"CREATE OR REPLACE TABLE {dups} AS SELECT s.seq FROM {table} s JOIN ("
-                    f"SELECT kind, indicator, min(seq) AS first FROM {table} WHERE "
-                    f"hash(kind, indicator) IN (SELECT h FROM {keys}) GROUP BY ALL) f "
-                    "USING (kind, indicator) WHERE s.seq > f.first")
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        passes = max(1, -(-int(row[0] if row else 0) // ROWS_PER_PASS))
+        con.execute(f"CREATE OR REPLACE TABLE {dups} (seq BIGINT)")
+        for p in range(passes):
+            part = f"SELECT *, hash(kind, indicator) AS h FROM {table} WHERE " \
+                   f"hash(kind, indicator) % {passes} = {p}"
+            con.execute(f"INSERT INTO {dups} WITH part AS ({part}), keys AS (SELECT h FROM "
+                        "part GROUP BY h HAVING count(*) > 1), first AS (SELECT kind, "
+                        "indicator, min(seq) AS first FROM part SEMI JOIN keys USING (h) "
+                        "GROUP BY ALL) SELECT s.seq FROM part s JOIN first f USING (kind, "
+                        "indicator) WHERE s.seq > f.first")
         return dups
 
     def commit(self, lists: Sequence[tuple[Batch, str, str, str]]) -> list[Imported]:
