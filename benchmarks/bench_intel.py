@@ -15,6 +15,15 @@
 
 Generated files go to --dir and are removed afterwards; nothing is committed. Prints a
 markdown table (median of --runs).
+
+    python benchmarks/bench_intel.py --feed-mb 100 1000 [--dir /tmp/netsql-bench]
+
+3. Memory of `netsql intel import` (issue 15 item 17: <= 200 MB whatever the input):
+   for each size, a generated feed of that many MB of unique domains, one a line, is
+   imported into a new database; peak RSS (wait4) and time, against what a user would
+   run instead in the same run: DuckDB's own read_csv + INSERT (DISTINCT) of the same
+   file into a database file, with DuckDB's default settings. Only this runs when
+   --feed-mb is given.
 """
 
 from __future__ import annotations
@@ -81,6 +90,70 @@ def write_hosts(path: str, n: int) -> None:
             f.write(f"0.0.0.0 {d}\n")
 
 
+# Linux keeps the peak RSS of the process a child was forked from across exec: a small
+# launcher forks the command and writes its peak (KB) to argv[1] (as tests/test_intel_limits).
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+DUCKDB_IMPORT = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[2])
+con.execute("CREATE TABLE indicators (indicator VARCHAR)")
+con.execute("INSERT INTO indicators SELECT DISTINCT indicator FROM read_csv(?, header=false, "
+            "columns={'indicator': 'VARCHAR'}, delim='\\t')", [sys.argv[1]])
+"""
+
+
+def write_feed(path: str, megabytes: int) -> int:
+    """A feed of unique domains, one a line, of about ``megabytes`` MB; its line count."""
+    size = megabytes * 1_000_000
+    written = i = 0
+    with open(path, "w") as f:
+        while written < size:
+            chunk = "".join(f"h{j:x}.example-{j % 997}.com\n" for j in range(i, i + 100_000))
+            f.write(chunk)
+            written += len(chunk)
+            i += 100_000
+    return i
+
+
+def measured(cmd: list[str], peak_file: str) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MB) of ``cmd``, which must succeed."""
+    t = time.perf_counter()
+    r = subprocess.run([PY, "-c", LAUNCHER, peak_file, *cmd], capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed ({r.returncode}): {r.stderr.strip()}")
+    with open(peak_file) as f:
+        return took, int(f.read()) / 1024
+
+
+def feed_memory(sizes: list[int], work: str) -> None:
+    rows = ["| feed | `netsql intel import` peak RSS | time | DuckDB read_csv + INSERT "
+            "peak RSS | time | netsql/DuckDB time |", "| --- | --- | --- | --- | --- | --- |"]
+    for mb in sizes:
+        feed, peak = os.path.join(work, "feed.txt"), os.path.join(work, "peak")
+        lines = write_feed(feed, mb)
+        size = os.path.getsize(feed)
+        db1, db2 = os.path.join(work, "intel.duckdb"), os.path.join(work, "plain.duckdb")
+        t1, m1 = measured([PY, "-m", "netsql", "intel", "import", feed, "--source", "feed",
+                           "--format", "domains", "--intel-db", db1], peak)
+        t2, m2 = measured([PY, "-c", DUCKDB_IMPORT, feed, db2], peak)
+        for f in (feed, db1, db2):
+            os.remove(f)
+        rows.append(f"| {size:,} bytes, {lines:,} unique domains | {m1:.0f} MB | {t1:.1f} s | "
+                    f"{m2:.0f} MB | {t2:.1f} s | {t1 / t2:.1f}x |")
+        print(rows[-1], flush=True)
+    print("\n".join(rows))
+
+
 def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from timing import bytecode
@@ -92,8 +165,16 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/netsql-bench-intel")
+    ap.add_argument("--feed-mb", type=int, nargs="+", metavar="MB",
+                    help="only measure the memory of importing feeds of these sizes")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
+    if a.feed_mb:
+        try:
+            feed_memory(a.feed_mb, a.dir)
+        finally:
+            shutil.rmtree(a.dir, ignore_errors=True)
+        return
     rows = ["| what | time | target |", "| --- | --- | --- |"]
     try:
         # 1. import of a hosts file, as a command

@@ -56,8 +56,9 @@ def resident() -> Iterator[dict[str, str]]:
         p = subprocess.Popen([sys.executable, "-m", "netsql", "serve", "--no-capture",
                               "--socket", path], stderr=log, stdout=subprocess.DEVNULL)
         try:
-            for _ in range(200):
-                if os.path.exists(path):
+            for _ in range(600):  # until it accepts (after its imports and warm-up)
+                log.seek(0)
+                if "serving on" in log.read():
                     break
                 time.sleep(0.05)
             yield dict(os.environ, NETSQL_SOCKET=path)

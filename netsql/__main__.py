@@ -6,7 +6,12 @@ signals.install()  # before anything else is imported (netsql.signals)
 
 
 def main() -> int:
+    import sys
+
     try:
+        from netsql.serve import quick
+
+        quick.main(sys.argv[1:])  # a one-liner a resident netsql runs: ends the process here
         from netsql.cli import main as cli_main
 
         status = cli_main()

@@ -22,6 +22,7 @@
 #define NLMSG_ERROR 2
 #define NLMSG_DONE 3
 #define SOCK_DIAG_BY_FAMILY 20
+#define TCPDIAG_GETSOCK 18 /* the older request: both families' TCP in one dump */
 #define INET_DIAG_INFO 2
 #define MSG_LEN 72 /* struct inet_diag_msg */
 
@@ -178,7 +179,7 @@ static PyObject *rows(PyObject *self, PyObject *args)
         size_t len = (size_t)length - 16;
         if ((Py_ssize_t)length > n - off)
             len = (size_t)(n - off - 16);
-        if (kind == SOCK_DIAG_BY_FAMILY && len >= MSG_LEN) {
+        if ((kind == SOCK_DIAG_BY_FAMILY || kind == TCPDIAG_GETSOCK) && len >= MSG_LEN) {
             PyObject *row = one(p + off + 16, len);
             if (row == NULL || (row != Py_None && PyList_Append(out, row) < 0)) {
                 Py_XDECREF(row);

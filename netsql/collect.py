@@ -114,6 +114,9 @@ class State:
     history: str | None = None
     #: netsql serve --record's recorder (netsql.history.recorder.Recorder), or None.
     recorder: Any = None
+    #: netsql serve, for a client in another namespace: collects each table for that
+    #: client or refuses it (netsql.serve.scope.Scope), or None.
+    scope: Any = None
 
     def dns_sources(self) -> list[Any]:
         """The DNS sources names come from: capture files, a live capture that ran."""

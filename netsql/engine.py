@@ -371,7 +371,9 @@ class Engine:
                 if cancel is not None and cancel.is_set():
                     raise Interrupted("interrupted")
                 table = self.tables[name]
-                data = table.collect(coll, need)
+                scope = self.state.scope  # netsql serve: a client of another namespace
+                data = table.collect(coll, need) if scope is None else scope.collect(
+                    table, coll, need)
                 loaded[name] = self.load(table, data, need.columns)
         finally:
             if collecting:

@@ -18,6 +18,28 @@ if TYPE_CHECKING:
     from netsql.capture.manager import DnsCapture
 
 
+def unreadable_capture_file(paths: list[str]) -> str | None:
+    """Why the first of the ``--pcap`` files cannot be read (exit status 2), or None.
+    Opened here so the message says why (no such file, permission denied, a
+    directory); what is in a file is checked when it is read. A pipe is refused before
+    it is opened (opening one waits for a writer): its statements read the file again
+    each time, and a pipe gives its bytes once."""
+    import os
+    import stat
+
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                return (f"cannot read capture file {path}: a pipe, which can be read only "
+                        "once; save the capture to a file first (tcpdump -w FILE)")
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            return f"cannot read capture file {path}: {exc.strerror or exc}"
+    return None
+
+
 def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None = None,
                   resident: State | None = None,
                   ) -> tuple[State, ExitStatus | None]:
@@ -38,13 +60,10 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
     from netsql.capture.manager import PcapSource
 
     ports = args.dns_port or [53]
-    for path in args.pcap or []:
-        try:  # open it, so the error says why (what is in it is checked when read)
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            env.error(f"cannot read capture file {path}: {exc.strerror or exc}")
-            return state, ExitStatus.USAGE
+    problem = unreadable_capture_file(args.pcap or [])
+    if problem is not None:
+        env.error(problem)
+        return state, ExitStatus.USAGE
     if args.pcap:
         state.pcap = PcapSource(args.pcap, ports)
     if resident is not None:

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from netsql.sockpath import socket_path  # noqa: F401  (re-exported: the socket's path)
+
 
 @dataclass(frozen=True)
 class Dirs:
@@ -119,19 +121,3 @@ def spill_dir() -> str:
     """Where DuckDB may spill (the effective user's own cache directory): never into
     the directory a responder happens to stand in."""
     return str(user_dirs().spill)
-
-
-def socket_path(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
-    """$NETSQL_SOCKET, else /run/netsql/netsql.sock for root, else
-    $XDG_RUNTIME_DIR/netsql/netsql.sock (or /tmp/netsql-UID/netsql.sock)."""
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    given = environ.get("NETSQL_SOCKET")
-    if given is not None:
-        return given
-    if euid == 0:
-        base = "/run/netsql"
-    else:
-        runtime = environ.get("XDG_RUNTIME_DIR")
-        base = os.path.join(runtime, "netsql") if runtime else f"/tmp/netsql-{euid}"
-    return os.path.join(base, "netsql.sock")

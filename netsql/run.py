@@ -16,7 +16,8 @@ from netsql.collect import State
 from netsql.context import Env, ExitStatus
 
 #: Engines of a finished one-shot command run as the netsql process itself (not the
-#: shell, a watch, the server or a test's in-process call): main() exits at once.
+#: shell, a watch, the server or a test's in-process call), None for one a resident
+#: netsql ran: main() exits at once.
 FINISHED: list[Any] = []
 
 
@@ -33,6 +34,8 @@ def exit_now(status: int) -> None:
         except (OSError, ValueError):
             pass
     for engine in FINISHED:
+        if engine is None:  # a command a resident netsql ran
+            continue
         try:
             engine.con.close()
         except Exception:  # closing is best effort on the way out
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], env: Env,
         if client.forwardable(args, env):
             status = client.run_there(argv, args, env)
             if status is not None:
+                if env.stdout is sys.stdout:  # the netsql process itself: exit at once
+                    FINISHED.append(None)
                 return ExitStatus(status)
     sources: list[tuple[str, str]] = [(s.tag, str(s)) for s in (args.sources or [])]
     if not sources:

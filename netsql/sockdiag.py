@@ -18,6 +18,11 @@ from netsql.netlink import HDR, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERR
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
+#: The older request (struct inet_diag_req), TCP only: the kernel dumps both families
+#: in one walk of the TCP hash table, which every namespace's dump walks whole (shared
+#: by all namespaces): measured with 40,000 sockets on the host, 12 ms of CPU per walk
+#: even for a namespace with none, twice that for an IPv4 and an IPv6 request.
+TCPDIAG_GETSOCK = 18
 INET_DIAG_INFO = 2
 INET_DIAG_CGROUP_ID = 21  # Linux 5.7+: sent with every socket
 
@@ -52,6 +57,11 @@ def open_socket(netns_path: str | None = None) -> socket.socket:
 
 
 def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int) -> None:
+    if family == socket.AF_UNSPEC and protocol == socket.IPPROTO_TCP:
+        # struct inet_diag_req: the kernel answers it with both families (compat).
+        req = struct.pack("=BBBB", 0, 0, 0, ext) + bytes(48) + struct.pack("=II", states, 0)
+        sock.send(netlink.message(TCPDIAG_GETSOCK, NLM_F_REQUEST | NLM_F_DUMP, 1, req))
+        return
     req = struct.pack("=BBBBI", family, protocol, ext, 0, states) + bytes(48)
     sock.send(netlink.message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, req))
 
@@ -59,7 +69,8 @@ def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: 
 def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
          info: bool = False) -> list[Row]:
     """Every socket of ``family``/``protocol`` in ``states`` as a Row, with tcp_info
-    counters when ``info``. Parsed by _cdiag.c when built, else by _py_rows."""
+    counters when ``info``; AF_UNSPEC with TCP: both families in one dump
+    (TCPDIAG_GETSOCK). Parsed by _cdiag.c when built, else by _py_rows."""
     _request(sock, family, protocol, states, 1 << (INET_DIAG_INFO - 1) if info else 0)
     buf = bytearray(1 << 17)
     out: list[Row] = []
@@ -123,7 +134,8 @@ def _py_rows(buf: bytearray, n: int, out: list[Row]) -> int:
             return -netlink.error_code(buf, off + 16, n) or 1
         size = min(length, n - off) - 16
         m = off + 16
-        if kind == SOCK_DIAG_BY_FAMILY and size >= 72 and buf[m] in (socket.AF_INET,
+        if kind in (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK) and size >= 72 and buf[m] in (
+                socket.AF_INET,
                                                                        socket.AF_INET6):
             fam = buf[m]
             alen = 4 if fam == socket.AF_INET else 16

@@ -112,6 +112,29 @@ def test_a_failed_write_rolls_back(dbfile: Path) -> None:
     con.close()
 
 
+@pytest.mark.parametrize("per_pass", [db.ROWS_PER_PASS, 7, 1])
+def test_duplicates_found_in_several_passes_as_in_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_pass: int) -> None:
+    """The duplicate search split by hash into passes (bounded memory for any list)
+    keeps the first line of each indicator, as one pass does."""
+    from netsql.intel.parsers import Batch
+
+    monkeypatch.setattr(db, "ROWS_PER_PASS", per_pass)
+    batch = Batch("domains", spill=lambda b: None)  # keeps repeats, as a streamed import
+    names = [f"d{i % 23}.example" for i in range(100)] + ["once.example"]
+    for line, name in enumerate(names, 1):
+        batch.add(line, name, "domain", name)
+    batch.add(102, "d1.example", "url", "d1.example")  # another kind: not a duplicate
+    con = db.open_db(str(tmp_path / "intel.duckdb"))
+    try:
+        done = db.import_batch(con, batch, "s", "f", "")
+        assert (done.indicators, done.duplicates) == (25, 77)
+        assert con.execute("SELECT list(line ORDER BY line) FROM indicators").fetchone() == (
+            [*range(1, 24), 101, 102],)
+    finally:
+        con.close()
+
+
 def test_list_and_remove(dbfile: Path) -> None:
     r = intel(dbfile, "list")
     assert r.code == 0 and "no lists imported yet" in r.err

@@ -173,3 +173,40 @@ def test_many_indicators_then_a_bad_line_leave_the_database_as_it_was(
             ) == (70_000, 1, 70_000)  # the first line of each is kept
     finally:
         con.close()
+
+
+def test_an_import_killed_midway_leaves_the_database_and_its_leftovers_go(
+        tmp_path: Path, dbfile: Path) -> None:
+    """SIGKILL while lines are being staged: the database is as it was, and the next
+    import removes the staging directory the killed one left beside the database."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(netsql_cmd("intel", "import", "-", "--source", "feed",
+                                       "--intel-db", str(dbfile)),
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, NETSQL_SOCKET=""))
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"".join(b"host%d.example\n" % i for i in range(100_000)))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 120
+        stages: list[Path] = []
+        while not stages:  # staging has begun (the chunks go there), stdin still open
+            stages = list(tmp_path.glob(f".netsql-import-{proc.pid}-*/stage.duckdb"))
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert unchanged(dbfile)
+    assert stages[0].parent.exists()
+    again = tmp_path / "again.txt"
+    again.write_text("again.example\n")
+    r = subprocess.run(netsql_cmd("intel", "import", str(again), "--source", "other",
+                                  "--intel-db", str(dbfile)), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not stages[0].parent.exists()
+    assert not list(tmp_path.glob(".netsql-import-*"))  # its own is gone too

@@ -7,7 +7,6 @@ import dataclasses
 import ipaddress
 import math
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,10 +78,8 @@ def test_intel_setup_is_not_paid_by_other_statements() -> None:
     assert engine._set_up == set()
     assert "intel_db" not in {r[0] for r in engine.con.execute(
         "SELECT database_name FROM duckdb_databases()").fetchall()}
-    t = time.perf_counter()
     (res,) = engine.run("SELECT domain_entropy('abc.com')")
     assert engine._set_up == {"intel-functions"}  # functions only: no database, no tables
-    assert time.perf_counter() - t < 0.5
 
 
 def test_no_database_gives_empty_views_and_says_so(tmp_path: Path) -> None:

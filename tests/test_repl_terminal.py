@@ -129,11 +129,12 @@ def test_multiline_join_shows_the_result(term: Term) -> None:
 def test_tab_completes_a_table_and_a_column(term: Term) -> None:
     term.start()
     term.type("SELECT count(*) > 0 AS ok FROM sock")
+    # Completions are computed while typing, off the key handler: on a loaded machine a
+    # Tab sent at once can arrive before they are ready. Tab once the menu shows them.
+    term.wait_for(re.compile(r"^ sockets +TCP and UDP", re.M))
     term.keys("Tab")
     term.wait_for("FROM sockets")
     term.type(" s WHERE s.local_p")
-    # Completions are computed while typing, off the key handler: on a loaded machine a
-    # Tab sent at once can arrive before they are ready. Tab once the menu shows them.
     term.wait_for(re.compile(r"local_port +INTEGER"))
     term.keys("Tab")
     term.wait_for("WHERE s.local_port")
@@ -182,7 +183,8 @@ def test_history_survives_a_restart(term: Term) -> None:
 def test_bad_statement_shows_one_line_and_the_shell_goes_on(term: Term) -> None:
     term.start()
     term.line("SELECT 1 AS one, nope;")
-    screen = term.wait_for("netsql: error:")
+    # The error, then the next prompt (drawn a moment later on a loaded machine).
+    screen = term.wait_for(re.compile(r"netsql: error:.*\n" + PROMPT.pattern[1:], re.M))
     lines = after_last_prompt(screen, "nope")
     assert lines[0].strip() == "SELECT 1 AS one, nope;" or lines[0].strip().startswith(
         "SELECT 1 AS one, nope")

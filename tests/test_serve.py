@@ -34,12 +34,13 @@ class Server:
     def served(self) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if "served uid" in line]
 
-    def run(self, *args: str, input: str | None = None, cwd: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, input: str | None = None, cwd: str | None = None,
+            netns: str | None = None) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, NETSQL_SOCKET=self.path)
         env.pop("NO_COLOR", None)
-        return subprocess.run(netsql_cmd(*args), input=input or "", capture_output=True,
-                              text=True, timeout=60, env=env, cwd=cwd)
+        inside = ["ip", "netns", "exec", netns] if netns else []
+        return subprocess.run([*inside, *netsql_cmd(*args)], input=input or "",
+                              capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
 
 
 def start(path: str, log: Path, *args: str, netns: str | None = None) -> Server:
@@ -210,17 +211,19 @@ def test_dns_asked_before_the_one_liner(lab: Lab, tmp_path: Path) -> None:
         assert asked.returncode == 0, asked.stderr
         time.sleep(0.5)
         # serve captures every namespace: the server's namespace saw the query too.
+        # (asked from the server's namespace: a client elsewhere would be refused)
         here = os.stat(f"/run/netns/{lab.client}").st_ino
         r = s.run("--json", "-e", "SELECT pid, process, query, answers, status "
                   "FROM dns_queries WHERE query = 'vmp.boldchat.com' "
-                  f"AND net_namespace = {here}")
+                  f"AND net_namespace = {here}", netns=lab.client)
         assert r.returncode == 0, r.stderr
         rows = json.loads(r.stdout)
         assert len(rows) == 1 and rows[0]["answers"] == [APP_V4]
         assert rows[0]["status"] == "answered" and rows[0]["pid"] is not None
         assert rows[0]["process"].startswith("python")  # tests/dnsclient.py, exited
         stats = json.loads(s.run("--json", "-e", "SELECT running, queries FROM "
-                                 f"capture_stats WHERE net_namespace = {here}").stdout)
+                                 f"capture_stats WHERE net_namespace = {here}",
+                                 netns=lab.client).stdout)
         assert stats[0]["running"] is True and stats[0]["queries"] >= 1
     finally:
         stop(s)
@@ -306,3 +309,39 @@ def test_a_slow_reader_holds_no_other_client(server: Server, tmp_path: Path) -> 
     while not logged() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert logged(), server.log.read_text()  # a client that went away: 130, not 1
+
+
+def imports_of(server: Server, *args: str, cwd: str | None = None) -> tuple[str, set[str]]:
+    """What the client loaded (python -X importtime) for a command the server ran."""
+    env = dict(os.environ, NETSQL_SOCKET=server.path)
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "netsql", *args],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert any(line.startswith("import time:") for line in lines)  # the log is there
+    return p.stdout, {line.rsplit("|", 1)[-1].strip() for line in lines
+                      if line.startswith("import time:")}
+
+
+def test_the_client_loads_neither_duckdb_nor_the_engine(server: Server,
+                                                        tmp_path: Path) -> None:
+    """The client side of a one-liner only hands the command on (issue 16 goal 3)."""
+    heavy = ("duckdb", "pyarrow", "psutil", "netsql.engine", "netsql.output",
+             "netsql.tables", "netsql.backends.", "netsql.formats", "netsql.capture")
+
+    def engine(modules: set[str]) -> set[str]:
+        return {m for m in modules if m.startswith(heavy)}
+
+    # The common one-liner: the quick path (netsql/serve/quick.py), before argparse.
+    out, loaded = imports_of(server, "--csv", "--no-header", "-e", "SELECT 42")
+    assert out == "42\n" and len(server.served()) == 1
+    ours = {m for m in loaded if m.split(".")[0] == "netsql"}
+    assert ours <= {"netsql", "netsql.signals", "netsql.serve", "netsql.serve.quick",
+                    "netsql.serve.client", "netsql.sockpath"}, ours
+    assert "argparse" not in loaded and not engine(loaded)
+    # Any other command line: the full client path, still without DuckDB or the engine.
+    (tmp_path / "q.sql").write_text("SELECT 43;\n")
+    out, loaded = imports_of(server, "--csv", "--no-header", "-f", "q.sql",
+                             cwd=str(tmp_path))
+    assert out == "43\n" and len(server.served()) == 2
+    assert "netsql.run" in loaded and not engine(loaded), engine(loaded)

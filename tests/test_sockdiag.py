@@ -94,6 +94,17 @@ def test_real_dumps_parse_alike() -> None:
                 senders = [r for r in c_rows if r[10] is not None and r[10][0] == 5000]
                 if proto == 6 and info:
                     assert len(senders) >= 40  # each client's bytes_sent
+        # The older request (AF_UNSPEC): both families' TCP in one dump, the same rows.
+        ours = {os.fstat(s.fileno()).st_ino for s in socks if s.type == socket.SOCK_STREAM}
+        for info in (True, False):
+            apart = [r for fam in (socket.AF_INET, socket.AF_INET6)
+                     for r in parse_both(raw_dump(fam, socket.IPPROTO_TCP, info))[0]]
+            c_rows, py_rows, cs, ps = parse_both(raw_dump(socket.AF_UNSPEC,
+                                                          socket.IPPROTO_TCP, info))
+            assert c_rows == py_rows and cs == ps and cs[-1] == 1
+            both = {r[9]: r[:10] for r in c_rows if r[9] in ours}
+            assert len(both) == 162 and both == {r[9]: r[:10] for r in apart if r[9] in ours}
+            assert all((r[10] is not None) == info for r in c_rows if r[9] in ours)
     finally:
         for s in socks:
             s.close()

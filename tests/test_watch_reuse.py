@@ -33,6 +33,9 @@ for line in sys.stdin:
             mem.write(b"retitled".ljust(end - start - 1, b" ") + b"\0")
     if line.startswith("setuid"):
         os.setuid(65534)
+    if line.startswith("unshare"):  # a network namespace of its own, without an exec
+        import ctypes
+        assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0
     print("ok", flush=True)
 """
 
@@ -146,3 +149,34 @@ def test_a_new_process_on_the_same_pid_is_read_afresh() -> None:
     assert reuse.get(42, new, lambda pid: "new process") == "new process"
     assert reuse.get(42, None, lambda pid: "hidden") == "hidden"  # nothing kept
     assert 42 not in state.caches["processes.reuse"]["cmdline"]
+
+
+def test_path_and_namespace_exec_at_once_unshare_within_reuse_seconds(
+        child: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The executable and the network namespace are reused too (netsql serve's repeated
+    one-liners): an exec shows at once, an unshare (no exec) within REUSE_SECONDS."""
+    if os.geteuid() != 0:
+        pytest.skip("unshare needs root")
+    monkeypatch.setattr(processes, "REUSE_SECONDS", 0.5)
+    want = Need(frozenset({"pid", "path", "net_namespace"}), frozenset({child.pid}))
+    state = State()
+
+    def seen() -> tuple[str, int]:
+        cols = processes.processes(Collection(state=state), want)
+        return cols["path"][0], cols["net_namespace"][0]
+
+    path, ns = seen()
+    assert path == os.path.realpath(sys.executable) and ns == procfs.own_netns()
+    tell(child, "unshare")
+    mine = os.stat(f"/proc/{child.pid}/ns/net").st_ino
+    assert mine != ns and fingerprint(child.pid) is not None
+    deadline = time.monotonic() + 0.5 * 1.1
+    while seen()[1] != mine:  # reused until its time is up, then read again
+        assert time.monotonic() < deadline + 5, "the new namespace never showed"
+        time.sleep(0.05)
+    tell(child, "exec")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/cmdline").read_bytes() != b"sleep\x0060\x00":
+        assert time.monotonic() < deadline, "the child never exec'd"
+        time.sleep(0.01)
+    assert seen()[0] == "/usr/bin/sleep" or seen()[0] == os.path.realpath("/bin/sleep")

@@ -1,13 +1,17 @@
 """The native processes reader: /proc, only the files a statement needs.
 
-Repeated statements (a ``--watch``, the shell) reuse the two costly reads, the command
-line and the user ids, for up to :data:`REUSE_SECONDS`: the cache in the engine's state
+Repeated statements (a ``--watch``, the shell, netsql serve's one-liners) reuse the
+costly reads, the command line, the user ids, the executable's path, the network
+namespace and the cgroup, for up to :data:`REUSE_SECONDS`: the cache in the engine's state
 (``State.caches``) is keyed by pid and by a fingerprint from ``/proc/PID/stat`` that
 every exec changes (the start time, which tells a reused pid apart, and the addresses of
 the program's code, stack, arguments and environment, which the kernel lays out anew,
 randomised, at each exec). What can change without an exec (a process rewriting its own
-argv, as sshd and postgres do; a setuid call) shows within that time. Everything else is
-read every time.
+argv, as sshd and postgres do; a setuid call; setns or unshare; a move to another
+cgroup; the executable deleted) shows within that time. Everything else (state, times,
+rss, cwd) is read every time: with them cached a pass over 2,000 processes reads 3 files
+of each instead of 8 (measured: 0.57 s of a 0.63 s `SELECT * FROM processes` was the
+reading).
 """
 
 from __future__ import annotations
@@ -114,12 +118,17 @@ def processes(coll: Collection, need: Need) -> Columns:
     w_stat = wants("ppid", "name", "state", "start_time", "threads") or w_ids or w_cmd
     w_rss = wants("rss")
     full = need.pids is None
-    cmd_reuse = _Reuse(coll.state.caches, "cmdline", full) if w_cmd else None
-    ids_reuse = _Reuse(coll.state.caches, "ids", full) if w_ids else None
     w_path = wants("path", "exe_deleted")
     w_cwd, w_ns = wants("cwd"), wants("net_namespace")
     w_cgroup = wants("cgroup", "container_id", "container_runtime", "container_name")
     w_cname = wants("container_name")
+    w_stat = w_stat or w_path or w_ns or w_cgroup
+    caches = coll.state.caches
+    cmd_reuse = _Reuse(caches, "cmdline", full) if w_cmd else None
+    ids_reuse = _Reuse(caches, "ids", full) if w_ids else None
+    exe_reuse = _Reuse(caches, "exe", full) if w_path else None
+    ns_reuse = _Reuse(caches, "netns", full) if w_ns else None
+    cgroup_reuse = _Reuse(caches, "cgroup", full) if w_cgroup else None
     names_seen: dict[containers.Container, str | None] = {}
     boot = procfs.boot_time() if wants("start_time") else 0.0
     tck, page = procfs.CLK_TCK, procfs.PAGE_SIZE
@@ -154,8 +163,8 @@ def processes(coll: Collection, need: Need) -> Columns:
             cols["uid"].append(uid)
             cols["gid"].append(gid)
             cols["username"].append(username(uid))
-        if w_path:
-            exe = readlink(f"/proc/{pid}/exe")
+        if exe_reuse is not None:
+            exe = exe_reuse.get(pid, fp, _exe)
             deleted = exe is not None and exe.endswith(" (deleted)")
             cols["path"].append(exe[:-10] if deleted and exe else exe)
             cols["exe_deleted"].append(deleted if exe is not None else None)
@@ -163,24 +172,33 @@ def processes(coll: Collection, need: Need) -> Columns:
             cols["cmdline"].append(cmd_reuse.get(pid, fp, _cmdline))
         if w_cwd:
             cols["cwd"].append(readlink(f"/proc/{pid}/cwd"))
-        if w_ns:
-            cols["net_namespace"].append(procfs.netns_of(pid))
-        if w_cgroup:
-            _container_columns(cols, pid, names_seen if w_cname else None)
-    for reuse in (cmd_reuse, ids_reuse):
+        if ns_reuse is not None:
+            cols["net_namespace"].append(ns_reuse.get(pid, fp, procfs.netns_of))
+        if cgroup_reuse is not None:
+            _container_columns(cols, cgroup_reuse.get(pid, fp, _cgroup),
+                               names_seen if w_cname else None)
+    for reuse in (cmd_reuse, ids_reuse, exe_reuse, ns_reuse, cgroup_reuse):
         if reuse is not None and full:
             reuse.done()
     n = len(cols["pid"])
     return {k: v for k, v in cols.items() if len(v) == n}
 
 
-def _container_columns(cols: Columns, pid: int,
-                       names: dict[containers.Container, str | None] | None) -> None:
+def _exe(pid: int) -> str | None:
+    return procfs.read_link(f"/proc/{pid}/exe")
+
+
+def _cgroup(pid: int) -> tuple[str | None, containers.Container | None]:
+    """The cgroup column and the container it names, from /proc/PID/cgroup."""
     raw = procfs.read_bytes(f"/proc/{pid}/cgroup")
     text = raw.decode("utf-8", "surrogateescape") if raw is not None else ""
-    paths = containers.cgroup_paths(text)
-    found = containers.container_of(paths)
-    cols["cgroup"].append(containers.cgroup_of(text))
+    return containers.cgroup_of(text), containers.container_of(containers.cgroup_paths(text))
+
+
+def _container_columns(cols: Columns, cgroup: tuple[str | None, containers.Container | None],
+                       names: dict[containers.Container, str | None] | None) -> None:
+    found = cgroup[1]
+    cols["cgroup"].append(cgroup[0])
     cols["container_id"].append(found.id if found else None)
     cols["container_runtime"].append(found.runtime if found else None)
     cols["container_name"].append(

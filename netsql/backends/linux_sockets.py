@@ -80,13 +80,13 @@ def _from_netlink(cols: Columns, ns: int, nspath: str | None,
     sock = sockdiag.open_socket(nspath)
     staged: Columns = {k: [] for k in _COLUMNS}
     try:
+        # TCP of both families in one dump: each walks the host's whole TCP table.
+        both = sockdiag.rows(sock, socket.AF_UNSPEC, 6, info=tcp_info is not None)
+        if tcp_info is not None:
+            tcp_info.setdefault(ns, []).extend(both)
         for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
-            for proto, pname in ((6, "tcp"), (17, "udp")):
-                info = proto == 6 and tcp_info is not None
-                rows = sockdiag.rows(sock, family, proto, info=info)
-                if info:
-                    tcp_info.setdefault(ns, []).extend(rows)  # type: ignore[union-attr]
-                _dump_into(staged, rows, fname, pname, ns)
+            _dump_into(staged, [r for r in both if r[0] == family], fname, "tcp", ns)
+            _dump_into(staged, sockdiag.rows(sock, family, 17), fname, "udp", ns)
     finally:
         sock.close()
     for k in _COLUMNS:

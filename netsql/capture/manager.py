@@ -249,6 +249,18 @@ class DnsCapture:
         buffered = self.tracker.buffered_by_netns()
         return [ns_status(self, part, buffered) for part in parts] or [empty_status(self)]
 
+    def covers(self, ns: int | None) -> bool:
+        """Whether the capture's rows include network namespace ``ns`` (serve/scope.py):
+        one captured now, or, without --netns and -i, any (a new namespace is captured
+        within two seconds of appearing)."""
+        if ns is None:
+            return False
+        nsset = self.nsset
+        if nsset is not None and ns in nsset.parts:
+            return True
+        return self.only is None and self.interfaces is None or (
+            self.only is not None and ns in self.only)
+
     def name_for(self, address: str, net_namespace: int | None = None) -> str | None:
         """The name DNS answered with ``address`` in the network namespace
         ``net_namespace``, within its TTL. None: a row that knows no namespace (the

@@ -159,7 +159,7 @@ def cmd_import(args: argparse.Namespace, env: Env, path: str) -> ExitStatus:
             stack.callback(reader.close)
         con = db.open_db(path)
         stack.callback(con.close)
-        with db.Import(con) as job:
+        with db.Import(con, os.path.dirname(os.path.abspath(path))) as job:
             for n, (reader, source, fmt) in enumerate(opened):
                 try:
                     batch = parse(reader.path, fmt, reader, spill=job.stage(n))

@@ -171,9 +171,45 @@ def _now() -> dt.datetime:
 
 
 #: What DuckDB may hold in memory during an import, on one thread; beyond it, it spills
-#: to a temporary directory, so an import of any size stays within about 200 MB.
-IMPORT_MEMORY = "64MB"
+#: to a temporary directory beside the database, so an import of any size stays within
+#: 200 MB (tests/test_intel_limits.py; benchmarks/bench_intel.py --feed-mb measures it).
+IMPORT_MEMORY = "32MB"
 _STAGE = "intel_stage"
+#: Lines of a list whose duplicates one pass finds (see Import._duplicates).
+ROWS_PER_PASS = 2_000_000
+#: The settings of an import's connection: one thread and no insertion order to keep
+#: let DuckDB's aggregates and joins spill to disk instead of running out of memory.
+IMPORT_SETTINGS = ("enable_progress_bar = false", f"memory_limit = '{IMPORT_MEMORY}'",
+                   "threads = 1", "preserve_insertion_order = false")
+_STAGE_COLUMNS = (("seq", "BIGINT"), ("indicator", "VARCHAR"), ("kind", "VARCHAR"),
+                  ("threat", "VARCHAR"), ("tags", "VARCHAR[]"), ("first_seen", "VARCHAR"),
+                  ("line", "INTEGER"), ("host", "VARCHAR"), ("lo", "VARCHAR"),
+                  ("hi", "VARCHAR"))
+
+
+_STAGE_PREFIX = ".netsql-import-"
+
+
+def _remove_stale_stages(directory: str | None) -> None:
+    """Remove what an import killed by SIGKILL left beside the database: the staging
+    directories of processes that are gone (their names carry the pid)."""
+    import shutil
+
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_STAGE_PREFIX):].split("-", 1)[0]
+        if not name.startswith(_STAGE_PREFIX) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (or another user's process)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(directory or ".", name), ignore_errors=True)
+        except OSError:
+            continue
 
 
 class Imported:
@@ -188,13 +224,21 @@ class Import:
     """Lists streamed into the database, replacing their sources in one transaction:
     all of it or nothing (an error, Ctrl-C or SIGTERM leaves the database as it was).
 
-    Parsed chunks go to a staging database in a temporary directory (``stage(n)``
-    gives list n's :data:`netsql.intel.parsers.Spill`), which holds neither memory nor
-    the intel database's transaction open; ``commit`` then writes every list,
-    duplicates dropped (the first line kept), in one transaction."""
+    Parsed chunks go, as Arrow tables, to a staging database in a temporary directory
+    beside the intel database (``stage(n)`` gives list n's
+    :data:`netsql.intel.parsers.Spill`), which holds neither memory nor the intel
+    database's transaction open; ``commit`` then finds the duplicates (an aggregate
+    DuckDB spills to disk) and writes every list without them (the first line kept) in
+    one transaction. Memory stays bounded by IMPORT_MEMORY whatever the lists' size."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, directory: str | None = None) -> None:
         self.con = con
+        if directory is None:
+            row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                              "current_database()").fetchone()
+            directory = os.path.dirname(os.path.abspath(str(row[0]))) if row and row[0] \
+                else None
+        self.directory = directory
         self._dir: Any = None
 
     def __enter__(self) -> Import:
@@ -202,10 +246,14 @@ class Import:
 
         from netsql.schema import sql_string
 
-        self._dir = tempfile.TemporaryDirectory(prefix="netsql-intel-")
+        # Beside the database: the same file system as what it stages for (not a /tmp
+        # in memory), and the owner's own directory (netsql/paths.py) under sudo.
+        _remove_stale_stages(self.directory)
+        self._dir = tempfile.TemporaryDirectory(prefix=f"{_STAGE_PREFIX}{os.getpid()}-",
+                                                dir=self.directory)
         con = self.con
-        for setting in ("enable_progress_bar = false", f"memory_limit = '{IMPORT_MEMORY}'",
-                        "threads = 1", f"temp_directory = {sql_string(self._dir.name)}"):
+        for setting in (*IMPORT_SETTINGS, f"temp_directory = "
+                        f"{sql_string(os.path.join(self._dir.name, 'spill'))}"):
             con.execute(f"SET {setting}")
         try:
             con.execute(f"ATTACH {sql_string(os.path.join(self._dir.name, 'stage.duckdb'))} "
@@ -224,28 +272,59 @@ class Import:
 
     def stage(self, n: int) -> Spill:
         """Where list ``n``'s chunks go."""
+        import pyarrow as pa
+
         table = f"{_STAGE}.list{int(n)}"
-        self.con.execute(f"CREATE OR REPLACE TABLE {table} (seq BIGINT, indicator VARCHAR, "
-                         "kind VARCHAR, threat VARCHAR, tags VARCHAR[], first_seen VARCHAR, "
-                         "line INTEGER, host VARCHAR, lo VARCHAR, hi VARCHAR)")
+        columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
+        self.con.execute(f"CREATE OR REPLACE TABLE {table} ({columns})")
+        schema = pa.schema([("seq", pa.int64()), ("indicator", pa.string()),
+                            ("kind", pa.string()), ("threat", pa.string()),
+                            ("tags", pa.list_(pa.string())), ("first_seen", pa.string()),
+                            ("line", pa.int32()), ("host", pa.string()), ("lo", pa.string()),
+                            ("hi", pa.string())])
 
         def spill(batch: Batch) -> None:
             start = batch.spilled
-            self.con.execute(
-                f"INSERT INTO {table} SELECT unnest($seq), unnest($indicator), unnest($kind), "
-                "unnest($threat), unnest($tags), unnest($first_seen), unnest($line), "
-                "unnest($host), unnest($lo), unnest($hi)",
-                {"seq": list(range(start, start + len(batch))), "indicator": batch.indicator,
-                 "kind": batch.kind, "threat": batch.threat, "tags": batch.tags,
-                 "first_seen": batch.first_seen, "line": batch.line, "host": batch.host,
-                 "lo": batch.lo, "hi": batch.hi})
+            chunk = pa.Table.from_arrays([
+                pa.array(range(start, start + len(batch)), pa.int64()), batch.indicator,
+                batch.kind, batch.threat, batch.tags, batch.first_seen, batch.line,
+                batch.host, batch.lo, batch.hi], schema=schema)
+            self.con.register("intel_chunk", chunk)
+            try:
+                self.con.execute(f"INSERT INTO {table} SELECT * FROM intel_chunk")
+            finally:
+                self.con.unregister("intel_chunk")
 
         return spill
+
+    def _duplicates(self, n: int) -> str:
+        """A staging table of the seq of every line that repeats an earlier one of list
+        ``n`` (same kind and indicator). DuckDB's aggregate ran out of 32 MB at 43
+        million keys (its hash table grows with the keys even as it spills), so the keys
+        are split by hash into passes of about ROWS_PER_PASS lines each; a 64-bit
+        hash first narrows each pass to the few keys that may repeat."""
+        table, dups = f"{_STAGE}.list{n}", f"{_STAGE}.dups{n}"
+        con = self.con
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        passes = max(1, -(-int(row[0] if row else 0) // ROWS_PER_PASS))
+        con.execute(f"CREATE OR REPLACE TABLE {dups} (seq BIGINT)")
+        for p in range(passes):
+            part = f"SELECT *, hash(kind, indicator) AS h FROM {table} WHERE " \
+                   f"hash(kind, indicator) % {passes} = {p}"
+            # NOT MATERIALIZED: a materialized pass (read three times) held its lines
+            # in memory and ran out of 32 MB at 3.75M lines with 10% repeats.
+            con.execute(f"INSERT INTO {dups} WITH part AS NOT MATERIALIZED ({part}), keys AS "
+                        "NOT MATERIALIZED (SELECT h FROM part GROUP BY h HAVING count(*) > 1), "
+                        "first AS NOT MATERIALIZED (SELECT kind, indicator, min(seq) AS first "
+                        "FROM part SEMI JOIN keys USING (h) GROUP BY ALL) SELECT s.seq FROM "
+                        "part s JOIN first f USING (kind, indicator) WHERE s.seq > f.first")
+        return dups
 
     def commit(self, lists: Sequence[tuple[Batch, str, str, str]]) -> list[Imported]:
         """Make each staged list ``(batch, source, path, sha256)`` (list n staged by
         ``stage(n)``, ``batch`` flushed) the whole of its source, in one transaction."""
         con = self.con
+        dups = [self._duplicates(n) for n in range(len(lists))]
         done = []
         con.execute("BEGIN")
         try:
@@ -257,8 +336,7 @@ class Import:
                 con.execute("DELETE FROM sources WHERE source = ?", [source])
                 con.execute("INSERT INTO indicators SELECT indicator, kind, $source, threat, "
                             "tags, first_seen::TIMESTAMP, line, host, lo::UHUGEINT, "
-                            f"hi::UHUGEINT FROM {table} QUALIFY row_number() OVER (PARTITION "
-                            "BY kind, indicator ORDER BY seq) = 1 ORDER BY seq",
+                            f"hi::UHUGEINT FROM {table} ANTI JOIN {dups[n]} USING (seq)",
                             {"source": source})
                 staged = con.execute(f"SELECT count(*) FROM {table}").fetchone()
                 kinds = dict(con.execute("SELECT kind, count(*) FROM indicators WHERE "

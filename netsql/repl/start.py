@@ -14,9 +14,13 @@ def shell(env: Env, args: argparse.Namespace) -> ExitStatus:
     import threading
 
     from netsql.capture.manager import PcapSource
-    from netsql.launch import new_capture, start_capture
+    from netsql.launch import new_capture, start_capture, unreadable_capture_file
     from netsql.repl.app import run_shell  # prompt_toolkit only for the shell
 
+    problem = unreadable_capture_file(args.pcap or [])
+    if problem is not None:
+        env.error(problem)
+        return ExitStatus.USAGE
     state = State(intel_db=args.intel_db or None, query_dirs=list(args.queries or []),
                   history=args.history or None)
     if args.pcap:

@@ -19,8 +19,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from netsql.context import notice
-from netsql.paths import socket_path
+from netsql.sockpath import socket_path
 
 if TYPE_CHECKING:
     import argparse
@@ -33,6 +32,9 @@ if TYPE_CHECKING:
 #: the command itself.
 PROTOCOL = 1
 MAX_REQUEST = 64 << 20
+#: Sockets whose server declined this process's command (netsql.serve.quick): the
+#: command runs here without asking again.
+TRIED: list[str] = []
 
 
 def untrusted(path: str) -> str | None:
@@ -127,11 +129,11 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
         while True:
             frame = receive(stream)
             if frame is None:
-                notice(stderr, "the resident netsql went away", "error")
+                _say(stderr, "the resident netsql went away", "error")
                 return 1
             if "declined" in frame:
                 if frame.get("say"):  # busy: say why the command runs here
-                    notice(stderr, f"running here: {frame['declined']}", "note")
+                    _say(stderr, f"running here: {frame['declined']}", "note")
                 return None
             if "out" in frame:
                 stdout.write(frame["out"])
@@ -140,6 +142,12 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
             elif "exit" in frame:
                 stdout.flush()
                 return int(frame["exit"])
+
+
+def _say(stream: Any, text: str, kind: str) -> None:
+    from netsql.context import notice  # (imported only to say something: argparse)
+
+    notice(stream, text, kind)
 
 
 # -- the client's side of netsql -e ---------------------------------------------
@@ -182,7 +190,7 @@ def run_there(argv: Sequence[str], args: argparse.Namespace, env: Env) -> int | 
     from netsql import __version__
 
     path = socket_path()
-    if not path or untrusted(path) is not None:
+    if not path or path in TRIED or untrusted(path) is not None:
         return None
     try:
         cwd = os.getcwd()

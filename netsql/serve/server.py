@@ -40,9 +40,10 @@ from netsql.context import (
     seconds,
     size,
 )
-from netsql.paths import socket_path
-from netsql.serve import client, wire
+from netsql.dbconfig import configured_safe
+from netsql.serve import client, scope, wire
 from netsql.serve.contexts import Contexts
+from netsql.sockpath import socket_path
 
 #: How long a command may wait for others of another directory to finish, and how many
 #: commands run at once; past either, the client runs it itself.
@@ -120,12 +121,12 @@ def main(argv: Sequence[str], env: Env) -> int:
         env.stderr.flush()
         contexts = Contexts()
         slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        _SPARES.refill()
         while True:
-            spare = _spare_engine()
             conn, _ = listener.accept()
             thread = threading.Thread(target=_client, name="netsql-serve-client",
-                                      args=(conn, base, env, spare, contexts, slots),
-                                      daemon=True)
+                                      args=(conn, base, env, _SPARES.take(), contexts,
+                                            slots), daemon=True)
             _THREADS.add(thread)
             thread.start()
     except KeyboardInterrupt:
@@ -233,11 +234,35 @@ def _warm_up() -> None:
     import netsql.output  # noqa: F401
 
 
-def _spare_engine() -> Any:
-    """A fresh engine for the next command, made while no command waits (20 ms)."""
-    from netsql.engine import Engine
+class Spares:
+    """Fresh engines for the next commands, made while no command waits: an engine
+    takes 20-60 ms to make, and made by the accepting thread right after a client
+    connected it held that client's command up as long (the GIL), more than SELECT 1
+    takes. A command takes one as it starts; its thread makes the next after its
+    client has the answer."""
 
-    return Engine()
+    KEEP = 1
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ready: list[Any] = []
+
+    def take(self) -> Any:
+        with self.lock:
+            return self.ready.pop() if self.ready else None
+
+    def refill(self) -> None:
+        with self.lock:
+            if len(self.ready) >= self.KEEP:
+                return
+        from netsql.engine import Engine
+
+        engine = Engine()
+        with self.lock:
+            self.ready.append(engine)
+
+
+_SPARES = Spares()
 
 
 _LOG = threading.Lock()
@@ -258,8 +283,12 @@ def _client(conn: socket.socket, base: State, log: Env, spare: Any,
             _serve_one(conn, base, log, spare, contexts, slots)
         except Exception as exc:  # one command's failure never ends the server
             _log(log, f"a command failed: {type(exc).__name__}: {exc}", "warning")
-        finally:
-            _THREADS.discard(threading.current_thread())
+    try:  # the client has its answer: make the next command's engine
+        _SPARES.refill()
+    except Exception as exc:  # (the next command makes its own)
+        _log(log, f"no spare engine: {type(exc).__name__}: {exc}", "warning")
+    finally:
+        _THREADS.discard(threading.current_thread())
 
 
 def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None,
@@ -289,6 +318,10 @@ def _serve_one(conn: socket.socket, base: State, log: Env, spare: Any = None,
                 _decline(conn, log, uid, "the resident netsql is busy with commands run "
                          "from another directory or environment")
                 return
+            if configured_safe():  # the client's config locks it: this engine is not
+                with contextlib.suppress(OSError):  # (the full client path never asks)
+                    client.send(conn, {"declined": "the config file sets safe"})
+                return
             _run_one(conn, base, log, spare, request, uid, started)
     finally:
         if slots is not None:
@@ -304,11 +337,24 @@ def _decline(conn: socket.socket, log: Env, uid: int, why: str) -> None:
 
 def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
              request: dict[str, Any], uid: int, started: float) -> None:
-    # The command brings its own files and settings; the capture and caches are kept.
-    state = base.for_command(cancel=threading.Event(), spare_engine=spare)
     box = wire.Outbox(conn)
     out = wire.Frames(box, "out", bool(request.get("stdout_isatty")))
     err = wire.Frames(box, "err", False)
+    # A client in other namespaces is answered for its own, or refused (serve/scope.py).
+    here, there = scope.place_of("self"), scope.place_of(scope.peer_pid(conn))
+    limits = scope.Scope(here, there, base.capture)
+    refused = limits.refusal(str(request["cwd"]))
+    if refused is not None:
+        with contextlib.suppress(OSError):
+            notice(cast(TextIO, err), refused, "error")
+            box.flush()
+            client.send(conn, {"exit": int(ExitStatus.ERROR)})
+        _log(log, f"refused uid {uid} (pid {there.pid}, net namespace {there.net}, "
+             f"pid namespace {there.pidns}): {refused[:120]}")
+        return
+    # The command brings its own files and settings; the capture and caches are kept.
+    state = base.for_command(cancel=threading.Event(), spare_engine=spare,
+                             scope=limits if limits.needed else None)
     env = Env(stdin=io.StringIO(request.get("stdin") or ""), stdout=cast(TextIO, out),
               stderr=cast(TextIO, err),
               stdin_isatty=request.get("stdin") is None,
@@ -319,31 +365,48 @@ def _run_one(conn: socket.socket, base: State, log: Env, spare: Any,
     wake_r, wake_w = os.pipe()  # ends the watcher at once when the command is done
     watcher = threading.Thread(target=_watch_client, args=(conn, state, wake_r), daemon=True)
     watcher.start()
-    went_away = False
+    logged = False
+
+    def served(status: int, went_away: bool) -> None:
+        """The log line, written before the client has its exit status (a client exits
+        at once then, and whoever ran it may read the log right after)."""
+        nonlocal logged
+        if logged:
+            return
+        logged = True
+        if went_away:  # the client went away (Ctrl-C there) before the command ended
+            status = ExitStatus.INTERRUPTED
+        argv = " ".join(str(a) for a in request.get("argv", []))
+        _log(log, f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
+             f"{time.monotonic() - started:.3f} s")
+
     try:
         status = _run(request["argv"], env, state)
         # Decided now: once the client has its exit status it hangs up, and the
         # watcher would take that for a client that went away mid-command.
         went_away = _went_away(conn, state)
         box.flush()
+        served(status, went_away)
         client.send(conn, {"exit": int(status)})
     except Exception as exc:  # the client went away, its directory is gone, or DuckDB
         went_away = _went_away(conn, state)
         with contextlib.suppress(OSError):  # was interrupted between statements
-            notice(cast(TextIO, err), str(getattr(exc, "strerror", None) or exc), "error")
-            box.flush()
+            if not logged:
+                notice(cast(TextIO, err), str(getattr(exc, "strerror", None) or exc),
+                       "error")
+                box.flush()
+            served(ExitStatus.ERROR, went_away)
             client.send(conn, {"exit": int(ExitStatus.ERROR)})
+        served(ExitStatus.ERROR, went_away)
     finally:
         _RUNNING.pop(threading.get_ident(), None)
+        if spare is not None:  # its DuckDB (memory, worker threads) goes now, not at
+            with contextlib.suppress(Exception):  # some later garbage collection
+                spare.con.close()
         os.write(wake_w, b"x")
         watcher.join()
         os.close(wake_r)
         os.close(wake_w)
-    if went_away:  # the client went away (Ctrl-C there) before the command ended
-        status = ExitStatus.INTERRUPTED
-    argv = " ".join(str(a) for a in request.get("argv", []))
-    _log(log, f"served uid {uid}: {argv[:200]!r} -> {int(status)} in "
-         f"{time.monotonic() - started:.3f} s")
 
 
 def _went_away(conn: socket.socket, state: State) -> bool:
