@@ -357,3 +357,13 @@ def test_rings_are_small_outside_the_namespaces_asked_for() -> None:
     named = CaptureSet(lambda *a, **k: None, None, (53,), only=[own + 1])
     assert named.ring_size(own + 1) == RING
     assert SMALL_RING * 8 <= RING
+
+
+def test_covers_says_which_namespaces_the_rows_include() -> None:
+    """serve/scope.py asks the capture whether a client's namespace is in its rows."""
+    from netsql.capture.manager import DnsCapture
+
+    assert DnsCapture().covers(5) and not DnsCapture().covers(None)
+    named = DnsCapture(netns=[5])
+    assert named.covers(5) and not named.covers(6)
+    assert not DnsCapture(interfaces=["eth0"]).covers(5)  # not captured until opened
