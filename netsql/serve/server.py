@@ -122,8 +122,21 @@ def main(argv: Sequence[str], env: Env) -> int:
         contexts = Contexts()
         slots = threading.BoundedSemaphore(MAX_CLIENTS)
         _SPARES.refill()
+        wake = _signal_wakeup()
+        listener.setblocking(False)  # accepted connections are blocking (socket.accept)
         while True:
-            conn, _ = listener.accept()
+            # A signal may be delivered to any thread (DuckDB's workers block none), and
+            # then accept() would go on waiting: the handler's wake-up byte ends the
+            # select, and the handler itself runs (SystemExit) right after it returns.
+            ready, _, _ = select.select([listener, wake], [], [])
+            if wake in ready:
+                with contextlib.suppress(OSError):
+                    os.read(wake, 512)
+                continue
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:  # the client gave up between select and accept
+                continue
             thread = threading.Thread(target=_client, name="netsql-serve-client",
                                       args=(conn, base, env, _SPARES.take(), contexts,
                                             slots), daemon=True)
@@ -145,6 +158,16 @@ def main(argv: Sequence[str], env: Env) -> int:
         if capture is not None:
             capture.close()
         _stop_clients(status)
+
+
+def _signal_wakeup() -> int:
+    """The read end of a pipe that gets a byte whenever a signal arrives, in whichever
+    thread the kernel delivered it (signal.set_wakeup_fd)."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    return r
 
 
 #: Client threads, and the state of the commands they run (to interrupt at the end).
@@ -450,5 +473,7 @@ def _watch_client(conn: socket.socket, state: State, wake: int) -> None:
         if state.cancel is not None:
             state.cancel.set()
         if state.interrupt is not None:
-            state.interrupt()
+            # The command may have ended (its connection closed) meanwhile.
+            with contextlib.suppress(Exception):
+                state.interrupt()
         return
