@@ -41,6 +41,7 @@ from netsql.context import (
     size,
 )
 from netsql.dbconfig import configured_safe
+from netsql.flags import netns_spec
 from netsql.serve import client, scope, wire
 from netsql.serve.contexts import Contexts
 from netsql.sockpath import socket_path
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DNS server port to decode (repeatable; default 53)")
     p.add_argument("--dns-buffer", type=positive, default=DNS_BUFFER, metavar="N",
                    help=f"keep at most N DNS transactions (default {DNS_BUFFER})")
+    p.add_argument("--netns", action="append", type=netns_spec, metavar="NS",
+                   help="capture in network namespace NS only: its inode, `ip netns` name, "
+                   "or a pid in it (repeatable; default: every namespace)")
     p.add_argument("--hold", action="store_true", help="hold each DNS query this host "
                    "sends until its process is known (an iptables rule; docs/dns.md)")
     rec = p.add_argument_group("recording (docs/history.md)")
@@ -128,7 +132,7 @@ def main(argv: Sequence[str], env: Env) -> int:
             # A signal may be delivered to any thread (DuckDB's workers block none), and
             # then accept() would go on waiting: the handler's wake-up byte ends the
             # select, and the handler itself runs (SystemExit) right after it returns.
-            ready, _, _ = select.select([listener, wake], [], [])
+            ready, _, _ = select.select([listener.fileno(), wake], [], [])
             if wake in ready:
                 with contextlib.suppress(OSError):
                     os.read(wake, 512)
