@@ -232,6 +232,7 @@ class DnsCapture:
         rows = self.status_rows()
         out = empty_status(self)
         out["namespaces"] = sum(1 for r in rows if r["running"])
+        out["running"] = out["namespaces"] > 0  # (the shell's prompt and toolbar show it)
         for r in rows:
             for k in SUMMED:
                 out[k] = (out[k] or 0) + (r[k] or 0)
