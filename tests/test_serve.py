@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,44 @@ def test_another_version_is_declined_and_runs_locally(server: Server) -> None:
     assert raw(server.path, {"protocol": 99}) == {"declined": f"netsql {__version__} serves "
                                                               "here"}
     assert server.served() == []
+
+
+def test_the_servers_status_is_passed_on_as_it_is(tmp_path: Path) -> None:
+    """The one-liner exits with the status the server sends. netsql serve sends 0, 1 and
+    2 (test_same_output_and_status_as_local); any other, as 143 here, is passed on too
+    (it read as 1), and one no process can exit with is 1, never a success. The peer
+    is a listener of this test speaking the protocol (netsql serve sends none of these);
+    the client is the real one, on its quick path (netsql/serve/quick.py)."""
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    path = str(d / "netsql.sock")
+    sent = [143, 255, 3, 256, -1]
+    argvs: list[object] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen()
+        listener.settimeout(60)
+
+        def answer() -> None:
+            for status in sent:
+                conn, _ = listener.accept()
+                with conn, conn.makefile("rb") as f:
+                    request = resident.receive(f)
+                    argvs.append(request["argv"])
+                    resident.send(conn, {"err": f"status {status}\n"})
+                    resident.send(conn, {"exit": status})
+
+        peer = threading.Thread(target=answer, daemon=True)
+        peer.start()
+        got = []
+        for status in sent:
+            r = subprocess.run(netsql_cmd("-e", "SELECT 1"), capture_output=True, text=True,
+                               timeout=60, env=dict(os.environ, NETSQL_SOCKET=path))
+            assert r.stderr == f"status {status}\n"  # the peer answered, not a local run
+            got.append(r.returncode)
+        peer.join(10)
+    assert argvs == [["-e", "SELECT 1"]] * len(sent)
+    assert got == [143, 255, 3, 1, 1]
 
 
 def test_sockets_of_other_users_are_not_trusted(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ for ``SELECT 1``. This path imports os, socket, json and netsql.serve.client onl
 Anything it does not know (another flag, a value that looks like one, no statement,
 NETSQL_BACKEND set, no server listening, the server declining) goes the full way, which
 decides as before; the server parses the arguments either way, so output, errors and
-exit status are the same.
+exit status are the same (the exit status is the server's, passed on as it is).
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ def forward(argv: Sequence[str]) -> int | None:
     if status is None:
         client.TRIED.append(path)  # declined: the full way runs it here
         return None
-    return status if status in (0, 1, 2, 130) else 1
+    # The server's status as given (docs/serve.md); one no process can exit with is an
+    # error, never a success (os._exit would take it modulo 256: 256 would read as 0).
+    return status if 0 <= status <= 255 else 1
 
 
 def main(argv: Sequence[str]) -> None:
