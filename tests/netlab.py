@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -110,14 +110,20 @@ def wait_for(check: Callable[[], T], seconds: float = 10.0) -> T:
     return check()
 
 
-def capturing(pid: int) -> bool:
-    """Whether process ``pid`` holds an AF_PACKET socket (its capture is open)."""
+def capturing(pid: int, ns: str | None = None) -> bool:
+    """Whether process ``pid`` holds an AF_PACKET socket (its capture is open) of network
+    namespace ``ns`` (an `ip netns` name; default: the process's own namespace)."""
     try:
-        with open(f"/proc/{pid}/net/packet") as f:
-            inodes = {line.split()[-1] for line in f.readlines()[1:]}
+        if ns is None:
+            with open(f"/proc/{pid}/net/packet") as f:
+                table = f.read()
+        else:
+            table = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/packet"],
+                                   capture_output=True, text=True, timeout=60).stdout
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
+    inodes = {line.split()[-1] for line in table.splitlines()[1:] if line.strip()}
     for fd in fds:
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] in inodes:
@@ -125,6 +131,20 @@ def capturing(pid: int) -> bool:
         except OSError:
             continue
     return False
+
+
+def stop(procs: Sequence[subprocess.Popen[Any]], timeout: float = 5.0) -> None:
+    """End the processes of ``procs`` still running, the last started first: SIGTERM (a
+    netsql capture removes its rules), then SIGKILL if one has not ended in ``timeout``
+    seconds."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def _dnsmasq_args(pidfile: str, listen: list[str], extra: list[str]) -> list[str]:
@@ -173,14 +193,7 @@ def lab() -> Iterator[Lab]:
         _wait_port(lab, server, SERVER_V4, 53, dm)
         yield lab
     finally:
-        for p in reversed(lab.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop(lab.procs)
         for ns in (client, server):
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(f"/etc/netns/{client}", ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import need
-from tests.netlab import wait_for
+from tests.netlab import capturing, stop, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = "10.88.0.1"  # the same in every lab namespace
@@ -111,33 +111,9 @@ def spaces() -> Iterator[Spaces]:
     try:
         yield s
     finally:
-        for p in reversed(s.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop(s.procs, timeout=10)
         for ns in s.names:
             sh("ip", "netns", "del", ns, check=False)
-
-
-def capturing_in(pid: int, ns: str) -> bool:
-    """Whether process ``pid`` holds a packet socket of namespace ``ns``."""
-    res = sh("ip", "netns", "exec", ns, "cat", "/proc/net/packet", check=False)
-    inodes = {line.split()[-1] for line in res.stdout.splitlines()[1:] if line.strip()}
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] in inodes:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def hold_rules(ns: str) -> list[str]:
@@ -163,7 +139,7 @@ def test_one_capture_names_each_namespaces_senders(spaces: Spaces) -> None:
                       "by_socket, unattributed, error FROM capture_stats "
                       "ORDER BY net_namespace")
     for ns in (a, b):
-        assert wait_for(lambda ns=ns: capturing_in(p.pid, ns)), ns
+        assert wait_for(lambda ns=ns: capturing(p.pid, ns)), ns
         assert wait_for(lambda ns=ns: hold_rules(ns)), ns
     expect = {}
     for ns, name in zip((a, b), NAMES, strict=True):
@@ -197,9 +173,9 @@ def test_a_namespace_made_during_the_capture_is_captured(spaces: Spaces) -> None
                       "SELECT query, pid, process, net_namespace FROM dns_queries "
                       "WHERE query LIKE '%.nscap.test'",
                       "-e", "SELECT net_namespace, queries FROM capture_stats")
-    assert wait_for(lambda: capturing_in(p.pid, a))
+    assert wait_for(lambda: capturing(p.pid, a))
     late = spaces.add("late", "late.nscap.test")  # made while the capture runs
-    assert wait_for(lambda: capturing_in(p.pid, late))
+    assert wait_for(lambda: capturing(p.pid, late))
     long, got = spaces.long_client(late, "late.nscap.test")
     assert spaces.dig(a, "alpha.nscap.test") == ANSWER
     p.send_signal(signal.SIGINT)  # ends the capture window; the statements run
@@ -279,7 +255,7 @@ def test_a_recording_serve_keeps_every_namespaces_dns(spaces: Spaces, tmp_path: 
         assert line, "".join(seen)
         seen.append(line)
     for ns in (a, b):
-        assert wait_for(lambda ns=ns: capturing_in(server.pid, ns)), ns
+        assert wait_for(lambda ns=ns: capturing(server.pid, ns)), ns
     pids = {}
     for ns, name in zip((a, b), NAMES, strict=True):
         long, got = spaces.long_client(ns, f"{name}.nscap.test")

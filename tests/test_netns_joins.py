@@ -30,7 +30,7 @@ import pytest
 from netsql.capture.manager import DnsCapture, PcapSource
 from tests.conftest import need
 from tests.dnsutil import udp_ip
-from tests.netlab import sh, wait_for
+from tests.netlab import capturing, sh, stop, wait_for
 from tests.test_queries import arrays
 from tests.test_queries_live import ACCEPT
 
@@ -115,14 +115,7 @@ def sites() -> Iterator[Sites]:
         assert lab.a.inode != lab.b.inode
         yield lab
     finally:
-        for p in reversed(lab.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop(lab.procs)
         for ns in made:
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -142,7 +135,7 @@ def netsql_capture(lab: Sites, *args: str) -> subprocess.Popen[str]:
     line = p.stderr.readline()
     assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
     for site in (lab.a, lab.b):
-        assert wait_for(lambda s=site: capturing_in(p.pid, s.client)), site.client
+        assert wait_for(lambda s=site: capturing(p.pid, s.client)), site.client
         assert wait_for(lambda s=site: holding(s.client)), site.client
     return p
 
@@ -150,23 +143,6 @@ def netsql_capture(lab: Sites, *args: str) -> subprocess.Popen[str]:
 def _in(ns: str, *cmd: str) -> str:
     return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
                           text=True).stdout
-
-
-def capturing_in(pid: int, ns: str) -> bool:
-    """Whether process ``pid`` holds a packet socket of namespace ``ns``."""
-    table = _in(ns, "cat", "/proc/net/packet").splitlines()[1:]
-    inodes = {f"socket:[{line.split()[-1]}]" for line in table if line.split()}
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def holding(ns: str) -> bool:
@@ -246,7 +222,7 @@ def test_a_namespace_not_captured_names_nothing(sites: Sites) -> None:
     assert p.stderr is not None
     line = p.stderr.readline()
     assert line.startswith("netsql: capturing DNS"), line + p.stderr.read()
-    assert wait_for(lambda: capturing_in(p.pid, a.client))
+    assert wait_for(lambda: capturing(p.pid, a.client))
     in_a = sites.connect(a)
     in_b = sites.connect(b)
     [socks] = finish(p)
