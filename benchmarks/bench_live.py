@@ -237,14 +237,12 @@ def side_by_side(rate: int, seconds: float, tmp: str, sender: str) -> list[str]:
 
 
 def main() -> None:
+    from timing import traffic_args  # (benchmarks/, this script's directory)
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rate", type=int, default=100_000)
-    ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--sender", choices=("tcpreplay", "python"),
                     default="tcpreplay" if shutil.which("tcpreplay") else "python")
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench_live needs root (network namespaces, packet capture)")
+    a = traffic_args(ap, rate=100_000)
     setup()
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -32,6 +32,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]  # the other benchmarks; the tests' lab helpers (tests/netlab.py)
 
 from bench_live import SENDER, WRAP, cpu_of, number  # noqa: E402
+from timing import traffic_args  # noqa: E402
 
 from tests.netlab import capturing  # noqa: E402
 
@@ -192,11 +193,7 @@ def rate_in_namespace(rate: int, seconds: float, tmp: str, inside: bool) -> list
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--namespaces", type=int, default=30)
-    ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--rate", type=int, default=20_000)
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench_netns needs root (network namespaces, packet capture)")
+    a = traffic_args(ap, rate=20_000)
     lines = idle(a.namespaces, a.seconds)
     lines += pickup()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -42,6 +43,19 @@ def wall(cmd: list[str] | str, runs: int, env: dict[str, str] | None = None) -> 
     return median_seconds(lambda: subprocess.run(cmd, shell=isinstance(cmd, str),
                                                  stdout=subprocess.DEVNULL, check=True,
                                                  env=env), runs)
+
+
+def traffic_args(ap: argparse.ArgumentParser, rate: int) -> argparse.Namespace:
+    """The command line of a benchmark that sends DNS traffic between network namespaces:
+    ``ap``'s own flags, --rate (queries a second, default ``rate``) and --seconds (default
+    10); ends the benchmark unless it runs as root."""
+    ap.add_argument("--rate", type=int, default=rate, help="DNS queries a second")
+    ap.add_argument("--seconds", type=float, default=10,
+                    help="how long each measurement lasts")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit(f"{ap.prog} needs root (network namespaces, packet capture)")
+    return args
 
 
 @contextmanager
