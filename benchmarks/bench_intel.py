@@ -39,8 +39,13 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_seconds  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # timing; the tests' helpers
+from timing import bytecode, median_seconds  # noqa: E402
+
+# A launcher that forks the command and writes its peak RSS (KB) to argv[1]: Linux keeps
+# the peak of the process a child was forked from across exec.
+from tests.test_intel_limits import LAUNCHER  # noqa: E402
 
 PY = sys.executable
 PREAMBLE = """# Title: StevenBlack/hosts (generated for netsql's benchmark)
@@ -90,18 +95,6 @@ def write_hosts(path: str, n: int) -> None:
             f.write(f"0.0.0.0 {d}\n")
 
 
-# Linux keeps the peak RSS of the process a child was forked from across exec: a small
-# launcher forks the command and writes its peak (KB) to argv[1] (as tests/test_intel_limits).
-LAUNCHER = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    f.write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status) % 256)
-"""
 DUCKDB_IMPORT = """
 import sys, duckdb
 con = duckdb.connect(sys.argv[2])
@@ -155,9 +148,6 @@ def feed_memory(sizes: list[int], work: str) -> None:
 
 
 def main() -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from timing import bytecode
-
     bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=200_000)
