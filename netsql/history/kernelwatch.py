@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from netsql import procfs, sockdiag
 from netsql.capture import owners, tcpedges
-from netsql.collect import Collection
 
 JOIN_SECONDS = 2.0
 #: The share of a core the at-once lookups of connecting sockets' owners may use; past
@@ -50,6 +49,7 @@ class Sink(Protocol):
     def connected(self, ns: int, edge: tcpedges.Edge, row: Any,
                   owner: tuple[int, str | None] | None, when: float) -> None: ...
     def error(self, message: str) -> None: ...
+    def namespaces(self) -> dict[int, str]: ...
 
 
 class KernelWatch:
@@ -93,7 +93,7 @@ class KernelWatch:
 
     def _join(self) -> None:
         own = procfs.own_netns()
-        present = procfs.namespaces(Collection())
+        present = self.sink.namespaces()
         for table in (self.destroy, self.lookup):
             for ns in set(table) - set(present):
                 table.pop(ns).close()

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netsql import procfs, sockdiag
+from netsql import netns, procfs, sockdiag
 from netsql.backends import linux_procs
 from netsql.collect import Collection, Need, State
 from netsql.history import flowid
@@ -59,6 +59,8 @@ ConnKey = tuple[int, str, int, str, int, str, int]
 #: Connection starts and ends seen on the wire but not yet matched to a life, at most
 #: (a SYN flood evicts the oldest: their connections are then dated by the polls).
 MAX_EDGES = 65536
+#: Seconds between whole reads of /proc for namespaces (namespaces()).
+NS_RESCAN = 30.0
 #: How long a start or an end seen on the wire waits for its connection to be found.
 EDGE_MEMORY = 600.0
 
@@ -123,6 +125,11 @@ class Recorder:
     stops: OrderedDict[ConnKey, float] = field(default_factory=OrderedDict)
     #: Starts and ends forgotten before their connection was found (MAX_EDGES).
     edges_evicted: int = 0
+    #: The inodes of ``live`` that are UDP (a UDP-only poll looks at these alone).
+    udp_live: set[int] = field(default_factory=set)
+    #: When /proc was last read whole for namespaces (namespaces()).
+    ns_scanned: float = 0.0
+    ns_known: dict[int, str] = field(default_factory=dict)
     #: Inodes of connections found at their SYN whose owner is left to the next poll.
     unnamed: set[int] = field(default_factory=set)
     #: Live connections whose FIN or RST left, by key -> when: each poll asks the
@@ -231,18 +238,21 @@ class Recorder:
         tcp_info and two set differences of integers, not work per connection; counters
         and states are taken at flush time (and from destroy notifications)."""
         with self.lock:
-            before = {i for i, k in self.live.items() if k[1] in protos}
+            before = set(self.udp_live) if protos == ("udp",) else \
+                {i for i, k in self.live.items() if k[1] in protos}
         seen = self._dump(coll, info=False, protos=protos)
         now = max(now, self.clock())  # what the dump saw was there by then
         with self.lock:
-            fresh = seen.keys() - self.live.keys()
-            unnamed = self.unnamed & seen.keys()
+            # (membership tests, not set operations on the 10,000s of live keys)
+            fresh = {i for i in seen if i not in self.live}
+            unnamed = {i for i in self.unnamed if i in seen}
             self.unnamed -= unnamed
         owners = procfs.socket_owners(coll, expect=fresh | unnamed) \
             if fresh or unnamed else None
         with self.lock:
-            for inode in (before & self.live.keys()) - seen.keys():
+            for inode in [i for i in before if i in self.live and i not in seen]:
                 key = self.live.pop(inode)
+                self.udp_live.discard(inode)
                 self._end_connection(key, self.conns[key], now)
             for inode in fresh:
                 ns, proto, row = seen[inode]
@@ -253,6 +263,8 @@ class Recorder:
                 self.conns[key] = Life(self._connection(key, row, now,
                                                         owner[0] if owner else None))
                 self.live[inode] = key
+                if proto == "udp":
+                    self.udp_live.add(inode)
             for inode in unnamed:
                 owner = owners.first.get(inode) if owners is not None else None
                 held = self.live.get(inode)
@@ -287,6 +299,27 @@ class Recorder:
                 elif now - when > ENDED_MEMORY:  # a half-closed socket still held
                     self.closing.pop(key, None)
 
+    def namespaces(self) -> dict[int, str]:
+        """Every network namespace -> a handle to enter it: each live process's
+        namespace as its life (or its last exec) recorded it, and `ip netns`'s names,
+        so a poll costs no readlink per process; /proc is read whole every
+        NS_RESCAN seconds (a process that changed namespace without an exec)."""
+        if time.monotonic() - self.ns_scanned >= NS_RESCAN:
+            self.ns_known = procfs.namespaces(Collection())
+            self.ns_scanned = time.monotonic()
+        own = procfs.own_netns()
+        found = {own: "/proc/self/ns/net"} if own is not None else {}
+        with self.lock:
+            for pid, key in self.live_pids.items():
+                ns = self.procs[key].values.get("net_namespace")
+                if ns is not None and ns not in found:
+                    found[ns] = f"/proc/{pid}/ns/net"
+        for ns, (_name, handle) in netns.named().items():
+            found.setdefault(ns, handle)
+        for ns, handle in self.ns_known.items():
+            found.setdefault(ns, handle)
+        return found
+
     def _forget(self, now: float) -> None:
         for key in [k for k, t in self.ended.items() if t < now - ENDED_MEMORY]:
             del self.ended[key]
@@ -301,7 +334,7 @@ class Recorder:
         (orphaned: no inode) or in TIME_WAIT has ended."""
         seen: dict[int, tuple[int, str, Any]] = {}
         own = procfs.own_netns()
-        present = procfs.namespaces(coll)
+        present = self.namespaces()
         socks = self.diag_socks
         for ns in socks.keys() - present.keys():
             socks.pop(ns).close()
@@ -467,6 +500,7 @@ class Recorder:
         inode = life.values.get("inode")
         if inode is not None and self.live.get(inode) == key:
             del self.live[inode]
+            self.udp_live.discard(inode)
 
     # -- DNS -------------------------------------------------------------------------
 
@@ -528,6 +562,7 @@ class Recorder:
             self._error(f"{why}: processes are recorded by polling /proc only")
         next_flush = time.monotonic() + self.flush_seconds
         next_tcp = 0.0
+        startup = True  # every process and connection is new once: not a poll's cost
         while not stop.is_set():
             used = time.thread_time()
             try:
@@ -537,7 +572,10 @@ class Recorder:
                 # (the kernel walks every socket once per namespace) is polled less
                 # often, never more often than poll_seconds.
                 used = time.thread_time() - used
-                if tcp:
+                if startup:
+                    startup = False
+                    next_tcp = time.monotonic() + self.poll_seconds
+                elif tcp:
                     self.tcp_interval = max(self.tcp_poll_seconds or self.poll_seconds,
                                             used / CPU_BUDGET)
                     next_tcp = time.monotonic() + self.tcp_interval
