@@ -66,9 +66,10 @@ def listener() -> Iterator[socket.socket]:
         c.close()
 
 
-def ended(rec: Recorder, lport: int) -> bool:
+def ended(rec: Recorder, lport: int, rport: int) -> bool:
     with rec.lock:
-        return any(k[4] == lport and life.ended for k, life in rec.conns.items())
+        return any(k[4] == lport and k[6] == rport and life.ended
+                   for k, life in rec.conns.items())
 
 
 def brief_life_ended(rec: Recorder) -> bool:
@@ -140,16 +141,17 @@ def test_a_connection_between_polls_comes_from_the_destroy_notification(
         t0 = time.time()
         quick[0].close()
         deadline = time.monotonic() + 10
-        while not ended(rec, lport):
+        while not ended(rec, lport, port):
             assert time.monotonic() < deadline, "no destroy notification recorded"
             time.sleep(0.02)
     finally:
         stop.set()
         runner.join(timeout=30)
+    # (by both ports: a busy host's other loopback clients may share the local port)
     rows = history(tmp_path).execute(
         "SELECT state, bytes_sent, epoch(last_seen) FROM history.connections "
-        "WHERE local_port = ?", [lport]).fetchall()
-    assert len(rows) == 1 and rows[0][0] == "CLOSED" and rows[0][1] >= 1000
+        "WHERE local_port = ? AND remote_port = ?", [lport, port]).fetchall()
+    assert len(rows) == 1 and rows[0][0] == "CLOSED" and rows[0][1] >= 1000, rows
     assert abs(rows[0][2] - t0) < 2
 
 
@@ -182,3 +184,94 @@ def test_a_process_between_polls_comes_from_the_process_events(tmp_path: Path) -
     assert len(rows) == 1
     start, end = rows[0]
     assert t0 - 1 <= start <= end <= t1 + 0.5 and end - start < 5
+
+
+PAIR = r"""
+import socket, sys
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(4)
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.startswith("connect"):
+        c = socket.create_connection(srv.getsockname())
+        a, _ = srv.accept()
+        print("connected", c.getsockname()[1], srv.getsockname()[1], flush=True)
+    if line.startswith("close"):
+        c.close()
+        a.close()
+        print("closed", flush=True)
+        break
+"""
+
+
+def life_of(rec: Recorder, lport: int, rport: int) -> dict[str, object] | None:
+    with rec.lock:
+        for key, life in rec.conns.items():
+            if key[4] == lport and key[6] == rport:
+                return dict(life.values, ended=life.ended)
+    return None
+
+
+def wait_life(rec: Recorder, lport: int, rport: int, ended: bool) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while True:
+        life = life_of(rec, lport, rport)
+        if life is not None and life["ended"] == ended:
+            return life
+        assert time.monotonic() < deadline, \
+            f"no such life: {lport}->{rport} {life} {rec.errors} {rec.kernel.overruns}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("where", ["host", "new netns"])
+def test_tcp_connections_are_dated_by_their_syn_and_fin(tmp_path: Path, where: str) -> None:
+    """With TCP dumps 30 s apart (a host with many sockets), a connection's life still
+    starts at its SYN (with its process, looked up as the SYN left) and ends at its FIN,
+    in any namespace; the accepting side, which no dump saw, is dated by the same SYN."""
+    need(os.geteuid() == 0, "needs root for packet sockets and sock_diag notifications")
+    rec = Recorder(Store(tmp_path, host="lab"), tcp_poll_seconds=30, flush_seconds=3600)
+    stop = threading.Event()
+    runner = threading.Thread(target=rec.run, args=(stop,))
+    runner.start()
+    cmd = [sys.executable, "-c", PAIR]
+    if where != "host":
+        cmd = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *cmd]
+    child = subprocess.Popen(cmd, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline().startswith("ready")
+        if where != "host":
+            ns = os.stat(f"/proc/{child.pid}/ns/net").st_ino
+            deadline = time.monotonic() + 10
+            while ns not in rec.kernel.edges.socks:
+                assert time.monotonic() < deadline, f"namespace not joined: {rec.errors}"
+                time.sleep(0.02)
+        assert rec.watching.wait(10)
+        t0 = time.time()
+        assert child.stdin is not None
+        child.stdin.write("connect\n")
+        child.stdin.flush()
+        cport, sport = map(int, child.stdout.readline().split()[1:])
+        t1 = time.time()
+        life = wait_life(rec, cport, sport, ended=False)
+        assert life["pid"] == child.pid and str(life["process"]).startswith("python"), life
+        assert t0 <= float(life["first_seen"]) <= t1  # type: ignore[arg-type]
+        # Let the connection age, so its end cannot be mistaken for its start.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        t2 = time.time()
+        tell(child, "close", "closed")
+        t3 = time.time()
+        client = wait_life(rec, cport, sport, ended=True)
+        server = wait_life(rec, sport, cport, ended=True)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        child.kill()
+        child.wait()
+    assert t2 <= float(client["last_seen"]) <= t3  # type: ignore[arg-type]
+    assert client["first_seen"] == life["first_seen"]
+    assert abs(float(server["first_seen"]) - float(client["first_seen"])) < 0.05  # type: ignore[arg-type]
+    assert t2 <= float(server["last_seen"]) <= t3 + 0.5  # type: ignore[arg-type]
+    assert client["net_namespace"] == server["net_namespace"]

@@ -18,7 +18,7 @@ SO_ATTACH_FILTER = 26
 SKF_AD_PROTOCOL = (-0x1000 + 0) & 0xFFFFFFFF
 
 # Opcodes (linux/filter.h).
-LD_H_ABS, LD_B_ABS, LD_H_IND, LDX_B_MSH = 0x28, 0x30, 0x48, 0xB1
+LD_H_ABS, LD_B_ABS, LD_H_IND, LD_B_IND, LDX_B_MSH = 0x28, 0x30, 0x48, 0x50, 0xB1
 JA, JEQ_K, JSET_K, RET_K = 0x05, 0x15, 0x45, 0x06
 
 Insn = tuple[int, int, int, int]
@@ -89,6 +89,37 @@ def attach(sock: socket.socket, prog: list[Insn]) -> None:
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def tcp_edges_filter(snaplen: int = 128) -> list[Insn]:
+    """Accept the TCP segments that open or close a connection (headers only): SYN
+    without ACK, FIN, RST; over IPv4 (unfragmented or first fragments) and IPv6 (no
+    extension headers). A host's steady traffic never reaches Python."""
+    code: list[tuple[str | None, _Sym]] = []
+
+    def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
+             label: str | None = None) -> None:
+        code.append((label, (op, jt, jf, k)))
+
+    emit(LD_H_ABS, SKF_AD_PROTOCOL)
+    emit(JEQ_K, 0x0800, jt="v4")
+    emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+    emit(LD_B_ABS, 9, label="v4")
+    emit(JEQ_K, 6, jf="reject")
+    emit(LD_H_ABS, 6)
+    emit(JSET_K, 0x1FFF, jt="reject")
+    emit(LDX_B_MSH, 0)
+    emit(LD_B_IND, 13)  # the TCP flags
+    emit(JA, jt="flags")
+    emit(LD_B_ABS, 6, label="v6")
+    emit(JEQ_K, 6, jf="reject")
+    emit(LD_B_ABS, 40 + 13)
+    emit(JSET_K, 0x05, jt="accept", label="flags")  # FIN or RST
+    emit(JSET_K, 0x10, jt="reject")  # ACK set: not a connection's first SYN
+    emit(JSET_K, 0x02, jt="accept", jf="reject")  # SYN
+    emit(RET_K, snaplen, label="accept")
+    emit(RET_K, 0, label="reject")
+    return _assemble(code)
 
 
 def udp_icmp_filter(snaplen: int = 96, exclude_ports: Sequence[int] = ()) -> list[Insn]:

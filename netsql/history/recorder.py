@@ -2,12 +2,14 @@
 DNS transactions, flushed to the history tree (store.py) every ``flush_seconds``.
 
 How each is seen (docs/history.md says what each case can and cannot show):
-- connections: every ``poll_seconds`` a sock_diag dump of each network namespace
-  (connected TCP and UDP sockets, TCP with its counters); a connection is one life from
-  the first poll or notification that shows it to the one that shows it gone. The
-  kernel's destroy notifications (sock_diag multicast, root) add the connections that
-  lived between two polls, with their last counters, and end the others at the instant
-  they closed. The owning process is looked up when a connection is first seen.
+- connections: a sock_diag dump of each network namespace (connected UDP sockets every
+  ``poll_seconds``, TCP as often as the CPU budget allows); a connection is one life
+  from the first poll or notification that shows it to the one that shows it gone.
+  What the kernel reports as it happens (kernelwatch.py, root) dates them: a TCP
+  connection's SYN on the wire is its first_seen, its FIN or RST its last_seen, and a
+  local connect is looked up (with its process) the moment its SYN leaves; the destroy
+  notifications add the connections that lived between two polls, with their last
+  counters. The owning process is looked up when a connection is first seen.
 - processes: every poll lists /proc; a process life runs from its start time to the
   first poll that finds it gone (``exited`` from a process event source, when one is
   given, ends it at once and adds the ones that lived between polls).
@@ -19,18 +21,18 @@ history views keep the newest observation of each.
 
 from __future__ import annotations
 
-import errno
-import select
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netsql import procfs, sockdiag
+from netsql import netns, procfs, sockdiag
 from netsql.backends import linux_procs
 from netsql.collect import Collection, Need, State
 from netsql.history import flowid
+from netsql.history.kernelwatch import KernelWatch
 from netsql.history.store import Store
 from netsql.history.tables import CONNECTIONS, DNS_QUERIES, PROCESSES
 
@@ -40,9 +42,11 @@ _TCP_STATE = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
 #: TCP states a connection can be in while its owner holds it (not LISTEN, TIME_WAIT,
 #: CLOSE, NEW_SYN_RECV), as sock_diag's state mask.
 _CONNECTED = sum(1 << st for st in (1, 2, 3, 4, 5, 8, 9, 11))
-#: The share of a core polling may use: a poll that costs more makes the next one wait
-#: longer (first_seen and last_seen are then that much less precise).
-CPU_BUDGET = 0.02
+#: The share of a core each kind of poll may use (the TCP dumps; the processes and UDP
+#: dumps): a poll that costs more makes the next one of its kind wait longer. TCP
+#: connections are dated by their SYN and FIN on the wire (kernelwatch.py), so a TCP
+#: poll only finds what began before the recorder or was not seen on the wire.
+CPU_BUDGET = 0.01
 #: A life still going whose values did not change is written again after this long.
 REFRESH_SECONDS = 600.0
 _PROCESS_FACTS = frozenset({"pid", "ppid", "name", "path", "cmdline", "uid", "start_time",
@@ -52,6 +56,13 @@ _PROCESS_FACTS = frozenset({"pid", "ppid", "name", "path", "cmdline", "uid", "st
 ENDED_MEMORY = 180.0
 #: A connection's key: namespace, protocol, family, local and remote address and port.
 ConnKey = tuple[int, str, int, str, int, str, int]
+#: Connection starts and ends seen on the wire but not yet matched to a life, at most
+#: (a SYN flood evicts the oldest: their connections are then dated by the polls).
+MAX_EDGES = 65536
+#: Seconds between whole reads of /proc for namespaces (namespaces()).
+NS_RESCAN = 30.0
+#: How long a start or an end seen on the wire waits for its connection to be found.
+EDGE_MEMORY = 600.0
 
 
 @dataclass
@@ -74,6 +85,9 @@ class Recorder:
     store: Store
     flush_seconds: float = 60.0
     poll_seconds: float = 1.0
+    #: The shortest spacing of TCP dumps (None: poll_seconds); the CPU budget may make
+    #: it longer.
+    tcp_poll_seconds: float | None = None
     #: () -> DNS records (capture/tracker.DnsRecord-like) finished since the last call.
     dns_source: Callable[[], Iterable[Any]] | None = None
     #: (net_namespace, address) -> the name DNS answered for it there, or None.
@@ -84,6 +98,8 @@ class Recorder:
     pending_dns: list[dict[str, Any]] = field(default_factory=list)
     state: State = field(default_factory=State)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held by a poll or a flush's dump (sock_diag sockets are not shared).
+    polling: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
     #: Connections that ended -> when: a later notification of their destruction
     #: brings their last counters, not a new life.
@@ -94,47 +110,84 @@ class Recorder:
     live_pids: dict[int, tuple[int, float]] = field(default_factory=dict)
     last_poll: float = 0.0
     #: Seconds between polls now (poll_seconds, more when a poll costs more than the
-    #: CPU budget allows).
+    #: CPU budget allows), and between TCP dumps.
     interval: float = 1.0
+    tcp_interval: float = 1.0
     #: The process event source (capture.procevents.ProcWatch) while it runs.
     proc_watch: Any = None
     #: One sock_diag socket per namespace, kept open between polls.
     diag_socks: dict[int, Any] = field(default_factory=dict)
-    #: Times the kernel dropped destroy notifications we did not read in time.
-    overruns: int = 0
-    #: Set once destroy notifications are being received in every namespace.
-    watching: threading.Event = field(default_factory=threading.Event)
+    #: Destroy notifications and TCP starts and ends, as they happen (run()).
+    kernel: KernelWatch = field(init=False)
+    #: TCP starts (SYN) and ends (FIN, RST) seen on the wire, by connection key, until
+    #: a poll, a lookup or a notification finds their connection.
+    starts: OrderedDict[ConnKey, float] = field(default_factory=OrderedDict)
+    stops: OrderedDict[ConnKey, float] = field(default_factory=OrderedDict)
+    #: Starts and ends forgotten before their connection was found (MAX_EDGES).
+    edges_evicted: int = 0
+    #: The inodes of ``live`` that are UDP (a UDP-only poll looks at these alone).
+    udp_live: set[int] = field(default_factory=set)
+    #: When /proc was last read whole for namespaces (namespaces()).
+    ns_scanned: float = 0.0
+    ns_known: dict[int, str] = field(default_factory=dict)
+    #: Inodes of connections found at their SYN whose owner is left to the next poll.
+    unnamed: set[int] = field(default_factory=set)
+    #: Live connections whose FIN or RST left, by key -> when: each poll asks the
+    #: kernel whether their socket is closed (gone, or no longer held), and ends them at
+    #: that segment, whatever the TCP polls' spacing and even if the kernel's destroy
+    #: notification is lost.
+    closing: dict[ConnKey, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kernel = KernelWatch(self, clock=self.clock)
+
+    @property
+    def watching(self) -> threading.Event:
+        """Set once destroy notifications are being received in every namespace."""
+        return self.kernel.watching
 
     # -- polling ---------------------------------------------------------------------
 
-    def poll(self) -> None:
-        """One pass: processes, then connections (whose owners it names)."""
-        now = self.clock()
-        coll = Collection(state=self.state)
-        with self.lock:
-            self._poll_processes(coll, now)
-            self._poll_connections(coll, now)
-            self._take_dns()
+    def poll(self, tcp: bool = True) -> None:
+        """One pass: processes, then connections (whose owners it names): UDP, and TCP
+        when ``tcp``. /proc and sock_diag are read outside the lock, so the kernel
+        watcher (a connect's lookup, a destroy) never waits for a slow pass."""
+        with self.polling:  # one pass at a time (serve's statements poll too)
+            now = self.clock()
+            coll = Collection(state=self.state)
+            with self.lock:
+                before = set(self.live_pids)
+            alive = set(procfs.pids_of(coll))
+            with self.lock:
+                new = alive - self.live_pids.keys()
+            facts = self._facts(coll, new) if new else []
+            with self.lock:
+                self._begin(facts, now)
+                # (not those the process events began since /proc was listed)
+                for pid in (before & self.live_pids.keys()) - alive:
+                    self._end_process(self.procs[self.live_pids.pop(pid)], now)
+            self._poll_connections(coll, now, ("tcp", "udp") if tcp else ("udp",))
+            self._confirm_ends()
+            with self.lock:
+                self._take_dns()
 
-    def _poll_processes(self, coll: Collection, now: float) -> None:
-        alive = set(procfs.pids_of(coll))
-        new = alive - self.live_pids.keys()
-        if new:
-            self._begin_processes(coll, new, now)
-        for pid in self.live_pids.keys() - alive:
-            self._end_process(self.procs[self.live_pids.pop(pid)], now)
-
-    def _begin_processes(self, coll: Collection, pids: set[int], now: float) -> None:
+    @staticmethod
+    def _facts(coll: Collection, pids: set[int]) -> list[dict[str, Any]]:
         # The native reader whatever NETSQL_BACKEND says: the recorder is Linux's
         # (sock_diag), and its process lives carry the namespace and container.
-        facts = linux_procs.processes(coll, Need(_PROCESS_FACTS, frozenset(pids)))
-        for row in _rows(facts):
+        return _rows(linux_procs.processes(coll, Need(_PROCESS_FACTS, frozenset(pids))))
+
+    def _begin(self, facts: list[dict[str, Any]], now: float, exec_: bool = False) -> None:
+        for row in facts:
             key = (row["pid"], row["start_time"])
             old = self.live_pids.get(row["pid"])
             if old is not None and old != key:  # the pid was reused: that life ended
                 self._end_process(self.procs[old], now)
-            if key not in self.procs:
+            life = self.procs.get(key)
+            if life is None:
                 self.procs[key] = Life(dict(row, last_seen=now))
+            elif exec_:  # the same process runs a new program: its newest facts
+                life.values.update(row)
             self.live_pids[row["pid"]] = key
 
     # -- process events (the kernel's proc connector), when root ------------------------
@@ -159,8 +212,9 @@ class Recorder:
 
     def _exec_event(self, pid: int, ts_ns: int) -> None:
         """Read the new program's facts at once (it may be gone in a millisecond)."""
+        facts = self._facts(Collection(state=self.state), {pid})
         with self.lock:
-            self._begin_processes(Collection(state=self.state), {pid}, self._wall(ts_ns))
+            self._begin(facts, self._wall(ts_ns), exec_=True)
 
     def _exit_event(self, pid: int, ts_ns: int) -> None:
         self.exited(pid, self._wall(ts_ns))
@@ -177,37 +231,110 @@ class Recorder:
             if key is not None:
                 self._end_process(self.procs[key], when)
 
-    def _poll_connections(self, coll: Collection, now: float) -> None:
+    def _poll_connections(self, coll: Collection, now: float,
+                          protos: tuple[str, ...] = ("tcp", "udp")) -> None:
         """New connections get a life (and their owner looked up); lives whose socket is
         gone end. A held socket is known by its inode, so a poll costs a dump without
         tcp_info and two set differences of integers, not work per connection; counters
         and states are taken at flush time (and from destroy notifications)."""
-        seen = self._dump(coll, info=False)
-        fresh = seen.keys() - self.live.keys()
-        gone = self.live.keys() - seen.keys()
-        for inode in gone:
-            key = self.live.pop(inode)
-            self._end_connection(key, self.conns[key], now)
-        if fresh:
-            owners = procfs.socket_owners(coll, expect=fresh)
+        with self.lock:
+            before = set(self.udp_live) if protos == ("udp",) else \
+                {i for i, k in self.live.items() if k[1] in protos}
+        seen = self._dump(coll, info=False, protos=protos)
+        now = max(now, self.clock())  # what the dump saw was there by then
+        with self.lock:
+            # (membership tests, not set operations on the 10,000s of live keys)
+            fresh = {i for i in seen if i not in self.live}
+            unnamed = {i for i in self.unnamed if i in seen}
+            self.unnamed -= unnamed
+        owners = procfs.socket_owners(coll, expect=fresh | unnamed) \
+            if fresh or unnamed else None
+        with self.lock:
+            for inode in [i for i in before if i in self.live and i not in seen]:
+                key = self.live.pop(inode)
+                self.udp_live.discard(inode)
+                self._end_connection(key, self.conns[key], now)
             for inode in fresh:
                 ns, proto, row = seen[inode]
                 key = _key(ns, proto, row)
-                if key in self.ended or key in self.conns:
-                    continue  # ended between the dump and now, or a reused tuple
-                self.conns[key] = Life(self._connection(key, row, now, owners))
+                if inode in self.live or key in self.ended or key in self.conns:
+                    continue  # found by the watcher meanwhile, ended, or a reused tuple
+                owner = owners.first.get(inode) if owners is not None else None
+                self.conns[key] = Life(self._connection(key, row, now,
+                                                        owner[0] if owner else None))
                 self.live[inode] = key
-            for key in [k for k, t in self.ended.items() if t < now - ENDED_MEMORY]:
-                del self.ended[key]
-        self.last_poll = now
+                if proto == "udp":
+                    self.udp_live.add(inode)
+            for inode in unnamed:
+                owner = owners.first.get(inode) if owners is not None else None
+                held = self.live.get(inode)
+                if owner is not None and held is not None:
+                    self._name(self.conns[held].values, owner[0])
+            self._forget(now)
+            self.last_poll = now
 
-    def _dump(self, coll: Collection, info: bool) -> dict[int, tuple[int, str, Any]]:
+    def _confirm_ends(self) -> None:
+        """End the connections of ``closing`` whose socket the owner closed."""
+        with self.lock:
+            todo = list(self.closing.items())
+        now = self.clock()
+        for key, when in todo:
+            ns, _, family, local, lport, remote, rport = key
+            sock = self.diag_socks.get(ns)
+            if sock is None:
+                continue
+            try:
+                row = sockdiag.find(sock, family, 6, (local, lport), (remote, rport))
+            except OSError:
+                continue
+            # Gone, orphaned (closed by its owner: no inode), or in TIME_WAIT or CLOSE.
+            closed = row is None or not row[9] or row[1] in (6, 7)
+            with self.lock:
+                life = self.conns.get(key)
+                if life is None or life.ended:
+                    self.closing.pop(key, None)
+                elif closed:
+                    self.closing.pop(key, None)
+                    self._end_connection(key, life, now)
+                elif now - when > ENDED_MEMORY:  # a half-closed socket still held
+                    self.closing.pop(key, None)
+
+    def namespaces(self) -> dict[int, str]:
+        """Every network namespace -> a handle to enter it: each live process's
+        namespace as its life (or its last exec) recorded it, and `ip netns`'s names,
+        so a poll costs no readlink per process; /proc is read whole every
+        NS_RESCAN seconds (a process that changed namespace without an exec)."""
+        if time.monotonic() - self.ns_scanned >= NS_RESCAN:
+            self.ns_known = procfs.namespaces(Collection())
+            self.ns_scanned = time.monotonic()
+        own = procfs.own_netns()
+        found = {own: "/proc/self/ns/net"} if own is not None else {}
+        with self.lock:
+            for pid, key in self.live_pids.items():
+                ns = self.procs[key].values.get("net_namespace")
+                if ns is not None and ns not in found:
+                    found[ns] = f"/proc/{pid}/ns/net"
+        for ns, (_name, handle) in netns.named().items():
+            found.setdefault(ns, handle)
+        for ns, handle in self.ns_known.items():
+            found.setdefault(ns, handle)
+        return found
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, t in self.ended.items() if t < now - ENDED_MEMORY]:
+            del self.ended[key]
+        for edges in (self.starts, self.stops):
+            while edges and next(iter(edges.values())) < now - EDGE_MEMORY:
+                edges.popitem(last=False)
+
+    def _dump(self, coll: Collection, info: bool, protos: tuple[str, ...] = ("tcp", "udp")
+              ) -> dict[int, tuple[int, str, Any]]:
         """Every connected TCP and UDP socket an owner holds, of every namespace, by
         inode: (namespace, protocol, sock_diag row). A TCP socket its owner closed
         (orphaned: no inode) or in TIME_WAIT has ended."""
         seen: dict[int, tuple[int, str, Any]] = {}
         own = procfs.own_netns()
-        present = procfs.namespaces(coll)
+        present = self.namespaces()
         socks = self.diag_socks
         for ns in socks.keys() - present.keys():
             socks.pop(ns).close()
@@ -220,37 +347,43 @@ class Recorder:
                     continue
             try:
                 for family in (2, 10):
-                    rows = sockdiag.rows(sock, family, 6, states=_CONNECTED, info=info)
-                    seen.update((r[9], (ns, "tcp", r)) for r in rows if r[9])
-                    rows = sockdiag.rows(sock, family, 17)
-                    seen.update((r[9], (ns, "udp", r)) for r in rows
-                                if r[5] is not None and r[9])
+                    if "tcp" in protos:
+                        rows = sockdiag.rows(sock, family, 6, states=_CONNECTED, info=info)
+                        seen.update((r[9], (ns, "tcp", r)) for r in rows if r[9])
+                    if "udp" in protos:
+                        rows = sockdiag.rows(sock, family, 17)
+                        seen.update((r[9], (ns, "udp", r)) for r in rows
+                                    if r[5] is not None and r[9])
             except OSError as exc:
                 self._error(f"sock_diag in namespace {ns}: {exc}")
                 socks.pop(ns).close()
         return seen
 
     def _connection(self, key: ConnKey, row: Any, now: float,
-                    owners: procfs.Owners | None) -> dict[str, Any]:
+                    pid: int | None) -> dict[str, Any]:
+        """A new life's values; its first_seen is its SYN's when one was seen."""
         ns, proto, family, local, lport, remote, rport = key
-        owner = owners.first.get(row[9]) if owners is not None and row[9] else None
-        pid = owner[0] if owner else None
-        proc = self._process_of(pid)
+        first = self.starts.pop(_wire_key(key), None) if proto == "tcp" else None
         values = {
             # A destroyed socket (no inode) no longer tells its owner's uid.
-            "first_seen": now, "last_seen": now, "pid": pid, "uid": row[8] if row[9] else None,
-            "process": proc.get("name"), "path": proc.get("path"),
-            "container_id": proc.get("container_id"), "protocol": proto,
+            "first_seen": first if first is not None and first <= now else now,
+            "last_seen": now, "uid": row[8] if row[9] else None, "protocol": proto,
             "family": "ipv4" if family == 2 else "ipv6", "local_address": local,
             "local_port": lport, "remote_address": remote, "remote_port": rport,
             "net_namespace": ns, "inode": row[9] or None,
             "community_id": flowid.community_id(proto, local, lport, remote, rport),
             "state": _TCP_STATE.get(row[1]) if proto == "tcp" else "ESTABLISHED",
         }
+        self._name(values, pid)
         if self.names is not None:
             values["remote_host"] = self.names(ns, remote)
         _counters(values, row)
         return values
+
+    def _name(self, values: dict[str, Any], pid: int | None) -> None:
+        proc = self._process_of(pid)
+        values.update(pid=pid, process=proc.get("name"), path=proc.get("path"),
+                      container_id=proc.get("container_id"))
 
     def first_seen(self, inodes: list[Any]) -> list[float | None]:
         """When each socket's connection was first seen (epoch seconds, as the live
@@ -282,7 +415,84 @@ class Recorder:
             _update(life, row, when)
             self._end_connection(key, life, when)
 
+    # -- TCP starts and ends on the wire (kernelwatch.py) ------------------------------
+
+    def edge(self, ns: int, edge: Any, when: float) -> bool:
+        """A SYN, FIN or RST seen in ``ns``: remember when. True for a local connect not
+        known yet (the watcher then looks its socket up at once)."""
+        key = (ns, "tcp", edge.family, edge.local, edge.lport, edge.remote, edge.rport)
+        with self.lock:
+            edges = self.starts if edge.start else self.stops
+            life = self.conns.get(key)
+            if life is not None and self._redate(life, edge.start, when):
+                return False
+            if edge.start:
+                self.stops.pop(key, None)  # a new connection on a reused 4-tuple
+            elif key in edges:
+                return False  # the first FIN or RST is the end; retransmits are not
+            elif life is not None:
+                self.closing[key] = when
+            edges[key] = when
+            edges.move_to_end(key)
+            if len(edges) > MAX_EDGES:
+                edges.popitem(last=False)
+                self.edges_evicted += 1
+            return edge.start and edge.outgoing and key not in self.conns
+
+    @staticmethod
+    def _redate(life: Life, start: bool, when: float) -> bool:
+        """A poll or notification that found the connection before its SYN or FIN was
+        read: date it by the segment. True when ``life`` is that connection's."""
+        values = life.values
+        if start and not life.ended and when <= values["first_seen"]:
+            values["first_seen"] = when
+            return True
+        if not start and life.ended and values["first_seen"] <= when <= values["last_seen"]:
+            values["last_seen"] = when
+            return True
+        return False
+
+    def candidates(self, ns: int, uid: int | None) -> list[int]:
+        """The live processes of namespace ``ns`` and user ``uid``, newest first: where a
+        connecting socket's owner is looked for."""
+        with self.lock:
+            mine = [(life.values.get("start_time") or 0, pid)
+                    for pid, key in self.live_pids.items()
+                    if (life := self.procs[key]).values.get("net_namespace") == ns
+                    and (uid is None or life.values.get("uid") == uid)]
+        return [pid for _, pid in sorted(mine, reverse=True)]
+
+    def connected(self, ns: int, edge: Any, row: Any, owner: tuple[int, str | None] | None,
+                  when: float) -> None:
+        """The socket of a local connect, found when its SYN left: a life from then.
+        ``owner``: its pid and name (read from /proc as it was found: a table that has
+        not seen the process's exec yet is brought up to date first)."""
+        key = _key(ns, "tcp", row)
+        pid = owner[0] if owner else None
+        if owner is not None:
+            with self.lock:
+                known = self._process_of(pid).get("name")
+            if known != owner[1]:
+                facts = self._facts(Collection(state=self.state), {owner[0]})
+                with self.lock:
+                    self._begin(facts, when, exec_=True)
+        with self.lock:
+            if key in self.conns or key in self.ended:
+                return
+            self.starts.setdefault(_wire_key(key), when)
+            self.conns[key] = Life(self._connection(key, row, self.clock(), pid))
+            self.live[row[9]] = key
+            if pid is None:
+                self.unnamed.add(row[9])
+
+    def error(self, message: str) -> None:
+        self._error(message)
+
     def _end_connection(self, key: ConnKey, life: Life, when: float) -> None:
+        stop = self.stops.pop(_wire_key(key), None) if key[1] == "tcp" else None
+        if stop is not None and life.values["first_seen"] <= stop < when:
+            when = stop  # its FIN or RST left or came before a poll or notification
+        self.closing.pop(key, None)
         life.values["state"] = "CLOSED"
         life.values["last_seen"] = when
         life.ended = True
@@ -290,6 +500,7 @@ class Recorder:
         inode = life.values.get("inode")
         if inode is not None and self.live.get(inode) == key:
             del self.live[inode]
+            self.udp_live.discard(inode)
 
     # -- DNS -------------------------------------------------------------------------
 
@@ -307,7 +518,8 @@ class Recorder:
         """Write the lives that began, changed or ended since the last flush (and the
         unchanged ones last written REFRESH_SECONDS ago), then the DNS rows; forget the
         ended lives. Returns the rows written."""
-        live = self._dump(Collection(state=self.state), info=True) if self.conns else {}
+        with self.polling:
+            live = self._dump(Collection(state=self.state), info=True) if self.conns else {}
         now = self.clock()
         with self.lock:
             for inode, key in self.live.items():
@@ -342,22 +554,33 @@ class Recorder:
 
     def run(self, stop: threading.Event) -> None:
         """Poll and flush until ``stop`` is set; then flush once more."""
-        watcher = threading.Thread(target=self._watch_destroyed, args=(stop,), daemon=True,
-                                   name="netsql-record-destroy")
+        watcher = threading.Thread(target=self.kernel.run, args=(stop,), daemon=True,
+                                   name="netsql-record-kernel")
         watcher.start()
         why = self.watch_processes()
         if why is not None:
             self._error(f"{why}: processes are recorded by polling /proc only")
         next_flush = time.monotonic() + self.flush_seconds
+        next_tcp = 0.0
+        startup = True  # every process and connection is new once: not a poll's cost
         while not stop.is_set():
             used = time.thread_time()
             try:
-                self.poll()
+                tcp = time.monotonic() >= next_tcp
+                self.poll(tcp)
                 # Keep within the CPU budget: a host with many namespaces and sockets
                 # (the kernel walks every socket once per namespace) is polled less
                 # often, never more often than poll_seconds.
                 used = time.thread_time() - used
-                self.interval = max(self.poll_seconds, used / CPU_BUDGET)
+                if startup:
+                    startup = False
+                    next_tcp = time.monotonic() + self.poll_seconds
+                elif tcp:
+                    self.tcp_interval = max(self.tcp_poll_seconds or self.poll_seconds,
+                                            used / CPU_BUDGET)
+                    next_tcp = time.monotonic() + self.tcp_interval
+                else:
+                    self.interval = max(self.poll_seconds, used / CPU_BUDGET)
                 if time.monotonic() >= next_flush:
                     self.flush()
                     self.store.retain()
@@ -370,60 +593,10 @@ class Recorder:
             self.proc_watch.stop()
             self.proc_watch = None
         self.flush()
-        for sock in self.diag_socks.values():
-            sock.close()
-        self.diag_socks.clear()
-
-    def _watch_destroyed(self, stop: threading.Event) -> None:
-        """Destroy notifications of every namespace (namespaces that appear later are
-        joined at the next pass)."""
-        socks: dict[int, Any] = {}
-        buf = bytearray(1 << 16)
-        next_scan = 0.0
-        try:
-            while not stop.is_set():
-                try:
-                    if time.monotonic() >= next_scan:
-                        self._join_namespaces(socks)
-                        self.watching.set()
-                        next_scan = time.monotonic() + 2.0
-                    self._read_destroyed(socks, buf)
-                except OSError as exc:  # a namespace went away under us: rejoin
-                    self._error(f"destroy notifications: {exc}")
-                    next_scan = 0.0
-                    stop.wait(0.5)
-        finally:
-            for sock in socks.values():
+        with self.polling:
+            for sock in self.diag_socks.values():
                 sock.close()
-
-    def _read_destroyed(self, socks: dict[int, Any], buf: bytearray) -> None:
-        ready, _, _ = select.select(list(socks.values()), [], [], 0.5)
-        for sock in ready:
-            ns = next(n for n, s in socks.items() if s is sock)
-            try:
-                n = sock.recv_into(buf)
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self.overruns += 1  # notifications came faster than we read them
-                continue
-            out: list[Any] = []
-            sockdiag.parse(buf, n, out)
-            now = self.clock()
-            for row in out:
-                self.destroyed(ns, "tcp" if row[10] is not None else "udp", row, now)
-
-    def _join_namespaces(self, socks: dict[int, Any]) -> None:
-        own = procfs.own_netns()
-        present = procfs.namespaces(Collection())
-        for ns in set(socks) - set(present):
-            socks.pop(ns).close()
-        for ns, handle in present.items():
-            if ns not in socks:
-                try:
-                    socks[ns] = sockdiag.destroy_socket(None if ns == own else handle)
-                except OSError as exc:
-                    self._error(f"destroy notifications in namespace {ns}: {exc}")
+            self.diag_socks.clear()
 
     def _error(self, message: str) -> None:
         if message not in self.errors:
@@ -432,6 +605,15 @@ class Recorder:
 
 def _key(ns: int, proto: str, row: Any) -> ConnKey:
     return (ns, proto, row[0], row[4], row[2], row[5], row[3])
+
+
+def _wire_key(key: ConnKey) -> ConnKey:
+    """A connection's key as its packets show it: an IPv6 socket connected to an IPv4
+    address (::ffff:a.b.c.d) sends IPv4."""
+    ns, proto, family, local, lport, remote, rport = key
+    if family == 10 and local.startswith("::ffff:") and remote.startswith("::ffff:"):
+        return (ns, proto, 2, local[7:], lport, remote[7:], rport)
+    return key
 
 
 def _counters(values: dict[str, Any], row: Any) -> None:
