@@ -5,6 +5,7 @@ trust checks both ways; a client that hangs up interrupts its statement."""
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import pwd
 import shutil
@@ -150,16 +151,14 @@ def test_another_version_is_declined_and_runs_locally(server: Server) -> None:
     assert server.served() == []
 
 
-def test_the_servers_status_is_passed_on_as_it_is(tmp_path: Path) -> None:
-    """The one-liner exits with the status the server sends. netsql serve sends 0, 1 and
-    2 (test_same_output_and_status_as_local); any other, as 143 here, is passed on too
-    (it read as 1), and one no process can exit with is 1, never a success. The peer
-    is a listener of this test speaking the protocol (netsql serve sends none of these);
-    the client is the real one, on its quick path (netsql/serve/quick.py)."""
+def peer_answers(tmp_path: Path, answers: list[list[object]]
+                 ) -> list[subprocess.CompletedProcess[str]]:
+    """Run `netsql -e 'SELECT 1'` once per entry of ``answers`` against a listener of
+    this test speaking the protocol, which answers each with those frames; the real
+    client, on its quick path (netsql/serve/quick.py)."""
     d = tmp_path / "run"
     d.mkdir(mode=0o700)
     path = str(d / "netsql.sock")
-    sent = [143, 255, 3, 256, -1]
     argvs: list[object] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(path)
@@ -167,25 +166,44 @@ def test_the_servers_status_is_passed_on_as_it_is(tmp_path: Path) -> None:
         listener.settimeout(60)
 
         def answer() -> None:
-            for status in sent:
+            for frames in answers:
                 conn, _ = listener.accept()
                 with conn, conn.makefile("rb") as f:
                     request = resident.receive(f)
                     argvs.append(request["argv"])
-                    resident.send(conn, {"err": f"status {status}\n"})
-                    resident.send(conn, {"exit": status})
+                    # (a client that gave up on a bad frame may have hung up)
+                    with contextlib.suppress(OSError):
+                        for frame in frames:
+                            resident.send(conn, frame)
 
         peer = threading.Thread(target=answer, daemon=True)
         peer.start()
-        got = []
-        for status in sent:
-            r = subprocess.run(netsql_cmd("-e", "SELECT 1"), capture_output=True, text=True,
+        done = [subprocess.run(netsql_cmd("-e", "SELECT 1"), capture_output=True, text=True,
                                timeout=60, env=dict(os.environ, NETSQL_SOCKET=path))
-            assert r.stderr == f"status {status}\n"  # the peer answered, not a local run
-            got.append(r.returncode)
+                for _ in answers]
         peer.join(10)
-    assert argvs == [["-e", "SELECT 1"]] * len(sent)
-    assert got == [143, 255, 3, 1, 1]
+    assert argvs == [["-e", "SELECT 1"]] * len(answers)
+    return done
+
+
+def test_the_servers_status_is_passed_on_as_it_is(tmp_path: Path) -> None:
+    """The one-liner exits with the status the server sends. netsql serve sends 0, 1 and
+    2 (test_same_output_and_status_as_local); any other, as 143 here, is passed on too
+    (it read as 1), and one no process can exit with is 1, never a success."""
+    sent = [143, 255, 3, 256, -1]
+    done = peer_answers(tmp_path, [[{"err": f"status {s}\n"}, {"exit": s}] for s in sent])
+    for status, r in zip(sent, done, strict=True):
+        assert r.stderr == f"status {status}\n"  # the peer answered, not a local run
+    assert [r.returncode for r in done] == [143, 255, 3, 1, 1]
+
+
+def test_a_malformed_answer_is_one_line_and_status_1(tmp_path: Path) -> None:
+    bad: list[list[object]] = [[{"exit": None}], [{"exit": "0"}], [{"exit": True}],
+                               [{"out": 5}, {"exit": 0}], [[1, 2]]]
+    for r in peer_answers(tmp_path, bad):
+        assert r.returncode == 1 and r.stdout == "", r
+        assert r.stderr.startswith("netsql: error: the resident netsql failed: a malformed")
+        assert r.stderr.count("\n") == 1, r.stderr
 
 
 def test_sockets_of_other_users_are_not_trusted(tmp_path: Path) -> None:

@@ -131,17 +131,28 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
             if frame is None:
                 _say(stderr, "the resident netsql went away", "error")
                 return 1
+            if not isinstance(frame, dict):
+                raise ValueError("a malformed answer from the resident netsql")
             if "declined" in frame:
                 if frame.get("say"):  # busy: say why the command runs here
                     _say(stderr, f"running here: {frame['declined']}", "note")
                 return None
             if "out" in frame:
-                stdout.write(frame["out"])
+                stdout.write(_text(frame["out"]))
             elif "err" in frame:
-                stderr.write(frame["err"])
+                stderr.write(_text(frame["err"]))
             elif "exit" in frame:
                 stdout.flush()
-                return int(frame["exit"])
+                status = frame["exit"]
+                if type(status) is not int:
+                    raise ValueError("a malformed exit status from the resident netsql")
+                return status
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a malformed answer from the resident netsql")
+    return value
 
 
 def _say(stream: Any, text: str, kind: str) -> None:
