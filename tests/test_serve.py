@@ -4,8 +4,8 @@ trust checks both ways; a client that hangs up interrupts its statement."""
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import os
 import pwd
 import shutil
