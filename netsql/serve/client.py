@@ -231,4 +231,10 @@ def run_there(argv: Sequence[str], args: argparse.Namespace, env: Env) -> int | 
         import io
 
         env.stdin = io.StringIO(piped)  # read already: hand it on
-    return None if status is None else status if status in (0, 1, 2, 130) else 1
+    return None if status is None else passed_on(status)
+
+
+def passed_on(status: int) -> int:
+    """The server's status as given (docs/serve.md); one no process can exit with is an
+    error, never a success (an exit takes it modulo 256: 256 would read as 0)."""
+    return status if 0 <= status <= 255 else 1

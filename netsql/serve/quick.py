@@ -89,9 +89,7 @@ def forward(argv: Sequence[str]) -> int | None:
     if status is None:
         client.TRIED.append(path)  # declined: the full way runs it here
         return None
-    # The server's status as given (docs/serve.md); one no process can exit with is an
-    # error, never a success (os._exit would take it modulo 256: 256 would read as 0).
-    return status if 0 <= status <= 255 else 1
+    return client.passed_on(status)
 
 
 def main(argv: Sequence[str]) -> None:
