@@ -244,6 +244,14 @@ class Attributor:
     def _diag(self, family: int, ns: int | None) -> socket.socket:
         return self.diags.get(family, ns)
 
+    def warm(self, ns: int | None) -> None:
+        """Open this thread's sock_diag sockets of namespace ``ns`` now."""
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                self._diag(family, ns)
+            except OSError:
+                return
+
     def _remember(self, inode: int, owner: Owner) -> None:
         self.inode_owner[inode] = owner
         while len(self.inode_owner) > 50_000:

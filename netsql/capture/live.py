@@ -127,9 +127,13 @@ class LiveCapture(Reader):
     def __init__(self, on_packet: Callable[[float, bytes, str, bool], None],
                  interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),
                  rcvbuf: int = 32 << 20,
-                 on_ring: Callable[[Ring], int] | None = None) -> None:
+                 on_ring: Callable[[Ring], int] | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.on_packet = on_packet
         self.on_ring = on_ring  # given: the sockets read through rings (see Ring)
+        #: Called first in the capture thread (attribution opens its sock_diag sockets
+        #: there before the first query, not during it).
+        self.on_start = on_start
         self.rings: list[Ring] = []
         self.interfaces = list(interfaces) if interfaces else None
         self.ports = list(ports)
@@ -202,6 +206,11 @@ class LiveCapture(Reader):
 
     def _run(self) -> None:
         deliver = self.on_packet
+        if self.on_start is not None:
+            try:
+                self.on_start()
+            except Exception:  # only a head start: the capture runs without it
+                self.errors += 1
 
         def take(ts: float, packet: bytes, addr: tuple[Any, ...]) -> None:
             self.packets += 1

@@ -88,7 +88,7 @@ class DnsCapture:
             nsset = self.nsset = CaptureSet(
                 self.packet, self.interfaces, self.ports, only, self.procs,
                 hold=self._hold_in if self.hold_wanted else None, on_gone=self._gone,
-                on_ring=self.ring_reader if self.use_ring else None)
+                on_ring=self.ring_reader if self.use_ring else None, on_start=self._warm)
             attrib = self.attrib = Attributor(set(self.ports), self.procs,
                                               keep=self.tracker.capacity + 1000,
                                               handle_of=nsset.handle_of)
@@ -127,6 +127,14 @@ class DnsCapture:
         self.tracker.forget(ns)
         if self.attrib is not None:
             self.attrib.forget(ns)
+
+    def _warm(self, ns: int) -> None:
+        """In namespace ``ns``'s capture thread, before its first packet: the sock_diag
+        sockets its attribution will use (opening one enters the namespace, a
+        millisecond a short-lived client's socket may not outlive)."""
+        attrib = self.attrib
+        if attrib is not None:
+            attrib.warm(ns)
 
     def _hook(self, dec: LiveDecoder) -> None:
         attrib = self.attrib

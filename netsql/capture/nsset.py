@@ -163,8 +163,10 @@ class CaptureSet:
                  procs: Any | None = None, hold: HoldFactory | None = None,
                  flows: bool = True, tick: float = TICK,
                  on_gone: Callable[[int], None] | None = None,
-                 on_ring: RingFactory | None = None) -> None:
+                 on_ring: RingFactory | None = None,
+                 on_start: Callable[[int], None] | None = None) -> None:
         self.on_packet = on_packet
+        self.on_start = on_start  # (namespace) -> None, first in its capture thread
         self.on_ring = on_ring  # given: each namespace's sockets read through rings
         self.interfaces = list(interfaces) if interfaces else None
         self.ports = list(ports)
@@ -262,7 +264,9 @@ class CaptureSet:
                     return None
             live = LiveCapture(partial(self.on_packet, ns=ino), names, self.ports,
                                rcvbuf=self.ring_size(ino),
-                               on_ring=self.on_ring(ino) if self.on_ring else None)
+                               on_ring=self.on_ring(ino) if self.on_ring else None,
+                               on_start=partial(self.on_start, ino) if self.on_start
+                               else None)
             netns.call_in(handle, live.open, expect=expect)
         except CaptureError as exc:
             if fatal:
