@@ -26,17 +26,30 @@ Insn = tuple[int, int, int, int]
 _Sym = tuple[int, str | None, str | None, int]
 
 
+class _Code:
+    """A program being written: instructions with symbolic jump labels (_assemble)."""
+
+    def __init__(self) -> None:
+        self.code: list[tuple[str | None, _Sym]] = []
+
+    def emit(self, op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
+             label: str | None = None) -> None:
+        self.code.append((label, (op, jt, jf, k)))
+
+    def by_family(self) -> None:
+        """Jump to "v4" or "v6" by the packet's ethertype; anything else to "reject"."""
+        self.emit(LD_H_ABS, SKF_AD_PROTOCOL)
+        self.emit(JEQ_K, 0x0800, jt="v4")
+        self.emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+
+
 def dns_filter(ports: Sequence[int], snaplen: int = 262144) -> list[Insn]:
     """BPF instructions accepting UDP/TCP packets to or from any of ``ports``."""
     ports = list(dict.fromkeys(ports))
     if not ports or len(ports) > 64:
         raise ValueError("between 1 and 64 ports")
-    code: list[tuple[str | None, _Sym]] = []
-
-    def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
-             label: str | None = None) -> None:
-        code.append((label, (op, jt, jf, k)))
-
+    code = _Code()
+    emit = code.emit
     def port_checks(load: int, src_off: int, dst_off: int, label: str) -> None:
         emit(load, src_off, label=label)
         for p in ports:
@@ -46,9 +59,7 @@ def dns_filter(ports: Sequence[int], snaplen: int = 262144) -> list[Insn]:
             emit(JEQ_K, p, jt="accept")
         emit(JA, jt="reject")
 
-    emit(LD_H_ABS, SKF_AD_PROTOCOL)
-    emit(JEQ_K, 0x0800, jt="v4")
-    emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+    code.by_family()
     # IPv4: protocol, fragment offset, header length into X, then the ports.
     emit(LD_B_ABS, 9, label="v4")
     emit(JEQ_K, 17, jt="v4frag")
@@ -64,7 +75,7 @@ def dns_filter(ports: Sequence[int], snaplen: int = 262144) -> list[Insn]:
     port_checks(LD_H_ABS, 40, 42, "v6ports")
     emit(RET_K, snaplen, label="accept")
     emit(RET_K, 0, label="reject")
-    return _assemble(code)
+    return _assemble(code.code)
 
 
 def _assemble(code: list[tuple[str | None, _Sym]]) -> list[Insn]:
@@ -95,15 +106,9 @@ def tcp_edges_filter(snaplen: int = 128) -> list[Insn]:
     """Accept the TCP segments that open or close a connection (headers only): SYN
     without ACK, FIN, RST; over IPv4 (unfragmented or first fragments) and IPv6 (no
     extension headers). A host's steady traffic never reaches Python."""
-    code: list[tuple[str | None, _Sym]] = []
-
-    def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
-             label: str | None = None) -> None:
-        code.append((label, (op, jt, jf, k)))
-
-    emit(LD_H_ABS, SKF_AD_PROTOCOL)
-    emit(JEQ_K, 0x0800, jt="v4")
-    emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+    code = _Code()
+    emit = code.emit
+    code.by_family()
     emit(LD_B_ABS, 9, label="v4")
     emit(JEQ_K, 6, jf="reject")
     emit(LD_H_ABS, 6)
@@ -119,21 +124,15 @@ def tcp_edges_filter(snaplen: int = 128) -> list[Insn]:
     emit(JSET_K, 0x02, jt="accept", jf="reject")  # SYN
     emit(RET_K, snaplen, label="accept")
     emit(RET_K, 0, label="reject")
-    return _assemble(code)
+    return _assemble(code.code)
 
 
 def udp_icmp_filter(snaplen: int = 96, exclude_ports: Sequence[int] = ()) -> list[Insn]:
     """Accept UDP and ICMP over IPv4, UDP and ICMPv6 over IPv6 (headers only), except
     UDP to or from ``exclude_ports`` (DNS, which dns_queries counts already)."""
-    code: list[tuple[str | None, _Sym]] = []
-
-    def emit(op: int, k: int = 0, jt: str | None = None, jf: str | None = None,
-             label: str | None = None) -> None:
-        code.append((label, (op, jt, jf, k)))
-
-    emit(LD_H_ABS, SKF_AD_PROTOCOL)
-    emit(JEQ_K, 0x0800, jt="v4")
-    emit(JEQ_K, 0x86DD, jt="v6", jf="reject")
+    code = _Code()
+    emit = code.emit
+    code.by_family()
     emit(LD_B_ABS, 9, label="v4")
     emit(JEQ_K, 17, jt="v4udp")
     emit(JEQ_K, 1, jt="accept", jf="reject")
@@ -156,4 +155,4 @@ def udp_icmp_filter(snaplen: int = 96, exclude_ports: Sequence[int] = ()) -> lis
         emit(JEQ_K, p, jt="reject")
     emit(RET_K, snaplen, label="accept")
     emit(RET_K, 0, label="reject")
-    return _assemble(code)
+    return _assemble(code.code)
