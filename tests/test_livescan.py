@@ -94,8 +94,8 @@ class FakeRing:
 class Seen:
     """A decoder and what it handed to attribution."""
 
-    def __init__(self) -> None:
-        self.tracker = DnsTracker(ports=(53,))
+    def __init__(self, compiled: bool = True) -> None:
+        self.tracker = DnsTracker(ports=(53,), compiled=compiled and livescan.COMPILED)
         self.decoder = LiveDecoder(self.tracker)
         self.early: list[tuple[Any, ...]] = []
         self.submitted: list[tuple[Any, ...]] = []
@@ -114,7 +114,7 @@ class Seen:
 def by_packet(packets: list[Packet]) -> dict[str, Any]:
     """The pure-Python path, fed as LiveCapture's packet loop feeds it (loopback's
     outgoing copy skipped there)."""
-    seen = Seen()
+    seen = Seen(compiled=False)
     for t, ip, pkttype, hatype, index in packets:
         if pkttype == OUTGOING and hatype == LOOPBACK:
             continue
@@ -259,9 +259,11 @@ BOTH = """
 import json, os, sys, time
 from netsql.capture.fastscan import COLUMNS
 from netsql.capture.manager import DnsCapture
+from netsql.capture.tracker import DnsTracker
 own = os.stat("/proc/self/ns/net").st_ino  # the lab's client namespace alone
 caps = [DnsCapture(netns=[own]), DnsCapture(netns=[own])]
-caps[1].use_ring = False
+caps[1].use_ring = False  # and the pure-Python tracker:
+caps[1].tracker = caps[1].decoder.tracker = DnsTracker(ports=caps[1].ports, compiled=False)
 for c in caps:
     c.start()
 rings = [[bool(p.live.rings) for p in c.nsset.parts.values()] == [True] for c in caps]

@@ -12,18 +12,32 @@ view of a row for whoever needs one object per transaction (attribution writes t
 process there), and a map from (namespace, answered address) to the name that was
 asked for (for ``sockets.remote_host``: a socket is named from its own namespace's
 answers only).
+
+Built with a compiler, the rows and the pairing tables live in _cscan.c's store
+(``live``: a ring of ``capacity`` transactions, a C pairing table per namespace;
+_cscan.c says why) and a row is known by its number there (``seq``); Python objects are
+made for the columns a statement reads, and for the rows attribution and the names
+look at (``find``, ``record``, ``answered``). Without one (or ``compiled=False``: the
+pure-Python twin tests/test_livescan.py compares it with), rows are lists kept here.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict, deque
+from types import ModuleType
 from typing import Any
 
 from netsql.capture.dnswire import class_name, qtype_name, rcode_name
-from netsql.capture.fastscan import COLUMNS, FLAG_BITS, Scan
+from netsql.capture.fastscan import COLUMNS, FLAG_BITS, Scan, coded
 from netsql.capture.pairing import Pairing
 from netsql.schema import Columns
+
+_cscan: ModuleType | None
+try:
+    from netsql.capture import _cscan
+except ImportError:  # built without a C compiler: rows kept here as lists
+    _cscan = None
 
 ADDRESS_TYPES = ("A", "AAAA")
 #: An answered address keeps its name for at least this long, even with TTL 0:
@@ -41,19 +55,18 @@ class LiveScan(Scan):
     """fastscan.Scan for live capture: every column wanted, and ``marks``, the messages
     livescan.py must look at after decoding (queries sent by this host, for attribution;
     responses, for the names of their addresses): (transport, src, sport, dst, dport,
-    id, is_response). The compiled ring reader marks UDP messages itself
-    (``marking`` False while it runs) and sets ``local`` before a TCP packet."""
+    id, is_response); ``local``: the packet being decoded was sent by this host. The
+    compiled store (_cscan.c live_*) keeps its counters here and marks messages itself."""
 
     def __init__(self, ports: Any) -> None:
         super().__init__(ports, None)
         self.local = False  # the frame being decoded was sent by this host
-        self.marking = True
         self.marks: list[tuple[Any, ...]] = []
 
     def _message(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
                  transport: str, dns: bytes, ifname: str | None) -> None:
         super()._message(ts, src, sport, dst, dport, transport, dns, ifname)
-        if (self.marking or transport == "tcp") and len(dns) >= 12:
+        if len(dns) >= 12:
             response = bool(dns[2] & 0x80)
             if response or (self.local and dport in self.ports):
                 self.marks.append((transport, src, sport, dst, dport,
@@ -80,10 +93,10 @@ class DnsRecord:
     """One transaction as dns_queries shows it: a view of its row (so it follows the
     row as the response arrives), and what attribution found."""
 
-    __slots__ = ("row", "pid", "process", "uid", "forwarder", "source")
+    __slots__ = ("kept", "pid", "process", "uid", "forwarder", "source")
 
     def __init__(self, row: list[Any], source: str = "live") -> None:
-        self.row = row
+        self.kept = row
         self.source = source
         self.pid: int | None = None
         self.process: str | None = None
@@ -112,17 +125,67 @@ class DnsRecord:
     #: value); None for a row given none.
     net_namespace = property(lambda self: self.row[NS] if len(self.row) > NS else None)
 
+    @property
+    def row(self) -> list[Any]:
+        return self.kept
+
     def __repr__(self) -> str:
         return (f"DnsRecord({self.ts}, {self.client_address}, {self.client_port}, "
                 f"{self.query!r}, {self.status}, pid={self.pid})")
+
+
+class LiveRecord(DnsRecord):
+    """A record of a row of the compiled store: the row is read again from the store
+    while its transaction may still change (until answered) and the store has it."""
+
+    __slots__ = ("store", "seq")
+
+    def __init__(self, row: list[Any], store: Any, seq: int) -> None:
+        self.store = store
+        self.seq = seq
+        super().__init__(row)
+
+    @property
+    def row(self) -> list[Any]:
+        if self.kept[17] != "answered" and _cscan is not None:
+            fresh = _cscan.live_row(self.store, self.seq)
+            if fresh is not None:
+                self.kept = fresh
+        return self.kept
+
+
+class StorePairing:
+    """What a namespace's pairing.Pairing tells, for the compiled store: counters and
+    ``len(table)`` (its open transactions)."""
+
+    def __init__(self, tracker: DnsTracker, ns: int | None) -> None:
+        self.tracker, self.ns = tracker, ns
+
+    @property
+    def duplicates(self) -> int:
+        return self.tracker.scan_for(self.ns).pairing.duplicates
+
+    @property
+    def forgotten(self) -> int:
+        return self.tracker.scan_for(self.ns).pairing.forgotten
+
+    @property
+    def table(self) -> range:
+        """As long as the open transactions (their keys stay in C)."""
+        return range(self.tracker.stats(self.ns)[2])
 
 
 class DnsTracker:
     """The live buffer, fed by one LiveScan per network namespace (``scan_for``)."""
 
     def __init__(self, capacity: int = 100_000, max_pending: int = 65_536,
-                 max_names: int = 200_000, ports: Any = (53,)) -> None:
+                 max_names: int = 200_000, ports: Any = (53,),
+                 compiled: bool | None = None) -> None:
         self.capacity = capacity
+        if compiled is None:
+            compiled = _cscan is not None and hasattr(_cscan, "live_new")
+        #: The compiled store (rows and pairing tables), or None: rows kept here.
+        self.live: Any = _cscan.live_new(max(capacity, 1), 3) if compiled and _cscan else None
         self.max_pending = max_pending  # open transactions kept per namespace
         self.ports = ports
         #: One scan (and pairing table) per namespace; None: packets given no namespace.
@@ -151,9 +214,17 @@ class DnsTracker:
         return scan
 
     @property
-    def pairing(self) -> Pairing:
+    def pairing(self) -> Pairing | StorePairing:
         """The pairing table of packets given no namespace."""
-        return self.scan.pairing
+        return self.scan.pairing if self.live is None else StorePairing(self, None)
+
+    def stats(self, ns: int | None) -> tuple[int, int, int]:
+        """The compiled store's (buffered, evicted, open) of namespace ``ns``."""
+        assert _cscan is not None
+        for s_ns, buffered, evicted, open_ in _cscan.live_stats(self.live)[0]:
+            if s_ns == ns:
+                return buffered, evicted, open_
+        return 0, 0, 0
 
     def _sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in list(self.scans.values()))
@@ -182,15 +253,19 @@ class DnsTracker:
     def counts(self, ns: int | None) -> dict[str, int]:
         """Namespace ``ns``'s counters (capture_stats' row)."""
         s = self.scans.get(ns)
+        evicted = self.evicted_by.get(ns, 0) if self.live is None else self.stats(ns)[1]
         if s is None:
             return {"messages": 0, "queries": 0, "responses": 0, "duplicates": 0,
-                    "malformed": 0, "evicted": self.evicted_by.get(ns, 0)}
+                    "malformed": 0, "evicted": evicted}
         return {"messages": s.messages, "queries": s.queries, "responses": s.responses,
                 "duplicates": s.pairing.duplicates, "malformed": s.malformed,
-                "evicted": self.evicted_by.get(ns, 0)}
+                "evicted": evicted}
 
     def buffered_by_netns(self) -> Counter[int | None]:
         """How many buffered rows each namespace has (one pass for all rows)."""
+        if self.live is not None:
+            assert _cscan is not None
+            return Counter({ns: n for ns, n, _, _ in _cscan.live_stats(self.live)[0] if n})
         with self.lock:
             rows = list(self.records)
         return Counter(r[NS] for r in rows)
@@ -200,8 +275,12 @@ class DnsTracker:
         buffer, each given its namespace; the scan's marks (for the caller, before
         ``trim``)."""
         scan = self.scan_for(ns)
-        rows, scan.rows = scan.rows, []
         marks, scan.marks = scan.marks, []
+        if self.live is not None:  # the rows are in the store already
+            if self.views:
+                self._prune()
+            return marks
+        rows, scan.rows = scan.rows, []
         if scan.names:  # the file scan's address map: the tracker keeps its own, bounded
             scan.names.clear()
         if rows:
@@ -214,14 +293,46 @@ class DnsTracker:
     def trim(self, now: float, ns: int | None = None) -> None:
         """Bound namespace ``ns``'s open transactions (pairing.Pairing.trim); ``now``:
         the capture time of the newest packet."""
-        self.scan_for(ns).pairing.trim(now, self.max_pending)
+        pairing = self.scan_for(ns).pairing
+        if self.live is None:
+            pairing.trim(now, self.max_pending)
+        else:
+            assert _cscan is not None
+            pairing.forgotten += _cscan.live_trim(self.live, ns, now, self.max_pending)
 
     def forget(self, ns: int) -> None:
         """Namespace ``ns`` went away: its open transactions with it (its counters
         stay, for capture_stats)."""
+        if self.live is not None:
+            assert _cscan is not None
+            _cscan.live_forget(self.live, ns)
+            return
         s = self.scans.get(ns)
         if s is not None:
             s.pairing.table.clear()
+
+    def find(self, ns: int | None, transport: str, client: bytes, client_port: int,
+             server: bytes, server_port: int, tid: int) -> Any:
+        """The row of the transaction with this key in namespace ``ns`` (the row
+        itself, or its number in the compiled store), or None."""
+        if self.live is not None:
+            assert _cscan is not None
+            return _cscan.live_find(self.live, ns, transport == "tcp", client, client_port,
+                                    server, server_port, tid)
+        e = self.scan_for(ns).pairing.table.get(
+            (transport, client, client_port, server, server_port, tid))
+        return None if e is None else e[2]
+
+    def _prune(self) -> None:
+        """Forget the records of rows the compiled store evicted."""
+        assert _cscan is not None
+        head = _cscan.live_stats(self.live)[1]
+        views = self.views
+        while views:
+            seq = next(iter(views))
+            if seq >= head:
+                return
+            del views[seq]
 
     def _append(self, rows: list[list[Any]]) -> None:
         records = self.records
@@ -240,16 +351,29 @@ class DnsTracker:
                 rows = rows[-self.capacity:]
         records.extend(rows)
 
-    def record(self, row: list[Any]) -> tuple[DnsRecord, bool]:
-        """The record of ``row`` (made once, then the same object); True when new."""
+    def record(self, row: Any) -> tuple[DnsRecord, bool]:
+        """The record of ``row`` (``find``'s; made once, then the same object); True
+        when new."""
+        if self.live is not None:
+            assert _cscan is not None
+            rec = self.views.get(row)
+            if rec is not None:
+                return rec, False
+            rec = self.views[row] = LiveRecord(_cscan.live_row(self.live, row), self.live, row)
+            return rec, True
         rec = self.views.get(id(row))
         if rec is not None and rec.row is row:
             return rec, False
         rec = self.views[id(row)] = DnsRecord(row)
         return rec, True
 
-    def answered(self, row: list[Any]) -> None:
-        """``row`` got its response: its addresses now name its query."""
+    def answered(self, row: Any) -> None:
+        """``row`` (``find``'s) got its response: its addresses now name its query."""
+        if self.live is not None:
+            assert _cscan is not None
+            row = _cscan.live_row(self.live, row)
+            if row is None:
+                return
         answers = row[12]
         if not answers:
             return
@@ -263,35 +387,58 @@ class DnsTracker:
             names.popitem(last=False)
 
     def snapshot(self) -> list[DnsRecord]:
+        views = self.views
+        if self.live is not None:
+            assert _cscan is not None
+            first, rows = _cscan.live_rows(self.live)
+            return [views.get(first + i) or DnsRecord(r) for i, r in enumerate(rows)]
         with self.lock:
             rows = list(self.records)
-        views = self.views
         return [views.get(id(r)) or DnsRecord(r) for r in rows]
 
     def columns(self, want: frozenset[str] | None
                 ) -> tuple[Columns, list[DnsRecord | None] | None]:
         """The buffer's dns_queries columns (``want``: those read, all when None; ts
         always) and each row's record, or None when no row has one."""
-        with self.lock:
-            rows = list(self.records)
-        with self._reading:
-            reader = self._columns
-            reader.rows = rows
-            try:
-                cols = reader.columns(want)
-            finally:
-                reader.rows = []
         views = self.views
-        recs = [views.get(id(r)) for r in rows] if views else None
+        if self.live is not None:
+            cols, namespaces, recs = self._store_columns(want)
+        else:
+            with self.lock:
+                rows = list(self.records)
+            with self._reading:
+                reader = self._columns
+                reader.rows = rows
+                try:
+                    cols = reader.columns(want)
+                finally:
+                    reader.rows = []
+            recs = [views.get(id(r)) for r in rows] if views else None
+            namespaces = [r[NS] for r in rows]
+        n = len(cols["ts"])
         for name in EXTRA[:-1]:
             if want is None or name in want:
-                cols[name] = ([None] * len(rows) if recs is None else
+                cols[name] = ([None] * n if recs is None else
                               [getattr(v, name) if v is not None else None for v in recs])
         if want is None or "source" in want:
-            cols["source"] = ["live"] * len(rows)
+            cols["source"] = ["live"] * n
         if want is None or "net_namespace" in want:
-            cols["net_namespace"] = [r[NS] for r in rows]
+            cols["net_namespace"] = namespaces
         return cols, recs
+
+    def _store_columns(self, want: frozenset[str] | None
+                       ) -> tuple[Columns, list[Any], list[DnsRecord | None] | None]:
+        """``columns`` from the compiled store: (columns, namespaces, records)."""
+        assert _cscan is not None
+        wanted = [i for i, name in enumerate(COLUMNS)
+                  if want is None or name in want or name == "ts"]
+        extra = [NS] + ([NS + 1] if self.views else [])  # the namespace, the seq
+        built = _cscan.live_columns(self.live, tuple(wanted + extra))
+        cols: Columns = {COLUMNS[i]: coded(COLUMNS[i], v)
+                         for i, v in zip(wanted, built, strict=False)}
+        views = self.views
+        recs = [views.get(s) for s in built[-1]] if self.views else None
+        return cols, built[len(wanted)], recs
 
     def name_for(self, address: str, net_namespace: int | None,
                  now: float | None) -> str | None:
