@@ -27,7 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from netsql.capture.live import Ring
-from netsql.capture.tracker import DnsRecord, DnsTracker, address_text
+from netsql.capture.liverows import DnsRecord, address_text
+from netsql.capture.tracker import DnsTracker
 
 _cscan: ModuleType | None
 try:
