@@ -94,8 +94,8 @@ class FakeRing:
 class Seen:
     """A decoder and what it handed to attribution."""
 
-    def __init__(self, compiled: bool = True) -> None:
-        self.tracker = DnsTracker(ports=(53,), compiled=compiled and livescan.COMPILED)
+    def __init__(self, compiled: bool = True, capacity: int = 100_000) -> None:
+        self.tracker = DnsTracker(capacity, ports=(53,), compiled=compiled and livescan.COMPILED)
         self.decoder = LiveDecoder(self.tracker)
         self.early: list[tuple[Any, ...]] = []
         self.submitted: list[tuple[Any, ...]] = []
@@ -107,14 +107,15 @@ class Seen:
         t = self.tracker
         cols, _ = t.columns(None)
         return {"rows": list(zip(*(cols[c] for c in COLUMNS), strict=True)),
-                "counts": (t.messages, t.queries, t.responses, t.duplicates, t.malformed),
+                "counts": (t.messages, t.queries, t.responses, t.duplicates, t.malformed,
+                           t.counts(None)["evicted"], sorted(t.buffered_by_netns().items())),
                 "names": dict(t.names), "early": self.early, "submitted": self.submitted}
 
 
-def by_packet(packets: list[Packet]) -> dict[str, Any]:
+def by_packet(packets: list[Packet], capacity: int = 100_000) -> dict[str, Any]:
     """The pure-Python path, fed as LiveCapture's packet loop feeds it (loopback's
     outgoing copy skipped there)."""
-    seen = Seen(compiled=False)
+    seen = Seen(compiled=False, capacity=capacity)
     for t, ip, pkttype, hatype, index in packets:
         if pkttype == OUTGOING and hatype == LOOPBACK:
             continue
@@ -123,10 +124,11 @@ def by_packet(packets: list[Packet]) -> dict[str, Any]:
     return seen.result()
 
 
-def by_ring(packets: list[Packet], block_size: int = 4096) -> dict[str, Any]:
+def by_ring(packets: list[Packet], block_size: int = 4096,
+            capacity: int = 100_000) -> dict[str, Any]:
     need(livescan.COMPILED, "the compiled scanner (_cscan) was not built: needs a C compiler")
     image, n = ring_image(packets, block_size)
-    seen = Seen()
+    seen = Seen(capacity=capacity)
     ring = FakeRing(image, n, block_size)
     while True:
         taken = seen.decoder.ring(ring)
@@ -193,7 +195,7 @@ def test_ring_and_packet_paths_agree() -> None:
     iface = {q: r[COLUMNS.index("interface")] for q, r in rows.items()}
     assert iface["www.example.test"] == "eth0" and iface["lo.example.test"] == "lo"
     assert iface["new.example.test"] == "if9"
-    assert ring["counts"] == (11, 7, 4, 1, 1)  # messages, queries, responses, dup., malformed
+    assert ring["counts"][:5] == (11, 7, 4, 1, 1)  # messages, queries, responses, dup., malformed
     assert set(ring["names"]) == {(None, "192.0.2.7"), (None, "192.0.2.9")}
     assert ring["names"][(None, "192.0.2.9")][0] == "alias.example.test"
     # the host's own queries, each once: attribution's socket lookup and its record
@@ -218,6 +220,26 @@ def test_many_blocks_and_a_flood_past_the_open_limit() -> None:
                 i >> 6 & 0xFFFF, f"h{i % 50}.example.test")), HOST, ETHER, 2))
     ring, packet = by_ring(packets), by_packet(packets)  # 4 KiB blocks: many calls
     assert ring == packet and len(ring["rows"]) == 3000
+
+
+def test_a_small_buffer_evicts_alike() -> None:
+    """More transactions than the buffer holds, with long names (the compiled store
+    keeps names in a ring of bytes that grows and wraps round): both paths keep the
+    same newest rows, count the same evictions, and answer the ones still open."""
+    packets: list[Packet] = []
+    for i in range(4000):
+        name = f"{'x' * (i % 40)}{i}.a-rather-long-label.example.test"
+        packets.append((i * 1e-4, udp_ip(C, S, 10000 + i % 64, 53, query(i >> 6 & 0xFFFF,
+                        name)), HOST, ETHER, 2))
+        if i % 5 == 0 and i > 3:
+            j = i - 3  # the answer to a query whose row may already be evicted
+            packets.append((i * 1e-4 + 5e-5, udp_ip(S, C, 53, 10000 + j % 64, answer(
+                j >> 6 & 0xFFFF, f"{'x' * (j % 40)}{j}.a-rather-long-label.example.test")),
+                HOST, ETHER, 2))
+    ring, packet = by_ring(packets, capacity=1500), by_packet(packets, capacity=1500)
+    assert ring == packet and len(ring["rows"]) == 1500
+    assert ring["counts"][5:] == (4000 - 1500, [(None, 1500)])  # evicted, buffered
+    assert "answered" in {r[COLUMNS.index("status")] for r in ring["rows"]}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -164,21 +164,10 @@ static Py_ssize_t question_end(const unsigned char *dns, Py_ssize_t n)
  * third of the memory a live capture's row took; the kernel zeroing it, 0.2 us). */
 static struct { uint64_t hash; PyObject *obj; } qnames[16384];
 
-/* The text of a plain question ending at qend, lower-cased as dnswire.decode_dns gives it. */
-static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
+/* The str of a name's text (ASCII), through the cache. */
+static PyObject *name_object(const char *text, Py_ssize_t t)
 {
-    char text[256];
-    Py_ssize_t t = 0;
     uint64_t h = 1469598103934665603ull;
-    for (Py_ssize_t off = 12; dns[off] != 0; off += 1 + dns[off]) {
-        if (t)
-            text[t++] = '.';
-        for (Py_ssize_t i = off + 1; i < off + 1 + dns[off]; i++) {
-            unsigned c = dns[i];
-            text[t++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
-    }
-    (void)qend;
     for (Py_ssize_t i = 0; i < t; i++)
         h = (h ^ (unsigned char)text[i]) * 1099511628211ull;
     h ^= h >> 29;
@@ -193,6 +182,30 @@ static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
         qnames[slot].hash = h;
     }
     return o;
+}
+
+/* The text of a plain question (question_end), lower-cased as dnswire.decode_dns gives
+ * it, into text[256]: its length. */
+static Py_ssize_t question_chars(const unsigned char *dns, char *text)
+{
+    Py_ssize_t t = 0;
+    for (Py_ssize_t off = 12; dns[off] != 0; off += 1 + dns[off]) {
+        if (t)
+            text[t++] = '.';
+        for (Py_ssize_t i = off + 1; i < off + 1 + dns[off]; i++) {
+            unsigned c = dns[i];
+            text[t++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+    }
+    return t;
+}
+
+/* The str of a plain question ending at qend. */
+static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
+{
+    char text[256];
+    (void)qend;
+    return name_object(text, question_chars(dns, text));
 }
 
 /* The first question when it is plain (question_end); its text lower-cased as
@@ -836,8 +849,9 @@ typedef struct {
     double ts, rtt; /* rtt NAN: none */
     unsigned char caddr[16], saddr[16];
     uint16_t cport, sport, tid;
-    uint8_t alen, tcp, status;
+    uint8_t alen, tcp, status, qlen;     /* qlen: live, the name's bytes at qoff */
     int32_t qtype, qclass, rcode, flags; /* -1: none */
+    uint64_t qoff;                       /* (in Live.names) */
     int32_t nsi;                         /* live: the namespace's table (Live.tabs) */
     PyObject *qname, *ans[3], *iface;    /* owned; NULL: none */
 } Txn;
@@ -1685,6 +1699,12 @@ typedef struct {
     size_t ntabs;
     LMsg *msgs; /* live_ring's block, parsed */
     size_t msgcap;
+    /* The text of the rows' plain questions (most of them), a ring of ncap bytes (a
+     * power of two): a str a row was a third of the memory a row took, and making it
+     * a tenth of the capture's time; the str is made when the column is read. */
+    unsigned char *names;
+    size_t ncap;
+    uint64_t nhead, ntail; /* the buffered rows' names are at [nhead, ntail) */
 } Live;
 
 typedef struct {
@@ -1712,6 +1732,7 @@ static void live_free(Live *lv)
     }
     free(lv->tabs);
     free(lv->msgs);
+    free(lv->names);
     free(lv->ring);
     free(lv);
 }
@@ -1741,7 +1762,11 @@ static PyObject *live_new(PyObject *self, PyObject *args)
     lv->mode = mode;
     lv->capacity = (size_t)capacity;
     lv->ring = huge(calloc(lv->capacity, sizeof(Txn)), lv->capacity * sizeof(Txn));
-    if (lv->ring == NULL) {
+    lv->ncap = 1 << 16;
+    lv->names = malloc(lv->ncap);
+    if (lv->ring == NULL || lv->names == NULL) {
+        free(lv->ring);
+        free(lv->names);
         free(lv);
         return PyErr_NoMemory();
     }
@@ -1948,6 +1973,8 @@ static Txn *live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query, PyObje
     const unsigned char *c = is_query ? m->src : m->dst, *s = is_query ? m->dst : m->src;
     if (lv->tail - lv->head == lv->capacity) {
         Txn *old = &lv->ring[lv->head % lv->capacity];
+        if (old->qlen)
+            lv->nhead = old->qoff + old->qlen;
         lv->tabs[old->nsi].buffered--;
         lv->tabs[old->nsi].evicted++;
         txn_clear(old);
@@ -1987,6 +2014,44 @@ static Txn *live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query, PyObje
     e->tcp = m->tcp;
     w->tab->buffered++;
     return t;
+}
+
+/* Row t's name: a plain question's text into lv->names. */
+static int live_name(Live *lv, Txn *t, const unsigned char *dns)
+{
+    if (lv->ncap - (size_t)(lv->ntail - lv->nhead) < 256) {
+        size_t cap = lv->ncap * 2;
+        unsigned char *more = malloc(cap);
+        if (more == NULL)
+            return -1;
+        for (uint64_t o = lv->nhead; o < lv->ntail; o++)
+            more[o & (cap - 1)] = lv->names[o & (lv->ncap - 1)];
+        free(lv->names);
+        lv->names = more;
+        lv->ncap = cap;
+    }
+    char text[256];
+    Py_ssize_t n = question_chars(dns, text);
+    size_t at = (size_t)lv->ntail & (lv->ncap - 1), first = lv->ncap - at;
+    if (first > (size_t)n)
+        first = (size_t)n;
+    memcpy(lv->names + at, text, first);
+    memcpy(lv->names, text + first, (size_t)n - first);
+    t->qoff = lv->ntail;
+    t->qlen = (uint8_t)n;
+    lv->ntail += (uint64_t)n;
+    return 0;
+}
+
+/* One column of a live row (txn_value, the name from lv->names). */
+static PyObject *live_value(const Live *lv, const Txn *t, int col)
+{
+    if (col != R_QUERY || t->qname != NULL || t->qlen == 0)
+        return txn_value(t, col);
+    char text[256];
+    for (size_t i = 0; i < t->qlen; i++)
+        text[i] = (char)lv->names[(t->qoff + i) & (lv->ncap - 1)];
+    return name_object(text, t->qlen);
 }
 
 static int live_mark(LiveWalk *w, const Msg *m, unsigned tid, int response)
@@ -2044,7 +2109,11 @@ static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
         }
         PyObject *q = NULL;
         int32_t qt = -1, qc = -1;
-        if (need_q) {
+        int plain = need_q && (m->plain & 1); /* its name kept here, as text */
+        if (plain) {
+            qt = (int32_t)RD16(dns + m->qend - 4);
+            qc = (int32_t)RD16(dns + m->qend - 2);
+        } else if (need_q) {
             int ok = decode(w->scan, m, &q, &qt, &qc, NULL);
             if (ok < 0)
                 return -1;
@@ -2054,7 +2123,7 @@ static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
             }
         }
         Txn *t = live_open(w, e, m, 1, iface);
-        if (t == NULL) {
+        if (t == NULL || (plain && live_name(lv, t, dns) < 0)) {
             Py_XDECREF(q);
             PyErr_NoMemory();
             return -1;
@@ -2480,7 +2549,7 @@ static PyObject *live_row_of(Live *lv, const Txn *t)
     for (int col = 0; col <= ROW_LEN; col++) {
         PyObject *v = col == R_CADDR ? address(t->caddr, t->alen)
             : col == R_SADDR ? address(t->saddr, t->alen)
-            : col == ROW_LEN ? Py_NewRef(lv->tabs[t->nsi].ns) : txn_value(t, col);
+            : col == ROW_LEN ? Py_NewRef(lv->tabs[t->nsi].ns) : live_value(lv, t, col);
         if (v == NULL) {
             Py_DECREF(row);
             return NULL;
@@ -2561,7 +2630,8 @@ static PyObject *live_columns(PyObject *self, PyObject *args)
             uint64_t seq = lv->head + (uint64_t)i;
             const Txn *t = &lv->ring[seq % lv->capacity];
             PyObject *v = col == LIVE_NS ? Py_NewRef(lv->tabs[t->nsi].ns)
-                : col == LIVE_SEQ ? PyLong_FromUnsignedLongLong(seq) : txn_value(t, (int)col);
+                : col == LIVE_SEQ ? PyLong_FromUnsignedLongLong(seq)
+                : live_value(lv, t, (int)col);
             if (v == NULL) {
                 Py_DECREF(out);
                 return NULL;
