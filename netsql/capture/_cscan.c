@@ -14,7 +14,9 @@
  * State lives in the Scan object (pairing.table, rows, counters), so the two paths
  * can be mixed and must agree row for row; tests/test_fastscan.py checks that they do.
  * Queries and responses are paired by the rule of netsql/capture/pairing.py, mirrored
- * in pair_query/pair_response below (tests/test_dns_policy.py holds all paths to it).
+ * in verdict_query/verdict_response below (tests/test_dns_policy.py holds all paths to
+ * it). scan_pcap_threads and live capture (live_ring, live_packet: the end of this
+ * file) use the same parse_frame and verdicts on C tables.
  *
  * Stops before the first incomplete record (pos says where; the caller reads more) or
  * at a record claiming more than 16 MiB (bad_length is that length, pos its offset).

@@ -72,7 +72,7 @@ class DnsTracker:
         self.max_names = max_names
         self.lock = threading.Lock()
         #: One batch decoded at a time, whatever its namespace (the buffer, the names
-        #: and the records are shared; ring_scan holds the GIL anyway).
+        #: and the records are shared; live_ring holds the GIL anyway).
         self.feeding = threading.Lock()
         self.evicted = 0  # records pushed out of the buffer
         self.evicted_by: Counter[int | None] = Counter()  # the same, per namespace
