@@ -851,11 +851,9 @@ typedef struct {
     double ts, rtt; /* rtt NAN: none */
     unsigned char caddr[16], saddr[16];
     uint16_t cport, sport, tid;
-    uint8_t alen, tcp, status, qlen;     /* qlen: live, the name's bytes at qoff */
+    uint8_t alen, tcp, status;
     int32_t qtype, qclass, rcode, flags; /* -1: none */
-    uint64_t qoff;                       /* (in Live.names) */
-    int32_t nsi;                         /* live: the namespace's table (Live.tabs) */
-    PyObject *qname, *ans[3], *iface;    /* owned; NULL: none */
+    PyObject *qname, *ans[3];            /* owned; NULL: none */
 } Txn;
 
 static void txn_clear(Txn *t)
@@ -863,7 +861,6 @@ static void txn_clear(Txn *t)
     Py_CLEAR(t->qname);
     for (int j = 0; j < 3; j++)
         Py_CLEAR(t->ans[j]);
-    Py_CLEAR(t->iface);
 }
 
 typedef struct {
@@ -1569,8 +1566,8 @@ static PyObject *txn_value(const Txn *t, int col)
     case R_STATUS:
         return Py_NewRef(t->status == T_ANSWERED ? s_answered
                          : t->status == T_UNANSWERED ? s_unanswered : s_response_only);
-    default: /* R_IFACE: live, where it was seen; classic pcap records name none */
-        return Py_NewRef(t->iface ? t->iface : Py_None);
+    default: /* R_IFACE: classic pcap records name no interface */
+        return Py_NewRef(Py_None);
     }
 }
 
@@ -1630,7 +1627,7 @@ static PyObject *pairs_len(PyObject *self, PyObject *capsule)
  * does) still cost 1.9 us of the capture thread a packet (29% of it the kernel zeroing
  * pages for those objects, 24% dict lookups in the pairing table) and 0.6 s to turn
  * the 1,000,000 rows into columns for the statement. So live capture keeps each
- * transaction as a Txn in a ring of `capacity` (the tracker's buffer: the newest rows
+ * transaction as a row of C columns (Rows) in a ring of `capacity` (the tracker's buffer: the newest rows
  * of every namespace, the oldest evicted first and counted per namespace), pairs
  * messages on a C table per network namespace (pairing.py's rule: verdict_query,
  * verdict_response) whose entries keep their key, so that a transaction evicted from
@@ -1692,11 +1689,32 @@ typedef struct {
     int local;
 } LMsg;
 
+/* A live row's meta bits. */
+enum { M_STATUS = 3, M_TCP = 4, M_V6 = 8, M_QUESTION = 16, M_RCODE = 32 };
+
+/* The live rows, a column each (row seq at index seq % capacity while head <= seq <
+ * tail). calloc'd: the kernel gives a column's pages on their first write, so a column
+ * a row never writes (IPv6 addresses for IPv4, answers and rtt for a query, the str of
+ * a name read in C) costs it nothing; the pages a row writes were the largest cost of
+ * the capture thread (the kernel zeroing them: 0.38 us of 0.88 with a 128-byte row
+ * struct, bench_live on the 2-core VM). */
+typedef struct {
+    double *ts, *rtt;               /* rtt: when answered */
+    uint32_t *c4, *s4;              /* IPv4 rows' addresses */
+    unsigned char (*c6)[16], (*s6)[16];
+    uint16_t *cport, *sport, *tid, *qtype, *qclass, *flags, *nsi, *ifx;
+    uint8_t *meta, *rcode, *qlen;   /* meta: status (M_STATUS), M_... bits */
+    uint32_t *qoff;                 /* low 32 bits of the name's place in Live.names */
+    PyObject **qname, **ans;        /* owned (ans: 3 a row); NULL: none */
+} Rows;
+
 typedef struct {
     int mode;
     size_t capacity;
-    Txn *ring; /* row seq at ring[seq % capacity] while head <= seq < tail */
+    Rows r;
     uint64_t head, tail;
+    PyObject **ifaces; /* interface names rows point at (ifx; 0: none), owned */
+    size_t nifaces;
     NsTab *tabs;
     size_t ntabs;
     LMsg *msgs; /* live_ring's block, parsed */
@@ -1723,10 +1741,28 @@ static inline int port_in(const unsigned char *ports, unsigned port)
     return ports[port >> 3] >> (port & 7) & 1;
 }
 
+static void row_clear(Live *lv, size_t i)
+{
+    if (lv->r.qname != NULL)
+        Py_CLEAR(lv->r.qname[i]);
+    if (lv->r.ans != NULL)
+        for (size_t k = 3 * i; k < 3 * i + 3; k++)
+            Py_CLEAR(lv->r.ans[k]);
+}
+
 static void live_free(Live *lv)
 {
     for (uint64_t s = lv->head; s < lv->tail; s++)
-        txn_clear(&lv->ring[s % lv->capacity]);
+        row_clear(lv, s % lv->capacity);
+    void *cols[] = {lv->r.ts, lv->r.rtt, lv->r.c4, lv->r.s4, lv->r.c6, lv->r.s6, lv->r.cport,
+                    lv->r.sport, lv->r.tid, lv->r.qtype, lv->r.qclass, lv->r.flags, lv->r.nsi,
+                    lv->r.ifx, lv->r.meta, lv->r.rcode, lv->r.qlen, lv->r.qoff, lv->r.qname,
+                    lv->r.ans};
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
+        free(cols[i]);
+    for (size_t i = 1; i < lv->nifaces; i++)
+        Py_XDECREF(lv->ifaces[i]);
+    free(lv->ifaces);
     for (size_t i = 0; i < lv->ntabs; i++) {
         Py_XDECREF(lv->tabs[i].ns);
         free(lv->tabs[i].table);
@@ -1735,7 +1771,6 @@ static void live_free(Live *lv)
     free(lv->tabs);
     free(lv->msgs);
     free(lv->names);
-    free(lv->ring);
     free(lv);
 }
 
@@ -1763,13 +1798,21 @@ static PyObject *live_new(PyObject *self, PyObject *args)
         return PyErr_NoMemory();
     lv->mode = mode;
     lv->capacity = (size_t)capacity;
-    lv->ring = huge(calloc(lv->capacity, sizeof(Txn)), lv->capacity * sizeof(Txn));
+    size_t n = lv->capacity;
+    int ok = 1;
+#define COLUMN(f, per) ok &= (lv->r.f = huge(calloc(n, (per)), n * (per))) != NULL
+    COLUMN(ts, 8); COLUMN(rtt, 8); COLUMN(c4, 4); COLUMN(s4, 4); COLUMN(c6, 16);
+    COLUMN(s6, 16); COLUMN(cport, 2); COLUMN(sport, 2); COLUMN(tid, 2); COLUMN(qtype, 2);
+    COLUMN(qclass, 2); COLUMN(flags, 2); COLUMN(nsi, 2); COLUMN(ifx, 2); COLUMN(meta, 1);
+    COLUMN(rcode, 1); COLUMN(qlen, 1); COLUMN(qoff, 4); COLUMN(qname, sizeof(PyObject *));
+    COLUMN(ans, 3 * sizeof(PyObject *));
+#undef COLUMN
     lv->ncap = 1 << 16;
     lv->names = malloc(lv->ncap);
-    if (lv->ring == NULL || lv->names == NULL) {
-        free(lv->ring);
-        free(lv->names);
-        free(lv);
+    lv->ifaces = calloc(1, sizeof(PyObject *));
+    lv->nifaces = 1;
+    if (!ok || lv->names == NULL || lv->ifaces == NULL) {
+        live_free(lv);
         return PyErr_NoMemory();
     }
     PyObject *cap = PyCapsule_New(lv, LIVE_CAPSULE, live_destroy);
@@ -1962,43 +2005,81 @@ static size_t ltab_trim(NsTab *t, double now, size_t limit)
     return forgotten;
 }
 
-static inline Txn *live_txn(Live *lv, uint64_t seq)
+/* The index of row seq, or -1 once the buffer evicted it. */
+static inline Py_ssize_t live_at(const Live *lv, uint64_t seq)
 {
-    return seq >= lv->head && seq < lv->tail ? &lv->ring[seq % lv->capacity] : NULL;
+    return seq >= lv->head && seq < lv->tail ? (Py_ssize_t)(seq % lv->capacity) : -1;
+}
+
+/* The index of interface name `iface` in lv->ifaces (0: none), added on first sight. */
+static uint16_t live_iface(Live *lv, PyObject *iface)
+{
+    if (iface == NULL || iface == Py_None)
+        return 0;
+    for (size_t i = 1; i < lv->nifaces; i++)
+        if (lv->ifaces[i] == iface)
+            return (uint16_t)i;
+    for (size_t i = 1; i < lv->nifaces; i++) {
+        int eq = PyObject_RichCompareBool(lv->ifaces[i], iface, Py_EQ);
+        if (eq < 0)
+            PyErr_Clear();
+        if (eq > 0)
+            return (uint16_t)i;
+    }
+    if (lv->nifaces >= 65535)
+        return 0; /* (65,534 interface names seen: the rest unnamed) */
+    PyObject **more = realloc(lv->ifaces, (lv->nifaces + 1) * sizeof(PyObject *));
+    if (more == NULL)
+        return 0;
+    lv->ifaces = more;
+    lv->ifaces[lv->nifaces] = Py_NewRef(iface);
+    return (uint16_t)lv->nifaces++;
+}
+
+static inline void set_status(Live *lv, size_t i, int status)
+{
+    lv->r.meta[i] = (uint8_t)((lv->r.meta[i] & ~M_STATUS) | status);
 }
 
 /* A new transaction of the key (client c, server s) in the empty or stale entry e,
- * the oldest row evicted when the buffer is full. */
-static Txn *live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query, PyObject *iface)
+ * the oldest row evicted when the buffer is full: its index, or -1 (no memory). */
+static Py_ssize_t live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query,
+                            PyObject *iface)
 {
     Live *lv = w->lv;
+    Rows *r = &lv->r;
     const unsigned char *c = is_query ? m->src : m->dst, *s = is_query ? m->dst : m->src;
     if (lv->tail - lv->head == lv->capacity) {
-        Txn *old = &lv->ring[lv->head % lv->capacity];
-        if (old->qlen)
-            lv->nhead = old->qoff + old->qlen;
-        lv->tabs[old->nsi].buffered--;
-        lv->tabs[old->nsi].evicted++;
-        txn_clear(old);
+        size_t old = lv->head % lv->capacity;
+        if (r->qlen[old])
+            lv->nhead += (uint32_t)(r->qoff[old] - (uint32_t)lv->nhead) + r->qlen[old];
+        lv->tabs[r->nsi[old]].buffered--;
+        lv->tabs[r->nsi[old]].evicted++;
+        row_clear(lv, old);
         lv->head++;
     }
     if (ltab_opened(w->tab, lv->tail, m->hash) < 0)
-        return NULL;
-    Txn *t = &lv->ring[lv->tail % lv->capacity];
-    memset(t, 0, sizeof *t);
-    t->ts = m->ts;
-    t->rtt = NAN;
-    memcpy(t->caddr, c, m->alen);
-    memcpy(t->saddr, s, m->alen);
-    t->cport = is_query ? m->sport : m->dport;
-    t->sport = is_query ? m->dport : m->sport;
-    t->tid = (uint16_t)RD16(m->dns);
-    t->alen = m->alen;
-    t->tcp = m->tcp;
-    t->qtype = t->qclass = t->rcode = t->flags = -1;
-    t->status = is_query ? T_UNANSWERED : T_RESPONSE_ONLY;
-    t->nsi = w->nsi;
-    t->iface = Py_XNewRef(iface);
+        return -1;
+    size_t i = lv->tail % lv->capacity;
+    r->ts[i] = m->ts;
+    if (m->alen == 4) {
+        memcpy(&r->c4[i], c, 4);
+        memcpy(&r->s4[i], s, 4);
+    } else {
+        memcpy(r->c6[i], c, 16);
+        memcpy(r->s6[i], s, 16);
+    }
+    r->cport[i] = is_query ? m->sport : m->dport;
+    r->sport[i] = is_query ? m->dport : m->sport;
+    r->tid[i] = (uint16_t)RD16(m->dns);
+    r->flags[i] = (uint16_t)RD16(m->dns + 2);
+    r->qtype[i] = r->qclass[i] = 0;
+    r->rcode[i] = 0;
+    r->qlen[i] = 0;
+    r->meta[i] = (uint8_t)((is_query ? T_UNANSWERED : T_RESPONSE_ONLY)
+                           | (m->tcp ? M_TCP : 0) | (m->alen == 16 ? M_V6 : 0));
+    r->nsi[i] = (uint16_t)w->nsi;
+    r->ifx[i] = live_iface(lv, iface);
     if (!e->used)
         w->tab->used++;
     e->used = 1;
@@ -2009,18 +2090,32 @@ static Txn *live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query, PyObje
     e->complete = 0;
     memcpy(e->c, c, m->alen);
     memcpy(e->s, s, m->alen);
-    e->cport = t->cport;
-    e->sport = t->sport;
-    e->tid = t->tid;
+    e->cport = r->cport[i];
+    e->sport = r->sport[i];
+    e->tid = r->tid[i];
     e->alen = m->alen;
     e->tcp = m->tcp;
     w->tab->buffered++;
-    return t;
+    return (Py_ssize_t)i;
 }
 
-/* Row t's name: a plain question's text into lv->names. */
-static int live_name(Live *lv, Txn *t, const unsigned char *dns)
+/* Row i's question: type and class, and the name (q: a str, or NULL: a plain
+ * question's text into lv->names from dns). */
+static int live_question(Live *lv, size_t i, PyObject *q, int32_t qt, int32_t qc,
+                         const unsigned char *dns)
 {
+    Rows *r = &lv->r;
+    if (qt >= 0) {
+        r->qtype[i] = (uint16_t)qt;
+        r->qclass[i] = (uint16_t)qc;
+        r->meta[i] |= M_QUESTION;
+    }
+    if (q != NULL) {
+        Py_XSETREF(r->qname[i], q);
+        return 0;
+    }
+    if (dns == NULL)
+        return 0;
     if (lv->ncap - (size_t)(lv->ntail - lv->nhead) < 256) {
         size_t cap = lv->ncap * 2;
         unsigned char *more = malloc(cap);
@@ -2039,21 +2134,81 @@ static int live_name(Live *lv, Txn *t, const unsigned char *dns)
         first = (size_t)n;
     memcpy(lv->names + at, text, first);
     memcpy(lv->names, text + first, (size_t)n - first);
-    t->qoff = lv->ntail;
-    t->qlen = (uint8_t)n;
+    r->qoff[i] = (uint32_t)lv->ntail;
+    r->qlen[i] = (uint8_t)n;
     lv->ntail += (uint64_t)n;
     return 0;
 }
 
-/* One column of a live row (txn_value, the name from lv->names). */
-static PyObject *live_value(const Live *lv, const Txn *t, int col)
+/* Where row i's name starts in lv->names (its offset's low 32 bits, and the buffered
+ * names span less than 4 GiB). */
+static inline uint64_t name_at(const Live *lv, size_t i)
 {
-    if (col != R_QUERY || t->qname != NULL || t->qlen == 0)
-        return txn_value(t, col);
-    char text[256];
-    for (size_t i = 0; i < t->qlen; i++)
-        text[i] = (char)lv->names[(t->qoff + i) & (lv->ncap - 1)];
-    return name_object(text, t->qlen);
+    return lv->ntail - (uint32_t)((uint32_t)lv->ntail - lv->r.qoff[i]);
+}
+
+static PyObject *opt_int(int has, unsigned v)
+{
+    return has ? int16(v) : Py_NewRef(Py_None);
+}
+
+/* One column of live row i, by index in fastscan.COLUMNS; addresses as text, or as
+ * raw bytes when `raw` (tracker.py's rows). */
+static PyObject *live_value(const Live *lv, size_t i, int col, int raw)
+{
+    const Rows *r = &lv->r;
+    int meta = r->meta[i], status = meta & M_STATUS, v6 = meta & M_V6;
+    switch (col) {
+    case R_TS:
+        return PyFloat_FromDouble(r->ts[i]);
+    case R_CADDR:
+    case R_SADDR: {
+        const unsigned char *a = col == R_CADDR
+            ? (v6 ? r->c6[i] : (const unsigned char *)&r->c4[i])
+            : (v6 ? r->s6[i] : (const unsigned char *)&r->s4[i]);
+        return raw ? address(a, v6 ? 16 : 4) : address_text(a, v6 ? 16 : 4);
+    }
+    case R_CPORT:
+        return int16(r->cport[i]);
+    case R_SPORT:
+        return int16(r->sport[i]);
+    case R_TRANSPORT:
+        return Py_NewRef(meta & M_TCP ? s_tcp : s_udp);
+    case R_TID:
+        return int16(r->tid[i]);
+    case R_QUERY: {
+        if (r->qname[i] != NULL)
+            return Py_NewRef(r->qname[i]);
+        if (r->qlen[i] == 0)
+            return Py_NewRef(Py_None);
+        char text[256];
+        uint64_t at = name_at(lv, i);
+        for (size_t k = 0; k < r->qlen[i]; k++)
+            text[k] = (char)lv->names[(at + k) & (lv->ncap - 1)];
+        return name_object(text, r->qlen[i]);
+    }
+    case R_QTYPE:
+        return opt_int(meta & M_QUESTION, r->qtype[i]);
+    case R_QCLASS:
+        return opt_int(meta & M_QUESTION, r->qclass[i]);
+    case R_RCODE:
+        return opt_int(meta & M_RCODE, r->rcode[i]);
+    case R_FLAGS:
+        return int16(r->flags[i]);
+    case R_ANSWERS:
+    case R_ANSWERS + 1:
+    case R_ANSWERS + 2: {
+        PyObject *a = r->ans[3 * i + (size_t)(col - R_ANSWERS)];
+        return Py_NewRef(a ? a : Py_None);
+    }
+    case R_RTT:
+        return status == T_ANSWERED ? PyFloat_FromDouble(r->rtt[i]) : Py_NewRef(Py_None);
+    case R_IFACE:
+        return Py_NewRef(r->ifx[i] ? lv->ifaces[r->ifx[i]] : Py_None);
+    default: /* R_STATUS */
+        return Py_NewRef(status == T_ANSWERED ? s_answered
+                         : status == T_UNANSWERED ? s_unanswered : s_response_only);
+    }
 }
 
 static int live_mark(LiveWalk *w, const Msg *m, unsigned tid, int response)
@@ -2079,6 +2234,7 @@ static int live_mark(LiveWalk *w, const Msg *m, unsigned tid, int response)
 static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
 {
     Live *lv = w->lv;
+    Rows *r = &lv->r;
     NsTab *tab = w->tab;
     const unsigned char *dns = m->dns;
     unsigned tid = RD16(dns), bits = RD16(dns + 2);
@@ -2098,10 +2254,10 @@ static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
         int verdict = e->used ? verdict_query(e->q, e->r, e->complete, ts) : NEW;
         if (verdict == JOINED) { /* its response came first: the row has it already */
             e->q = ts;
-            Txn *t = live_txn(lv, e->seq);
-            if (t != NULL) {
-                t->status = T_ANSWERED;
-                t->rtt = 0.0;
+            Py_ssize_t i = live_at(lv, e->seq);
+            if (i >= 0) {
+                set_status(lv, (size_t)i, T_ANSWERED);
+                r->rtt[i] = 0.0;
             }
             return 0;
         }
@@ -2124,16 +2280,13 @@ static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
                 return 0;
             }
         }
-        Txn *t = live_open(w, e, m, 1, iface);
-        if (t == NULL || (plain && live_name(lv, t, dns) < 0)) {
-            Py_XDECREF(q);
+        Py_ssize_t i = live_open(w, e, m, 1, iface);
+        if (i < 0 || live_question(lv, (size_t)i, q, qt, qc, plain ? dns : NULL) < 0) {
+            if (i < 0)
+                Py_XDECREF(q);
             PyErr_NoMemory();
             return -1;
         }
-        t->qname = q;
-        t->qtype = qt;
-        t->qclass = qc;
-        t->flags = (int32_t)bits;
         return 0;
     }
     w->counts.responses++;
@@ -2143,14 +2296,14 @@ static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
         w->counts.duplicates++;
         return 0;
     }
-    Txn *t = NULL;
+    Py_ssize_t i = -1;
     if (verdict == ANSWERS) {
         e->r = ts;
         e->complete = 1;
-        t = live_txn(lv, e->seq); /* NULL: the buffer evicted it; the pairing stands */
-        if (t != NULL) {
-            t->status = T_ANSWERED;
-            t->rtt = 0.0 > ts - t->ts ? 0.0 : ts - t->ts; /* max(ts - row ts, 0) */
+        i = live_at(lv, e->seq); /* -1: the buffer evicted it; the pairing stands */
+        if (i >= 0) {
+            set_status(lv, (size_t)i, T_ANSWERED);
+            r->rtt[i] = 0.0 > ts - r->ts[i] ? 0.0 : ts - r->ts[i]; /* max(ts - row ts, 0) */
         }
     }
     PyObject *q = NULL, *answers[3] = {NULL, NULL, NULL};
@@ -2162,31 +2315,30 @@ static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
             return -1;
     }
     if (verdict == NEW) {
-        t = live_open(w, e, m, 0, iface);
-        if (t == NULL) {
+        i = live_open(w, e, m, 0, iface);
+        if (i < 0) {
             Py_XDECREF(q);
-            for (int i = 0; i < 3; i++)
-                Py_XDECREF(answers[i]);
+            for (int k = 0; k < 3; k++)
+                Py_XDECREF(answers[k]);
             PyErr_NoMemory();
             return -1;
         }
-        t->qname = q;
-        t->qtype = qt;
-        t->qclass = qc;
+        live_question(lv, (size_t)i, q, qt, qc, NULL); /* (takes q) */
         q = NULL;
     }
     Py_XDECREF(q);
-    if (t != NULL) {
-        t->rcode = (int32_t)(bits & 0xF); /* rcode and flags: the response's header */
-        t->flags = (int32_t)bits;
+    if (i >= 0) {
+        r->rcode[i] = (uint8_t)(bits & 0xF); /* rcode and flags: the response's header */
+        r->meta[i] |= M_RCODE;
+        r->flags[i] = (uint16_t)bits;
     }
     if (need_r && ok == 0)
         w->counts.malformed++;
-    for (int i = 0; i < 3; i++) {
-        if (t != NULL && need_r && ok)
-            Py_XSETREF(t->ans[i], answers[i]);
+    for (int k = 0; k < 3; k++) {
+        if (i >= 0 && need_r && ok)
+            Py_XSETREF(r->ans[3 * (size_t)i + (size_t)k], answers[k]);
         else
-            Py_XDECREF(answers[i]);
+            Py_XDECREF(answers[k]);
     }
     return 0;
 }
@@ -2533,7 +2685,7 @@ static PyObject *live_find(PyObject *self, PyObject *args)
                           sport, tid, (int)clen);
     LEntry *e = lslot(t, h, tcp, (const unsigned char *)c, cport, (const unsigned char *)s,
                       sport, tid, (int)clen);
-    if (!e->used || live_txn(lv, e->seq) == NULL)
+    if (!e->used || live_at(lv, e->seq) < 0)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(e->seq);
 }
@@ -2543,15 +2695,14 @@ static PyObject *live_find(PyObject *self, PyObject *args)
 
 /* A row as the Python tracker keeps it (tracker.py: raw addresses, codes as numbers),
  * then its namespace. */
-static PyObject *live_row_of(Live *lv, const Txn *t)
+static PyObject *live_row_of(Live *lv, size_t i)
 {
     PyObject *row = PyList_New(ROW_LEN + 1);
     if (row == NULL)
         return NULL;
     for (int col = 0; col <= ROW_LEN; col++) {
-        PyObject *v = col == R_CADDR ? address(t->caddr, t->alen)
-            : col == R_SADDR ? address(t->saddr, t->alen)
-            : col == ROW_LEN ? Py_NewRef(lv->tabs[t->nsi].ns) : live_value(lv, t, col);
+        PyObject *v = col == ROW_LEN ? Py_NewRef(lv->tabs[lv->r.nsi[i]].ns)
+            : live_value(lv, i, col, 1);
         if (v == NULL) {
             Py_DECREF(row);
             return NULL;
@@ -2572,10 +2723,10 @@ static PyObject *live_row(PyObject *self, PyObject *args)
     Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
     if (lv == NULL)
         return NULL;
-    Txn *t = live_txn(lv, seq);
-    if (t == NULL)
+    Py_ssize_t i = live_at(lv, seq);
+    if (i < 0)
         Py_RETURN_NONE;
-    return live_row_of(lv, t);
+    return live_row_of(lv, (size_t)i);
 }
 
 /* live_rows(store) -> (seq of the first, [row, ...]): every buffered row. */
@@ -2589,7 +2740,7 @@ static PyObject *live_rows(PyObject *self, PyObject *capsule)
     if (rows == NULL)
         return NULL;
     for (uint64_t s = lv->head; s < lv->tail; s++) {
-        PyObject *row = live_row_of(lv, &lv->ring[s % lv->capacity]);
+        PyObject *row = live_row_of(lv, s % lv->capacity);
         if (row == NULL) {
             Py_DECREF(rows);
             return NULL;
@@ -2630,10 +2781,10 @@ static PyObject *live_columns(PyObject *self, PyObject *args)
         PyList_SET_ITEM(out, c, list);
         for (Py_ssize_t i = 0; i < n; i++) {
             uint64_t seq = lv->head + (uint64_t)i;
-            const Txn *t = &lv->ring[seq % lv->capacity];
-            PyObject *v = col == LIVE_NS ? Py_NewRef(lv->tabs[t->nsi].ns)
+            size_t at = seq % lv->capacity;
+            PyObject *v = col == LIVE_NS ? Py_NewRef(lv->tabs[lv->r.nsi[at]].ns)
                 : col == LIVE_SEQ ? PyLong_FromUnsignedLongLong(seq)
-                : live_value(lv, t, (int)col);
+                : live_value(lv, at, (int)col, 0);
             if (v == NULL) {
                 Py_DECREF(out);
                 return NULL;
