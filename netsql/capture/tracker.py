@@ -272,7 +272,8 @@ class DnsTracker:
     def columns(self, want: frozenset[str] | None
                 ) -> tuple[Columns, list[DnsRecord | None] | None]:
         """The buffer's dns_queries columns (``want``: those read, all when None; ts
-        always) and each row's record, or None when no row has one."""
+        always, its length the rows': from the compiled store, None values when not
+        wanted) and each row's record, or None when no row has one."""
         views = self.views
         if self.live is not None:
             cols, namespaces, recs = self._store_columns(want)
@@ -303,15 +304,18 @@ class DnsTracker:
                        ) -> tuple[Columns, list[Any], list[DnsRecord | None] | None]:
         """``columns`` from the compiled store: (columns, namespaces, records)."""
         assert _cscan is not None
-        wanted = [i for i, name in enumerate(COLUMNS)
-                  if want is None or name in want or name == "ts"]
-        extra = [NS] + ([NS + 1] if self.views else [])  # the namespace, the seq
+        wanted = [i for i, name in enumerate(COLUMNS) if want is None or name in want]
+        views = self.views
+        with_seq = bool(views)
+        extra = [NS] + ([NS + 1] if with_seq else [])  # the namespace, the seq
         built = _cscan.live_columns(self.live, tuple(wanted + extra))
         cols: Columns = {COLUMNS[i]: coded(COLUMNS[i], v)
                          for i, v in zip(wanted, built, strict=False)}
-        views = self.views
-        recs = [views.get(s) for s in built[-1]] if self.views else None
-        return cols, built[len(wanted)], recs
+        namespaces = built[len(wanted)]
+        if "ts" not in cols:  # (1,000,000 floats nobody reads: 40 ms)
+            cols["ts"] = [None] * len(namespaces)
+        recs = [views.get(s) for s in built[-1]] if with_seq else None
+        return cols, namespaces, recs
 
     def name_for(self, address: str, net_namespace: int | None,
                  now: float | None) -> str | None:
