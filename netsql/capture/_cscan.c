@@ -1702,7 +1702,8 @@ typedef struct {
     double *ts, *rtt;               /* rtt: when answered */
     uint32_t *c4, *s4;              /* IPv4 rows' addresses */
     unsigned char (*c6)[16], (*s6)[16];
-    uint16_t *cport, *sport, *tid, *qtype, *qclass, *flags, *nsi, *ifx;
+    uint16_t *cport, *sport, *tid, *qtype, *qclass, *flags, *ifx;
+    uint32_t *nsi;                  /* the namespace's table (Live.tabs) */
     uint8_t *meta, *rcode, *qlen;   /* meta: status (M_STATUS), M_... bits */
     uint32_t *qoff;                 /* low 32 bits of the name's place in Live.names */
     PyObject **qname, **ans;        /* owned (ans: 3 a row); NULL: none */
@@ -1803,7 +1804,7 @@ static PyObject *live_new(PyObject *self, PyObject *args)
 #define COLUMN(f, per) ok &= (lv->r.f = huge(calloc(n, (per)), n * (per))) != NULL
     COLUMN(ts, 8); COLUMN(rtt, 8); COLUMN(c4, 4); COLUMN(s4, 4); COLUMN(c6, 16);
     COLUMN(s6, 16); COLUMN(cport, 2); COLUMN(sport, 2); COLUMN(tid, 2); COLUMN(qtype, 2);
-    COLUMN(qclass, 2); COLUMN(flags, 2); COLUMN(nsi, 2); COLUMN(ifx, 2); COLUMN(meta, 1);
+    COLUMN(qclass, 2); COLUMN(flags, 2); COLUMN(nsi, 4); COLUMN(ifx, 2); COLUMN(meta, 1);
     COLUMN(rcode, 1); COLUMN(qlen, 1); COLUMN(qoff, 4); COLUMN(qname, sizeof(PyObject *));
     COLUMN(ans, 3 * sizeof(PyObject *));
 #undef COLUMN
@@ -1845,8 +1846,7 @@ static NsTab *live_tab(Live *lv, PyObject *ns, int make, int32_t *index)
     lv->tabs = more;
     NsTab *t = &lv->tabs[lv->ntabs];
     memset(t, 0, sizeof *t);
-    t->cap = 1024;
-    t->ocap = 1024;
+    t->cap = t->ocap = 64; /* (a namespace's first queries: they grow as they come) */
     t->table = calloc(t->cap, sizeof(LEntry));
     t->order = malloc(t->ocap * sizeof(Opened));
     if (t->table == NULL || t->order == NULL) {
@@ -2078,7 +2078,7 @@ static Py_ssize_t live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query,
     r->qlen[i] = 0;
     r->meta[i] = (uint8_t)((is_query ? T_UNANSWERED : T_RESPONSE_ONLY)
                            | (m->tcp ? M_TCP : 0) | (m->alen == 16 ? M_V6 : 0));
-    r->nsi[i] = (uint16_t)w->nsi;
+    r->nsi[i] = (uint32_t)w->nsi;
     r->ifx[i] = live_iface(lv, iface);
     if (!e->used)
         w->tab->used++;
@@ -2650,9 +2650,20 @@ static PyObject *live_forget(PyObject *self, PyObject *args)
     NsTab *t = live_tab(lv, ns, 0, &nsi);
     if (t == NULL && PyErr_Occurred())
         return NULL;
-    if (t != NULL) {
-        ltab_fill(t, t->cap, NULL, 0);
-        t->ohead = t->otail = 0;
+    if (t != NULL) { /* its memory too: namespaces come and go (its counts stay) */
+        LEntry *table = calloc(64, sizeof(LEntry));
+        Opened *order = malloc(64 * sizeof(Opened));
+        if (table == NULL || order == NULL) {
+            free(table);
+            free(order);
+            return PyErr_NoMemory();
+        }
+        free(t->table);
+        free(t->order);
+        t->table = table;
+        t->order = order;
+        t->cap = t->ocap = 64;
+        t->used = t->ohead = t->otail = 0;
     }
     Py_RETURN_NONE;
 }
