@@ -94,8 +94,10 @@ class FakeRing:
 class Seen:
     """A decoder and what it handed to attribution."""
 
-    def __init__(self, compiled: bool = True, capacity: int = 100_000) -> None:
-        self.tracker = DnsTracker(capacity, ports=(53,), compiled=compiled and livescan.COMPILED)
+    def __init__(self, compiled: bool = True, capacity: int = 100_000,
+                 max_pending: int = 65_536) -> None:
+        self.tracker = DnsTracker(capacity, max_pending, ports=(53,),
+                                  compiled=compiled and livescan.COMPILED)
         self.decoder = LiveDecoder(self.tracker)
         self.early: list[tuple[Any, ...]] = []
         self.submitted: list[tuple[Any, ...]] = []
@@ -109,13 +111,15 @@ class Seen:
         return {"rows": list(zip(*(cols[c] for c in COLUMNS), strict=True)),
                 "counts": (t.messages, t.queries, t.responses, t.duplicates, t.malformed,
                            t.counts(None)["evicted"], sorted(t.buffered_by_netns().items())),
-                "names": dict(t.names), "early": self.early, "submitted": self.submitted}
+                "names": dict(t.names), "early": self.early, "submitted": self.submitted,
+                "forgotten": t.pairing.forgotten}
 
 
-def by_packet(packets: list[Packet], capacity: int = 100_000) -> dict[str, Any]:
-    """The pure-Python path, fed as LiveCapture's packet loop feeds it (loopback's
-    outgoing copy skipped there)."""
-    seen = Seen(compiled=False, capacity=capacity)
+def by_packet(packets: list[Packet], capacity: int = 100_000, max_pending: int = 65_536,
+              compiled: bool = False) -> dict[str, Any]:
+    """The pure-Python path (or, ``compiled``, the compiled store fed the same way), fed
+    as LiveCapture's packet loop feeds it (loopback's outgoing copy skipped there)."""
+    seen = Seen(compiled=compiled, capacity=capacity, max_pending=max_pending)
     for t, ip, pkttype, hatype, index in packets:
         if pkttype == OUTGOING and hatype == LOOPBACK:
             continue
@@ -124,11 +128,11 @@ def by_packet(packets: list[Packet], capacity: int = 100_000) -> dict[str, Any]:
     return seen.result()
 
 
-def by_ring(packets: list[Packet], block_size: int = 4096,
-            capacity: int = 100_000) -> dict[str, Any]:
+def by_ring(packets: list[Packet], block_size: int = 4096, capacity: int = 100_000,
+            max_pending: int = 65_536) -> dict[str, Any]:
     need(livescan.COMPILED, "the compiled scanner (_cscan) was not built: needs a C compiler")
     image, n = ring_image(packets, block_size)
-    seen = Seen(capacity=capacity)
+    seen = Seen(capacity=capacity, max_pending=max_pending)
     ring = FakeRing(image, n, block_size)
     while True:
         taken = seen.decoder.ring(ring)
@@ -240,6 +244,29 @@ def test_a_small_buffer_evicts_alike() -> None:
     assert ring == packet and len(ring["rows"]) == 1500
     assert ring["counts"][5:] == (4000 - 1500, [(None, 1500)])  # evicted, buffered
     assert "answered" in {r[COLUMNS.index("status")] for r in ring["rows"]}
+
+
+def test_open_transactions_past_the_limit_are_forgotten_alike() -> None:
+    """Few open transactions allowed, keys reused, answers late and early, seconds of
+    capture time (the window expires some): both trackers, fed packet by packet (the
+    ring path bounds its table after each batch of blocks, so it forgets at other
+    moments), forget the same ones (in order of opening) and pair the rest alike."""
+    need(livescan.COMPILED, "the compiled scanner (_cscan) was not built")
+    packets: list[Packet] = []
+    for i in range(6000):
+        t = i * 2.5e-3  # 15 s: past the window
+        tid, port = i % 700, 10000 + i % 7
+        packets.append((t, udp_ip(C, S, port, 53, query(tid, f"h{i % 90}.example.test")),
+                        HOST, ETHER, 2))
+        if i % 4 == 1:  # the answer to a query 1 to 300 queries back
+            j = max(i - 1 - (i * 7919) % 300, 0)
+            packets.append((t + 1e-3, udp_ip(S, C, 53, 10000 + j % 7, answer(
+                j % 700, f"h{j % 90}.example.test")), HOST, ETHER, 2))
+    compiled = by_packet(packets, max_pending=100, compiled=True)
+    assert compiled == by_packet(packets, max_pending=100)
+    assert compiled["forgotten"] > 1000
+    assert {r[COLUMNS.index("status")] for r in compiled["rows"]} == {
+        "answered", "unanswered", "response_only"}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
