@@ -178,7 +178,8 @@ class DnsTracker:
         stay, for capture_stats)."""
         if self.live is not None:
             assert _cscan is not None
-            _cscan.live_forget(self.live, ns)
+            with self.feeding:  # (not while a batch is decoded into that table)
+                _cscan.live_forget(self.live, ns)
             return
         s = self.scans.get(ns)
         if s is not None:
