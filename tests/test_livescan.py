@@ -94,8 +94,10 @@ class FakeRing:
 class Seen:
     """A decoder and what it handed to attribution."""
 
-    def __init__(self) -> None:
-        self.tracker = DnsTracker(ports=(53,))
+    def __init__(self, compiled: bool = True, capacity: int = 100_000,
+                 max_pending: int = 65_536) -> None:
+        self.tracker = DnsTracker(capacity, max_pending, ports=(53,),
+                                  compiled=compiled and livescan.COMPILED)
         self.decoder = LiveDecoder(self.tracker)
         self.early: list[tuple[Any, ...]] = []
         self.submitted: list[tuple[Any, ...]] = []
@@ -107,14 +109,17 @@ class Seen:
         t = self.tracker
         cols, _ = t.columns(None)
         return {"rows": list(zip(*(cols[c] for c in COLUMNS), strict=True)),
-                "counts": (t.messages, t.queries, t.responses, t.duplicates, t.malformed),
-                "names": dict(t.names), "early": self.early, "submitted": self.submitted}
+                "counts": (t.messages, t.queries, t.responses, t.duplicates, t.malformed,
+                           t.counts(None)["evicted"], sorted(t.buffered_by_netns().items())),
+                "names": dict(t.names), "early": self.early, "submitted": self.submitted,
+                "forgotten": t.pairing.forgotten}
 
 
-def by_packet(packets: list[Packet]) -> dict[str, Any]:
-    """The pure-Python path, fed as LiveCapture's packet loop feeds it (loopback's
-    outgoing copy skipped there)."""
-    seen = Seen()
+def by_packet(packets: list[Packet], capacity: int = 100_000, max_pending: int = 65_536,
+              compiled: bool = False) -> dict[str, Any]:
+    """The pure-Python path (or, ``compiled``, the compiled store fed the same way), fed
+    as LiveCapture's packet loop feeds it (loopback's outgoing copy skipped there)."""
+    seen = Seen(compiled=compiled, capacity=capacity, max_pending=max_pending)
     for t, ip, pkttype, hatype, index in packets:
         if pkttype == OUTGOING and hatype == LOOPBACK:
             continue
@@ -123,10 +128,11 @@ def by_packet(packets: list[Packet]) -> dict[str, Any]:
     return seen.result()
 
 
-def by_ring(packets: list[Packet], block_size: int = 4096) -> dict[str, Any]:
+def by_ring(packets: list[Packet], block_size: int = 4096, capacity: int = 100_000,
+            max_pending: int = 65_536) -> dict[str, Any]:
     need(livescan.COMPILED, "the compiled scanner (_cscan) was not built: needs a C compiler")
     image, n = ring_image(packets, block_size)
-    seen = Seen()
+    seen = Seen(capacity=capacity, max_pending=max_pending)
     ring = FakeRing(image, n, block_size)
     while True:
         taken = seen.decoder.ring(ring)
@@ -193,7 +199,7 @@ def test_ring_and_packet_paths_agree() -> None:
     iface = {q: r[COLUMNS.index("interface")] for q, r in rows.items()}
     assert iface["www.example.test"] == "eth0" and iface["lo.example.test"] == "lo"
     assert iface["new.example.test"] == "if9"
-    assert ring["counts"] == (11, 7, 4, 1, 1)  # messages, queries, responses, dup., malformed
+    assert ring["counts"][:5] == (11, 7, 4, 1, 1)  # messages, queries, responses, dup., malformed
     assert set(ring["names"]) == {(None, "192.0.2.7"), (None, "192.0.2.9")}
     assert ring["names"][(None, "192.0.2.9")][0] == "alias.example.test"
     # the host's own queries, each once: attribution's socket lookup and its record
@@ -218,6 +224,49 @@ def test_many_blocks_and_a_flood_past_the_open_limit() -> None:
                 i >> 6 & 0xFFFF, f"h{i % 50}.example.test")), HOST, ETHER, 2))
     ring, packet = by_ring(packets), by_packet(packets)  # 4 KiB blocks: many calls
     assert ring == packet and len(ring["rows"]) == 3000
+
+
+def test_a_small_buffer_evicts_alike() -> None:
+    """More transactions than the buffer holds, with long names (the compiled store
+    keeps names in a ring of bytes that grows and wraps round): both paths keep the
+    same newest rows, count the same evictions, and answer the ones still open."""
+    packets: list[Packet] = []
+    for i in range(4000):
+        name = f"{'x' * (i % 40)}{i}.a-rather-long-label.example.test"
+        packets.append((i * 1e-4, udp_ip(C, S, 10000 + i % 64, 53, query(i >> 6 & 0xFFFF,
+                        name)), HOST, ETHER, 2))
+        if i % 5 == 0 and i > 3:
+            j = i - 3  # the answer to a query whose row may already be evicted
+            packets.append((i * 1e-4 + 5e-5, udp_ip(S, C, 53, 10000 + j % 64, answer(
+                j >> 6 & 0xFFFF, f"{'x' * (j % 40)}{j}.a-rather-long-label.example.test")),
+                HOST, ETHER, 2))
+    ring, packet = by_ring(packets, capacity=1500), by_packet(packets, capacity=1500)
+    assert ring == packet and len(ring["rows"]) == 1500
+    assert ring["counts"][5:] == (4000 - 1500, [(None, 1500)])  # evicted, buffered
+    assert "answered" in {r[COLUMNS.index("status")] for r in ring["rows"]}
+
+
+def test_open_transactions_past_the_limit_are_forgotten_alike() -> None:
+    """Few open transactions allowed, keys reused, answers late and early, seconds of
+    capture time (the window expires some): both trackers, fed packet by packet (the
+    ring path bounds its table after each batch of blocks, so it forgets at other
+    moments), forget the same ones (in order of opening) and pair the rest alike."""
+    need(livescan.COMPILED, "the compiled scanner (_cscan) was not built")
+    packets: list[Packet] = []
+    for i in range(6000):
+        t = i * 2.5e-3  # 15 s: past the window
+        tid, port = i % 700, 10000 + i % 7
+        packets.append((t, udp_ip(C, S, port, 53, query(tid, f"h{i % 90}.example.test")),
+                        HOST, ETHER, 2))
+        if i % 4 == 1:  # the answer to a query 1 to 300 queries back
+            j = max(i - 1 - (i * 7919) % 300, 0)
+            packets.append((t + 1e-3, udp_ip(S, C, 53, 10000 + j % 7, answer(
+                j % 700, f"h{j % 90}.example.test")), HOST, ETHER, 2))
+    compiled = by_packet(packets, max_pending=100, compiled=True)
+    assert compiled == by_packet(packets, max_pending=100)
+    assert compiled["forgotten"] > 1000
+    assert {r[COLUMNS.index("status")] for r in compiled["rows"]} == {
+        "answered", "unanswered", "response_only"}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -259,9 +308,11 @@ BOTH = """
 import json, os, sys, time
 from netsql.capture.fastscan import COLUMNS
 from netsql.capture.manager import DnsCapture
+from netsql.capture.tracker import DnsTracker
 own = os.stat("/proc/self/ns/net").st_ino  # the lab's client namespace alone
 caps = [DnsCapture(netns=[own]), DnsCapture(netns=[own])]
-caps[1].use_ring = False
+caps[1].use_ring = False  # and the pure-Python tracker:
+caps[1].tracker = caps[1].decoder.tracker = DnsTracker(ports=caps[1].ports, compiled=False)
 for c in caps:
     c.start()
 rings = [[bool(p.live.rings) for p in c.nsset.parts.values()] == [True] for c in caps]

@@ -14,13 +14,16 @@
  * State lives in the Scan object (pairing.table, rows, counters), so the two paths
  * can be mixed and must agree row for row; tests/test_fastscan.py checks that they do.
  * Queries and responses are paired by the rule of netsql/capture/pairing.py, mirrored
- * in pair_query/pair_response below (tests/test_dns_policy.py holds all paths to it).
+ * in verdict_query/verdict_response below (tests/test_dns_policy.py holds all paths to
+ * it). scan_pcap_threads and live capture (live_ring, live_packet: the end of this
+ * file) use the same parse_frame and verdicts on C tables.
  *
  * Stops before the first incomplete record (pos says where; the caller reads more) or
  * at a record claiming more than 16 MiB (bad_length is that length, pos its offset).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -37,11 +40,16 @@ static PyObject *s_pairing, *s_table, *s_rows, *s_general, *s_message;
 static PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts;
 static PyObject *s_duplicates, *s_ranges;
 
+/* What a walk counts, added to the scan's (and its pairing's) counters at its end. */
+typedef struct {
+    long messages, queries, responses, malformed, duplicates;
+} Counts;
+
 typedef struct {
     PyObject *scan, *pairing, *table, *rows, *names;
     const unsigned char *ports; /* 65536-bit bitmap */
     int mode;
-    long messages, queries, responses, malformed, duplicates;
+    Counts counts;
 } State;
 
 /* Ports and transaction ids repeat: one int object per value, made on first use. */
@@ -118,10 +126,19 @@ static int row_ts(PyObject *row, double *out)
     return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* Bytes a name shows as themselves (dnswire._PLAIN without the separator). */
-static int plain_byte(unsigned c)
+/* Bytes a name shows as themselves (dnswire._PLAIN without the separator): a table
+ * (strchr per byte of every name was 5% of a live capture's thread). */
+static unsigned char plain_bytes[256];
+
+static void plain_init(void)
 {
-    return c > 0x20 && c < 0x7F && c != '.' && !strchr("\"().;\\@$", (int)c);
+    for (unsigned c = 0; c < 256; c++)
+        plain_bytes[c] = c > 0x20 && c < 0x7F && c != '.' && !strchr("\"().;\\@$", (int)c);
+}
+
+static inline int plain_byte(unsigned c)
+{
+    return plain_bytes[c];
 }
 
 /* The end of the first question when it is plain: no compression, at least one label,
@@ -145,10 +162,34 @@ static Py_ssize_t question_end(const unsigned char *dns, Py_ssize_t n)
     return off + 5 > n ? 0 : off + 5;
 }
 
-/* The text of a plain question ending at qend, lower-cased as dnswire.decode_dns gives it. */
-static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
+/* Names repeat too: a direct-mapped cache of their str objects (one per row was a
+ * third of the memory a live capture's row took; the kernel zeroing it, 0.2 us). */
+static struct { uint64_t hash; PyObject *obj; } qnames[16384];
+
+/* The str of a name's text (ASCII), through the cache. */
+static PyObject *name_object(const char *text, Py_ssize_t t)
 {
-    char text[256];
+    uint64_t h = 1469598103934665603ull;
+    for (Py_ssize_t i = 0; i < t; i++)
+        h = (h ^ (unsigned char)text[i]) * 1099511628211ull;
+    h ^= h >> 29;
+    size_t slot = (size_t)h & (sizeof qnames / sizeof qnames[0] - 1);
+    PyObject *o = qnames[slot].obj;
+    if (o != NULL && qnames[slot].hash == h && PyUnicode_GET_LENGTH(o) == t
+            && !memcmp(PyUnicode_1BYTE_DATA(o), text, (size_t)t))
+        return Py_NewRef(o);
+    o = PyUnicode_DecodeASCII(text, t, NULL);
+    if (o != NULL) {
+        Py_XSETREF(qnames[slot].obj, Py_NewRef(o));
+        qnames[slot].hash = h;
+    }
+    return o;
+}
+
+/* The text of a plain question (question_end), lower-cased as dnswire.decode_dns gives
+ * it, into text[256]: its length. */
+static Py_ssize_t question_chars(const unsigned char *dns, char *text)
+{
     Py_ssize_t t = 0;
     for (Py_ssize_t off = 12; dns[off] != 0; off += 1 + dns[off]) {
         if (t)
@@ -158,8 +199,15 @@ static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
             text[t++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
         }
     }
+    return t;
+}
+
+/* The str of a plain question ending at qend. */
+static PyObject *question_text(const unsigned char *dns, Py_ssize_t qend)
+{
+    char text[256];
     (void)qend;
-    return PyUnicode_DecodeASCII(text, t, NULL);
+    return name_object(text, question_chars(dns, text));
 }
 
 /* The first question when it is plain (question_end); its text lower-cased as
@@ -263,7 +311,24 @@ static int set_question(PyObject *row, PyObject *qname, unsigned qtype, unsigned
 enum { NEW, DUPLICATE, ANSWERS, JOINED };
 enum { E_QUERY, E_RESPONSE, E_ROW, E_COMPLETE };
 
-/* Pairing.query: the verdict (-1 on error); *row (borrowed) the row it concerns. */
+/* The rule itself, on a key's transaction: q and r the times of its query and response
+ * (NAN: none), complete: a response came after the query. Every table below (the
+ * Python one of scan_pcap, the C ones of scan_pcap_threads and of live capture) asks
+ * these two. */
+static inline int verdict_query(double q, double r, int complete, double ts)
+{
+    if (isnan(q))
+        return ts - r < WINDOW ? JOINED : NEW;
+    return !complete && ts - q < WINDOW ? DUPLICATE : NEW;
+}
+
+static inline int verdict_response(double q, double r, double ts)
+{
+    if (isnan(r))
+        return ts - q < WINDOW ? ANSWERS : NEW;
+    return ts - r < WINDOW ? DUPLICATE : NEW;
+}
+
 /* The pairing table's entry for key in *e: 1 found, 0 none, -1 error. */
 static int pair_entry(State *st, PyObject *key, PyObject **e)
 {
@@ -277,72 +342,40 @@ static int pair_entry(State *st, PyObject *key, PyObject **e)
     return 1;
 }
 
-static int pair_query(State *st, PyObject *key, double ts, PyObject **row)
+/* An entry's time (None: NAN); -1 with an exception on error. */
+static int entry_time(PyObject *e, int i, double *out)
 {
-    PyObject *e;
-    int found = pair_entry(st, key, &e);
-    if (found <= 0)
-        return found < 0 ? -1 : NEW;
-    PyObject *q = PyList_GET_ITEM(e, E_QUERY), *r = PyList_GET_ITEM(e, E_RESPONSE);
-    double t;
-    if (q == Py_None) {
-        t = PyFloat_AsDouble(r);
-        if (t == -1.0 && PyErr_Occurred())
-            return -1;
-        if (ts - t < WINDOW) {
-            PyObject *when = PyFloat_FromDouble(ts);
-            if (when == NULL || PyList_SetItem(e, E_QUERY, when) < 0)
-                return -1;
-            *row = PyList_GET_ITEM(e, E_ROW);
-            return JOINED;
-        }
-        return NEW;
-    }
-    if (PyList_GET_ITEM(e, E_COMPLETE) == Py_True)
-        return NEW;
-    t = PyFloat_AsDouble(q);
-    if (t == -1.0 && PyErr_Occurred())
-        return -1;
-    if (ts - t < WINDOW) {
-        st->duplicates++;
-        *row = PyList_GET_ITEM(e, E_ROW);
-        return DUPLICATE;
-    }
-    return NEW;
+    PyObject *v = PyList_GET_ITEM(e, i);
+    *out = v == Py_None ? NAN : PyFloat_AsDouble(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* Pairing.response: the verdict (-1 on error); *row (borrowed) the row it concerns. */
-static int pair_response(State *st, PyObject *key, double ts, PyObject **row)
+/* Pairing.query/Pairing.response on pairing.table: the verdict (-1 on error); *row
+ * (borrowed) the row it concerns. */
+static int pair_message(State *st, PyObject *key, double ts, int is_query, PyObject **row)
 {
     PyObject *e;
+    double q, r;
     int found = pair_entry(st, key, &e);
     if (found <= 0)
         return found < 0 ? -1 : NEW;
-    PyObject *q = PyList_GET_ITEM(e, E_QUERY), *r = PyList_GET_ITEM(e, E_RESPONSE);
-    double t;
-    if (r == Py_None) {
-        t = PyFloat_AsDouble(q);
-        if (t == -1.0 && PyErr_Occurred())
-            return -1;
-        if (ts - t < WINDOW) {
-            PyObject *when = PyFloat_FromDouble(ts);
-            if (when == NULL || PyList_SetItem(e, E_RESPONSE, when) < 0
-                    || PyList_SetItem(e, E_COMPLETE, Py_NewRef(Py_True)) < 0)
-                return -1;
-            *row = PyList_GET_ITEM(e, E_ROW);
-            return ANSWERS;
-        }
-        return NEW;
-    }
-    t = PyFloat_AsDouble(r);
-    if (t == -1.0 && PyErr_Occurred())
+    if (entry_time(e, E_QUERY, &q) < 0 || entry_time(e, E_RESPONSE, &r) < 0)
         return -1;
-    if (ts - t < WINDOW) {
-        st->duplicates++;
-        *row = PyList_GET_ITEM(e, E_ROW);
+    int verdict = is_query ? verdict_query(q, r, PyList_GET_ITEM(e, E_COMPLETE) == Py_True, ts)
+                           : verdict_response(q, r, ts);
+    if (verdict == NEW)
+        return NEW;
+    *row = PyList_GET_ITEM(e, E_ROW);
+    if (verdict == DUPLICATE) {
+        st->counts.duplicates++;
         return DUPLICATE;
     }
-    return NEW;
+    PyObject *when = PyFloat_FromDouble(ts);
+    if (when == NULL || PyList_SetItem(e, is_query ? E_QUERY : E_RESPONSE, when) < 0)
+        return -1;
+    if (verdict == ANSWERS && PyList_SetItem(e, E_COMPLETE, Py_NewRef(Py_True)) < 0)
+        return -1;
+    return verdict;
 }
 
 /* Pairing.opened (a capture file's table keeps every transaction): `row`, new, is now
@@ -378,15 +411,15 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
     double old;
     if (sp == NULL || dp == NULL || t == NULL)
         goto done;
-    st->messages++;
+    st->counts.messages++;
     if (!(bits & 0x8000)) {
-        st->queries++;
+        st->counts.queries++;
         key = PyTuple_Pack(6, s_udp, src, sp, dst, dp, t);
         if (key == NULL)
             goto done;
         PyObject_GC_UnTrack(key); /* atomic members only */
         PyObject *prev = NULL;
-        int verdict = pair_query(st, key, ts, &prev);
+        int verdict = pair_message(st, key, ts, 1, &prev);
         if (verdict < 0)
             goto done;
         if (verdict == JOINED) { /* its response came first: the row has it already */
@@ -412,12 +445,12 @@ static int message_fast(State *st, double ts, PyObject *src, unsigned sport, PyO
         rc = 0;
         goto done;
     }
-    st->responses++;
+    st->counts.responses++;
     key = PyTuple_Pack(6, s_udp, dst, dp, src, sp, t);
     if (key == NULL)
         goto done;
     PyObject_GC_UnTrack(key);
-    int verdict = pair_response(st, key, ts, &found);
+    int verdict = pair_message(st, key, ts, 0, &found);
     if (verdict < 0)
         goto done;
     if (verdict == DUPLICATE) {
@@ -581,7 +614,7 @@ static int frame(State *st, double ts, int lt, const unsigned char *f, Py_ssize_
     case P_SKIP:
         return 0;
     case P_MALFORMED:
-        st->malformed++;
+        st->counts.malformed++;
         return 0;
     case P_GENERAL: {
         PyObject *pts = PyFloat_FromDouble(ts), *plt = PyLong_FromLong(lt);
@@ -661,6 +694,53 @@ static int add_counter(PyObject *scan, PyObject *name, long delta)
     return rc;
 }
 
+/* Add a walk's counts to scan.messages, ... and pairing.duplicates; an exception a
+ * callback left is kept (the counters change even when the walk failed). */
+static int flush_counts(PyObject *scan, PyObject *pairing, const Counts *c)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (add_counter(scan, s_messages, c->messages) < 0
+            || add_counter(scan, s_queries, c->queries) < 0
+            || add_counter(scan, s_responses, c->responses) < 0
+            || add_counter(scan, s_malformed, c->malformed) < 0
+            || add_counter(pairing, s_duplicates, c->duplicates) < 0) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    PyErr_Restore(et, ev, tb);
+    return 0;
+}
+
+/* The State of a walk over st->scan (set by the caller): its pairing table, rows and
+ * names, checked. -1 on error (state_release still due). */
+static int state_from_scan(State *st, const unsigned char *ports, int mode)
+{
+    st->ports = ports;
+    st->mode = mode;
+    st->pairing = PyObject_GetAttr(st->scan, s_pairing);
+    st->table = st->pairing ? PyObject_GetAttr(st->pairing, s_table) : NULL;
+    st->rows = st->table ? PyObject_GetAttr(st->scan, s_rows) : NULL;
+    st->names = st->rows ? PyObject_GetAttr(st->scan, s_names) : NULL;
+    if (st->names == NULL)
+        return -1;
+    if (!PyDict_CheckExact(st->table) || !PyList_Check(st->rows) || !PyDict_Check(st->names)) {
+        PyErr_SetString(PyExc_TypeError, "scan state has the wrong types");
+        return -1;
+    }
+    return 0;
+}
+
+static void state_release(State *st)
+{
+    Py_CLEAR(st->pairing);
+    Py_CLEAR(st->table);
+    Py_CLEAR(st->rows);
+    Py_CLEAR(st->names);
+}
+
 static PyObject *scan_pcap(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -678,18 +758,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "scan_pcap: bad arguments");
         goto out;
     }
-    st.ports = ports.buf;
-    st.mode = mode;
-    st.pairing = PyObject_GetAttr(st.scan, s_pairing);
-    st.table = st.pairing ? PyObject_GetAttr(st.pairing, s_table) : NULL;
-    st.rows = st.table ? PyObject_GetAttr(st.scan, s_rows) : NULL;
-    st.names = st.rows ? PyObject_GetAttr(st.scan, s_names) : NULL;
-    if (st.names == NULL)
+    if (state_from_scan(&st, ports.buf, mode) < 0)
         goto out;
-    if (!PyDict_CheckExact(st.table) || !PyList_Check(st.rows) || !PyDict_Check(st.names)) {
-        PyErr_SetString(PyExc_TypeError, "scan_pcap: scan state has the wrong types");
-        goto out;
-    }
     const unsigned char *p = buf.buf;
     Py_ssize_t len = buf.len, hlen = 16 + extra;
     int failed = 0;
@@ -728,27 +798,12 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
         }
         pos += hlen + incl;
     }
-    /* the counters change even when a callback failed: keep its exception */
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    if (add_counter(st.scan, s_messages, st.messages) < 0
-            || add_counter(st.scan, s_queries, st.queries) < 0
-            || add_counter(st.scan, s_responses, st.responses) < 0
-            || add_counter(st.scan, s_malformed, st.malformed) < 0
-            || add_counter(st.pairing, s_duplicates, st.duplicates) < 0) {
-        Py_XDECREF(et);
-        Py_XDECREF(ev);
-        Py_XDECREF(tb);
+    if (flush_counts(st.scan, st.pairing, &st.counts) < 0)
         goto out;
-    }
-    PyErr_Restore(et, ev, tb);
     if (!failed)
         result = Py_BuildValue("nnk", pos, records, (unsigned long)bad);
 out:
-    Py_XDECREF(st.pairing);
-    Py_XDECREF(st.table);
-    Py_XDECREF(st.rows);
-    Py_XDECREF(st.names);
+    state_release(&st);
     PyBuffer_Release(&buf);
     PyBuffer_Release(&ports);
     return result;
@@ -767,7 +822,6 @@ out:
  * messages this file does not decode go to Python as in scan_pcap
  * (Scan._general_messages, Scan._decode). tests/test_fastscan.py compares it with
  * scan_pcap and the pure-Python scan, split at every record. */
-#include <math.h>
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -801,6 +855,13 @@ typedef struct {
     int32_t qtype, qclass, rcode, flags; /* -1: none */
     PyObject *qname, *ans[3];            /* owned; NULL: none */
 } Txn;
+
+static void txn_clear(Txn *t)
+{
+    Py_CLEAR(t->qname);
+    for (int j = 0; j < 3; j++)
+        Py_CLEAR(t->ans[j]);
+}
 
 typedef struct {
     uint64_t hash;
@@ -933,11 +994,8 @@ static void *parse_range(void *arg)
 
 static void pairs_free(Pairs *ps)
 {
-    for (size_t i = 0; i < ps->ntxn; i++) {
-        Py_XDECREF(ps->txns[i].qname);
-        for (int j = 0; j < 3; j++)
-            Py_XDECREF(ps->txns[i].ans[j]);
-    }
+    for (size_t i = 0; i < ps->ntxn; i++)
+        txn_clear(&ps->txns[i]);
     for (int i = 0; i < MAX_THREADS; i++)
         free(ps->msgs[i]);
     free(ps->txns);
@@ -1061,7 +1119,7 @@ static int decode(PyObject *scan, const Msg *m, PyObject **q, int32_t *qt, int32
 typedef struct {
     PyObject *scan, *names;
     Pairs *ps;
-    long messages, queries, responses, malformed, duplicates;
+    Counts counts;
 } Walk;
 
 /* A new transaction of the key (client c, server s) in the empty or stale slot e. */
@@ -1114,23 +1172,21 @@ static int pair_msg(Walk *w, const Msg *m)
         PyErr_NoMemory();
         return -1;
     }
-    w->messages++;
+    w->counts.messages++;
     if (!(bits & 0x8000)) {
-        w->queries++;
+        w->counts.queries++;
         Entry *e = slot(ps, m->hash, m->tcp, m->src, m->sport, m->dst, m->dport, tid,
                         m->alen);
-        if (e->used) {
-            if (isnan(e->q)) {
-                if (ts - e->r < WINDOW) { /* JOINED */
-                    e->q = ts;
-                    ps->txns[e->txn].status = T_ANSWERED;
-                    ps->txns[e->txn].rtt = 0.0;
-                    return 0;
-                }
-            } else if (!e->complete && ts - e->q < WINDOW) {
-                w->duplicates++;
-                return 0;
-            }
+        int verdict = e->used ? verdict_query(e->q, e->r, e->complete, ts) : NEW;
+        if (verdict == JOINED) { /* its response came first: the row has it already */
+            e->q = ts;
+            ps->txns[e->txn].status = T_ANSWERED;
+            ps->txns[e->txn].rtt = 0.0;
+            return 0;
+        }
+        if (verdict == DUPLICATE) {
+            w->counts.duplicates++;
+            return 0;
         }
         PyObject *q = NULL;
         int32_t qt = -1, qc = -1;
@@ -1139,7 +1195,7 @@ static int pair_msg(Walk *w, const Msg *m)
             if (ok < 0)
                 return -1;
             if (ok == 0) {
-                w->malformed++;
+                w->counts.malformed++;
                 return 0;
             }
         }
@@ -1156,22 +1212,20 @@ static int pair_msg(Walk *w, const Msg *m)
         t->flags = (int32_t)bits;
         return 0;
     }
-    w->responses++;
+    w->counts.responses++;
     Entry *e = slot(ps, m->hash, m->tcp, m->dst, m->dport, m->src, m->sport, tid, m->alen);
     Txn *t = NULL;
-    if (e->used) {
-        if (isnan(e->r)) {
-            if (ts - e->q < WINDOW) { /* ANSWERS */
-                e->r = ts;
-                e->complete = 1;
-                t = &ps->txns[e->txn];
-                t->status = T_ANSWERED;
-                t->rtt = 0.0 > ts - t->ts ? 0.0 : ts - t->ts; /* max(ts - row ts, 0) */
-            }
-        } else if (ts - e->r < WINDOW) {
-            w->duplicates++;
-            return 0;
-        }
+    int verdict = e->used ? verdict_response(e->q, e->r, ts) : NEW;
+    if (verdict == DUPLICATE) {
+        w->counts.duplicates++;
+        return 0;
+    }
+    if (verdict == ANSWERS) {
+        e->r = ts;
+        e->complete = 1;
+        t = &ps->txns[e->txn];
+        t->status = T_ANSWERED;
+        t->rtt = 0.0 > ts - t->ts ? 0.0 : ts - t->ts; /* max(ts - row ts, 0) */
     }
     PyObject *q = NULL, *answers[3] = {NULL, NULL, NULL};
     int32_t qt = -1, qc = -1;
@@ -1202,7 +1256,7 @@ static int pair_msg(Walk *w, const Msg *m)
     if (!need_r)
         return 0;
     if (ok == 0) {
-        w->malformed++;
+        w->counts.malformed++;
         return 0;
     }
     for (int i = 0; i < 3; i++)
@@ -1266,7 +1320,7 @@ static int pair_general(Walk *w, const Msg *g, int lt)
             break;
         }
         if (n < 12) {
-            w->malformed++;
+            w->counts.malformed++;
             continue;
         }
         m.ts = g->ts;
@@ -1418,10 +1472,10 @@ static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
                 goto out;
         }
     }
-    Walk w = {scan, names, ps, 0, 0, 0, 0, 0};
+    Walk w = {scan, names, ps, {0, 0, 0, 0, 0}};
     int failed = 0;
     for (int i = 0; i < parts && !failed; i++) {
-        w.malformed += ranges[i].malformed;
+        w.counts.malformed += ranges[i].malformed;
         for (size_t j = 0; j < ranges[i].n && !failed; j++) {
             const Msg *m = &ranges[i].msgs[j];
             if (j + 8 < ranges[i].n) /* the table is larger than the caches: ask early */
@@ -1429,19 +1483,8 @@ static PyObject *scan_pcap_threads(PyObject *self, PyObject *args)
             failed = (m->kind == P_GENERAL ? pair_general(&w, m, lt) : pair_msg(&w, m)) < 0;
         }
     }
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    if (add_counter(scan, s_messages, w.messages) < 0
-            || add_counter(scan, s_queries, w.queries) < 0
-            || add_counter(scan, s_responses, w.responses) < 0
-            || add_counter(scan, s_malformed, w.malformed) < 0
-            || add_counter(pairing, s_duplicates, w.duplicates) < 0) {
-        Py_XDECREF(et);
-        Py_XDECREF(ev);
-        Py_XDECREF(tb);
+    if (flush_counts(scan, pairing, &w.counts) < 0)
         goto out;
-    }
-    PyErr_Restore(et, ev, tb);
     if (!failed)
         result = Py_BuildValue("nnk", end, records, (unsigned long)bad);
 out:
@@ -1575,97 +1618,876 @@ static PyObject *pairs_len(PyObject *self, PyObject *capsule)
     return ps == NULL ? NULL : PyLong_FromSize_t(ps->ntxn);
 }
 
-static inline int port_in(const State *st, unsigned port)
-{
-    return st->ports[port >> 3] >> (port & 7) & 1;
-}
-
-/* ---- Live capture: the blocks of a TPACKET_V3 ring through the same frame() ----
+/* ---- Live capture: a TPACKET_V3 ring (or one packet) into a bounded C store ----
  *
- * ring_scan(scan, ring, block, nblocks, block_size, portmap, mode, ifname, ifnames, marks,
- *           limit) -> (block, packets, errors, last_ts, blocks)
+ * Measured reason (benchmarks/bench_live.py: 1,000,000 DNS queries at 100,000 a
+ * second, load average about 3 on the 2-core machine): recvmsg and a Python decode per
+ * packet cost 25 us of CPU a packet. Walking the ring here but keeping each transaction
+ * as Python objects (a row list, a key tuple, a pairing entry in a dict, as scan_pcap
+ * does) still cost 1.9 us of the capture thread a packet (29% of it the kernel zeroing
+ * pages for those objects, 24% dict lookups in the pairing table) and 0.6 s to turn
+ * the 1,000,000 rows into columns for the statement. So live capture keeps each
+ * transaction as a row of C columns (Rows) in a ring of `capacity` (the tracker's
+ * buffer: the newest rows of every namespace, the oldest evicted first and counted per
+ * namespace), pairs messages on a C table per network namespace (pairing.py's rule:
+ * verdict_query, verdict_response) whose entries keep their key, so that a transaction
+ * evicted from the buffer still pairs as the Python tracker's rows do, and makes
+ * Python objects only for the columns a statement reads (live_columns) or a row asked
+ * for (live_row): 0.36-0.40 us of the capture thread a packet in the same benchmark
+ * (load 2.5-3.2; tcpdump -w took 0.16-0.17 us a packet, all of it). Messages this file
+ * does not decode go to Python as in scan_pcap_threads (Scan._decode,
+ * Scan._general_messages: TCP). tests/test_livescan.py compares it with the
+ * pure-Python tracker (tracker.py), which is what runs without a compiler.
  *
+ * live_ring(store, ns, scan, ring, block, nblocks, block_size, portmap, ifname, ifnames,
+ *           marks, limit) -> (block, packets, errors, last_ts, blocks)
  * `ring` is a packet socket's mmap'ed PACKET_RX_RING (TPACKET_V3, SOCK_DGRAM: each
  * packet starts at its network header). From block `block`, the blocks the kernel has
- * handed to user space (at most `limit` of them: the GIL is held meanwhile) are walked, each packet decoded by frame() (link type 101, raw
- * IP) into `scan` exactly as a capture file's records are (one decoder, one pairing
- * rule), and the block given back to the kernel. Loopback's outgoing copy is skipped
- * (its incoming twin follows). A row made from a packet gets the name of the interface
- * it was seen on (ifnames: index -> name, filled by calling ifname(index) on a miss).
- * `marks` gets (transport, src, sport, dst, dport, id, is_response) for each UDP
- * message the caller must see: a query sent by this host (outgoing, or on loopback) to
- * a DNS port, and every response (livescan.py attributes and names them); before a
- * TCP packet (decoded in Python) scan.local says whether it is local. A packet whose
- * Python callback failed is counted in errors and skipped: one bad packet never ends a
- * capture. Measured reason (benchmarks/bench_live.py): recvmsg and a Python decode per
- * packet cost 25 us a packet at 100,000 packets/s. */
+ * handed to user space (at most `limit` of them: the GIL is held meanwhile) are walked,
+ * each packet decoded (parse_frame, link type 101: raw IP) and paired into the store
+ * for namespace `ns`, and the block given back to the kernel. Loopback's outgoing copy
+ * is skipped (its incoming twin follows). A row gets the name of the interface it was
+ * seen on (ifnames: index -> name, filled by calling ifname(index) on a miss). `marks`
+ * gets (transport, src, sport, dst, dport, id, is_response) for each message the caller
+ * must see: a query sent by this host (outgoing, or on loopback) to a DNS port, and
+ * every response (livescan.py attributes and names them). A packet whose Python
+ * callback failed is counted in errors and skipped: one bad packet never ends a
+ * capture. scan (a tracker.LiveScan) gets the counts, as scan_pcap gives them. */
 #include <linux/if_packet.h>
 
 #define LIVE_ARPHRD_LOOPBACK 772
-static PyObject *s_local;
+#define LIVE_CAPSULE "netsql.capture._cscan.Live"
 
-static int ring_mark(const State *st, PyObject *marks, const unsigned char *p, Py_ssize_t n,
-                     int local, int *general)
+typedef struct {
+    uint64_t hash, seq; /* seq: its transaction (a row while seq >= Live.head) */
+    double q, r;        /* NAN: none */
+    unsigned char c[16], s[16];
+    uint16_t cport, sport, tid;
+    uint8_t alen, tcp, used, complete;
+} LEntry;
+
+/* The order entries were opened in (pairing.py's dict order): (seq, hash) of each
+ * opening, oldest first; an item whose entry was reopened since or deleted is stale. */
+typedef struct {
+    uint64_t seq;
+    uint32_t entry; /* its index in NsTab.ents */
+} Opened;
+
+typedef struct {
+    PyObject *ns;     /* owned: the namespace's inode, or None */
+    /* Open addressing on slots of 8 bytes (0: empty, else the key hash's low 32 bits
+     * and the entry's index + 1), the entries apart: a lookup that finds nothing (a
+     * new query) reads one line of slots, not 80-byte entries (a table of 65,536
+     * open transactions in 80-byte slots, 21 MB, missed the caches on most lookups:
+     * a fifth of the capture thread). */
+    uint64_t *slots;
+    size_t cap, used; /* cap a power of two, at most half used; used: open entries */
+    LEntry *ents;     /* free ones chained through seq (freel: the first + 1, 0 none) */
+    size_t ecap, nents;
+    uint32_t freel;
+    Opened *order;    /* a ring of ocap (a power of two) items, from ohead to otail */
+    size_t ocap, ohead, otail;
+    double expired;   /* capture time of the last trim */
+    long long buffered, evicted;
+} NsTab;
+
+/* A message of a ring's block, parsed before any is paired (the pairing table's slots
+ * are then fetched ahead: a table of 65,536 open transactions is larger than the
+ * caches). kind P_GENERAL: m.dns is the packet, for the general decoder. */
+typedef struct {
+    Msg m;
+    PyObject *iface; /* borrowed from ifnames */
+    int local;
+} LMsg;
+
+/* A live row's meta bits. */
+enum { M_STATUS = 3, M_TCP = 4, M_V6 = 8, M_QUESTION = 16, M_RCODE = 32 };
+
+/* The live rows, a column each (row seq at index seq % capacity while head <= seq <
+ * tail). calloc'd: the kernel gives a column's pages on their first write, so a column
+ * a row never writes (IPv6 addresses for IPv4, answers and rtt for a query, the str of
+ * a name read in C) costs it nothing; the pages a row writes were the largest cost of
+ * the capture thread (the kernel zeroing them: 0.38 us of 0.88 with a 128-byte row
+ * struct, bench_live on the 2-core VM). */
+typedef struct {
+    double *ts, *rtt;               /* rtt: when answered */
+    uint32_t *c4, *s4;              /* IPv4 rows' addresses */
+    unsigned char (*c6)[16], (*s6)[16];
+    uint16_t *cport, *sport, *tid, *qtype, *qclass, *flags, *ifx;
+    uint32_t *nsi;                  /* the namespace's table (Live.tabs) */
+    uint8_t *meta, *rcode, *qlen;   /* meta: status (M_STATUS), M_... bits */
+    uint32_t *qoff;                 /* low 32 bits of the name's place in Live.names */
+    PyObject **qname, **ans;        /* owned (ans: 3 a row); NULL: none */
+} Rows;
+
+typedef struct {
+    int mode;
+    size_t capacity;
+    Rows r;
+    uint64_t head, tail;
+    PyObject **ifaces; /* interface names rows point at (ifx; 0: none), owned */
+    size_t nifaces;
+    NsTab *tabs;
+    size_t ntabs;
+    LMsg *msgs; /* live_ring's block, parsed */
+    size_t msgcap;
+    /* The text of the rows' plain questions (most of them), a ring of ncap bytes (a
+     * power of two): a str a row was a third of the memory a row took, and making it
+     * a tenth of the capture's time; the str is made when the column is read. */
+    unsigned char *names;
+    size_t ncap;
+    uint64_t nhead, ntail; /* the buffered rows' names are at [nhead, ntail) */
+} Live;
+
+typedef struct {
+    Live *lv;
+    NsTab *tab;
+    int32_t nsi;
+    PyObject *scan, *marks;
+    const unsigned char *ports;
+    Counts counts;
+} LiveWalk;
+
+static inline int port_in(const unsigned char *ports, unsigned port)
 {
-    const unsigned char *src, *dst;
-    Py_ssize_t alen, u;
-    unsigned proto;
-    *general = 0;
-    if (n < 1)
-        return 0;
-    if (p[0] >> 4 == 4) {
-        if (n < 20 || (p[0] & 15) < 5)
-            return 0;
-        proto = p[9];
-        if (proto == 6)
-            *general = 1;
-        if (proto != 17 || (p[6] & 0x1F) || p[7])
-            return 0;
-        src = p + 12;
-        dst = p + 16;
-        alen = 4;
-        u = (p[0] & 15) * 4;
-    } else if (p[0] >> 4 == 6) {
-        if (n < 40)
-            return 0;
-        proto = p[6];
-        if (proto == 6 || proto == 0 || proto == 43 || proto == 44 || proto == 60)
-            *general = 1;
-        if (proto != 17)
-            return 0;
-        src = p + 8;
-        dst = p + 24;
-        alen = 16;
-        u = 40;
+    return ports[port >> 3] >> (port & 7) & 1;
+}
+
+static void row_clear(Live *lv, size_t i)
+{
+    if (lv->r.qname != NULL)
+        Py_CLEAR(lv->r.qname[i]);
+    if (lv->r.ans != NULL)
+        for (size_t k = 3 * i; k < 3 * i + 3; k++)
+            Py_CLEAR(lv->r.ans[k]);
+}
+
+static void live_free(Live *lv)
+{
+    for (uint64_t s = lv->head; s < lv->tail; s++)
+        row_clear(lv, s % lv->capacity);
+    void *cols[] = {lv->r.ts, lv->r.rtt, lv->r.c4, lv->r.s4, lv->r.c6, lv->r.s6, lv->r.cport,
+                    lv->r.sport, lv->r.tid, lv->r.qtype, lv->r.qclass, lv->r.flags, lv->r.nsi,
+                    lv->r.ifx, lv->r.meta, lv->r.rcode, lv->r.qlen, lv->r.qoff, lv->r.qname,
+                    lv->r.ans};
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
+        free(cols[i]);
+    for (size_t i = 1; i < lv->nifaces; i++)
+        Py_XDECREF(lv->ifaces[i]);
+    free(lv->ifaces);
+    for (size_t i = 0; i < lv->ntabs; i++) {
+        Py_XDECREF(lv->tabs[i].ns);
+        free(lv->tabs[i].slots);
+        free(lv->tabs[i].ents);
+        free(lv->tabs[i].order);
+    }
+    free(lv->tabs);
+    free(lv->msgs);
+    free(lv->names);
+    free(lv);
+}
+
+static void live_destroy(PyObject *capsule)
+{
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv != NULL)
+        live_free(lv);
+}
+
+/* live_new(capacity, mode) -> the store of a tracker (mode: as scan_pcap's). */
+static PyObject *live_new(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_ssize_t capacity;
+    int mode;
+    if (!PyArg_ParseTuple(args, "ni", &capacity, &mode))
+        return NULL;
+    if (capacity < 1 || mode < 0 || mode > 3) {
+        PyErr_SetString(PyExc_ValueError, "live_new: bad arguments");
+        return NULL;
+    }
+    Live *lv = calloc(1, sizeof(Live));
+    if (lv == NULL)
+        return PyErr_NoMemory();
+    lv->mode = mode;
+    lv->capacity = (size_t)capacity;
+    size_t n = lv->capacity;
+    int ok = 1;
+#define COLUMN(f, per) ok &= (lv->r.f = huge(calloc(n, (per)), n * (per))) != NULL
+    COLUMN(ts, 8); COLUMN(rtt, 8); COLUMN(c4, 4); COLUMN(s4, 4); COLUMN(c6, 16);
+    COLUMN(s6, 16); COLUMN(cport, 2); COLUMN(sport, 2); COLUMN(tid, 2); COLUMN(qtype, 2);
+    COLUMN(qclass, 2); COLUMN(flags, 2); COLUMN(nsi, 4); COLUMN(ifx, 2); COLUMN(meta, 1);
+    COLUMN(rcode, 1); COLUMN(qlen, 1); COLUMN(qoff, 4); COLUMN(qname, sizeof(PyObject *));
+    COLUMN(ans, 3 * sizeof(PyObject *));
+#undef COLUMN
+    lv->ncap = 1 << 16;
+    lv->names = malloc(lv->ncap);
+    lv->ifaces = calloc(1, sizeof(PyObject *));
+    lv->nifaces = 1;
+    if (!ok || lv->names == NULL || lv->ifaces == NULL) {
+        live_free(lv);
+        return PyErr_NoMemory();
+    }
+    PyObject *cap = PyCapsule_New(lv, LIVE_CAPSULE, live_destroy);
+    if (cap == NULL)
+        live_free(lv);
+    return cap;
+}
+
+/* An empty table (a namespace's first queries: it grows as they come); -1: no memory
+ * (t's tables then NULL). */
+static int ltab_init(NsTab *t)
+{
+    t->cap = t->ocap = t->ecap = 64;
+    t->used = t->nents = t->ohead = t->otail = 0;
+    t->freel = 0;
+    t->slots = calloc(t->cap, sizeof(uint64_t));
+    t->ents = malloc(t->ecap * sizeof(LEntry));
+    t->order = malloc(t->ocap * sizeof(Opened));
+    if (t->slots == NULL || t->ents == NULL || t->order == NULL) {
+        free(t->slots);
+        free(t->ents);
+        free(t->order);
+        t->slots = NULL;
+        t->ents = NULL;
+        t->order = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* The table of namespace `ns` (made when `make`); NULL with *index -1 when there is
+ * none, NULL with an exception on error. */
+static NsTab *live_tab(Live *lv, PyObject *ns, int make, int32_t *index)
+{
+    *index = -1;
+    for (size_t i = 0; i < lv->ntabs; i++) {
+        PyObject *o = lv->tabs[i].ns;
+        int eq = o == ns ? 1 : (o == Py_None || ns == Py_None)
+            ? 0 : PyObject_RichCompareBool(o, ns, Py_EQ);
+        if (eq < 0)
+            return NULL;
+        if (eq) {
+            *index = (int32_t)i;
+            return &lv->tabs[i];
+        }
+    }
+    if (!make)
+        return NULL;
+    NsTab *more = realloc(lv->tabs, (lv->ntabs + 1) * sizeof(NsTab));
+    if (more == NULL)
+        return (NsTab *)PyErr_NoMemory();
+    lv->tabs = more;
+    NsTab *t = &lv->tabs[lv->ntabs];
+    memset(t, 0, sizeof *t);
+    if (ltab_init(t) < 0)
+        return (NsTab *)PyErr_NoMemory();
+    t->ns = Py_NewRef(ns);
+    t->expired = -INFINITY;
+    *index = (int32_t)lv->ntabs++;
+    return t;
+}
+
+/* The entry of the key (client c, server s), or NULL and in *hole the empty slot for
+ * it. */
+static LEntry *lslot(NsTab *t, uint64_t h, int tcp, const unsigned char *c, unsigned cport,
+                     const unsigned char *s, unsigned sport, unsigned tid, int alen,
+                     size_t *hole)
+{
+    size_t mask = t->cap - 1;
+    uint64_t tag = h & 0xFFFFFFFFu;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        uint64_t sl = t->slots[i];
+        if (sl == 0) {
+            *hole = i;
+            return NULL;
+        }
+        if (sl >> 32 == tag) {
+            LEntry *e = &t->ents[(uint32_t)sl - 1];
+            if (e->hash == h && e->tcp == tcp && e->alen == alen && e->cport == cport
+                    && e->sport == sport && e->tid == tid && !memcmp(e->c, c, alen)
+                    && !memcmp(e->s, s, alen))
+                return e;
+        }
+    }
+}
+
+/* A new entry in empty slot `hole` for a key of hash h (NULL: no memory). */
+static LEntry *ltab_new(NsTab *t, size_t hole, uint64_t h)
+{
+    uint32_t idx;
+    if (t->freel) {
+        idx = t->freel - 1;
+        t->freel = (uint32_t)t->ents[idx].seq;
     } else {
+        if (t->nents == t->ecap) {
+            LEntry *more = realloc(t->ents, t->ecap * 2 * sizeof(LEntry));
+            if (more == NULL)
+                return NULL;
+            t->ents = more;
+            t->ecap *= 2;
+        }
+        idx = (uint32_t)t->nents++;
+    }
+    t->slots[hole] = (h & 0xFFFFFFFFu) << 32 | (uint64_t)(idx + 1);
+    t->used++;
+    LEntry *e = &t->ents[idx];
+    e->used = 1;
+    e->hash = h;
+    return e;
+}
+
+static int ltab_grow(NsTab *t)
+{
+    size_t cap = t->cap * 2, mask = cap - 1;
+    uint64_t *slots = huge(calloc(cap, sizeof(uint64_t)), cap * sizeof(uint64_t));
+    if (slots == NULL)
+        return -1;
+    for (size_t idx = 0; idx < t->nents; idx++) {
+        const LEntry *e = &t->ents[idx];
+        if (!e->used)
+            continue;
+        size_t j = (size_t)e->hash & mask;
+        while (slots[j])
+            j = (j + 1) & mask;
+        slots[j] = (e->hash & 0xFFFFFFFFu) << 32 | (uint64_t)(idx + 1);
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+/* Note an opening in t->order. */
+static int ltab_opened(NsTab *t, uint64_t seq, uint32_t entry)
+{
+    if (t->otail - t->ohead == t->ocap) {
+        Opened *more = malloc(t->ocap * 2 * sizeof(Opened));
+        if (more == NULL)
+            return -1;
+        for (size_t i = t->ohead; i < t->otail; i++)
+            more[i - t->ohead] = t->order[i & (t->ocap - 1)];
+        free(t->order);
+        t->order = more;
+        t->otail -= t->ohead;
+        t->ohead = 0;
+        t->ocap *= 2;
+    }
+    t->order[t->otail++ & (t->ocap - 1)] = (Opened){seq, entry};
+    return 0;
+}
+
+/* The entry an opening made, if it is still the key's: NULL when stale. */
+static LEntry *ltab_of(NsTab *t, const Opened *o)
+{
+    LEntry *e = &t->ents[o->entry];
+    return e->used && e->seq == o->seq ? e : NULL;
+}
+
+/* Delete entry e: its slot emptied (linear probing's backward shift: no tombstones),
+ * the entry freed. */
+static void ltab_delete(NsTab *t, LEntry *e)
+{
+    size_t mask = t->cap - 1, i = (size_t)e->hash & mask, j;
+    uint32_t idx = (uint32_t)(e - t->ents);
+    while ((uint32_t)t->slots[i] != idx + 1)
+        i = (i + 1) & mask;
+    for (j = i;;) {
+        j = (j + 1) & mask;
+        uint64_t sl = t->slots[j];
+        if (sl == 0)
+            break;
+        size_t home = (size_t)(sl >> 32) & mask;
+        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+            continue; /* its place is between the hole and itself: it stays */
+        t->slots[i] = sl;
+        i = j;
+    }
+    t->slots[i] = 0;
+    t->used--;
+    e->used = 0;
+    e->seq = t->freel;
+    t->freel = idx + 1;
+}
+
+static inline double entry_last(const LEntry *e)
+{
+    return isnan(e->q) ? e->r : isnan(e->r) ? e->q : e->q > e->r ? e->q : e->r;
+}
+
+/* pairing.Pairing.trim: in order of opening, at most once a second of capture time,
+ * the transactions at the front older than WINDOW are forgotten; past `limit` open
+ * ones, the oldest half too (the count returned). Each deletes what it forgets and
+ * looks at nothing else. */
+static size_t ltab_trim(NsTab *t, double now, size_t limit)
+{
+    int over = t->used > limit;
+    size_t forgotten = 0, keep = limit / 2 > 1 ? limit / 2 : 1, omask = t->ocap - 1;
+    if (!over && now - t->expired < 1.0)
+        return 0;
+    t->expired = now;
+    int leading = 1; /* still in the run of old ones at the front */
+    while (t->ohead < t->otail) {
+        Opened *o = &t->order[t->ohead & omask];
+        if (t->ohead + 8 < t->otail)
+            __builtin_prefetch(&t->ents[t->order[(t->ohead + 8) & omask].entry]);
+        LEntry *e = ltab_of(t, o);
+        if (e != NULL) {
+            leading &= now - entry_last(e) >= WINDOW;
+            if (!leading) {
+                if (!over || t->used <= keep)
+                    break;
+                forgotten++;
+            }
+            ltab_delete(t, e);
+        }
+        t->ohead++;
+    }
+    return forgotten;
+}
+
+/* The index of row seq, or -1 once the buffer evicted it. */
+static inline Py_ssize_t live_at(const Live *lv, uint64_t seq)
+{
+    return seq >= lv->head && seq < lv->tail ? (Py_ssize_t)(seq % lv->capacity) : -1;
+}
+
+/* The index of interface name `iface` in lv->ifaces (0: none), added on first sight. */
+static uint16_t live_iface(Live *lv, PyObject *iface)
+{
+    if (iface == NULL || iface == Py_None)
+        return 0;
+    for (size_t i = 1; i < lv->nifaces; i++)
+        if (lv->ifaces[i] == iface)
+            return (uint16_t)i;
+    for (size_t i = 1; i < lv->nifaces; i++) {
+        int eq = PyObject_RichCompareBool(lv->ifaces[i], iface, Py_EQ);
+        if (eq < 0)
+            PyErr_Clear();
+        if (eq > 0)
+            return (uint16_t)i;
+    }
+    if (lv->nifaces >= 65535)
+        return 0; /* (65,534 interface names seen: the rest unnamed) */
+    PyObject **more = realloc(lv->ifaces, (lv->nifaces + 1) * sizeof(PyObject *));
+    if (more == NULL)
+        return 0;
+    lv->ifaces = more;
+    lv->ifaces[lv->nifaces] = Py_NewRef(iface);
+    return (uint16_t)lv->nifaces++;
+}
+
+static inline void set_status(Live *lv, size_t i, int status)
+{
+    lv->r.meta[i] = (uint8_t)((lv->r.meta[i] & ~M_STATUS) | status);
+}
+
+/* A new transaction of the key (client c, server s) in the empty or stale entry e,
+ * the oldest row evicted when the buffer is full: its index, or -1 (no memory). */
+static Py_ssize_t live_open(LiveWalk *w, LEntry *e, size_t hole, const Msg *m,
+                            int is_query, PyObject *iface)
+{
+    Live *lv = w->lv;
+    Rows *r = &lv->r;
+    if (e == NULL && (e = ltab_new(w->tab, hole, m->hash)) == NULL)
+        return -1;
+    const unsigned char *c = is_query ? m->src : m->dst, *s = is_query ? m->dst : m->src;
+    if (lv->tail - lv->head == lv->capacity) {
+        size_t old = lv->head % lv->capacity;
+        if (r->qlen[old])
+            lv->nhead += (uint32_t)(r->qoff[old] - (uint32_t)lv->nhead) + r->qlen[old];
+        lv->tabs[r->nsi[old]].buffered--;
+        lv->tabs[r->nsi[old]].evicted++;
+        row_clear(lv, old);
+        lv->head++;
+    }
+    if (ltab_opened(w->tab, lv->tail, (uint32_t)(e - w->tab->ents)) < 0)
+        return -1;
+    size_t i = lv->tail % lv->capacity;
+    r->ts[i] = m->ts;
+    if (m->alen == 4) {
+        memcpy(&r->c4[i], c, 4);
+        memcpy(&r->s4[i], s, 4);
+    } else {
+        memcpy(r->c6[i], c, 16);
+        memcpy(r->s6[i], s, 16);
+    }
+    r->cport[i] = is_query ? m->sport : m->dport;
+    r->sport[i] = is_query ? m->dport : m->sport;
+    r->tid[i] = (uint16_t)RD16(m->dns);
+    r->flags[i] = (uint16_t)RD16(m->dns + 2);
+    r->qtype[i] = r->qclass[i] = 0;
+    r->rcode[i] = 0;
+    r->qlen[i] = 0;
+    r->meta[i] = (uint8_t)((is_query ? T_UNANSWERED : T_RESPONSE_ONLY)
+                           | (m->tcp ? M_TCP : 0) | (m->alen == 16 ? M_V6 : 0));
+    r->nsi[i] = (uint32_t)w->nsi;
+    r->ifx[i] = live_iface(lv, iface);
+    e->seq = lv->tail++;
+    e->q = is_query ? m->ts : NAN;
+    e->r = is_query ? NAN : m->ts;
+    e->complete = 0;
+    memcpy(e->c, c, m->alen);
+    memcpy(e->s, s, m->alen);
+    e->cport = r->cport[i];
+    e->sport = r->sport[i];
+    e->tid = r->tid[i];
+    e->alen = m->alen;
+    e->tcp = m->tcp;
+    w->tab->buffered++;
+    return (Py_ssize_t)i;
+}
+
+/* Row i's question: type and class, and the name (q: a str, or NULL: a plain
+ * question's text into lv->names from dns). */
+static int live_question(Live *lv, size_t i, PyObject *q, int32_t qt, int32_t qc,
+                         const unsigned char *dns)
+{
+    Rows *r = &lv->r;
+    if (qt >= 0) {
+        r->qtype[i] = (uint16_t)qt;
+        r->qclass[i] = (uint16_t)qc;
+        r->meta[i] |= M_QUESTION;
+    }
+    if (q != NULL) {
+        Py_XSETREF(r->qname[i], q);
         return 0;
     }
-    if (n < u + 20)
+    if (dns == NULL)
         return 0;
-    unsigned sport = RD16(p + u), dport = RD16(p + u + 2);
-    Py_ssize_t end = u + (Py_ssize_t)RD16(p + u + 4);
-    if (end > n)
-        end = n;
-    if (end - u < 20)
-        return 0;
-    const unsigned char *dns = p + u + 8;
-    int response = dns[2] & 0x80;
-    if (response ? !port_in(st, sport) && !port_in(st, dport)
-                 : !(local && port_in(st, dport)))
-        return 0;
-    PyObject *s = address(src, alen), *d = address(dst, alen);
-    PyObject *sp = int16(sport), *dp = int16(dport), *t = int16(RD16(dns)), *m = NULL;
+    if (lv->ncap - (size_t)(lv->ntail - lv->nhead) < 256) {
+        size_t cap = lv->ncap * 2;
+        unsigned char *more = malloc(cap);
+        if (more == NULL)
+            return -1;
+        for (uint64_t o = lv->nhead; o < lv->ntail; o++)
+            more[o & (cap - 1)] = lv->names[o & (lv->ncap - 1)];
+        free(lv->names);
+        lv->names = more;
+        lv->ncap = cap;
+    }
+    char text[256];
+    Py_ssize_t n = question_chars(dns, text);
+    size_t at = (size_t)lv->ntail & (lv->ncap - 1), first = lv->ncap - at;
+    if (first > (size_t)n)
+        first = (size_t)n;
+    memcpy(lv->names + at, text, first);
+    memcpy(lv->names, text + first, (size_t)n - first);
+    r->qoff[i] = (uint32_t)lv->ntail;
+    r->qlen[i] = (uint8_t)n;
+    lv->ntail += (uint64_t)n;
+    return 0;
+}
+
+/* Where row i's name starts in lv->names (its offset's low 32 bits, and the buffered
+ * names span less than 4 GiB). */
+static inline uint64_t name_at(const Live *lv, size_t i)
+{
+    return lv->ntail - (uint32_t)((uint32_t)lv->ntail - lv->r.qoff[i]);
+}
+
+static PyObject *opt_int(int has, unsigned v)
+{
+    return has ? int16(v) : Py_NewRef(Py_None);
+}
+
+/* One column of live row i, by index in fastscan.COLUMNS; addresses as text, or as
+ * raw bytes when `raw` (tracker.py's rows). */
+static PyObject *live_value(const Live *lv, size_t i, int col, int raw)
+{
+    const Rows *r = &lv->r;
+    int meta = r->meta[i], status = meta & M_STATUS, v6 = meta & M_V6;
+    switch (col) {
+    case R_TS:
+        return PyFloat_FromDouble(r->ts[i]);
+    case R_CADDR:
+    case R_SADDR: {
+        const unsigned char *a = col == R_CADDR
+            ? (v6 ? r->c6[i] : (const unsigned char *)&r->c4[i])
+            : (v6 ? r->s6[i] : (const unsigned char *)&r->s4[i]);
+        return raw ? address(a, v6 ? 16 : 4) : address_text(a, v6 ? 16 : 4);
+    }
+    case R_CPORT:
+        return int16(r->cport[i]);
+    case R_SPORT:
+        return int16(r->sport[i]);
+    case R_TRANSPORT:
+        return Py_NewRef(meta & M_TCP ? s_tcp : s_udp);
+    case R_TID:
+        return int16(r->tid[i]);
+    case R_QUERY: {
+        if (r->qname[i] != NULL)
+            return Py_NewRef(r->qname[i]);
+        if (r->qlen[i] == 0)
+            return Py_NewRef(Py_None);
+        char text[256];
+        uint64_t at = name_at(lv, i);
+        for (size_t k = 0; k < r->qlen[i]; k++)
+            text[k] = (char)lv->names[(at + k) & (lv->ncap - 1)];
+        return name_object(text, r->qlen[i]);
+    }
+    case R_QTYPE:
+        return opt_int(meta & M_QUESTION, r->qtype[i]);
+    case R_QCLASS:
+        return opt_int(meta & M_QUESTION, r->qclass[i]);
+    case R_RCODE:
+        return opt_int(meta & M_RCODE, r->rcode[i]);
+    case R_FLAGS:
+        return int16(r->flags[i]);
+    case R_ANSWERS:
+    case R_ANSWERS + 1:
+    case R_ANSWERS + 2: {
+        PyObject *a = r->ans[3 * i + (size_t)(col - R_ANSWERS)];
+        return Py_NewRef(a ? a : Py_None);
+    }
+    case R_RTT:
+        return status == T_ANSWERED ? PyFloat_FromDouble(r->rtt[i]) : Py_NewRef(Py_None);
+    case R_IFACE:
+        return Py_NewRef(r->ifx[i] ? lv->ifaces[r->ifx[i]] : Py_None);
+    default: /* R_STATUS */
+        return Py_NewRef(status == T_ANSWERED ? s_answered
+                         : status == T_UNANSWERED ? s_unanswered : s_response_only);
+    }
+}
+
+static int live_mark(LiveWalk *w, const Msg *m, unsigned tid, int response)
+{
+    PyObject *s = address(m->src, m->alen), *d = address(m->dst, m->alen);
+    PyObject *sp = int16(m->sport), *dp = int16(m->dport), *t = int16(tid), *mk = NULL;
     if (s && d && sp && dp && t)
-        m = PyTuple_Pack(7, s_udp, s, sp, d, dp, t, response ? Py_True : Py_False);
+        mk = PyTuple_Pack(7, m->tcp ? s_tcp : s_udp, s, sp, d, dp, t,
+                          response ? Py_True : Py_False);
     Py_XDECREF(s);
     Py_XDECREF(d);
     Py_XDECREF(sp);
     Py_XDECREF(dp);
     Py_XDECREF(t);
-    if (m == NULL)
+    if (mk == NULL)
         return -1;
-    int rc = PyList_Append(marks, m);
-    Py_DECREF(m);
+    int rc = PyList_Append(w->marks, mk);
+    Py_DECREF(mk);
+    return rc;
+}
+
+/* Scan._message for one message, paired on the namespace's C table. */
+static int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
+{
+    Live *lv = w->lv;
+    Rows *r = &lv->r;
+    NsTab *tab = w->tab;
+    const unsigned char *dns = m->dns;
+    unsigned tid = RD16(dns), bits = RD16(dns + 2);
+    int need_q = lv->mode & 1, need_r = lv->mode & 2, response = (bits & 0x8000) != 0;
+    double ts = m->ts;
+    if ((response || (local && port_in(w->ports, m->dport))) && live_mark(w, m, tid, response) < 0)
+        return -1;
+    if (tab->used * 2 >= tab->cap && ltab_grow(tab) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->counts.messages++;
+    if (!response) {
+        w->counts.queries++;
+        size_t hole = 0;
+        LEntry *e = lslot(tab, m->hash, m->tcp, m->src, m->sport, m->dst, m->dport, tid,
+                          m->alen, &hole);
+        int verdict = e != NULL ? verdict_query(e->q, e->r, e->complete, ts) : NEW;
+        if (verdict == JOINED) { /* its response came first: the row has it already */
+            e->q = ts;
+            Py_ssize_t i = live_at(lv, e->seq);
+            if (i >= 0) {
+                set_status(lv, (size_t)i, T_ANSWERED);
+                r->rtt[i] = 0.0;
+            }
+            return 0;
+        }
+        if (verdict == DUPLICATE) {
+            w->counts.duplicates++;
+            return 0;
+        }
+        PyObject *q = NULL;
+        int32_t qt = -1, qc = -1;
+        int plain = need_q && (m->plain & 1); /* its name kept here, as text */
+        if (plain) {
+            qt = (int32_t)RD16(dns + m->qend - 4);
+            qc = (int32_t)RD16(dns + m->qend - 2);
+        } else if (need_q) {
+            int ok = decode(w->scan, m, &q, &qt, &qc, NULL);
+            if (ok < 0)
+                return -1;
+            if (ok == 0) {
+                w->counts.malformed++;
+                return 0;
+            }
+        }
+        Py_ssize_t i = live_open(w, e, hole, m, 1, iface);
+        if (i < 0 || live_question(lv, (size_t)i, q, qt, qc, plain ? dns : NULL) < 0) {
+            if (i < 0)
+                Py_XDECREF(q);
+            PyErr_NoMemory();
+            return -1;
+        }
+        return 0;
+    }
+    w->counts.responses++;
+    size_t hole = 0;
+    LEntry *e = lslot(tab, m->hash, m->tcp, m->dst, m->dport, m->src, m->sport, tid, m->alen,
+                      &hole);
+    int verdict = e != NULL ? verdict_response(e->q, e->r, ts) : NEW;
+    if (verdict == DUPLICATE) {
+        w->counts.duplicates++;
+        return 0;
+    }
+    Py_ssize_t i = -1;
+    if (verdict == ANSWERS) {
+        e->r = ts;
+        e->complete = 1;
+        i = live_at(lv, e->seq); /* -1: the buffer evicted it; the pairing stands */
+        if (i >= 0) {
+            set_status(lv, (size_t)i, T_ANSWERED);
+            r->rtt[i] = 0.0 > ts - r->ts[i] ? 0.0 : ts - r->ts[i]; /* max(ts - row ts, 0) */
+        }
+    }
+    PyObject *q = NULL, *answers[3] = {NULL, NULL, NULL};
+    int32_t qt = -1, qc = -1;
+    int ok = 1;
+    if (need_r || (verdict == NEW && need_q)) {
+        ok = decode(w->scan, m, &q, &qt, &qc, need_r ? answers : NULL);
+        if (ok < 0)
+            return -1;
+    }
+    if (verdict == NEW) {
+        i = live_open(w, e, hole, m, 0, iface);
+        if (i < 0) {
+            Py_XDECREF(q);
+            for (int k = 0; k < 3; k++)
+                Py_XDECREF(answers[k]);
+            PyErr_NoMemory();
+            return -1;
+        }
+        live_question(lv, (size_t)i, q, qt, qc, NULL); /* (takes q) */
+        q = NULL;
+    }
+    Py_XDECREF(q);
+    if (i >= 0) {
+        r->rcode[i] = (uint8_t)(bits & 0xF); /* rcode and flags: the response's header */
+        r->meta[i] |= M_RCODE;
+        r->flags[i] = (uint16_t)bits;
+    }
+    if (need_r && ok == 0)
+        w->counts.malformed++;
+    for (int k = 0; k < 3; k++) {
+        if (i >= 0 && need_r && ok)
+            Py_XSETREF(r->ans[3 * (size_t)i + (size_t)k], answers[k]);
+        else
+            Py_XDECREF(answers[k]);
+    }
+    return 0;
+}
+
+/* A frame for the general decoder (TCP): its messages, each paired. */
+static int live_general(LiveWalk *w, double ts, const unsigned char *f, Py_ssize_t n,
+                        int local, PyObject *iface)
+{
+    PyObject *fr = PyBytes_FromStringAndSize((const char *)f, n);
+    PyObject *got = fr ? PyObject_CallMethod(w->scan, "_general_messages", "dOiO", ts, fr,
+                                             101, iface ? iface : Py_None) : NULL;
+    Py_XDECREF(fr);
+    if (got == NULL)
+        return -1;
+    PyObject *seq = PySequence_Fast(got, "Scan._general_messages: not a sequence");
+    Py_DECREF(got);
+    if (seq == NULL)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
+        /* (source address bytes, port, destination address bytes, port, tcp, payload) */
+        Msg m = {0};
+        const char *src, *dst, *dns;
+        Py_ssize_t slen, dlen, len;
+        int sport, dport, tcp;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "y#iy#ipy#", &src, &slen,
+                              &sport, &dst, &dlen, &dport, &tcp, &dns, &len)) {
+            rc = -1;
+            break;
+        }
+        if (slen != dlen || (slen != 4 && slen != 16)) {
+            PyErr_SetString(PyExc_ValueError, "Scan._general_messages: bad address");
+            rc = -1;
+            break;
+        }
+        if (len < 12) {
+            w->counts.malformed++;
+            continue;
+        }
+        m.ts = ts;
+        m.src = (const unsigned char *)src;
+        m.dst = (const unsigned char *)dst;
+        m.dns = (const unsigned char *)dns;
+        m.alen = (uint8_t)slen;
+        m.dlen = (uint32_t)len;
+        m.sport = (uint16_t)sport;
+        m.dport = (uint16_t)dport;
+        m.tcp = (uint8_t)tcp;
+        m.kind = P_MESSAGE;
+        classify(&m, w->lv->mode);
+        rc = live_msg(w, &m, local, iface);
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
+/* One IP packet: Scan.feed's loop body (link type 101), into the store. */
+static int live_frame(LiveWalk *w, double ts, const unsigned char *f, Py_ssize_t n,
+                      int local, PyObject *iface)
+{
+    Found fd;
+    switch (parse_frame(101, f, n, w->ports, &fd)) {
+    case P_SKIP:
+        return 0;
+    case P_MALFORMED:
+        w->counts.malformed++;
+        return 0;
+    case P_GENERAL:
+        return live_general(w, ts, f, n, local, iface);
+    }
+    Msg m = {0};
+    m.ts = ts;
+    m.src = fd.src;
+    m.dst = fd.dst;
+    m.alen = (uint8_t)fd.alen;
+    m.sport = (uint16_t)fd.sport;
+    m.dport = (uint16_t)fd.dport;
+    m.dns = fd.dns;
+    m.dlen = (uint32_t)fd.dlen;
+    m.kind = P_MESSAGE;
+    classify(&m, w->lv->mode);
+    return live_msg(w, &m, local, iface);
+}
+
+/* The store and the walk of namespace ns over scan (its table made on first use). */
+static Live *live_walk(PyObject *capsule, PyObject *ns, PyObject *scan, PyObject *marks,
+                       const unsigned char *ports, LiveWalk *w)
+{
+    memset(w, 0, sizeof *w);
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    w->lv = lv;
+    w->scan = scan;
+    w->marks = marks;
+    w->ports = ports;
+    w->tab = live_tab(lv, ns, 1, &w->nsi);
+    return w->tab == NULL ? NULL : lv;
+}
+
+static int live_flush(LiveWalk *w)
+{
+    PyObject *pairing = PyObject_GetAttr(w->scan, s_pairing);
+    if (pairing == NULL)
+        return -1;
+    int rc = flush_counts(w->scan, pairing, &w->counts);
+    Py_DECREF(pairing);
     return rc;
 }
 
@@ -1686,125 +2508,363 @@ static PyObject *ring_ifname(PyObject *ifname, PyObject *ifnames, int index)
     return name;
 }
 
-static int ring_packet(State *st, const struct tpacket3_hdr *h, const unsigned char *data,
-                       Py_ssize_t n, PyObject *ifname, PyObject *ifnames, PyObject *marks,
-                       double *last)
-{
-    const struct sockaddr_ll *ll = (const void *)((const unsigned char *)h
-                                                  + TPACKET_ALIGN(sizeof *h));
-    int local = ll->sll_pkttype == PACKET_OUTGOING || ll->sll_hatype == LIVE_ARPHRD_LOOPBACK;
-    int general;
-    double ts = (double)h->tp_sec + (double)h->tp_nsec / 1e9;
-    Py_ssize_t before = PyList_GET_SIZE(st->rows);
-    if (ts > *last)
-        *last = ts;
-    if (ring_mark(st, marks, data, n, local, &general) < 0)
-        return -1;
-    if (general && PyObject_SetAttr(st->scan, s_local, local ? Py_True : Py_False) < 0)
-        return -1;
-    if (frame(st, ts, 101, data, n) < 0)
-        return -1;
-    Py_ssize_t after = PyList_GET_SIZE(st->rows);
-    if (after == before)
-        return 0;
-    PyObject *name = ring_ifname(ifname, ifnames, ll->sll_ifindex);
-    if (name == NULL)
-        return -1;
-    for (Py_ssize_t i = before; i < after; i++) {
-        PyObject *row = PyList_GET_ITEM(st->rows, i);
-        if (!PyList_Check(row) || PyList_GET_SIZE(row) != ROW_LEN) {
-            PyErr_SetString(PyExc_TypeError, "ring_scan: bad row");
-            return -1;
-        }
-        if (PyList_SetItem(row, R_IFACE, Py_NewRef(name)) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static PyObject *ring_scan(PyObject *self, PyObject *args)
+static PyObject *live_ring(PyObject *self, PyObject *args)
 {
     (void)self;
-    State st = {0};
+    LiveWalk w;
     Py_buffer ring, ports;
     Py_ssize_t block, nblocks, bsize, blocks = 0, limit = -1;
-    int mode;
     long packets = 0, errors = 0;
     double last = 0.0;
-    PyObject *ifname, *ifnames, *marks, *result = NULL;
-    if (!PyArg_ParseTuple(args, "Ow*nnny*iOO!O!|n", &st.scan, &ring, &block, &nblocks,
-                          &bsize, &ports, &mode, &ifname, &PyDict_Type, &ifnames,
+    PyObject *capsule, *ns, *scan, *ifname, *ifnames, *marks, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOw*nnny*OO!O!|n", &capsule, &ns, &scan, &ring, &block,
+                          &nblocks, &bsize, &ports, &ifname, &PyDict_Type, &ifnames,
                           &PyList_Type, &marks, &limit))
         return NULL;
     if (limit < 0 || limit > nblocks)
         limit = nblocks;
-    if (s_local == NULL && (s_local = PyUnicode_InternFromString("local")) == NULL)
-        goto out;
     if (ports.len != 8192 || nblocks <= 0 || bsize < 64 || block < 0 || block >= nblocks
-            || nblocks > ring.len / bsize || mode < 0 || mode > 3) {
-        PyErr_SetString(PyExc_ValueError, "ring_scan: bad arguments");
+            || nblocks > ring.len / bsize) {
+        PyErr_SetString(PyExc_ValueError, "live_ring: bad arguments");
         goto out;
     }
-    st.ports = ports.buf;
-    st.mode = mode;
-    st.pairing = PyObject_GetAttr(st.scan, s_pairing);
-    st.table = st.pairing ? PyObject_GetAttr(st.pairing, s_table) : NULL;
-    st.rows = st.table ? PyObject_GetAttr(st.scan, s_rows) : NULL;
-    st.names = st.rows ? PyObject_GetAttr(st.scan, s_names) : NULL;
-    if (st.names == NULL)
+    Live *lv = live_walk(capsule, ns, scan, marks, ports.buf, &w);
+    if (lv == NULL)
         goto out;
-    if (!PyDict_CheckExact(st.table) || !PyList_Check(st.rows) || !PyDict_Check(st.names)) {
-        PyErr_SetString(PyExc_TypeError, "ring_scan: scan state has the wrong types");
-        goto out;
-    }
+    int last_index = -1;
+    PyObject *name = NULL; /* borrowed from ifnames: the name of last_index */
     while (blocks < limit) {
         unsigned char *b = (unsigned char *)ring.buf + block * bsize;
         struct tpacket_block_desc *bd = (void *)b;
         if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
             break;
+        /* a block's packets parsed first, then paired (their table slots fetched ahead) */
         Py_ssize_t off = bd->hdr.bh1.offset_to_first_pkt;
-        for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; i++) {
-            if (off < (Py_ssize_t)sizeof *bd
-                    || off + (Py_ssize_t)TPACKET3_HDRLEN > bsize)
+        size_t n = 0, most = (size_t)bsize / TPACKET3_HDRLEN + 1;
+        if (lv->msgcap < most) {
+            LMsg *more = realloc(lv->msgs, most * sizeof(LMsg));
+            if (more == NULL) {
+                PyErr_NoMemory();
+                goto out;
+            }
+            lv->msgs = more;
+            lv->msgcap = most;
+        }
+        for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts && n < most; i++) {
+            if (off < (Py_ssize_t)sizeof *bd || off + (Py_ssize_t)TPACKET3_HDRLEN > bsize)
                 break; /* never past the block, whatever it says */
             const struct tpacket3_hdr *h = (const void *)(b + off);
-            Py_ssize_t n = h->tp_snaplen;
-            if (h->tp_net < TPACKET3_HDRLEN || off + h->tp_net + n > bsize)
+            Py_ssize_t len = h->tp_snaplen;
+            if (h->tp_net < TPACKET3_HDRLEN || off + h->tp_net + len > bsize)
                 break;
             const struct sockaddr_ll *ll = (const void *)((const unsigned char *)h
                                                           + TPACKET_ALIGN(sizeof *h));
             if (!(ll->sll_pkttype == PACKET_OUTGOING
                   && ll->sll_hatype == LIVE_ARPHRD_LOOPBACK)) {
+                LMsg *lm = &lv->msgs[n];
+                Found fd;
+                const unsigned char *f = b + off + h->tp_net;
+                double ts = (double)h->tp_sec + (double)h->tp_nsec / 1e9;
                 packets++;
-                if (ring_packet(&st, h, b + off + h->tp_net, n, ifname, ifnames, marks,
-                                &last) < 0) {
+                if (ts > last)
+                    last = ts;
+                if (ll->sll_ifindex != last_index) {
+                    name = ring_ifname(ifname, ifnames, ll->sll_ifindex);
+                    last_index = name == NULL ? -1 : ll->sll_ifindex;
+                }
+                int kind = name == NULL ? -1 : parse_frame(101, f, len, w.ports, &fd);
+                if (kind < 0) {
                     errors++;
                     PyErr_Clear();
+                } else if (kind == P_MALFORMED) {
+                    w.counts.malformed++;
+                } else if (kind != P_SKIP) {
+                    memset(&lm->m, 0, sizeof lm->m);
+                    lm->m.ts = ts;
+                    lm->m.kind = (uint8_t)kind;
+                    lm->iface = name;
+                    lm->local = ll->sll_pkttype == PACKET_OUTGOING
+                        || ll->sll_hatype == LIVE_ARPHRD_LOOPBACK;
+                    if (kind == P_GENERAL) {
+                        lm->m.dns = f;
+                        lm->m.dlen = (uint32_t)len;
+                    } else {
+                        lm->m.src = fd.src;
+                        lm->m.dst = fd.dst;
+                        lm->m.alen = (uint8_t)fd.alen;
+                        lm->m.sport = (uint16_t)fd.sport;
+                        lm->m.dport = (uint16_t)fd.dport;
+                        lm->m.dns = fd.dns;
+                        lm->m.dlen = (uint32_t)fd.dlen;
+                        classify(&lm->m, lv->mode);
+                    }
+                    n++;
                 }
             }
             if (h->tp_next_offset == 0)
                 break;
             off += h->tp_next_offset;
         }
+        for (size_t j = 0; j < n; j++) {
+            LMsg *lm = &lv->msgs[j];
+            if (j + 8 < n && lv->msgs[j + 8].m.kind == P_MESSAGE)
+                __builtin_prefetch(&w.tab->slots[lv->msgs[j + 8].m.hash & (w.tab->cap - 1)]);
+            int rc = lm->m.kind == P_GENERAL
+                ? live_general(&w, lm->m.ts, lm->m.dns, lm->m.dlen, lm->local, lm->iface)
+                : live_msg(&w, &lm->m, lm->local, lm->iface);
+            if (rc < 0) {
+                errors++;
+                PyErr_Clear();
+            }
+        }
         __atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
         block = (block + 1) % nblocks;
         blocks++;
     }
-    if (add_counter(st.scan, s_messages, st.messages) < 0
-            || add_counter(st.scan, s_queries, st.queries) < 0
-            || add_counter(st.scan, s_responses, st.responses) < 0
-            || add_counter(st.scan, s_malformed, st.malformed) < 0
-            || add_counter(st.pairing, s_duplicates, st.duplicates) < 0)
+    if (live_flush(&w) < 0)
         goto out;
     result = Py_BuildValue("nlldn", block, packets, errors, last, blocks);
 out:
-    Py_XDECREF(st.pairing);
-    Py_XDECREF(st.table);
-    Py_XDECREF(st.rows);
-    Py_XDECREF(st.names);
     PyBuffer_Release(&ring);
     PyBuffer_Release(&ports);
     return result;
+}
+
+/* live_packet(store, ns, scan, ts, packet, interface, local, portmap, marks): one IP
+ * packet (as a cooked socket reads it) into the store; a failed callback raises. */
+static PyObject *live_packet(PyObject *self, PyObject *args)
+{
+    (void)self;
+    LiveWalk w;
+    Py_buffer pkt, ports;
+    double ts;
+    int local;
+    PyObject *capsule, *ns, *scan, *iface, *marks, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOdy*Opy*O!", &capsule, &ns, &scan, &ts, &pkt, &iface,
+                          &local, &ports, &PyList_Type, &marks))
+        return NULL;
+    if (ports.len != 8192) {
+        PyErr_SetString(PyExc_ValueError, "live_packet: bad arguments");
+        goto out;
+    }
+    if (live_walk(capsule, ns, scan, marks, ports.buf, &w) == NULL)
+        goto out;
+    int rc = live_frame(&w, ts, pkt.buf, pkt.len, local, iface == Py_None ? NULL : iface);
+    if (live_flush(&w) < 0 || rc < 0)
+        goto out;
+    result = Py_NewRef(Py_None);
+out:
+    PyBuffer_Release(&pkt);
+    PyBuffer_Release(&ports);
+    return result;
+}
+
+/* live_trim(store, ns, now, limit) -> forgotten: ltab_trim on namespace ns's table. */
+static PyObject *live_trim(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *capsule, *ns;
+    double now;
+    Py_ssize_t limit;
+    int32_t nsi;
+    if (!PyArg_ParseTuple(args, "OOdn", &capsule, &ns, &now, &limit))
+        return NULL;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    NsTab *t = live_tab(lv, ns, 0, &nsi);
+    if (t == NULL)
+        return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
+    return PyLong_FromSize_t(ltab_trim(t, now, limit < 0 ? 0 : (size_t)limit));
+}
+
+/* live_forget(store, ns): namespace ns went away: its open transactions with it. */
+static PyObject *live_forget(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *capsule, *ns;
+    int32_t nsi;
+    if (!PyArg_ParseTuple(args, "OO", &capsule, &ns))
+        return NULL;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    NsTab *t = live_tab(lv, ns, 0, &nsi);
+    if (t == NULL && PyErr_Occurred())
+        return NULL;
+    if (t != NULL) { /* its memory too: namespaces come and go (its counts stay) */
+        NsTab old = *t;
+        if (ltab_init(t) < 0) {
+            *t = old;
+            return PyErr_NoMemory();
+        }
+        free(old.slots);
+        free(old.ents);
+        free(old.order);
+    }
+    Py_RETURN_NONE;
+}
+
+/* live_find(store, ns, tcp, client, cport, server, sport, id) -> the buffered row (its
+ * seq) of the key's transaction, or None. */
+static PyObject *live_find(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *capsule, *ns;
+    const char *c, *s;
+    Py_ssize_t clen, slen;
+    int tcp, cport, sport, tid;
+    int32_t nsi;
+    if (!PyArg_ParseTuple(args, "OOpy#iy#ii", &capsule, &ns, &tcp, &c, &clen, &cport, &s,
+                          &slen, &sport, &tid))
+        return NULL;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    NsTab *t = live_tab(lv, ns, 0, &nsi);
+    if (t == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (clen != slen || (clen != 4 && clen != 16))
+        Py_RETURN_NONE;
+    uint64_t h = key_hash(tcp, (const unsigned char *)c, cport, (const unsigned char *)s,
+                          sport, tid, (int)clen);
+    size_t hole;
+    LEntry *e = lslot(t, h, tcp, (const unsigned char *)c, cport, (const unsigned char *)s,
+                      sport, tid, (int)clen, &hole);
+    if (e == NULL || live_at(lv, e->seq) < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(e->seq);
+}
+
+#define LIVE_NS ROW_LEN       /* live_columns: the namespace */
+#define LIVE_SEQ (ROW_LEN + 1) /* and the row's seq */
+
+/* A row as the Python tracker keeps it (tracker.py: raw addresses, codes as numbers),
+ * then its namespace. */
+static PyObject *live_row_of(Live *lv, size_t i)
+{
+    PyObject *row = PyList_New(ROW_LEN + 1);
+    if (row == NULL)
+        return NULL;
+    for (int col = 0; col <= ROW_LEN; col++) {
+        PyObject *v = col == ROW_LEN ? Py_NewRef(lv->tabs[lv->r.nsi[i]].ns)
+            : live_value(lv, i, col, 1);
+        if (v == NULL) {
+            Py_DECREF(row);
+            return NULL;
+        }
+        PyList_SET_ITEM(row, col, v);
+    }
+    return row;
+}
+
+/* live_row(store, seq) -> the row, or None once the buffer evicted it. */
+static PyObject *live_row(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *capsule;
+    unsigned long long seq;
+    if (!PyArg_ParseTuple(args, "OK", &capsule, &seq))
+        return NULL;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    Py_ssize_t i = live_at(lv, seq);
+    if (i < 0)
+        Py_RETURN_NONE;
+    return live_row_of(lv, (size_t)i);
+}
+
+/* live_rows(store) -> (seq of the first, [row, ...]): every buffered row. */
+static PyObject *live_rows(PyObject *self, PyObject *capsule)
+{
+    (void)self;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    PyObject *rows = PyList_New((Py_ssize_t)(lv->tail - lv->head));
+    if (rows == NULL)
+        return NULL;
+    for (uint64_t s = lv->head; s < lv->tail; s++) {
+        PyObject *row = live_row_of(lv, s % lv->capacity);
+        if (row == NULL) {
+            Py_DECREF(rows);
+            return NULL;
+        }
+        PyList_SET_ITEM(rows, (Py_ssize_t)(s - lv->head), row);
+    }
+    return Py_BuildValue("KN", (unsigned long long)lv->head, rows);
+}
+
+/* live_columns(store, indices) -> [list per index]: the buffered rows' columns, by
+ * index in fastscan.COLUMNS (addresses as text), LIVE_NS, LIVE_SEQ. */
+static PyObject *live_columns(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *capsule, *indices;
+    if (!PyArg_ParseTuple(args, "OO!", &capsule, &PyTuple_Type, &indices))
+        return NULL;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    Py_ssize_t ncol = PyTuple_GET_SIZE(indices), n = (Py_ssize_t)(lv->tail - lv->head);
+    PyObject *out = PyList_New(ncol);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t c = 0; c < ncol; c++) {
+        long col = PyLong_AsLong(PyTuple_GET_ITEM(indices, c));
+        if (col < 0 || col > LIVE_SEQ) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "live_columns: no such column");
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *list = PyList_New(n);
+        if (list == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, c, list);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t seq = lv->head + (uint64_t)i;
+            size_t at = seq % lv->capacity;
+            PyObject *v = col == LIVE_NS ? Py_NewRef(lv->tabs[lv->r.nsi[at]].ns)
+                : col == LIVE_SEQ ? PyLong_FromUnsignedLongLong(seq)
+                : live_value(lv, at, (int)col, 0);
+            if (v == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(list, i, v);
+        }
+    }
+    return out;
+}
+
+/* live_stats(store) -> [(ns, buffered, evicted, open), ...] per namespace; and the
+ * seq of the oldest buffered row. */
+static PyObject *live_stats(PyObject *self, PyObject *capsule)
+{
+    (void)self;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    PyObject *out = PyList_New((Py_ssize_t)lv->ntabs);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < lv->ntabs; i++) {
+        NsTab *t = &lv->tabs[i];
+        PyObject *v = Py_BuildValue("OLLn", t->ns, t->buffered, t->evicted, (Py_ssize_t)t->used);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, v);
+    }
+    return Py_BuildValue("NK", out, (unsigned long long)lv->head);
 }
 
 static PyMethodDef methods[] = {
@@ -1818,9 +2878,21 @@ static PyMethodDef methods[] = {
     {"pairs_columns", pairs_columns, METH_VARARGS,
      "pairs_columns(pairs, column_indices) -> [list, ...]"},
     {"pairs_len", pairs_len, METH_O, "pairs_len(pairs) -> transactions"},
-    {"ring_scan", ring_scan, METH_VARARGS,
-     "ring_scan(scan, ring, block, nblocks, block_size, portmap, mode, ifname, ifnames,"
+    {"live_new", live_new, METH_VARARGS, "live_new(capacity, mode) -> a live capture's store"},
+    {"live_ring", live_ring, METH_VARARGS,
+     "live_ring(store, ns, scan, ring, block, nblocks, block_size, portmap, ifname, ifnames,"
      " marks, limit) -> (block, packets, errors, last_ts, blocks)"},
+    {"live_packet", live_packet, METH_VARARGS,
+     "live_packet(store, ns, scan, ts, packet, interface, local, portmap, marks)"},
+    {"live_trim", live_trim, METH_VARARGS, "live_trim(store, ns, now, limit) -> forgotten"},
+    {"live_forget", live_forget, METH_VARARGS, "live_forget(store, ns)"},
+    {"live_find", live_find, METH_VARARGS,
+     "live_find(store, ns, tcp, client, cport, server, sport, id) -> seq or None"},
+    {"live_row", live_row, METH_VARARGS, "live_row(store, seq) -> row or None"},
+    {"live_rows", live_rows, METH_O, "live_rows(store) -> (first seq, rows)"},
+    {"live_columns", live_columns, METH_VARARGS, "live_columns(store, indices) -> [list, ...]"},
+    {"live_stats", live_stats, METH_O,
+     "live_stats(store) -> ([(ns, buffered, evicted, open), ...], first seq)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1831,6 +2903,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cscan(void)
 {
+    plain_init();
     struct { PyObject **slot; const char *text; } names[] = {
         {&s_udp, "udp"}, {&s_tcp, "tcp"}, {&s_unanswered, "unanswered"}, {&s_answered, "answered"},
         {&s_response_only, "response_only"}, {&s_pairing, "pairing"},

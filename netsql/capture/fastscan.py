@@ -73,6 +73,11 @@ def _named(values: Iterable[Any], name: Callable[[int], Any]) -> list[Any]:
     return out
 
 
+def coded(name: str, values: list[Any]) -> list[Any]:
+    """A column as read: codes kept as numbers (qtype, qclass, rcode, flags) named."""
+    return _named(values, _CODED[name]) if name in _CODED else values
+
+
 _MALFORMED: Any = object()
 _GENERAL: Any = object()
 _LINK_HEADER = {113: 16, 276: 20}

@@ -2,22 +2,24 @@
 
 Live capture decodes with the code that reads capture files: fastscan.Scan (the
 tracker's ``LiveScan``) and, when the package was built with a compiler, _cscan.c, whose
-``ring_scan`` walks a socket's TPACKET_V3 ring (live.Ring) and hands each packet to the
-same ``frame()`` that walks a pcap file's records. So files and live capture share one
+``live_ring`` walks a socket's TPACKET_V3 ring (live.Ring) with the ``parse_frame`` and
+the pairing verdicts that walk a pcap file's records, into the tracker's compiled
+store (``live_packet``: one packet, the same way). So files and live capture share one
 decoder and one pairing rule (pairing.py). Without the compiled module, LiveCapture
-reads packet by packet and ``packet`` feeds each to the pure-Python Scan; both paths
-give the same rows (tests/test_livescan.py feeds the same packets through both).
+reads packet by packet and ``packet`` feeds each to the pure-Python Scan and tracker;
+both give the same rows (tests/test_livescan.py feeds the same packets through both).
 
-After each batch (a ring's ready blocks, or one packet) the new rows go to the tracker
-and its marks are looked at: a query this host sent goes to ``early`` (the socket
-lookup, with its 4-tuple) and its record to ``submit`` (attribution), once; a response's
-answers name their addresses (sockets.remote_host). A mark is looked up after its batch:
-a query this host sent whose own copy could not be decoded, but whose copy on another
-interface (a bridge) in the same batch could, is still attributed on the ring path,
-where the packet path (a batch of one) cannot.
+After each batch (a ring's ready blocks, or one packet) the batch's marks are looked
+at: a query this host sent goes to ``early`` (the socket lookup, with its 4-tuple) and
+its record to ``submit`` (attribution), once; a response's answers name their addresses
+(sockets.remote_host). A mark is looked up after its batch: a query this host sent
+whose own copy could not be decoded, but whose copy on another interface (a bridge) in
+the same batch could, is still attributed on the ring path, where the packet path (a
+batch of one) cannot; a row the bounded buffer already evicted is not looked at.
 Measured (benchmarks/bench_live.py, 100,000 queries/s): 25.6 us of CPU a packet when
-each packet was read with recvmsg and decoded in Python; see docs/dns.md for the
-figures of the ring.
+each packet was read with recvmsg and decoded in Python; 1.9 us in the capture thread
+with the ring walked in C but a row of Python objects per transaction; _cscan.c's
+live store says what it costs now.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from types import ModuleType
 from typing import Any
 
 from netsql.capture.live import Ring
-from netsql.capture.tracker import DnsRecord, DnsTracker, address_text
+from netsql.capture.liverows import DnsRecord, address_text
+from netsql.capture.tracker import DnsTracker
 
 _cscan: ModuleType | None
 try:
@@ -36,10 +39,9 @@ except ImportError:  # built without a C compiler: packet by packet, in Python
     _cscan = None
 
 #: The compiled ring reader is there (LiveCapture is then given ``on_ring``).
-COMPILED = _cscan is not None and hasattr(_cscan, "ring_scan")
+COMPILED = _cscan is not None and hasattr(_cscan, "live_ring")
 RAW_IP = 101  # what a cooked socket gives: the packet from its IP header
-BOTH = 3  # ring_scan's mode: questions and answers wanted
-#: Blocks a ring_scan call walks at most (32 KiB blocks of about 180 packets each: a
+#: Blocks a live_ring call walks at most (32 KiB blocks of about 180 packets each: a
 #: few milliseconds).
 BLOCKS = 16
 
@@ -75,57 +77,57 @@ class LiveDecoder:
         return self.tracker.counts(self.ns)["malformed"]
 
     def packet(self, ts: float, packet: bytes, interface: str | None, local: bool) -> None:
-        """One IP packet as a cooked socket reads it (the pure-Python path)."""
+        """One IP packet as a cooked socket reads it (LiveCapture's packet loop)."""
         tracker, ns = self.tracker, self.ns
         with tracker.feeding:
             scan = tracker.scan_for(ns)
-            scan.local = local
-            scan.feed(((ts, RAW_IP, packet, interface),))
-            self._settle(tracker.take(ns), scan)
+            if tracker.live is not None:
+                assert _cscan is not None
+                _cscan.live_packet(tracker.live, ns, scan, ts, packet, interface, local,
+                                   self._portmap, scan.marks)
+            else:
+                scan.local = local
+                scan.feed(((ts, RAW_IP, packet, interface),))
+            self._settle(tracker.take(ns))
             tracker.trim(ts, ns)
 
     def ring(self, ring: Ring) -> int:
         """Decode the blocks ``ring`` has ready (compiled); the packets taken. The GIL
         is held while a call walks its blocks: at most ``BLOCKS`` a call, so that the
         other threads (attribution, the shell) wait a few milliseconds at most."""
-        assert _cscan is not None
+        assert _cscan is not None and self.tracker.live is not None
         tracker, ns = self.tracker, self.ns
         total = 0
         while True:
             with tracker.feeding:
                 scan = tracker.scan_for(ns)
-                scan.marking = False  # ring_scan marks the UDP messages itself
-                try:
-                    ring.block, packets, errors, last, blocks = _cscan.ring_scan(
-                        scan, ring.map, ring.block, ring.nblocks, ring.block_size,
-                        self._portmap, BOTH, ring.ifname, ring.ifnames, scan.marks, BLOCKS)
-                finally:
-                    scan.marking = True
+                ring.block, packets, errors, last, blocks = _cscan.live_ring(
+                    tracker.live, ns, scan, ring.map, ring.block, ring.nblocks,
+                    ring.block_size, self._portmap, ring.ifname, ring.ifnames, scan.marks,
+                    BLOCKS)
                 self.errors += errors
                 if packets:
-                    self._settle(tracker.take(ns), scan)
+                    self._settle(tracker.take(ns))
                     tracker.trim(last, ns)
                     total += packets
             if blocks < BLOCKS:
                 return total
 
-    def _settle(self, marks: list[tuple[Any, ...]], scan: Any) -> None:
+    def _settle(self, marks: list[tuple[Any, ...]]) -> None:
         if not marks:
             return
-        tracker = self.tracker
-        table = scan.pairing.table
+        tracker, ns = self.tracker, self.ns
         early, submit = self.early, self.submit
         for transport, src, sport, dst, dport, tid, response in marks:
             if response:
-                e = table.get((transport, dst, dport, src, sport, tid))
-                if e is not None:
-                    tracker.answered(e[2])
+                row = tracker.find(ns, transport, dst, dport, src, sport, tid)
+                if row is not None:
+                    tracker.answered(row)
                 continue
             if early is not None:
-                early(self.ns, transport, address_text(src), sport, address_text(dst),
-                      dport)
-            e = table.get((transport, src, sport, dst, dport, tid))
-            if e is not None:
-                rec, new = tracker.record(e[2])
+                early(ns, transport, address_text(src), sport, address_text(dst), dport)
+            row = tracker.find(ns, transport, src, sport, dst, dport, tid)
+            if row is not None:
+                rec, new = tracker.record(row)
                 if new and submit is not None:
                     submit(rec)

@@ -2,7 +2,8 @@
 
 Every path that builds dns_queries rows asks this module what a message means: the live
 tracker (tracker.py), the pure-Python pcap scan (fastscan.py) and, mirrored line for
-line, the compiled scanner (_cscan.c: ``pair_query``/``pair_response``).
+line, the compiled scanner (_cscan.c: ``verdict_query``/``verdict_response``, which
+every C table asks: scan_pcap's, scan_pcap_threads' and the live store's).
 tests/test_dns_policy.py feeds the same packet sequences through all three.
 
 A transaction is known by its key ``(transport, client address, client port, server

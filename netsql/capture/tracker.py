@@ -12,18 +12,32 @@ view of a row for whoever needs one object per transaction (attribution writes t
 process there), and a map from (namespace, answered address) to the name that was
 asked for (for ``sockets.remote_host``: a socket is named from its own namespace's
 answers only).
+
+Built with a compiler, the rows and the pairing tables live in _cscan.c's store
+(``live``: a ring of ``capacity`` transactions, a C pairing table per namespace;
+_cscan.c says why) and a row is known by its number there (``seq``); Python objects are
+made for the columns a statement reads, and for the rows attribution and the names
+look at (``find``, ``record``, ``answered``). Without one (or ``compiled=False``: the
+pure-Python twin tests/test_livescan.py compares it with), rows are lists kept here.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict, deque
+from types import ModuleType
 from typing import Any
 
-from netsql.capture.dnswire import class_name, qtype_name, rcode_name
-from netsql.capture.fastscan import COLUMNS, FLAG_BITS, Scan
+from netsql.capture.fastscan import COLUMNS, Scan, coded
+from netsql.capture.liverows import NS, DnsRecord, LiveRecord, LiveScan, StorePairing
 from netsql.capture.pairing import Pairing
 from netsql.schema import Columns
+
+_cscan: ModuleType | None
+try:
+    from netsql.capture import _cscan
+except ImportError:  # built without a C compiler: rows kept here as lists
+    _cscan = None
 
 ADDRESS_TYPES = ("A", "AAAA")
 #: An answered address keeps its name for at least this long, even with TTL 0:
@@ -32,97 +46,19 @@ MIN_NAME_SECONDS = 10.0
 #: Columns a record adds to its row (attribution's, and where it came from).
 EXTRA = ("pid", "process", "uid", "forwarder", "source")
 
-_I = {name: i for i, name in enumerate(COLUMNS)}
-#: Index of a live row's network namespace (inode; appended by ``DnsTracker.take``).
-NS = len(COLUMNS)
-
-
-class LiveScan(Scan):
-    """fastscan.Scan for live capture: every column wanted, and ``marks``, the messages
-    livescan.py must look at after decoding (queries sent by this host, for attribution;
-    responses, for the names of their addresses): (transport, src, sport, dst, dport,
-    id, is_response). The compiled ring reader marks UDP messages itself
-    (``marking`` False while it runs) and sets ``local`` before a TCP packet."""
-
-    def __init__(self, ports: Any) -> None:
-        super().__init__(ports, None)
-        self.local = False  # the frame being decoded was sent by this host
-        self.marking = True
-        self.marks: list[tuple[Any, ...]] = []
-
-    def _message(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
-                 transport: str, dns: bytes, ifname: str | None) -> None:
-        super()._message(ts, src, sport, dst, dport, transport, dns, ifname)
-        if (self.marking or transport == "tcp") and len(dns) >= 12:
-            response = bool(dns[2] & 0x80)
-            if response or (self.local and dport in self.ports):
-                self.marks.append((transport, src, sport, dst, dport,
-                                   dns[0] << 8 | dns[1], response))
-
-
-def address_text(raw: bytes, cache: dict[bytes, str] = {}) -> str:  # noqa: B006 (the cache)
-    t = cache.get(raw)
-    if t is None:
-        import socket
-
-        if len(cache) > 65536:
-            cache.clear()
-        t = cache[raw] = socket.inet_ntop(
-            socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-    return t
-
-
-def _coded(v: int | None, name: Any) -> str | None:
-    return None if v is None else name(v)
-
-
-class DnsRecord:
-    """One transaction as dns_queries shows it: a view of its row (so it follows the
-    row as the response arrives), and what attribution found."""
-
-    __slots__ = ("row", "pid", "process", "uid", "forwarder", "source")
-
-    def __init__(self, row: list[Any], source: str = "live") -> None:
-        self.row = row
-        self.source = source
-        self.pid: int | None = None
-        self.process: str | None = None
-        self.uid: int | None = None
-        self.forwarder: bool | None = None
-
-    ts = property(lambda self: self.row[0])
-    client_address = property(lambda self: address_text(self.row[1]))
-    client_port = property(lambda self: self.row[2])
-    server_address = property(lambda self: address_text(self.row[3]))
-    server_port = property(lambda self: self.row[4])
-    transport = property(lambda self: self.row[5])
-    trans_id = property(lambda self: self.row[6])
-    query = property(lambda self: self.row[7])
-    qtype = property(lambda self: _coded(self.row[8], qtype_name))
-    qclass = property(lambda self: _coded(self.row[9], class_name))
-    rcode = property(lambda self: _coded(self.row[10], rcode_name))
-    flags = property(lambda self: [n for n, b in FLAG_BITS if (self.row[11] or 0) & b])
-    answers = property(lambda self: self.row[12])
-    answer_types = property(lambda self: self.row[13])
-    ttls = property(lambda self: self.row[14])
-    rtt = property(lambda self: self.row[15])
-    interface = property(lambda self: self.row[16])
-    status = property(lambda self: self.row[17])
-    #: Inode of the network namespace the packet was seen in (sockets.net_namespace's
-    #: value); None for a row given none.
-    net_namespace = property(lambda self: self.row[NS] if len(self.row) > NS else None)
-
-    def __repr__(self) -> str:
-        return (f"DnsRecord({self.ts}, {self.client_address}, {self.client_port}, "
-                f"{self.query!r}, {self.status}, pid={self.pid})")
 
 
 class DnsTracker:
     """The live buffer, fed by one LiveScan per network namespace (``scan_for``)."""
 
     def __init__(self, capacity: int = 100_000, max_pending: int = 65_536,
-                 max_names: int = 200_000, ports: Any = (53,)) -> None:
+                 max_names: int = 200_000, ports: Any = (53,),
+                 compiled: bool | None = None) -> None:
         self.capacity = capacity
+        if compiled is None:
+            compiled = _cscan is not None and hasattr(_cscan, "live_new")
+        #: The compiled store (rows and pairing tables), or None: rows kept here.
+        self.live: Any = _cscan.live_new(max(capacity, 1), 3) if compiled and _cscan else None
         self.max_pending = max_pending  # open transactions kept per namespace
         self.ports = ports
         #: One scan (and pairing table) per namespace; None: packets given no namespace.
@@ -136,7 +72,7 @@ class DnsTracker:
         self.max_names = max_names
         self.lock = threading.Lock()
         #: One batch decoded at a time, whatever its namespace (the buffer, the names
-        #: and the records are shared; ring_scan holds the GIL anyway).
+        #: and the records are shared; live_ring holds the GIL anyway).
         self.feeding = threading.Lock()
         self.evicted = 0  # records pushed out of the buffer
         self.evicted_by: Counter[int | None] = Counter()  # the same, per namespace
@@ -151,9 +87,17 @@ class DnsTracker:
         return scan
 
     @property
-    def pairing(self) -> Pairing:
+    def pairing(self) -> Pairing | StorePairing:
         """The pairing table of packets given no namespace."""
-        return self.scan.pairing
+        return self.scan.pairing if self.live is None else StorePairing(self, None)
+
+    def stats(self, ns: int | None) -> tuple[int, int, int]:
+        """The compiled store's (buffered, evicted, open) of namespace ``ns``."""
+        assert _cscan is not None
+        for s_ns, buffered, evicted, open_ in _cscan.live_stats(self.live)[0]:
+            if s_ns == ns:
+                return buffered, evicted, open_
+        return 0, 0, 0
 
     def _sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in list(self.scans.values()))
@@ -182,15 +126,19 @@ class DnsTracker:
     def counts(self, ns: int | None) -> dict[str, int]:
         """Namespace ``ns``'s counters (capture_stats' row)."""
         s = self.scans.get(ns)
+        evicted = self.evicted_by.get(ns, 0) if self.live is None else self.stats(ns)[1]
         if s is None:
             return {"messages": 0, "queries": 0, "responses": 0, "duplicates": 0,
-                    "malformed": 0, "evicted": self.evicted_by.get(ns, 0)}
+                    "malformed": 0, "evicted": evicted}
         return {"messages": s.messages, "queries": s.queries, "responses": s.responses,
                 "duplicates": s.pairing.duplicates, "malformed": s.malformed,
-                "evicted": self.evicted_by.get(ns, 0)}
+                "evicted": evicted}
 
     def buffered_by_netns(self) -> Counter[int | None]:
         """How many buffered rows each namespace has (one pass for all rows)."""
+        if self.live is not None:
+            assert _cscan is not None
+            return Counter({ns: n for ns, n, _, _ in _cscan.live_stats(self.live)[0] if n})
         with self.lock:
             rows = list(self.records)
         return Counter(r[NS] for r in rows)
@@ -200,8 +148,12 @@ class DnsTracker:
         buffer, each given its namespace; the scan's marks (for the caller, before
         ``trim``)."""
         scan = self.scan_for(ns)
-        rows, scan.rows = scan.rows, []
         marks, scan.marks = scan.marks, []
+        if self.live is not None:  # the rows are in the store already
+            if self.views:
+                self._prune()
+            return marks
+        rows, scan.rows = scan.rows, []
         if scan.names:  # the file scan's address map: the tracker keeps its own, bounded
             scan.names.clear()
         if rows:
@@ -214,14 +166,47 @@ class DnsTracker:
     def trim(self, now: float, ns: int | None = None) -> None:
         """Bound namespace ``ns``'s open transactions (pairing.Pairing.trim); ``now``:
         the capture time of the newest packet."""
-        self.scan_for(ns).pairing.trim(now, self.max_pending)
+        pairing = self.scan_for(ns).pairing
+        if self.live is None:
+            pairing.trim(now, self.max_pending)
+        else:
+            assert _cscan is not None
+            pairing.forgotten += _cscan.live_trim(self.live, ns, now, self.max_pending)
 
     def forget(self, ns: int) -> None:
         """Namespace ``ns`` went away: its open transactions with it (its counters
         stay, for capture_stats)."""
+        if self.live is not None:
+            assert _cscan is not None
+            with self.feeding:  # (not while a batch is decoded into that table)
+                _cscan.live_forget(self.live, ns)
+            return
         s = self.scans.get(ns)
         if s is not None:
             s.pairing.table.clear()
+
+    def find(self, ns: int | None, transport: str, client: bytes, client_port: int,
+             server: bytes, server_port: int, tid: int) -> Any:
+        """The row of the transaction with this key in namespace ``ns`` (the row
+        itself, or its number in the compiled store), or None."""
+        if self.live is not None:
+            assert _cscan is not None
+            return _cscan.live_find(self.live, ns, transport == "tcp", client, client_port,
+                                    server, server_port, tid)
+        e = self.scan_for(ns).pairing.table.get(
+            (transport, client, client_port, server, server_port, tid))
+        return None if e is None else e[2]
+
+    def _prune(self) -> None:
+        """Forget the records of rows the compiled store evicted."""
+        assert _cscan is not None
+        head = _cscan.live_stats(self.live)[1]
+        views = self.views
+        while views:
+            seq = next(iter(views))
+            if seq >= head:
+                return
+            del views[seq]
 
     def _append(self, rows: list[list[Any]]) -> None:
         records = self.records
@@ -240,16 +225,29 @@ class DnsTracker:
                 rows = rows[-self.capacity:]
         records.extend(rows)
 
-    def record(self, row: list[Any]) -> tuple[DnsRecord, bool]:
-        """The record of ``row`` (made once, then the same object); True when new."""
+    def record(self, row: Any) -> tuple[DnsRecord, bool]:
+        """The record of ``row`` (``find``'s; made once, then the same object); True
+        when new."""
+        if self.live is not None:
+            assert _cscan is not None
+            rec = self.views.get(row)
+            if rec is not None:
+                return rec, False
+            rec = self.views[row] = LiveRecord(_cscan.live_row(self.live, row), self.live, row)
+            return rec, True
         rec = self.views.get(id(row))
         if rec is not None and rec.row is row:
             return rec, False
         rec = self.views[id(row)] = DnsRecord(row)
         return rec, True
 
-    def answered(self, row: list[Any]) -> None:
-        """``row`` got its response: its addresses now name its query."""
+    def answered(self, row: Any) -> None:
+        """``row`` (``find``'s) got its response: its addresses now name its query."""
+        if self.live is not None:
+            assert _cscan is not None
+            row = _cscan.live_row(self.live, row)
+            if row is None:
+                return
         answers = row[12]
         if not answers:
             return
@@ -263,35 +261,62 @@ class DnsTracker:
             names.popitem(last=False)
 
     def snapshot(self) -> list[DnsRecord]:
+        views = self.views
+        if self.live is not None:
+            assert _cscan is not None
+            first, rows = _cscan.live_rows(self.live)
+            return [views.get(first + i) or DnsRecord(r) for i, r in enumerate(rows)]
         with self.lock:
             rows = list(self.records)
-        views = self.views
         return [views.get(id(r)) or DnsRecord(r) for r in rows]
 
     def columns(self, want: frozenset[str] | None
                 ) -> tuple[Columns, list[DnsRecord | None] | None]:
         """The buffer's dns_queries columns (``want``: those read, all when None; ts
-        always) and each row's record, or None when no row has one."""
-        with self.lock:
-            rows = list(self.records)
-        with self._reading:
-            reader = self._columns
-            reader.rows = rows
-            try:
-                cols = reader.columns(want)
-            finally:
-                reader.rows = []
+        always, its length the rows': from the compiled store, None values when not
+        wanted) and each row's record, or None when no row has one."""
         views = self.views
-        recs = [views.get(id(r)) for r in rows] if views else None
+        if self.live is not None:
+            cols, namespaces, recs = self._store_columns(want)
+        else:
+            with self.lock:
+                rows = list(self.records)
+            with self._reading:
+                reader = self._columns
+                reader.rows = rows
+                try:
+                    cols = reader.columns(want)
+                finally:
+                    reader.rows = []
+            recs = [views.get(id(r)) for r in rows] if views else None
+            namespaces = [r[NS] for r in rows]
+        n = len(cols["ts"])
         for name in EXTRA[:-1]:
             if want is None or name in want:
-                cols[name] = ([None] * len(rows) if recs is None else
+                cols[name] = ([None] * n if recs is None else
                               [getattr(v, name) if v is not None else None for v in recs])
         if want is None or "source" in want:
-            cols["source"] = ["live"] * len(rows)
+            cols["source"] = ["live"] * n
         if want is None or "net_namespace" in want:
-            cols["net_namespace"] = [r[NS] for r in rows]
+            cols["net_namespace"] = namespaces
         return cols, recs
+
+    def _store_columns(self, want: frozenset[str] | None
+                       ) -> tuple[Columns, list[Any], list[DnsRecord | None] | None]:
+        """``columns`` from the compiled store: (columns, namespaces, records)."""
+        assert _cscan is not None
+        wanted = [i for i, name in enumerate(COLUMNS) if want is None or name in want]
+        views = self.views
+        with_seq = bool(views)
+        extra = [NS] + ([NS + 1] if with_seq else [])  # the namespace, the seq
+        built = _cscan.live_columns(self.live, tuple(wanted + extra))
+        cols: Columns = {COLUMNS[i]: coded(COLUMNS[i], v)
+                         for i, v in zip(wanted, built, strict=False)}
+        namespaces = built[len(wanted)]
+        if "ts" not in cols:  # (1,000,000 floats nobody reads: 40 ms)
+            cols["ts"] = [None] * len(namespaces)
+        recs = [views.get(s) for s in built[-1]] if with_seq else None
+        return cols, namespaces, recs
 
     def name_for(self, address: str, net_namespace: int | None,
                  now: float | None) -> str | None:
