@@ -50,10 +50,11 @@ class SockDiagError(OSError):
     pass
 
 
-def open_socket(netns_path: str | None = None) -> socket.socket:
-    """A sock_diag netlink socket, inside the namespace of ``netns_path`` if given."""
+def open_socket(netns_path: str | None = None, expect: int | None = None) -> socket.socket:
+    """A sock_diag netlink socket, inside the namespace of ``netns_path`` if given
+    (``expect``: that namespace's inode, checked: netns.call_in)."""
     return netns.call_in(netns_path, lambda: socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG))
+        socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG), expect=expect)
 
 
 def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int) -> None:
@@ -96,9 +97,11 @@ _SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP = 270, 1
 SO_RCVBUFFORCE = 33
 
 
-def destroy_socket(netns_path: str | None = None) -> socket.socket:
+def destroy_socket(netns_path: str | None = None, expect: int | None = None
+                   ) -> socket.socket:
     """A sock_diag socket that receives every TCP and UDP socket destroyed in the
-    namespace of ``netns_path`` (here when None), TCP with its tcp_info. Needs root."""
+    namespace of ``netns_path`` (here when None), TCP with its tcp_info. Needs root.
+    ``expect``: that namespace's inode, checked (netns.call_in)."""
 
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
@@ -113,7 +116,7 @@ def destroy_socket(netns_path: str | None = None) -> socket.socket:
             raise
         return sock
 
-    return netns.call_in(netns_path, make)
+    return netns.call_in(netns_path, make, expect=expect)
 
 
 _U64 = struct.Struct("=Q").unpack_from

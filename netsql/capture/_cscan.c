@@ -2778,25 +2778,32 @@ static PyObject *live_row(PyObject *self, PyObject *args)
     return live_row_of(lv, (size_t)i);
 }
 
-/* live_rows(store) -> (seq of the first, [row, ...]): every buffered row. */
-static PyObject *live_rows(PyObject *self, PyObject *capsule)
+/* live_rows(store[, since]) -> (seq of the first, [row, ...]): the buffered rows from
+ * seq ``since`` on (all by default): the recorder asks only for what arrived since its
+ * last call, not the whole buffer each second. */
+static PyObject *live_rows(PyObject *self, PyObject *args)
 {
     (void)self;
+    PyObject *capsule;
+    unsigned long long since = 0;
+    if (!PyArg_ParseTuple(args, "O|K", &capsule, &since))
+        return NULL;
     Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
     if (lv == NULL)
         return NULL;
-    PyObject *rows = PyList_New((Py_ssize_t)(lv->tail - lv->head));
+    uint64_t first = since > lv->head ? (since < lv->tail ? since : lv->tail) : lv->head;
+    PyObject *rows = PyList_New((Py_ssize_t)(lv->tail - first));
     if (rows == NULL)
         return NULL;
-    for (uint64_t s = lv->head; s < lv->tail; s++) {
+    for (uint64_t s = first; s < lv->tail; s++) {
         PyObject *row = live_row_of(lv, s % lv->capacity);
         if (row == NULL) {
             Py_DECREF(rows);
             return NULL;
         }
-        PyList_SET_ITEM(rows, (Py_ssize_t)(s - lv->head), row);
+        PyList_SET_ITEM(rows, (Py_ssize_t)(s - first), row);
     }
-    return Py_BuildValue("KN", (unsigned long long)lv->head, rows);
+    return Py_BuildValue("KN", (unsigned long long)first, rows);
 }
 
 /* live_columns(store, indices) -> [list per index]: the buffered rows' columns, by
@@ -2889,7 +2896,7 @@ static PyMethodDef methods[] = {
     {"live_find", live_find, METH_VARARGS,
      "live_find(store, ns, tcp, client, cport, server, sport, id) -> seq or None"},
     {"live_row", live_row, METH_VARARGS, "live_row(store, seq) -> row or None"},
-    {"live_rows", live_rows, METH_O, "live_rows(store) -> (first seq, rows)"},
+    {"live_rows", live_rows, METH_VARARGS, "live_rows(store[, since]) -> (first seq, rows)"},
     {"live_columns", live_columns, METH_VARARGS, "live_columns(store, indices) -> [list, ...]"},
     {"live_stats", live_stats, METH_O,
      "live_stats(store) -> ([(ns, buffered, evicted, open), ...], first seq)"},

@@ -23,6 +23,7 @@ pure-Python twin tests/test_livescan.py compares it with), rows are lists kept h
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter, OrderedDict, deque
 from types import ModuleType
@@ -75,6 +76,7 @@ class DnsTracker:
         #: and the records are shared; live_ring holds the GIL anyway).
         self.feeding = threading.Lock()
         self.evicted = 0  # records pushed out of the buffer
+        self.appended = 0  # records ever appended (the pure-Python buffer's sequence)
         self.evicted_by: Counter[int | None] = Counter()  # the same, per namespace
         self._columns = Scan(ports, None)  # reads the buffer's rows as columns
         self._reading = threading.Lock()  # one reader of it at a time
@@ -210,6 +212,7 @@ class DnsTracker:
 
     def _append(self, rows: list[list[Any]]) -> None:
         records = self.records
+        self.appended += len(rows)
         over = len(records) + len(rows) - self.capacity
         if over > 0:
             self.evicted += over
@@ -261,14 +264,22 @@ class DnsTracker:
             names.popitem(last=False)
 
     def snapshot(self) -> list[DnsRecord]:
+        return self.since(0)[1]
+
+    def since(self, seq: int) -> tuple[int, list[DnsRecord]]:
+        """The buffered records from sequence number ``seq`` on (each record appended
+        has the next; the evicted ones are gone), in arrival order, and the sequence
+        number of the first of them."""
         views = self.views
         if self.live is not None:
             assert _cscan is not None
-            first, rows = _cscan.live_rows(self.live)
-            return [views.get(first + i) or DnsRecord(r) for i, r in enumerate(rows)]
+            first, rows = _cscan.live_rows(self.live, seq)
+            return first, [views.get(first + i) or DnsRecord(r) for i, r in enumerate(rows)]
         with self.lock:
-            rows = list(self.records)
-        return [views.get(id(r)) or DnsRecord(r) for r in rows]
+            head = self.appended - len(self.records)
+            first = max(seq, head)
+            rows = list(itertools.islice(self.records, first - head, None))
+        return first, [views.get(id(r)) or DnsRecord(r) for r in rows]
 
     def columns(self, want: frozenset[str] | None
                 ) -> tuple[Columns, list[DnsRecord | None] | None]:

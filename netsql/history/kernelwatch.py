@@ -102,8 +102,8 @@ class KernelWatch:
             for table, make in ((self.destroy, sockdiag.destroy_socket),
                                 (self.lookup, sockdiag.open_socket)):
                 if ns not in table:
-                    try:
-                        table[ns] = make(where)
+                    try:  # (a handle's process may have moved: its inode is checked)
+                        table[ns] = make(where, None if where is None else ns)
                     except OSError as exc:
                         self.sink.error(f"sock_diag in namespace {ns}: {exc}")
         self.edges.join(present, own)

@@ -42,7 +42,8 @@ def tcp_rows(coll: Collection, cols: Columns) -> None:
         return
     for ns, handle in procfs.namespaces(coll).items():
         try:
-            sock = sockdiag.open_socket(None if ns == own else handle)
+            sock = sockdiag.open_socket(None if ns == own else handle,
+                                        expect=None if ns == own else ns)
         except OSError:
             continue  # another namespace without CAP_SYS_ADMIN: not visible
         try:
