@@ -205,7 +205,8 @@ def _start_recording(args: argparse.Namespace, base: State, env: Env
                      ) -> tuple[threading.Event, threading.Thread]:
     """The recorder (netsql/history/recorder.py) polling and flushing in a thread of its
     own, fed by the DNS capture when there is one."""
-    from netsql.history.recorder import DnsFeed, Recorder
+    from netsql.history.dnsfeed import DnsFeed
+    from netsql.history.recorder import Recorder
     from netsql.history.store import Store
 
     store = Store(args.record, retain_days=args.retain, max_bytes=args.max_size)
