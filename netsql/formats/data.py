@@ -145,6 +145,10 @@ def write_text(out: TextIO, data: bytes) -> None:
         out.write(data.decode("utf-8"))
 
 
+#: Value types the csv module writes as plain_text does (None as an empty field).
+_AS_IS = frozenset({str, int, type(None)})
+
+
 class CsvFormat:
     name = "csv"
     description = ("comma-separated values (RFC 4180, header row, NULL as empty field, "
@@ -163,8 +167,17 @@ class CsvFormat:
         for chunk in result.chunks():
             if fix:
                 writer.writerows([fix(plain_text(v)) for v in row] for row in chunk)
-            else:
-                writer.writerows([plain_text(v) for v in row] for row in chunk)
+            elif chunk:
+                # A column of text, integers and NULLs only is written by the csv module
+                # as plain_text writes it: only the other columns go through plain_text
+                # (2,000 processes: 25 ms of a one-liner's 40 ms of csv otherwise).
+                columns = list(zip(*chunk, strict=True))
+                if all(_AS_IS.issuperset(map(type, col)) for col in columns):
+                    writer.writerows(chunk)
+                    continue
+                writer.writerows(zip(*(col if _AS_IS.issuperset(map(type, col))
+                                       else map(plain_text, col) for col in columns),
+                                     strict=True))
 
 
 class JsonFormat:
