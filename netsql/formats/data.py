@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
 import re
@@ -165,6 +166,11 @@ class CsvFormat:
                 write_text(out, data)
             return
         for chunk in result.chunks():
+            # A chunk's text is made whole and written at once: the csv module writes a
+            # row at a time, and each write to netsql serve's output is a call of Python
+            # code (40,000 rows: ~20 ms).
+            text = io.StringIO()
+            writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
             if fix:
                 writer.writerows([fix(plain_text(v)) for v in row] for row in chunk)
             elif chunk:
@@ -174,10 +180,11 @@ class CsvFormat:
                 columns = list(zip(*chunk, strict=True))
                 if all(_AS_IS.issuperset(map(type, col)) for col in columns):
                     writer.writerows(chunk)
-                    continue
-                writer.writerows(zip(*(col if _AS_IS.issuperset(map(type, col))
-                                       else map(plain_text, col) for col in columns),
-                                     strict=True))
+                else:
+                    writer.writerows(zip(*(col if _AS_IS.issuperset(map(type, col))
+                                           else map(plain_text, col) for col in columns),
+                                         strict=True))
+            out.write(text.getvalue())
 
 
 class JsonFormat:
