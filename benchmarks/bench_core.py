@@ -86,8 +86,11 @@ def main() -> None:
     with loadgen("sockets", a.sockets):
         n = int(subprocess.run(["ss", "-tunaH"], capture_output=True, text=True)
                 .stdout.count("\n"))
-        namespaces = len({os.stat(f"/proc/{p}/ns/net").st_ino for p in os.listdir("/proc")
-                          if p.isdigit() and os.path.exists(f"/proc/{p}/ns/net")})
+        from netsql.collect import Collection
+        from netsql.procfs import namespaces as every_namespace
+
+        # as the sockets table finds them: processes' and `ip netns` ones
+        namespaces = len(every_namespace(Collection()))
         out.append(f"| ({n} sockets; netsql reads {namespaces} network namespaces, ss one)"
                    " | | | | |")
         with resident() as env:

@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 from types import ModuleType
+from typing import Any
 
 from netsql import netlink, netns
 from netsql.netlink import HDR, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
@@ -82,6 +83,59 @@ def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFF
             raise SockDiagError(-status, os.strerror(-status))
         if status:
             return out
+
+
+#: The sockets table's columns that :func:`columns` fills, in this order.
+COLUMNS = ("family", "protocol", "local_address", "local_port", "remote_address",
+           "remote_port", "state", "tx_queue", "rx_queue", "uid", "inode", "net_namespace")
+FAMILY_TEXT: dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+
+
+def columns(sock: socket.socket, family: int, protocol: int, cols: list[list[Any]],
+            states: list[str] | list[str | None], pname: str, ns: int | None) -> None:
+    """Every socket of ``family``/``protocol`` appended to ``cols``, the lists of the
+    :data:`COLUMNS`, one value each (no row tuples): ``states[n]`` is state n's text,
+    ``pname`` the protocol column's value, ``ns`` the namespace column's. AF_UNSPEC with
+    TCP: both families in one dump. Parsed by _cdiag.c when built, else _py_columns."""
+    _request(sock, family, protocol, 0xFFFFFFFF, 0)
+    buf = bytearray(1 << 17)
+    fill = _cdiag.columns if _cdiag is not None else _py_columns
+    while True:
+        n = sock.recv_into(buf)
+        status = fill(buf, n, cols, states, pname, ns) if n else 1
+        if status < 0:
+            raise SockDiagError(-status, os.strerror(-status))
+        if status:
+            return
+
+
+def _py_columns(buf: bytearray, n: int, cols: list[list[Any]], states: list[str] | list[str | None],
+                pname: str, ns: int | None) -> int:
+    """The pure-Python _cdiag.columns: buf[:n]'s sockets appended to ``cols``."""
+    out: list[Row] = []
+    status = _py_rows(buf, n, out)
+    append_columns(out, cols, states, pname, ns)
+    return status
+
+
+def append_columns(rows: list[Row], cols: list[list[Any]], states: list[str] | list[str | None],
+                   pname: str, ns: int | None) -> None:
+    """Rows appended to ``cols`` (the lists of :data:`COLUMNS`), as _cdiag.columns does."""
+    (family_c, proto_c, laddr_c, lport_c, raddr_c, rport_c, state_c, txq_c, rxq_c, uid_c,
+     inode_c, ns_c) = cols
+    for fam, state, sport, dport, local, remote, rq, wq, uid, inode, _tcp in rows:
+        family_c.append(FAMILY_TEXT[fam])
+        proto_c.append(pname)
+        laddr_c.append(local)
+        lport_c.append(sport)
+        raddr_c.append(remote)
+        rport_c.append(dport)
+        state_c.append(states[state])
+        txq_c.append(wq)
+        rxq_c.append(rq)
+        uid_c.append(uid)
+        inode_c.append(inode)
+        ns_c.append(ns)
 
 
 def parse(buf: bytearray, n: int, out: list[Row]) -> int:

@@ -415,3 +415,30 @@ def test_the_client_loads_neither_duckdb_nor_the_engine(server: Server,
                              cwd=str(tmp_path))
     assert out == "43\n" and len(server.served()) == 2
     assert "netsql.run" in loaded and not engine(loaded), engine(loaded)
+
+
+def test_spare_engines_declare_the_last_commands_tables_and_run_no_setup() -> None:
+    """A spare engine has the tables the last command declared (their DDL would hold
+    up the next command), but no setup ran in it: a setup (intel's functions, history)
+    runs with the command's own settings."""
+    from netsql.engine import Engine
+    from netsql.serve.server import Spares
+
+    used = Engine()
+    for result in used.run("SELECT count(*) FROM processes WHERE pid = 1"):
+        assert result.data is not None and list(result.data.chunks()) == [[(1,)]]
+    used.con.execute("CREATE TABLE ip_num_notes (x INTEGER)")  # names a setup's word
+    spares = Spares()
+    spares.learn(used)
+    spares.refill()
+    spare = spares.take()
+    assert spare is not None and spares.take() is None
+    tables = {r[0] for r in spare.con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall()}
+    assert tables == {"processes"}
+    assert spare.con.execute("SELECT count(*) FROM duckdb_functions() "
+                             "WHERE function_name = 'ip_num'").fetchone() == (0,)
+    assert spare.render_rows == Spares.RENDER_ROWS
+    # What the spare lacks is declared (and set up) by the statement itself.
+    for result in spare.run("SELECT ip_num('10.0.0.1') = ip_num('10.0.0.2') - 1 AS n"):
+        assert result.data is not None and list(result.data.chunks()) == [[(True,)]]

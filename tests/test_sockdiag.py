@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netsql import sockdiag
+from netsql import netlink, sockdiag
 from tests.conftest import need
 from tests.mutate import Edit, apply_edits, edits
 
@@ -110,18 +110,95 @@ def test_real_dumps_parse_alike() -> None:
             s.close()
 
 
+STATES = [f"s{i}" if i % 3 else None for i in range(256)]
+
+
+def columns_both(datagrams: list[bytes], ns: int | None = 7) -> tuple[list[Any], list[Any],
+                                                                      list[int], list[int]]:
+    """The sockets table's columns from _cdiag.columns and from _py_columns."""
+    cdiag = compiled()
+    c_cols: list[list[Any]] = [[] for _ in sockdiag.COLUMNS]
+    py_cols: list[list[Any]] = [[] for _ in sockdiag.COLUMNS]
+    c_status, py_status = [], []
+    for data in datagrams:
+        c_status.append(cdiag.columns(data, len(data), c_cols, STATES, "tcp", ns))
+        py_status.append(sockdiag._py_columns(bytearray(data), len(data), py_cols, STATES,
+                                              "tcp", ns))
+    return c_cols, py_cols, c_status, py_status
+
+
+def test_real_dumps_columns_alike() -> None:
+    """_cdiag.columns against its twin on real dumps of sockets of both families (both
+    ends, listeners, connected and unconnected UDP), and against the rows parse."""
+    socks = []
+    for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        srv = socket.socket(fam, socket.SOCK_STREAM)
+        srv.bind((host, 0))
+        srv.listen(5)
+        c = socket.create_connection(srv.getsockname()[:2])
+        a, _ = srv.accept()
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        u.bind((host, 0))
+        u2 = socket.socket(fam, socket.SOCK_DGRAM)
+        u2.connect(u.getsockname())
+        socks += [srv, c, a, u, u2]
+    try:
+        for fam, proto in ((socket.AF_UNSPEC, socket.IPPROTO_TCP),
+                           (socket.AF_INET, socket.IPPROTO_UDP),
+                           (socket.AF_INET6, socket.IPPROTO_UDP)):
+            dump = raw_dump(fam, proto, False)
+            c_cols, py_cols, cs, ps = columns_both(dump)
+            assert c_cols == py_cols and cs == ps and cs[-1] == 1
+            rows = parse_both(dump)[0]
+            assert len(c_cols[0]) == len(rows) > 0
+            got = {v[10]: dict(zip(sockdiag.COLUMNS, v, strict=True))
+                   for v in zip(*c_cols, strict=True)}
+            for s in socks:
+                if s.type != (socket.SOCK_STREAM if proto == 6 else socket.SOCK_DGRAM) or (
+                        fam != socket.AF_UNSPEC and s.family != fam):
+                    continue
+                r = got[os.fstat(s.fileno()).st_ino]
+                assert r["family"] == ("ipv4" if s.family == socket.AF_INET else "ipv6")
+                assert (r["protocol"], r["net_namespace"]) == ("tcp", 7)
+                assert (r["local_address"], r["local_port"]) == s.getsockname()[:2]
+                try:
+                    peer = s.getpeername()[:2]
+                except OSError:
+                    peer = (None, None)
+                assert (r["remote_address"], r["remote_port"]) == peer
+                row = next(x for x in rows if x[9] == r["inode"])
+                assert r["state"] == STATES[row[1]]
+                assert (r["tx_queue"], r["rx_queue"], r["uid"]) == (row[7], row[6], row[8])
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _seed() -> bytes:
-    """A real dump of TCP sockets with tcp_info, as one buffer."""
+    """A real dump of TCP sockets with tcp_info, as one buffer: the messages of the
+    test's own sockets and the dump's end (a busy host's tens of thousands of sockets
+    would make each of the thousands of examples parse megabytes in Python)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
     c = socket.create_connection(srv.getsockname())
     a, _ = srv.accept()
     try:
-        return b"".join(raw_dump(socket.AF_INET, socket.IPPROTO_TCP, True))
+        ours = {os.fstat(s.fileno()).st_ino for s in (c, a, srv)}
+        data = b"".join(raw_dump(socket.AF_INET, socket.IPPROTO_TCP, True))
     finally:
         for s in (c, a, srv):
             s.close()
+    kept, off = [], 0
+    while off + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, off)
+        message = data[off:off + length]
+        if kind != sockdiag.SOCK_DIAG_BY_FAMILY or struct.unpack_from(
+                "=I", message, 16 + 68)[0] in ours:
+            kept.append(message)
+        off += (length + 3) & ~3
+    assert len(kept) == 4 and kept[-1][4] == netlink.NLMSG_DONE  # ours, then the end
+    return b"".join(kept)
 
 
 SEED = _seed()
@@ -137,3 +214,5 @@ def test_damaged_dumps_parse_alike(changes: list[Edit], cut: int, huge: bool) ->
     data = bytes(buf[:len(buf) - cut % 200])
     c_rows, py_rows, cs, ps = parse_both([data])
     assert c_rows == py_rows and cs == ps
+    c_cols, py_cols, cs, ps = columns_both([data], None)
+    assert c_cols == py_cols and cs == ps

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from netsql import procfs
+from netsql import procfs, sockdiag
 from netsql.backends.base import TCP_STATE_NAMES
 from netsql.collect import Collection, Need
 from netsql.schema import Columns
@@ -38,8 +39,7 @@ def hex_ipv6(hexaddr: str, cache: dict[str, str]) -> str:
     return addr
 
 
-_COLUMNS = ("family", "protocol", "local_address", "local_port", "remote_address",
-            "remote_port", "state", "tx_queue", "rx_queue", "uid", "inode", "net_namespace")
+_COLUMNS = sockdiag.COLUMNS
 _STATE_NAMES = {int(k, 16): v for k, v in TCP_STATES.items()}
 #: sock_diag state number (0-255) -> the state column's text, for TCP and for UDP
 #: ('ESTABLISHED' when connected, else NULL).
@@ -50,69 +50,79 @@ _UDP_STATE_TEXT[1] = "ESTABLISHED"
 
 def read_sockets(coll: Collection) -> Columns:
     """Every TCP/UDP socket of every namespace: sock_diag netlink, else /proc/net text
-    (pid, fd and owners not yet: see attach_owners)."""
+    (pid, fd and owners not yet: see attach_owners).
+
+    The namespaces are dumped at once, a thread each: the kernel walks the host's whole
+    TCP hash table for every namespace's dump (9-12 ms with 40,000 sockets, even for a
+    namespace with none), and socket.recv_into lets other threads run meanwhile.
+    Measured with 40,000 sockets and 5 namespaces on 2 cores: 90 ms one after the
+    other, ~55 ms at once."""
 
     def scan() -> Columns:
-        cols: Columns = {k: [] for k in _COLUMNS}
         own = procfs.own_netns()
         # When flows is collected in the same pass, one TCP dump serves both.
         tcp_info: dict[int, list[Any]] | None = {} if "flows" in coll.tables else None
         if tcp_info is not None:
             coll.once("tcp_info", lambda: tcp_info)
-        for ns, handle in procfs.namespaces(coll).items():
+        spaces = list(procfs.namespaces(coll).items())
+        parts: list[list[list[Any]] | BaseException | None] = [None] * len(spaces)
+
+        def dump(i: int) -> None:
+            ns, handle = spaces[i]
             try:
-                _from_netlink(cols, ns, None if ns == own else handle, tcp_info)
+                parts[i] = _from_netlink(ns, None if ns == own else handle, tcp_info)
             except OSError:
+                parts[i] = None  # read /proc/PID/net instead (below)
+            except BaseException as exc:  # handed to the collecting thread
+                parts[i] = exc
+
+        threads = [threading.Thread(target=dump, args=(i,), daemon=True,
+                                    name="netsql-sockdiag") for i in range(1, len(spaces))]
+        for t in threads:
+            t.start()
+        if spaces:
+            dump(0)
+        for t in threads:
+            t.join()
+        cols: Columns = {k: [] for k in _COLUMNS}
+        for (ns, handle), part in zip(spaces, parts, strict=True):
+            if isinstance(part, BaseException):
+                raise part
+            if part is None:
                 base = procfs.proc_dir(handle)
                 if base is not None:
                     _from_proc(cols, ns, base)
+                continue
+            for k, values in zip(sockdiag.COLUMNS, part, strict=True):
+                if cols[k]:
+                    cols[k].extend(values)
+                else:
+                    cols[k] = values
         return cols
 
     return coll.once("sockets", scan)
 
 
-def _from_netlink(cols: Columns, ns: int, nspath: str | None,
-                  tcp_info: dict[int, list[Any]] | None = None) -> None:
-    """One namespace's sockets; with ``tcp_info``, TCP comes with TCP_INFO and the raw
-    records are kept there (namespace -> records) for the flows table."""
-    from netsql import sockdiag
-
+def _from_netlink(ns: int, nspath: str | None,
+                  tcp_info: dict[int, list[Any]] | None = None) -> list[list[Any]]:
+    """One namespace's sockets as the lists of sockdiag.COLUMNS; with ``tcp_info``, TCP
+    comes with TCP_INFO and the raw records are kept there (namespace -> records) for
+    the flows table."""
     sock = sockdiag.open_socket(nspath)
-    staged: Columns = {k: [] for k in _COLUMNS}
+    cols: list[list[Any]] = [[] for _ in sockdiag.COLUMNS]
     try:
         # TCP of both families in one dump: each walks the host's whole TCP table.
-        both = sockdiag.rows(sock, socket.AF_UNSPEC, 6, info=tcp_info is not None)
         if tcp_info is not None:
+            both = sockdiag.rows(sock, socket.AF_UNSPEC, 6, info=True)
             tcp_info.setdefault(ns, []).extend(both)
-        for family, fname in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
-            _dump_into(staged, [r for r in both if r[0] == family], fname, "tcp", ns)
-            _dump_into(staged, sockdiag.rows(sock, family, 17), fname, "udp", ns)
+            sockdiag.append_columns(both, cols, TCP_STATE_TEXT, "tcp", ns)
+        else:
+            sockdiag.columns(sock, socket.AF_UNSPEC, 6, cols, TCP_STATE_TEXT, "tcp", ns)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            sockdiag.columns(sock, family, 17, cols, _UDP_STATE_TEXT, "udp", ns)
     finally:
         sock.close()
-    for k in _COLUMNS:
-        cols[k].extend(staged[k])
-
-
-def _dump_into(cols: Columns, rows: list[Any], fname: str, pname: str, ns: int) -> None:
-    """Append sockdiag rows of one family and protocol to ``cols``, a column at a time."""
-    if not rows:
-        return
-    _fam, state, lport, rport, local, remote, rq, wq, uid, inode, _tcp = zip(*rows,
-                                                                             strict=True)
-    k = len(rows)
-    cols["family"].extend([fname] * k)
-    cols["protocol"].extend([pname] * k)
-    cols["local_address"].extend(local)
-    cols["local_port"].extend(lport)
-    cols["remote_address"].extend(remote)
-    cols["remote_port"].extend(rport)
-    cols["state"].extend(map((TCP_STATE_TEXT if pname == "tcp" else _UDP_STATE_TEXT)
-                             .__getitem__, state))
-    cols["tx_queue"].extend(wq)
-    cols["rx_queue"].extend(rq)
-    cols["uid"].extend(uid)
-    cols["inode"].extend(inode)
-    cols["net_namespace"].extend([ns] * k)
+    return cols
 
 
 def proc_net_entries(text: str) -> Iterator[tuple[list[str], str, str, str, str]]:

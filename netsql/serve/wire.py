@@ -19,22 +19,25 @@ class Outbox:
 
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
-        self.parts: list[tuple[str, str]] = []
+        #: (kind, pieces) in order; the pieces of a frame are joined when it is sent
+        #: (adding each write to the frame's text instead copied the frame again for
+        #: every row a csv writer wrote: 40,000 rows, 0.1 s).
+        self.parts: list[tuple[str, list[str]]] = []
         self.size = 0
 
     def put(self, kind: str, text: str) -> None:
         if self.parts and self.parts[-1][0] == kind:
-            self.parts[-1] = (kind, self.parts[-1][1] + text)
+            self.parts[-1][1].append(text)
         else:
-            self.parts.append((kind, text))
+            self.parts.append((kind, [text]))
         self.size += len(text)
         if self.size >= 1 << 16:
             self.flush()
 
     def flush(self) -> None:
         parts, self.parts, self.size = self.parts, [], 0
-        for kind, text in parts:
-            client.send(self.conn, {kind: text})
+        for kind, pieces in parts:
+            client.send(self.conn, {kind: "".join(pieces)})
 
 
 class Frames(io.TextIOBase):
