@@ -3,6 +3,7 @@ namespace, owners from one scan of /proc/*/fd."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 import threading
@@ -71,8 +72,12 @@ def read_sockets(coll: Collection) -> Columns:
             ns, handle = spaces[i]
             try:
                 parts[i] = _from_netlink(ns, None if ns == own else handle, tcp_info)
-            except OSError:
-                parts[i] = None  # read /proc/PID/net instead (below)
+            except OSError as exc:
+                # A handle whose process moved to another namespace: that namespace's
+                # rows would be labelled this one's (its sockets come with its own
+                # handle); anything else: read /proc/PID/net instead (below).
+                parts[i] = [[] for _ in sockdiag.COLUMNS] if exc.errno == errno.ESTALE \
+                    else None
             except BaseException as exc:  # handed to the collecting thread
                 parts[i] = exc
 
@@ -108,7 +113,7 @@ def _from_netlink(ns: int, nspath: str | None,
     """One namespace's sockets as the lists of sockdiag.COLUMNS; with ``tcp_info``, TCP
     comes with TCP_INFO and the raw records are kept there (namespace -> records) for
     the flows table."""
-    sock = sockdiag.open_socket(nspath)
+    sock = sockdiag.open_socket(nspath, expect=None if nspath is None else ns)
     cols: list[list[Any]] = [[] for _ in sockdiag.COLUMNS]
     try:
         # TCP of both families in one dump: each walks the host's whole TCP table.
