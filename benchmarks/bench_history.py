@@ -203,7 +203,7 @@ def dns_recording(rate: int = 20_000, seconds: float = 10.0) -> None:
             sock, rec = os.path.join(tmp, "s.sock"), os.path.join(tmp, "rec")
             serve = subprocess.Popen(
                 live.in_ns(live.A, sys.executable, "-m", "netsql", "serve", "--socket", sock,
-                           "-i", "nsbl-a", "--dns-buffer", "200000", "--record", rec,
+                           "-i", live.DEV_A, "--dns-buffer", "200000", "--record", rec,
                            "--flush", "2"), stderr=subprocess.PIPE, text=True, cwd=root)
             assert serve.stderr is not None
             while "serving on" not in (line := serve.stderr.readline()):

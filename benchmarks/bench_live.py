@@ -31,6 +31,9 @@ import time
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The veth pair between the lab's namespaces A (the server, where netsql captures)
+#: and B (the sender).
+DEV_A, DEV_B = "lcap-a", "lcap-b"
 A, B = "livecap-a", "livecap-b"
 SERVER, CLIENT = "10.89.0.1", "10.89.0.2"
 
@@ -102,8 +105,8 @@ def send(rate: int, seconds: float, sender: str, tmp: str) -> tuple[int, float]:
     """Send the queries from namespace B: (how many, seconds it took)."""
     if sender == "tcpreplay":
         path = os.path.join(tmp, "queries.pcap")
-        queries_pcap(path, int(rate * seconds), mac_of(A, "lcap-a"), mac_of(B, "lcap-b"))
-        p = subprocess.run(in_ns(B, "tcpreplay", "-K", f"--pps={rate}", "-i", "lcap-b", path),
+        queries_pcap(path, int(rate * seconds), mac_of(A, DEV_A), mac_of(B, DEV_B))
+        p = subprocess.run(in_ns(B, "tcpreplay", "-K", f"--pps={rate}", "-i", DEV_B, path),
                            capture_output=True, text=True, check=True)
         found = re.search(r"Actual: (\d+) packets .* sent in ([0-9.]+) seconds", p.stdout)
         if found is None:
@@ -125,9 +128,9 @@ def setup() -> None:
     for n in (A, B):
         subprocess.run(["ip", "netns", "add", n], check=True)
         subprocess.run(in_ns(n, "ip", "link", "set", "lo", "up"), check=True)
-    subprocess.run(["ip", "link", "add", "lcap-a", "netns", A, "type", "veth", "peer", "name",
-                    "lcap-b", "netns", B], check=True)
-    for n, dev, addr in ((A, "lcap-a", SERVER), (B, "lcap-b", CLIENT)):
+    subprocess.run(["ip", "link", "add", DEV_A, "netns", A, "type", "veth", "peer", "name",
+                    DEV_B, "netns", B], check=True)
+    for n, dev, addr in ((A, DEV_A, SERVER), (B, DEV_B, CLIENT)):
         subprocess.run(in_ns(n, "ip", "addr", "add", addr + "/24", "dev", dev), check=True)
         subprocess.run(in_ns(n, "ip", "link", "set", dev, "up"), check=True)
     # Nothing listens on port 53: the queries are dropped (the kernel's ICMP rate
@@ -181,7 +184,7 @@ def side_by_side(rate: int, seconds: float, tmp: str, sender: str) -> list[str]:
     # as a user would end it; it then runs its statement).
     window = 3600
     ours = subprocess.Popen(
-        in_ns(A, PY, "-c", WRAP, PY, "-m", "netsql", "--capture", str(window), "-i", "lcap-a",
+        in_ns(A, PY, "-c", WRAP, PY, "-m", "netsql", "--capture", str(window), "-i", DEV_A,
               "--dns-buffer", str(int(rate * seconds) + 1000), "--json", "-e",
               "SELECT (SELECT count(*) FROM dns_queries) AS rows, messages, kernel_drops "
               "FROM capture_stats"),
@@ -192,7 +195,7 @@ def side_by_side(rate: int, seconds: float, tmp: str, sender: str) -> list[str]:
         raise SystemExit(f"netsql did not start: {line}{ours.stderr.read()}")
     path = os.path.join(tmp, "live.pcap")
     theirs = subprocess.Popen(
-        in_ns(A, PY, "-c", WRAP, "tcpdump", "-n", "-i", "lcap-a", "-w", path, "udp", "port",
+        in_ns(A, PY, "-c", WRAP, "tcpdump", "-n", "-i", DEV_A, "-w", path, "udp", "port",
               "53"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert theirs.stderr is not None
