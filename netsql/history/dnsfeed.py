@@ -29,8 +29,9 @@ class DnsFeed:
         self.next = 0  # records before this one were all taken (or evicted)
         self.taken: set[int] = set()  # taken records from ``next`` on
 
-    def __call__(self) -> list[Any]:
-        now = time.time()
+    def __call__(self, final: bool = False) -> list[Any]:
+        """The records decided since the last call; ``final``: all the rest too."""
+        now = float("inf") if final else time.time()
         first, records = self.tracker.since(self.next)
         tail = first + len(records)
         # Under a flood the buffer may evict a record before its settle time: the

@@ -54,8 +54,9 @@ class Recorder(ConnectionLives):
     #: The shortest spacing of TCP dumps (None: poll_seconds); the CPU budget may make
     #: it longer.
     tcp_poll_seconds: float | None = None
-    #: () -> DNS records (capture/tracker.DnsRecord-like) finished since the last call.
-    dns_source: Callable[[], Iterable[Any]] | None = None
+    #: ([final=True]) -> DNS records (capture/tracker.DnsRecord-like) finished since the
+    #: last call (dnsfeed.DnsFeed).
+    dns_source: Callable[..., Iterable[Any]] | None = None
     #: (net_namespace, address) -> the name DNS answered for it there, or None.
     names: Callable[[int, str], str | None] | None = None
     clock: Callable[[], float] = time.time
@@ -116,8 +117,14 @@ class Recorder(ConnectionLives):
 
     def poll(self, tcp: bool = True) -> None:
         """One pass: processes, then connections (whose owners it names): UDP, and TCP
-        when ``tcp``. /proc and sock_diag are read outside the lock, so the kernel
-        watcher (a connect's lookup, a destroy) never waits for a slow pass."""
+        when ``tcp``; then the DNS transactions finished since."""
+        self.poll_lives(tcp)
+        with self.lock:
+            self._take_dns()
+
+    def poll_lives(self, tcp: bool = True) -> None:
+        """Processes and connections. /proc and sock_diag are read outside the lock, so
+        the kernel watcher (a connect's lookup, a destroy) never waits for a slow pass."""
         with self.polling:  # one pass at a time (serve's statements poll too)
             now = self.clock()
             coll = Collection(state=self.state)
@@ -134,8 +141,6 @@ class Recorder(ConnectionLives):
                     self._end_process(self.procs[self.live_pids.pop(pid)], now)
             self._poll_connections(coll, now, ("tcp", "udp") if tcp else ("udp",))
             self._confirm_ends()
-            with self.lock:
-                self._take_dns()
 
     def _begin(self, facts: list[dict[str, Any]], now: float, exec_: bool = False) -> None:
         for row in facts:
@@ -193,10 +198,12 @@ class Recorder(ConnectionLives):
 
     # -- DNS -------------------------------------------------------------------------
 
-    def _take_dns(self) -> None:
+    def _take_dns(self, final: bool = False) -> None:
+        """The DNS transactions finished since; ``final``: every one there is (the
+        recording ends), unanswered ones not left to settle."""
         if self.dns_source is None:
             return
-        for rec in self.dns_source():
+        for rec in self.dns_source(final=True) if final else self.dns_source():
             row = dns_row(rec)
             row["container_id"] = self._process_of(row["pid"]).get("container_id")
             self.pending_dns.append(row)
@@ -256,11 +263,14 @@ class Recorder(ConnectionLives):
             used = time.thread_time()
             try:
                 tcp = time.monotonic() >= next_tcp
-                self.poll(tcp)
+                self.poll_lives(tcp)
                 # Keep within the CPU budget: a host with many namespaces and sockets
                 # (the kernel walks every socket once per namespace) is polled less
-                # often, never more often than poll_seconds.
+                # often, never more often than poll_seconds. The DNS rows are taken
+                # every pass whatever they cost: that is the traffic's, not polling's.
                 used = time.thread_time() - used
+                with self.lock:
+                    self._take_dns()
                 if startup:
                     startup = False
                     next_tcp = time.monotonic() + self.poll_seconds
@@ -281,6 +291,8 @@ class Recorder(ConnectionLives):
         if self.proc_watch is not None:
             self.proc_watch.stop()
             self.proc_watch = None
+        with self.lock:
+            self._take_dns(final=True)
         self.flush()
         with self.polling:
             for sock in self.diag_socks.values():
