@@ -1,6 +1,7 @@
 """What attribution costs a DNS lookup: added latency, passive and with --hold.
 
     sudo python benchmarks/bench_hold.py [--lookups 2000] [--fds 13400] [--rounds 5]
+    sudo python benchmarks/bench_hold.py --floor [--lookups 2000] [--rounds 5]
 
 Two namespaces joined by a veth pair, a real dnsmasq in one; from the other, a client
 makes --lookups sequential lookups, each from a new UDP socket (as getent and most
@@ -14,6 +15,13 @@ also holds --fds open sockets (issue 12: a 13,400-socket process went from 0.32 
    lookups within 1.2x of unheld): with `netsql --hold` running, the client
    alternates between port 53 (held) and a second dnsmasq on an unheld port, so both
    see the same load on a shared machine; --rounds times, then the median of rounds.
+
+--floor, instead: what holding costs before any naming. The hold's helper is run alone
+(no netsql) in each of four ways, and the client alternates held and unheld lookups as
+in 2: a compiled loop that gives each packet its verdict at once and names nobody
+(_chold.passthrough: the floor of any hold that wakes a process per query); the Python
+loop naming nobody; the helper as --hold runs it (compiled per-packet path); the same
+helper naming in Python (the path before _chold). Each way once per round, in turn.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 PY = sys.executable
@@ -109,6 +118,56 @@ def netsql(client_ns: str, *flags: str) -> subprocess.Popen[str]:
     return p
 
 
+FLOORS = (("compiled loop, names nobody", ("--floor", "c")),
+          ("Python loop, names nobody", ("--floor", "py")),
+          ("compiled loop, names, reports nothing", ("--floor", "cname")),
+          ("helper, compiled path", ()),
+          ("helper, Python path", ("--python",)))
+
+
+def helper(client_ns: str, *flags: str) -> subprocess.Popen[str]:
+    """The hold's helper alone, its rules in place; its reports read (and dropped)."""
+    p = subprocess.Popen(["ip", "netns", "exec", client_ns, PY, "-m", "netsql.capture.holder",
+                          *flags, "53"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    if '"ready"' not in line:
+        raise SystemExit(f"the helper did not start: {line}")
+    threading.Thread(target=p.stdout.read, daemon=True).start()
+    return p
+
+
+def floor(client: str, a: argparse.Namespace) -> None:
+    print(f"Held vs not held in the same run, the helper alone (alternating port 53, held, "
+          f"and {UNHELD_PORT}, not held; load average {os.getloadavg()[0]:.1f}):")
+    print("| helper | way | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio "
+          "| p99 ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    added: dict[str, list[tuple[float, float, float, float]]] = {}
+    for _ in range(a.rounds):
+        for label, flags in FLOORS:
+            p = helper(client, *flags)
+            try:
+                got = lookups(client, 2 * a.lookups, 0, 53, UNHELD_PORT)
+            finally:
+                assert p.stdin is not None
+                p.stdin.close()
+                p.wait(timeout=30)
+            held, unheld = got[53], got[UNHELD_PORT]
+            print(row(label, f"port {UNHELD_PORT}, not held", unheld, unheld))
+            print(row(label, "port 53, held", held, unheld), flush=True)
+            added.setdefault(label, []).append((
+                pct(held, .5) - pct(unheld, .5), pct(held, .99) - pct(unheld, .99),
+                pct(held, .5) / pct(unheld, .5), pct(unheld, .5)))
+    print(f"\nMedian of the {a.rounds} rounds (load average now "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; goal: p50 ratio 1.2x):\n"
+          "| helper | unheld p50 ms | added p50 ms | added p99 ms | p50 ratio |\n"
+          "| --- | --- | --- | --- | --- |")
+    for label, xs in added.items():
+        med = [statistics.median(x[i] for x in xs) for i in range(4)]
+        print(f"| {label} | {med[3]:.3f} | {med[0]:+.3f} | {med[1]:+.3f} | {med[2]:.2f}x |")
+
+
 def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
@@ -124,10 +183,22 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=2000)
     ap.add_argument("--fds", type=int, default=13400)
     ap.add_argument("--rounds", type=int, default=5, help="held-vs-unheld rounds")
+    ap.add_argument("--floor", action="store_true",
+                    help="the helper alone, four ways (see above), instead of netsql")
     a = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("dnsmasq"):
         raise SystemExit("needs root and dnsmasq")
     server, client, servers = lab()
+    if a.floor:
+        try:
+            floor(client, a)
+        finally:
+            for dns in servers:
+                dns.terminate()
+                dns.wait()
+            for n in (server, client):
+                subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        return
     head = ("| client | way | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio "
             "| p99 ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     clients = (("new socket per lookup", 0),
