@@ -120,7 +120,6 @@ def netsql(client_ns: str, *flags: str) -> subprocess.Popen[str]:
 
 FLOORS = (("compiled loop, names nobody", ("--floor", "c")),
           ("Python loop, names nobody", ("--floor", "py")),
-          ("compiled loop, names, reports nothing", ("--floor", "cname")),
           ("helper, compiled path", ()),
           ("helper, Python path", ("--python",)))
 

@@ -30,11 +30,9 @@
  *     Name packets or only let them go (a flood pause); packets since start() named,
  *     let go unnamed, results dropped because out_fd was full (a SCAN among them is
  *     let go here, unnamed).
- * passthrough(nlfd, queue, stopfd, name=False) -> int
+ * passthrough(nlfd, queue, stopfd) -> int
  *     The floor: a verdict for every packet at once, nothing parsed but the packet id,
- *     until stopfd is readable; returns how many packets were let go. With name, each
- *     is named first as start()'s thread does, and the names dropped (a sender not
- *     found by hints is let go unnamed): its cost without the hand-over.
+ *     until stopfd is readable; returns how many packets were let go.
  * lookup(msg) -> list
  *     The results for the packets of one netlink datagram, with no verdict sent (kind
  *     as the serving thread would give): the differential test's entry.
@@ -776,15 +774,15 @@ static PyObject *py_passthrough(PyObject *self, PyObject *args)
 {
     static char buf[65536];
     static Result out[MAX_BATCH];
-    int nlfd, stopfd, name = 0;
+    int nlfd, stopfd;
     unsigned queue;
-    if (!PyArg_ParseTuple(args, "iIi|p", &nlfd, &queue, &stopfd, &name))
+    if (!PyArg_ParseTuple(args, "iIi", &nlfd, &queue, &stopfd))
         return NULL;
     long long total = 0;
     for (;;) {
         int n = 0, status;
         Py_BEGIN_ALLOW_THREADS
-        status = wait_and_handle(nlfd, queue, stopfd, -1, name, 0, buf, sizeof buf, out, &n);
+        status = wait_and_handle(nlfd, queue, stopfd, -1, 0, 0, buf, sizeof buf, out, &n);
         Py_END_ALLOW_THREADS
         total += n;
         if (status == -1)

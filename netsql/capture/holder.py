@@ -16,8 +16,7 @@ takes the GIL, and reports in batches (REPORT_LINGER_US, REPORT_AGE_US); a sende
 found there stays held for the scan of candidates here. Without it, ``lookup_packets``
 below is the same path in Python (tests compare the two). For benchmarks/bench_hold.py only:
 ``--floor c|py`` lets every packet go at once, naming nobody (in C, or in this Python
-loop), ``--floor cname`` names each in C and reports nothing; ``--python`` names in
-Python even when _chold is built.
+loop); ``--python`` names in Python even when _chold is built.
 
 stdout (JSON lines, never blocking: a line that does not fit is dropped):
 ``{"ready": QUEUE}``, ``{"error": TEXT}``, ``{"key": [...], "inode": N, "pid": P,
@@ -239,9 +238,8 @@ class Holder:
 
     # -- run ---------------------------------------------------------------------------
     def run(self, floor: str | None = None, python: bool = False) -> None:
-        if floor in ("c", "cname") and _chold is not None:
-            _chold.passthrough(self.sock.fileno(), self.queue_num, sys.stdin.fileno(),
-                               floor == "cname")
+        if floor == "c" and _chold is not None:
+            _chold.passthrough(self.sock.fileno(), self.queue_num, sys.stdin.fileno())
         elif COMPILED and floor is None and not python:
             self._run_compiled()
         else:
