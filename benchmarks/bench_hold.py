@@ -1,7 +1,7 @@
 """What attribution costs a DNS lookup: added latency, passive and with --hold.
 
     sudo python benchmarks/bench_hold.py [--lookups 2000] [--fds 13400] [--rounds 5]
-    sudo python benchmarks/bench_hold.py --floor [--lookups 2000] [--rounds 5]
+    sudo python benchmarks/bench_hold.py --floor [--lookups 2000] [--rounds 5] [--gap-ms 0]
 
 Two namespaces joined by a veth pair, a real dnsmasq in one; from the other, a client
 makes --lookups sequential lookups, each from a new UDP socket (as getent and most
@@ -42,17 +42,23 @@ SERVER = "10.89.0.1"
 
 CLIENT = """
 import json, os, resource, socket, struct, sys, time
-n, fds, ports = int(sys.argv[1]), int(sys.argv[2]), [int(p) for p in sys.argv[4:]]
+n, fds, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[4])
+ports = [int(p) for p in sys.argv[5:]]
 resource.setrlimit(resource.RLIMIT_NOFILE, (fds + 1024, fds + 1024))
 keep = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(fds)]
 name = b"\\x03www\\x07example\\x04test\\x00"
 out = {p: [] for p in ports}
+due = time.perf_counter()
 for i in range(n + 50):
     port = ports[i % len(ports)]  # alternating: both ports see the same load
     q = struct.pack(">HHHHHH", i & 0xFFFF, 0x100, 1, 0, 0, 0) + name + b"\\0\\1\\0\\1"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(2)
+    wait = due - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
     t = time.perf_counter()
+    due = max(due, t) + gap
     s.sendto(q, (sys.argv[3], port))
     s.recv(512)
     if i >= 50:  # warm-up
@@ -60,6 +66,12 @@ for i in range(n + 50):
     s.close()
 print(json.dumps(out))
 """
+
+#: Lookups start at least this far apart: held ones (every other) at most 2,000 a
+#: second, under the hold's flood limit (hold.FLOOD_PER_SECOND, 3,000), past which
+#: queries pass unheld for 10 s (back to back they ran at 5,000-10,000 a second, and
+#: every run of more than 3,000 held lookups measured unheld ones as held).
+GAP = 0.00025
 
 
 def ns(name: str, *cmd: str) -> None:
@@ -101,8 +113,8 @@ def lab() -> tuple[str, str, list[subprocess.Popen[bytes]]]:
 
 def lookups(client_ns: str, n: int, fds: int, *ports: int) -> dict[int, list[float]]:
     res = subprocess.run(["ip", "netns", "exec", client_ns, PY, "-c", CLIENT, str(n),
-                          str(fds), SERVER, *map(str, ports)], capture_output=True, text=True,
-                         check=True)
+                          str(fds), SERVER, str(GAP), *map(str, ports)], capture_output=True,
+                         text=True, check=True)
     return {int(k): sorted(v) for k, v in json.loads(res.stdout).items()}
 
 
@@ -124,8 +136,10 @@ FLOORS = (("compiled loop, names nobody", ("--floor", "c")),
           ("helper, Python path", ("--python",)))
 
 
-def helper(client_ns: str, *flags: str) -> subprocess.Popen[str]:
-    """The hold's helper alone, its rules in place; its reports read (and dropped)."""
+def helper(client_ns: str, *flags: str
+           ) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """The hold's helper alone, its rules in place; its report lines, as they come
+    (complete once the returned thread ends)."""
     p = subprocess.Popen(["ip", "netns", "exec", client_ns, PY, "-m", "netsql.capture.holder",
                           *flags, "53"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True, cwd=ROOT)
@@ -133,8 +147,10 @@ def helper(client_ns: str, *flags: str) -> subprocess.Popen[str]:
     line = p.stdout.readline()
     if '"ready"' not in line:
         raise SystemExit(f"the helper did not start: {line}")
-    threading.Thread(target=p.stdout.read, daemon=True).start()
-    return p
+    lines: list[str] = []
+    reader = threading.Thread(target=lines.extend, args=(p.stdout,), daemon=True)
+    reader.start()
+    return p, lines, reader
 
 
 def floor(client: str, a: argparse.Namespace) -> None:
@@ -145,13 +161,17 @@ def floor(client: str, a: argparse.Namespace) -> None:
     added: dict[str, list[tuple[float, float, float, float]]] = {}
     for _ in range(a.rounds):
         for label, flags in FLOORS:
-            p = helper(client, *flags)
+            p, lines, reader = helper(client, *flags)
             try:
                 got = lookups(client, 2 * a.lookups, 0, 53, UNHELD_PORT)
             finally:
                 assert p.stdin is not None
                 p.stdin.close()
                 p.wait(timeout=30)
+                reader.join(timeout=10)
+            stats = [json.loads(x)["stats"] for x in lines if '"stats"' in x]
+            if stats and stats[-1]["pauses"]:
+                raise SystemExit(f"the hold paused (a flood, by its rule): {stats[-1]}")
             held, unheld = got[53], got[UNHELD_PORT]
             print(row(label, f"port {UNHELD_PORT}, not held", unheld, unheld))
             print(row(label, "port 53, held", held, unheld), flush=True)
@@ -182,9 +202,14 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=2000)
     ap.add_argument("--fds", type=int, default=13400)
     ap.add_argument("--rounds", type=int, default=5, help="held-vs-unheld rounds")
+    ap.add_argument("--gap-ms", type=float, default=GAP * 1000,
+                    help="least time between the starts of two lookups (0: back to back; "
+                         "netsql --hold then pauses past 3,000 held a second)")
     ap.add_argument("--floor", action="store_true",
                     help="the helper alone, four ways (see above), instead of netsql")
     a = ap.parse_args()
+    global GAP
+    GAP = a.gap_ms / 1000
     if os.geteuid() != 0 or not shutil.which("dnsmasq"):
         raise SystemExit("needs root and dnsmasq")
     server, client, servers = lab()

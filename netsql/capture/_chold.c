@@ -2,34 +2,41 @@
  * twin, lookup_packets, and tests/test_attribution.py compares the two on real sockets).
  *
  * Why C: a held lookup waits for the helper to wake, name the sender and give the
- * verdict. Measured with benchmarks/bench_hold.py (sequential lookups over a veth pair,
- * this shared 2-core VM): the Python helper's per-packet path (select, recv, netlink
- * parsing, decode_frame, sock_diag, the hinted readlinks, the name) took 55-100 us after
- * waking, against an unheld lookup of 25-60 us in all; the whole of it in C, with the
- * GIL released, costs a few us more than a loop that only gives verdicts (the floor,
- * `bench_hold.py --floor`). The process-events thread of the helper can then hold the
- * GIL without delaying a verdict.
+ * verdict. Measured on this shared 2-core VM: the Python helper's per-packet path
+ * (select, recv, netlink parsing, decode_frame, sock_diag, the hinted readlinks, the
+ * name, the report) took 55-100 us, against an unheld lookup over a veth pair of 25
+ * us in all; here it takes 7-9 us (sock_diag 3.5, a readlinkat and a pread of the
+ * name 2.5, in the helper, timed per packet), and a loop that only gives verdicts
+ * already adds 7-9 us at the median (`bench_hold.py --floor`). Waking Python for each
+ * packet, even after the verdict, put its work on the CPUs the client and its
+ * resolver wait for; hence the thread, the batched reports and the real-time policy.
  *
- * start(nlfd, queue, out_fd, linger_us, age_us), stop()
+ * start(nlfd, queue, out_fd, report_fd, linger_us, age_us, rt_limit), stop()
  *     Serve the NFQUEUE netlink socket nlfd from a thread of this module's, which never
  *     takes the GIL (the helper's Python work, and its process-events thread, cannot
- *     delay a verdict). For each held packet: the sender's 4-tuple, its socket
- *     (sock_diag, exact), its owner where this module saw it before (the inode's last
- *     pid/fd, then the hinted fds of the latest senders: one readlink each) and that
- *     owner's name, all while it is held; then the verdict (NF_ACCEPT), unless the
+ *     delay a verdict) and runs real-time while it names at most rt_limit packets a
+ *     second (realtime() below; 0: never). For each held packet: the sender's
+ *     4-tuple, its socket (sock_diag, exact), its owner where this module saw it
+ *     before (the inode's last pid/fd, then the hinted fds of the latest senders: one
+ *     readlink each) and that owner's name, all while it is held; then the verdict (NF_ACCEPT), unless the
  *     owner was not found: that packet stays held for the caller to name (a scan of
- *     candidates) and let go (verdict()). Results are written to out_fd (a pipe, non-
- *     blocking; decode() reads them) in batches: after linger_us without a packet,
- *     age_us after the batch's first, or at once when one waits for a scan. stop()
- *     hands the last batch over and joins the thread.
+ *     candidates) and let go (verdict()). A named sender's report (holder.py's JSON
+ *     line) goes to report_fd, any other result to out_fd (a pipe; decode() reads
+ *     it), both non-blocking, in batches: after linger_us without a packet, age_us
+ *     after the batch's first, or at once when one waits for a scan. stop() hands the
+ *     last batch over and joins the thread.
  *     A result: (kind, packet_id, key, inode, uid, pid, comm), kind PASSED (verdict
  *     given, nothing named), NAMED (verdict given) or SCAN (no verdict yet); key
  *     (transport, src, sport, dst, dport) or None; uid the packet's own (NFQA_UID) or
  *     else its socket's, or None.
- * set_naming(on), counts() -> (held, passed, dropped)
+ * report(msg) -> list
+ *     lookup's named senders' report lines (bytes; None where left to Python), as the
+ *     serving thread writes them: the differential test's entry.
+ * set_naming(on), counts() -> (held, passed, dropped), recent() -> [pid, ...]
  *     Name packets or only let them go (a flood pause); packets since start() named,
  *     let go unnamed, results dropped because out_fd was full (a SCAN among them is
- *     let go here, unnamed).
+ *     let go here, unnamed); the latest senders, latest first (the scan's first
+ *     candidates).
  * passthrough(nlfd, queue, stopfd) -> int
  *     The floor: a verdict for every packet at once, nothing parsed but the packet id,
  *     until stopfd is readable; returns how many packets were let go.
@@ -560,7 +567,7 @@ static int wait_and_handle(int nlfd, unsigned queue, int stopfd, long long wait_
 /* -- the serving thread ---------------------------------------------------------------- */
 static struct {
     pthread_t thread;
-    int running, nlfd, out_fd, report_fd, stop[2], linger_us, age_us;
+    int running, nlfd, out_fd, report_fd, stop[2], linger_us, age_us, rt_limit;
     unsigned queue;
     int naming;                        /* atomic: 0 during a flood pause */
     long long held, passed, dropped;   /* atomic */
@@ -651,12 +658,29 @@ static void flush(Result *rs, int n)
     }
 }
 
+/* The serving thread's scheduling: SCHED_FIFO (priority 1) while it names fewer than
+ * rt_limit packets a second, else the ordinary policy; returns whether it is real-time.
+ * Measured (bench_hold.py, a client holding 13,400 sockets, netsql --hold, load 3 on
+ * this 2-core VM): with the ordinary policy 15 to 260 of 2,000 held lookups took over
+ * 1 ms (5-20 ms: the helper waiting for a CPU behind netsql's own work and other
+ * processes; p99 +2.5 to +7.8 ms); real-time, 3 to 9 (p99 0.3-0.7 ms). Bounded: a
+ * packet costs it 10-20 us, so at most rt_limit of them a second take a few percent
+ * of one CPU; past that (a flood, or a flood pause: naming off) it competes like any
+ * process. Without the privilege (a container) it stays ordinary. */
+static int realtime(int on)
+{
+    struct sched_param sp = {0};
+    sp.sched_priority = on ? 1 : 0;
+    return pthread_setschedparam(pthread_self(), on ? SCHED_FIFO : SCHED_OTHER, &sp) == 0
+               ? on : !on;
+}
+
 static void *serve_thread(void *unused)
 {
     static char buf[65536];
     static Result out[MAX_BATCH];
-    int count = 0;
-    long long first = 0;
+    int count = 0, rt = 0, named = 0;
+    long long first = 0, window = 0;
     (void)unused;
     for (;;) {
         long long wait_us = -1;
@@ -674,6 +698,13 @@ static void *serve_thread(void *unused)
         int status = wait_and_handle(srv.nlfd, srv.queue, srv.stop[0], wait_us, name, 1, buf,
                                      sizeof buf, out, &count);
         __atomic_add_fetch(name ? &srv.held : &srv.passed, count - before, __ATOMIC_RELAXED);
+        long long now = now_us();
+        if (now - window >= 1000000)
+            window = now, named = 0;
+        named += count - before;
+        int want = name && named <= srv.rt_limit;
+        if (want != rt)
+            rt = realtime(want);
         if (status == -1) {
             flush(out, count);
             return NULL;
@@ -700,8 +731,8 @@ static PyObject *py_start(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "already serving");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "iIiiii", &srv.nlfd, &srv.queue, &srv.out_fd, &srv.report_fd,
-                          &srv.linger_us, &srv.age_us))
+    if (!PyArg_ParseTuple(args, "iIiiiii", &srv.nlfd, &srv.queue, &srv.out_fd, &srv.report_fd,
+                          &srv.linger_us, &srv.age_us, &srv.rt_limit))
         return NULL;
     if (pipe2(srv.stop, O_CLOEXEC) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -799,10 +830,7 @@ static PyObject *py_lookup(PyObject *self, PyObject *args)
     Py_buffer msg;
     if (!PyArg_ParseTuple(args, "y*", &msg))
         return NULL;
-    int n;
-    Py_BEGIN_ALLOW_THREADS
-    n = handle(msg.buf, msg.len, 1, 1, -1, 0, out, MAX_BATCH);
-    Py_END_ALLOW_THREADS
+    int n = handle(msg.buf, msg.len, 1, 1, -1, 0, out, MAX_BATCH); /* GIL held: out */
     PyBuffer_Release(&msg);
     return results(out, n);
 }

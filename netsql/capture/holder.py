@@ -254,7 +254,7 @@ class Holder:
         results, w = os.pipe()
         os.set_blocking(w, False)
         _chold.start(self.sock.fileno(), self.queue_num, w, 1, REPORT_LINGER_US,
-                     REPORT_AGE_US)
+                     REPORT_AGE_US, FLOOD_PER_SECOND)  # real-time up to the flood rate
         self.compiled = True
         try:
             pending = b""
