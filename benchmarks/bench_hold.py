@@ -111,9 +111,10 @@ def lab() -> tuple[str, str, list[subprocess.Popen[bytes]]]:
     return a, b, servers
 
 
-def lookups(client_ns: str, n: int, fds: int, *ports: int) -> dict[int, list[float]]:
+def lookups(client_ns: str, n: int, fds: int, *ports: int, gap: float = GAP
+            ) -> dict[int, list[float]]:
     res = subprocess.run(["ip", "netns", "exec", client_ns, PY, "-c", CLIENT, str(n),
-                          str(fds), SERVER, str(GAP), *map(str, ports)], capture_output=True,
+                          str(fds), SERVER, str(gap), *map(str, ports)], capture_output=True,
                          text=True, check=True)
     return {int(k): sorted(v) for k, v in json.loads(res.stdout).items()}
 
@@ -163,7 +164,7 @@ def floor(client: str, a: argparse.Namespace) -> None:
         for label, flags in FLOORS:
             p, lines, reader = helper(client, *flags)
             try:
-                got = lookups(client, 2 * a.lookups, 0, 53, UNHELD_PORT)
+                got = lookups(client, 2 * a.lookups, 0, 53, UNHELD_PORT, gap=a.gap_ms / 1000)
             finally:
                 assert p.stdin is not None
                 p.stdin.close()
@@ -208,8 +209,6 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="the helper alone, four ways (see above), instead of netsql")
     a = ap.parse_args()
-    global GAP
-    GAP = a.gap_ms / 1000
     if os.geteuid() != 0 or not shutil.which("dnsmasq"):
         raise SystemExit("needs root and dnsmasq")
     server, client, servers = lab()
@@ -236,7 +235,7 @@ def main() -> None:
                                ("netsql --hold", ("--hold",))):
                 p = netsql(client, *flags) if flags is not None else None
                 try:
-                    xs = lookups(client, a.lookups, fds, 53)[53]
+                    xs = lookups(client, a.lookups, fds, 53, gap=a.gap_ms / 1000)[53]
                 finally:
                     if p is not None:
                         p.terminate()
@@ -252,7 +251,7 @@ def main() -> None:
         try:
             for _ in range(a.rounds):
                 for label, fds in clients:
-                    got = lookups(client, 2 * a.lookups, fds, 53, UNHELD_PORT)
+                    got = lookups(client, 2 * a.lookups, fds, 53, UNHELD_PORT, gap=a.gap_ms / 1000)
                     held, unheld = got[53], got[UNHELD_PORT]
                     print(row(label, f"port {UNHELD_PORT}, not held", unheld, unheld))
                     print(row(label, "port 53, held", held, unheld), flush=True)
