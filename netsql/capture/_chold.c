@@ -660,13 +660,13 @@ static void flush(Result *rs, int n)
 
 /* The serving thread's scheduling: SCHED_FIFO (priority 1) while it names fewer than
  * rt_limit packets a second, else the ordinary policy; returns whether it is real-time.
- * Measured (bench_hold.py, a client holding 13,400 sockets, netsql --hold, load 3 on
- * this 2-core VM): with the ordinary policy 15 to 260 of 2,000 held lookups took over
- * 1 ms (5-20 ms: the helper waiting for a CPU behind netsql's own work and other
- * processes; p99 +2.5 to +7.8 ms); real-time, 3 to 9 (p99 0.3-0.7 ms). Bounded: a
- * packet costs it 10-20 us, so at most rt_limit of them a second take a few percent
- * of one CPU; past that (a flood, or a flood pause: naming off) it competes like any
- * process. Without the privilege (a container) it stays ordinary. */
+ * Measured (bench_hold.py's lookups 0.25 ms apart, a client holding 13,400 sockets,
+ * netsql --hold, load 2-4 on this 2-core VM, four runs each way): held minus unheld
+ * at p99 +0.08 to +1.2 ms real-time, +1.4 to +4.5 ms ordinary (the helper waiting for
+ * a CPU behind netsql's own work and other processes). Bounded: a packet costs it
+ * 10-20 us, so rt_limit of them a second take about 6% of one CPU; past that (a
+ * flood, or a flood pause: naming off) it competes like any process. Without the
+ * privilege (a container) it stays ordinary. */
 static int realtime(int on)
 {
     struct sched_param sp = {0};
