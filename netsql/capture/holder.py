@@ -76,10 +76,11 @@ FLOOD_BACKLOG = 256  # more waiting than this: a flood, whatever the rate
 #: The compiled path reports names in batches: after REPORT_LINGER_US without a held
 #: packet, or REPORT_AGE_US after the batch's first, or at once when one is left for a
 #: scan. Waking Python for each lookup put its work (and the reader's) on the CPUs the
-#: client and its resolver wait for: the helper added +0.035 ms at the median, against
-#: +0.011 ms for the same C path reporting nothing (bench_hold.py --floor, this 2-core
-#: VM). Within 2 ms: what the live capture's ring takes to hand a packet over (live.py
-#: TIMEOUT_MS), and attrib.py looks at the hold's names again before it infers.
+#: client and its resolver wait for: back-to-back lookups, the compiled helper alone,
+#: this 2-core VM, two runs each: +0.037 to +0.052 ms at the median returning to
+#: Python after each packet, +0.022 to +0.029 ms with these batches. Within 2 ms: what
+#: the live capture's ring takes to hand a packet over (live.py TIMEOUT_MS), and
+#: attrib.py looks at the hold's names again before it infers.
 REPORT_LINGER_US = 500
 REPORT_AGE_US = 2000
 
