@@ -705,7 +705,12 @@ static void *serve_thread(void *unused)
         int want = name && named <= srv.rt_limit;
         if (want != rt)
             rt = realtime(want);
-        if (status == -1) {
+        if (status == -1) { /* stopping: nobody will scan for the packets still held */
+            for (int i = 0; i < count; i++)
+                if (out[i].kind == KIND_SCAN) {
+                    send_verdict(srv.nlfd, srv.queue, out[i].packet_id);
+                    out[i].kind = KIND_PASSED;
+                }
             flush(out, count);
             return NULL;
         }
