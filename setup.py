@@ -6,7 +6,8 @@ netsql/_queries/*.sql (netsql.queries finds either); every other package is foun
 pyproject's [tool.setuptools.packages.find].
 
 netsql/capture/_cscan.c reads classic pcap files and netsql/_cdiag.c parses the
-kernel's socket dumps, each several times faster than its pure-Python twin. They are
+kernel's socket dumps, each several times faster than its pure-Python twin;
+netsql/capture/_chold.c is the query hold's per-packet path (holder.py's twin). They are
 Linux-only. Without a C compiler and Python headers the build skips them
 (``optional=True``) and netsql uses the Python code, which gives the same rows (tests
 compare the two, and tests/test_packaging.py installs a wheel built without a compiler).
@@ -20,6 +21,8 @@ EXTENSIONS = [
     Extension("netsql.capture._cscan", ["netsql/capture/_cscan.c"], optional=True,
               extra_compile_args=["-O2"]),
     Extension("netsql._cdiag", ["netsql/_cdiag.c"], optional=True,
+              extra_compile_args=["-O2"]),
+    Extension("netsql.capture._chold", ["netsql/capture/_chold.c"], optional=True,
               extra_compile_args=["-O2"]),
 ]
 

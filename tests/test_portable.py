@@ -204,4 +204,5 @@ def test_c_parts_are_built_on_linux_only() -> None:
 
     assert extensions("darwin") == "[]"
     assert extensions("freebsd14") == "[]"
-    assert extensions("linux") == "['netsql._cdiag', 'netsql.capture._cscan']"
+    assert extensions("linux") == ("['netsql._cdiag', 'netsql.capture._chold', "
+                                    "'netsql.capture._cscan']")

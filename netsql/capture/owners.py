@@ -63,6 +63,34 @@ def _socket_inode(path: str) -> int | None:
     return int(target[8:-1]) if target.startswith("socket:[") else None
 
 
+def promote(recent: list[int], pid: int, limit: int = 64) -> None:
+    """``pid`` first in the latest senders (most recent first, at most ``limit``)."""
+    if recent[:1] != [pid]:
+        if pid in recent:
+            recent.remove(pid)
+        recent.insert(0, pid)
+        del recent[limit:]
+
+
+def hinted_owner(inode: int, recent: list[int], hints: FdHints) -> int | None:
+    """The process holding ``inode``, looked for only where hints point: where that
+    inode was seen (one readlink), then the hinted fds of each of ``recent`` in turn
+    (scan_for's first steps, without its scans; _chold.c's hinted_owner is the
+    compiled twin). ``recent`` and ``hints`` learn where it was found."""
+    at = hints.by_inode.get(inode)
+    if at is not None and _socket_inode(f"/proc/{at[0]}/fd/{at[1]}") == inode:
+        promote(recent, at[0])
+        return at[0]
+    for pid in list(recent):
+        base = f"/proc/{pid}/fd/"
+        for fd in hints.guesses(pid):
+            if _socket_inode(base + str(fd)) == inode:
+                hints.hit(pid, fd, inode)
+                promote(recent, pid)
+                return pid
+    return None
+
+
 def scan_for(inodes: set[int], pids: Iterable[int],
              hints: FdHints | None = None) -> dict[int, Owner]:
     """Owners of ``inodes`` among ``pids`` (in that order, stopping when all found);
