@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import need
 from tests.netlab import SERVER_V4, Lab, capturing, lab, wait_for
 
@@ -216,3 +218,28 @@ def test_held_shell_losing_its_terminal_cleans_up(lab: Lab) -> None:
         assert wait_for(lambda: not lab.hold_rules())
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["default", "NETSQL_HOLD_REALTIME=1"])
+def test_the_holds_thread_is_real_time_only_when_asked(lab: Lab, asked: bool,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    need(shutil.which("iptables") is not None and shutil.which("dig") is not None,
+         "needs iptables and dig")
+    from netsql.capture import holder
+
+    need(holder.COMPILED, "the hold's compiled path is not built")
+    if asked:
+        monkeypatch.setenv("NETSQL_HOLD_REALTIME", "1")
+    else:
+        monkeypatch.delenv("NETSQL_HOLD_REALTIME", raising=False)
+    p = lab.netsql_capture(8, "--hold", "-e", "SELECT 1")
+    helper = helper_of(p.pid)
+    assert lookup(lab)  # a held query named: the thread has decided its policy
+    assert realtime_threads(p.pid) == []  # netsql itself: never
+    if asked:
+        assert wait_for(lambda: realtime_threads(helper)), "no real-time thread"
+    else:
+        assert lookup(lab) and realtime_threads(helper) == []
+    p.terminate()
+    p.communicate(timeout=30)
