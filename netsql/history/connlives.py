@@ -3,6 +3,7 @@ the kernel watcher's reports; docs/history.md says what each case can show)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,8 @@ ENDED_MEMORY = 180.0
 #: Connection starts and ends seen on the wire but not yet matched to a life, at most
 #: (a SYN flood evicts the oldest: their connections are then dated by the polls).
 MAX_EDGES = 65536
+#: Connections whose FIN left asked about per poll, at most (a sock_diag lookup each).
+CONFIRMS = 1000
 #: Seconds between whole reads of /proc for namespaces (namespaces()).
 NS_RESCAN = 30.0
 #: How long a start or an end seen on the wire waits for its connection to be found.
@@ -108,11 +111,15 @@ class ConnectionLives:
             self.last_poll = now
 
     def _confirm_ends(self) -> None:
-        """End the connections of ``closing`` whose socket the owner closed."""
+        """End the connections of ``closing`` whose socket the owner closed. Each is
+        asked about once (a socket still held after its FIN is half-closed: the poll or
+        the destroy notification that sees it go ends it), at most CONFIRMS a pass."""
         with self.lock:
-            todo = list(self.closing.items())
+            todo = list(itertools.islice(self.closing.items(), CONFIRMS))
+            for key, _ in todo:
+                del self.closing[key]
         now = self.clock()
-        for key, when in todo:
+        for key, _ in todo:
             ns, _, family, local, lport, remote, rport = key
             sock = self.diag_socks.get(ns)
             if sock is None:
@@ -122,16 +129,11 @@ class ConnectionLives:
             except OSError:
                 continue
             # Gone, orphaned (closed by its owner: no inode), or in TIME_WAIT or CLOSE.
-            closed = row is None or not row[9] or row[1] in (6, 7)
-            with self.lock:
-                life = self.conns.get(key)
-                if life is None or life.ended:
-                    self.closing.pop(key, None)
-                elif closed:
-                    self.closing.pop(key, None)
-                    self._end_connection(key, life, now)
-                elif now - when > ENDED_MEMORY:  # a half-closed socket still held
-                    self.closing.pop(key, None)
+            if row is None or not row[9] or row[1] in (6, 7):
+                with self.lock:
+                    life = self.conns.get(key)
+                    if life is not None and not life.ended:
+                        self._end_connection(key, life, now)
 
     def namespaces(self) -> dict[int, str]:
         """Every network namespace -> a handle to enter it: each live process's

@@ -145,9 +145,13 @@ class KernelWatch:
         now = time.monotonic()
         if now - self._second >= 1.0:
             self._second, self._spent = now, 0.0
+        if self._spent >= LOOKUP_BUDGET:  # a burst of connects: the next poll finds them
+            self.deferred += 1
+            return
         used = time.thread_time()
         row = _find(sock, edge)
         if row is None or not row[9]:
+            self._spent += time.thread_time() - used
             return  # gone already, or not a local socket (a forwarded connection)
         found = None
         if self._spent < LOOKUP_BUDGET:
