@@ -26,7 +26,8 @@ class DnsCapture:
     of ``netns``: inodes, --netns); start/stop/status for the shell."""
 
     #: Read the sockets through TPACKET_V3 rings, decoded by the compiled scanner
-    #: (livescan.py); False: packet by packet, decoded in Python.
+    #: (livescan.py); False: packet by packet (each decoded by the compiled scanner too
+    #: when it is built, else in Python).
     use_ring = COMPILED
 
     def __init__(self, interfaces: Sequence[str] | None = None, ports: Sequence[int] = (53,),

@@ -95,7 +95,9 @@ TABLE = Table(
         "SELECT remote_address, count(*) AS n FROM sockets WHERE remote_address IS NOT NULL "
         "GROUP BY ALL ORDER BY n DESC LIMIT 10",
     ),
-    notes="Reads /proc/<pid>/net/{tcp,tcp6,udp,udp6} once per network namespace. The "
+    notes="Asks the kernel (sock_diag netlink) once per network namespace, every "
+    "namespace at once, each in a thread; /proc/<pid>/net/{tcp,tcp6,udp,udp6} where "
+    "sock_diag is refused. The "
     "pid, fd and owners columns cost a scan of every /proc/*/fd; statements that do "
     "not use them skip it. Without root, sockets of other users' processes keep "
     "a NULL pid (a warning says how many). Elsewhere (or with NETSQL_BACKEND=psutil) "
