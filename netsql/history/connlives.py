@@ -77,7 +77,10 @@ class ConnectionLives:
         with self.lock:
             before = set(self.udp_live) if protos == ("udp",) else \
                 {i for i, k in self.live.items() if k[1] in protos}
-        seen = self._dump(coll, info=False, protos=protos)
+        dumped: set[int] = set()
+        present: set[int] = set()
+        seen = self._dump(coll, info=False, protos=protos, dumped=dumped,
+                          present_out=present)
         now = max(now, self.clock())  # what the dump saw was there by then
         with self.lock:
             # (membership tests, not set operations on the 10,000s of live keys)
@@ -87,7 +90,9 @@ class ConnectionLives:
         owners = procfs.socket_owners(coll, expect=fresh | unnamed) \
             if fresh or unnamed else None
         with self.lock:
-            for inode in [i for i in before if i in self.live and i not in seen]:
+            # Gone: not in a namespace read whole, or its namespace is gone.
+            for inode in [i for i in before if i in self.live and i not in seen
+                          and (self.live[i][0] in dumped or self.live[i][0] not in present)]:
                 key = self.live.pop(inode)
                 self.udp_live.discard(inode)
                 self._end_connection(key, self.conns[key], now)
@@ -163,14 +168,19 @@ class ConnectionLives:
             while edges and next(iter(edges.values())) < now - EDGE_MEMORY:
                 edges.popitem(last=False)
 
-    def _dump(self, coll: Collection, info: bool, protos: tuple[str, ...] = ("tcp", "udp")
+    def _dump(self, coll: Collection, info: bool, protos: tuple[str, ...] = ("tcp", "udp"),
+              dumped: set[int] | None = None, present_out: set[int] | None = None
               ) -> dict[int, tuple[int, str, Any]]:
         """Every connected TCP and UDP socket an owner holds, of every namespace, by
         inode: (namespace, protocol, sock_diag row). A TCP socket its owner closed
-        (orphaned: no inode) or in TIME_WAIT has ended."""
+        (orphaned: no inode) or in TIME_WAIT has ended. ``dumped`` gets the namespaces
+        read whole (a connection of another is not gone for being absent), and
+        ``present_out`` every namespace there is."""
         seen: dict[int, tuple[int, str, Any]] = {}
         own = procfs.own_netns()
         present = self.namespaces()
+        if present_out is not None:
+            present_out.update(present)
         socks = self.diag_socks
         for ns in socks.keys() - present.keys():
             socks.pop(ns).close()
@@ -191,6 +201,8 @@ class ConnectionLives:
                         rows = sockdiag.rows(sock, family, 17)
                         seen.update((r[9], (ns, "udp", r)) for r in rows
                                     if r[5] is not None and r[9])
+                if dumped is not None:
+                    dumped.add(ns)
             except OSError as exc:
                 self._error(f"sock_diag in namespace {ns}: {exc}")
                 socks.pop(ns).close()
