@@ -18,8 +18,11 @@ import sys
 from setuptools import Extension, find_packages, setup
 
 EXTENSIONS = [
-    Extension("netsql.capture._cscan", ["netsql/capture/_cscan.c"], optional=True,
-              extra_compile_args=["-O2"]),
+    Extension("netsql.capture._cscan",
+              [f"netsql/capture/{name}.c" for name in (
+                  "_cscan", "_cscan_dns", "_cscan_pcap", "_cscan_threads", "_cscan_pairs",
+                  "_cscan_store", "_cscan_live", "_cscan_ring", "_cscan_rows")],
+              depends=["netsql/capture/_cscan.h"], optional=True, extra_compile_args=["-O2"]),
     Extension("netsql._cdiag", ["netsql/_cdiag.c"], optional=True,
               extra_compile_args=["-O2"]),
     Extension("netsql.capture._chold", ["netsql/capture/_chold.c"], optional=True,
