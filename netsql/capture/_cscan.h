@@ -313,6 +313,9 @@ void *huge(void *p, size_t size);
 uint64_t key_hash(int tcp, const unsigned char *c, unsigned cport,
                   const unsigned char *s, unsigned sport, unsigned tid, int alen);
 void classify(Msg *m, int mode);
+PyObject *general_messages(PyObject *scan, double ts, const unsigned char *f,
+                           Py_ssize_t n, int lt, PyObject *iface);
+int general_msg(PyObject *seq, Py_ssize_t i, double ts, int mode, Msg *m);
 PyObject *pairs_new(PyObject *self, PyObject *args);
 PyObject *scan_pcap_threads(PyObject *self, PyObject *args);
 

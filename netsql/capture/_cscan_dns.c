@@ -330,3 +330,53 @@ int parse_frame(int lt, const unsigned char *f, Py_ssize_t n,
     out->dlen = end - u - 8;
     return P_MESSAGE;
 }
+
+/* The general decoder's (TCP) messages of one frame: Scan._general_messages(ts, frame,
+ * lt, iface) as a fast sequence (NULL: an error is set). One copy for the file scan
+ * (pair_general) and the live store (live_general). */
+PyObject *general_messages(PyObject *scan, double ts, const unsigned char *f,
+                           Py_ssize_t n, int lt, PyObject *iface)
+{
+    PyObject *fr = PyBytes_FromStringAndSize((const char *)f, n);
+    PyObject *got = fr ? PyObject_CallMethod(scan, "_general_messages", "dOiO", ts, fr, lt,
+                                             iface ? iface : Py_None) : NULL;
+    Py_XDECREF(fr);
+    if (got == NULL)
+        return NULL;
+    PyObject *seq = PySequence_Fast(got, "Scan._general_messages: not a sequence");
+    Py_DECREF(got);
+    return seq;
+}
+
+/* Message ``i`` of general_messages' sequence into ``m``, classified by ``mode``: 1 made,
+ * 0 shorter than a DNS header (malformed), -1 an error set. The sequence owns the
+ * bytes ``m`` points into. */
+int general_msg(PyObject *seq, Py_ssize_t i, double ts, int mode, Msg *m)
+{
+    /* (source address bytes, port, destination address bytes, port, tcp, payload) */
+    const char *src, *dst, *dns;
+    Py_ssize_t slen, dlen, len;
+    int sport, dport, tcp;
+    if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "y#iy#ipy#", &src, &slen,
+                          &sport, &dst, &dlen, &dport, &tcp, &dns, &len))
+        return -1;
+    if (slen != dlen || (slen != 4 && slen != 16)) {
+        PyErr_SetString(PyExc_ValueError, "Scan._general_messages: bad address");
+        return -1;
+    }
+    if (len < 12)
+        return 0;
+    memset(m, 0, sizeof *m);
+    m->ts = ts;
+    m->src = (const unsigned char *)src;
+    m->dst = (const unsigned char *)dst;
+    m->dns = (const unsigned char *)dns;
+    m->alen = (uint8_t)slen;
+    m->dlen = (uint32_t)len;
+    m->sport = (uint16_t)sport;
+    m->dport = (uint16_t)dport;
+    m->tcp = (uint8_t)tcp;
+    m->kind = P_MESSAGE;
+    classify(m, mode);
+    return 1;
+}

@@ -340,49 +340,19 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
 int live_general(LiveWalk *w, double ts, const unsigned char *f, Py_ssize_t n,
                  int local, PyObject *iface)
 {
-    PyObject *fr = PyBytes_FromStringAndSize((const char *)f, n);
-    PyObject *got = fr ? PyObject_CallMethod(w->scan, "_general_messages", "dOiO", ts, fr,
-                                             101, iface ? iface : Py_None) : NULL;
-    Py_XDECREF(fr);
-    if (got == NULL)
-        return -1;
-    PyObject *seq = PySequence_Fast(got, "Scan._general_messages: not a sequence");
-    Py_DECREF(got);
+    PyObject *seq = general_messages(w->scan, ts, f, n, 101, iface);
     if (seq == NULL)
         return -1;
     int rc = 0;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
-        /* (source address bytes, port, destination address bytes, port, tcp, payload) */
-        Msg m = {0};
-        const char *src, *dst, *dns;
-        Py_ssize_t slen, dlen, len;
-        int sport, dport, tcp;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "y#iy#ipy#", &src, &slen,
-                              &sport, &dst, &dlen, &dport, &tcp, &dns, &len)) {
+        Msg m;
+        int got = general_msg(seq, i, ts, w->lv->mode, &m);
+        if (got < 0)
             rc = -1;
-            break;
-        }
-        if (slen != dlen || (slen != 4 && slen != 16)) {
-            PyErr_SetString(PyExc_ValueError, "Scan._general_messages: bad address");
-            rc = -1;
-            break;
-        }
-        if (len < 12) {
+        else if (got == 0)
             w->counts.malformed++;
-            continue;
-        }
-        m.ts = ts;
-        m.src = (const unsigned char *)src;
-        m.dst = (const unsigned char *)dst;
-        m.dns = (const unsigned char *)dns;
-        m.alen = (uint8_t)slen;
-        m.dlen = (uint32_t)len;
-        m.sport = (uint16_t)sport;
-        m.dport = (uint16_t)dport;
-        m.tcp = (uint8_t)tcp;
-        m.kind = P_MESSAGE;
-        classify(&m, w->lv->mode);
-        rc = live_msg(w, &m, local, iface);
+        else
+            rc = live_msg(w, &m, local, iface);
     }
     Py_DECREF(seq);
     return rc;

@@ -256,50 +256,19 @@ int pair_msg(Walk *w, const Msg *m)
 /* A frame for the general decoder: its messages (Scan._general_messages), paired. */
 int pair_general(Walk *w, const Msg *g, int lt)
 {
-    PyObject *fr = PyBytes_FromStringAndSize((const char *)g->dns, g->dlen);
-    PyObject *got = fr ? PyObject_CallMethod(w->scan, "_general_messages", "dOiO", g->ts,
-                                             fr, lt, Py_None) : NULL;
-    Py_XDECREF(fr);
-    if (got == NULL)
-        return -1;
-    PyObject *seq = PySequence_Fast(got, "Scan._general_messages: not a sequence");
-    Py_DECREF(got);
+    PyObject *seq = general_messages(w->scan, g->ts, g->dns, g->dlen, lt, NULL);
     if (seq == NULL)
         return -1;
     int rc = 0;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
-        /* (source address bytes, port, destination address bytes, port, tcp, payload) */
-        PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
-        Msg m = {0};
-        const char *src, *dst, *dns;
-        Py_ssize_t slen, dlen, n;
-        int sport, dport, tcp;
-        if (!PyArg_ParseTuple(t, "y#iy#ipy#", &src, &slen, &sport, &dst, &dlen, &dport,
-                              &tcp, &dns, &n)) {
+        Msg m;
+        int got = general_msg(seq, i, g->ts, w->ps->mode, &m);
+        if (got < 0)
             rc = -1;
-            break;
-        }
-        if (slen != dlen || (slen != 4 && slen != 16)) {
-            PyErr_SetString(PyExc_ValueError, "Scan._general_messages: bad address");
-            rc = -1;
-            break;
-        }
-        if (n < 12) {
+        else if (got == 0)
             w->counts.malformed++;
-            continue;
-        }
-        m.ts = g->ts;
-        m.src = (const unsigned char *)src;
-        m.dst = (const unsigned char *)dst;
-        m.dns = (const unsigned char *)dns;
-        m.alen = (uint8_t)slen;
-        m.dlen = (uint32_t)n;
-        m.sport = (uint16_t)sport;
-        m.dport = (uint16_t)dport;
-        m.tcp = (uint8_t)tcp;
-        m.kind = P_MESSAGE;
-        classify(&m, w->ps->mode);
-        rc = pair_msg(w, &m);
+        else
+            rc = pair_msg(w, &m);
     }
     Py_DECREF(seq);
     return rc;
