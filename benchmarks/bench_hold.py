@@ -212,67 +212,64 @@ def main() -> None:
     if os.geteuid() != 0 or not shutil.which("dnsmasq"):
         raise SystemExit("needs root and dnsmasq")
     server, client, servers = lab()
-    if a.floor:
-        try:
-            floor(client, a)
-        finally:
-            for dns in servers:
-                dns.terminate()
-                dns.wait()
-            for n in (server, client):
-                subprocess.run(["ip", "netns", "del", n], capture_output=True)
-        return
-    head = ("| client | way | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio "
-            "| p99 ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-    clients = (("new socket per lookup", 0),
-               (f"same, in a process holding {a.fds} sockets", a.fds))
     try:
-        print("One run each way, one after the other (each row against 'no netsql'):")
-        print(head)
-        for label, fds in clients:
-            base: list[float] = []
-            for way, flags in (("no netsql", None), ("netsql passive", ()),
-                               ("netsql --hold", ("--hold",))):
-                p = netsql(client, *flags) if flags is not None else None
-                try:
-                    xs = lookups(client, a.lookups, fds, 53, gap=a.gap_ms / 1000)[53]
-                finally:
-                    if p is not None:
-                        p.terminate()
-                        p.communicate(timeout=30)
-                base = xs if flags is None else base
-                print(row(label, way, xs, base), flush=True)
-        print(f"\nHeld vs not held in the same run: with `netsql --hold` running, the "
-              f"client alternates\nbetween port 53 (held) and port {UNHELD_PORT} (another "
-              f"dnsmasq, not held), so both see the same load:")
-        print(head)
-        added: dict[str, list[tuple[float, float, float]]] = {}
-        p = netsql(client, "--hold")
-        try:
-            for _ in range(a.rounds):
-                for label, fds in clients:
-                    got = lookups(client, 2 * a.lookups, fds, 53, UNHELD_PORT, gap=a.gap_ms / 1000)
-                    held, unheld = got[53], got[UNHELD_PORT]
-                    print(row(label, f"port {UNHELD_PORT}, not held", unheld, unheld))
-                    print(row(label, "port 53, held", held, unheld), flush=True)
-                    added.setdefault(label, []).append((
-                        pct(held, .5) - pct(unheld, .5), pct(held, .99) - pct(unheld, .99),
-                        pct(held, .5) / pct(unheld, .5)))
-        finally:
-            p.terminate()
-            p.communicate(timeout=30)
-        print(f"\nHeld vs not held, median of the {a.rounds} rounds (goal: p99 under 1 ms "
-              "added):\n| client | added p50 ms | added p99 ms | p50 ratio |\n"
-              "| --- | --- | --- | --- |")
-        for label, xs in added.items():
-            med = [statistics.median(x[i] for x in xs) for i in range(3)]
-            print(f"| {label} | {med[0]:+.3f} | {med[1]:+.3f} | {med[2]:.2f}x |")
+        if a.floor:
+            floor(client, a)
+        else:
+            held_vs_unheld(client, a)
     finally:
         for dns in servers:
             dns.terminate()
             dns.wait()
         for n in (server, client):
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def held_vs_unheld(client: str, a: argparse.Namespace) -> None:
+    head = ("| client | way | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio "
+            "| p99 ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    clients = (("new socket per lookup", 0),
+               (f"same, in a process holding {a.fds} sockets", a.fds))
+    print("One run each way, one after the other (each row against 'no netsql'):")
+    print(head)
+    for label, fds in clients:
+        base: list[float] = []
+        for way, flags in (("no netsql", None), ("netsql passive", ()),
+                           ("netsql --hold", ("--hold",))):
+            p = netsql(client, *flags) if flags is not None else None
+            try:
+                xs = lookups(client, a.lookups, fds, 53, gap=a.gap_ms / 1000)[53]
+            finally:
+                if p is not None:
+                    p.terminate()
+                    p.communicate(timeout=30)
+            base = xs if flags is None else base
+            print(row(label, way, xs, base), flush=True)
+    print(f"\nHeld vs not held in the same run: with `netsql --hold` running, the "
+          f"client alternates\nbetween port 53 (held) and port {UNHELD_PORT} (another "
+          f"dnsmasq, not held), so both see the same load:")
+    print(head)
+    added: dict[str, list[tuple[float, float, float]]] = {}
+    p = netsql(client, "--hold")
+    try:
+        for _ in range(a.rounds):
+            for label, fds in clients:
+                got = lookups(client, 2 * a.lookups, fds, 53, UNHELD_PORT, gap=a.gap_ms / 1000)
+                held, unheld = got[53], got[UNHELD_PORT]
+                print(row(label, f"port {UNHELD_PORT}, not held", unheld, unheld))
+                print(row(label, "port 53, held", held, unheld), flush=True)
+                added.setdefault(label, []).append((
+                    pct(held, .5) - pct(unheld, .5), pct(held, .99) - pct(unheld, .99),
+                    pct(held, .5) / pct(unheld, .5)))
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    print(f"\nHeld vs not held, median of the {a.rounds} rounds (goal: p99 under 1 ms "
+          "added):\n| client | added p50 ms | added p99 ms | p50 ratio |\n"
+          "| --- | --- | --- | --- |")
+    for label, xs in added.items():
+        med = [statistics.median(x[i] for x in xs) for i in range(3)]
+        print(f"| {label} | {med[0]:+.3f} | {med[1]:+.3f} | {med[2]:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -27,13 +27,17 @@ def ask(dec: LiveDecoder, tid: int, answered: bool) -> None:
                    False)
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
-def test_each_record_once_and_every_one_at_the_end(compiled: bool) -> None:
+def fed(compiled: bool, capacity: int) -> tuple[LiveDecoder, DnsFeed]:
+    """A decoder into a real tracker of ``capacity`` records, and a feed over it."""
     if compiled and not livescan.COMPILED:
         pytest.skip("the compiled store is not built")
-    tracker = DnsTracker(capacity=1000, ports=(53,), compiled=compiled)
-    dec = LiveDecoder(tracker)
-    feed = DnsFeed(tracker, settle=3600.0)
+    tracker = DnsTracker(capacity=capacity, ports=(53,), compiled=compiled)
+    return LiveDecoder(tracker), DnsFeed(tracker, settle=3600.0)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_each_record_once_and_every_one_at_the_end(compiled: bool) -> None:
+    dec, feed = fed(compiled, 1000)
     for tid in range(1, 11):
         ask(dec, tid, answered=tid % 2 == 0)
     first = feed()
@@ -49,11 +53,7 @@ def test_each_record_once_and_every_one_at_the_end(compiled: bool) -> None:
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 def test_a_feed_behind_a_small_buffer_takes_what_it_would_lose(compiled: bool) -> None:
-    if compiled and not livescan.COMPILED:
-        pytest.skip("the compiled store is not built")
-    tracker = DnsTracker(capacity=10, ports=(53,), compiled=compiled)
-    dec = LiveDecoder(tracker)
-    feed = DnsFeed(tracker, settle=3600.0)
+    dec, feed = fed(compiled, 10)
     for tid in range(1, 9):
         ask(dec, tid, answered=False)
     # The oldest half of a buffer more than half full is taken as it stands.

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,18 +25,6 @@ __all__ = ["lab"]
 
 def own_netns() -> int:
     return os.stat("/proc/self/ns/net").st_ino
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    need(os.geteuid() == 0 and shutil.which("ip") is not None, "needs root and iproute2")
-    name = f"serve-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture
