@@ -312,6 +312,30 @@ PyObject *scan_pcap(PyObject *self, PyObject *args);
 void *huge(void *p, size_t size);
 uint64_t key_hash(int tcp, const unsigned char *c, unsigned cport,
                   const unsigned char *s, unsigned sport, unsigned tid, int alen);
+/* A 256-slot direct-mapped cache of objects made from 4- or 16-byte addresses (the
+ * bytes objects in _cscan_dns.c, the text in _cscan_pairs.c): addr_slot gives the slot
+ * of ``raw`` and whether it holds it; addr_keep puts ``obj`` there. */
+typedef struct { Py_ssize_t len; unsigned char raw[16]; PyObject *obj; } AddrSlot;
+
+static inline AddrSlot *addr_slot(AddrSlot *cache, const unsigned char *raw,
+                                  Py_ssize_t len, int *hit)
+{
+    unsigned h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ raw[i]) * 16777619u;
+    AddrSlot *s = &cache[(h ^ h >> 8 ^ h >> 16) & 255];
+    *hit = s->obj != NULL && s->len == len && !memcmp(s->raw, raw, (size_t)len);
+    return s;
+}
+
+static inline void addr_keep(AddrSlot *s, const unsigned char *raw, Py_ssize_t len,
+                             PyObject *obj)
+{
+    Py_XSETREF(s->obj, Py_NewRef(obj));
+    s->len = len;
+    memcpy(s->raw, raw, (size_t)len);
+}
+
 void classify(Msg *m, int mode);
 PyObject *general_messages(PyObject *scan, double ts, const unsigned char *f,
                            Py_ssize_t n, int lt, PyObject *iface);

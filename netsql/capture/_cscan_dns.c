@@ -14,22 +14,17 @@ PyObject *int16(unsigned v)
 }
 
 /* So do addresses: a direct-mapped cache of their bytes objects. */
-static struct { Py_ssize_t len; unsigned char raw[16]; PyObject *obj; } addrs[256];
+static AddrSlot addrs[256];
 
 PyObject *address(const unsigned char *raw, Py_ssize_t len)
 {
-    unsigned h = 2166136261u;
-    for (Py_ssize_t i = 0; i < len; i++)
-        h = (h ^ raw[i]) * 16777619u;
-    h = (h ^ h >> 8 ^ h >> 16) & 255;
-    if (addrs[h].obj != NULL && addrs[h].len == len && !memcmp(addrs[h].raw, raw, len))
-        return Py_NewRef(addrs[h].obj);
+    int hit;
+    AddrSlot *s = addr_slot(addrs, raw, len, &hit);
+    if (hit)
+        return Py_NewRef(s->obj);
     PyObject *obj = PyBytes_FromStringAndSize((const char *)raw, len);
-    if (obj != NULL) {
-        Py_XSETREF(addrs[h].obj, Py_NewRef(obj));
-        addrs[h].len = len;
-        memcpy(addrs[h].raw, raw, len);
-    }
+    if (obj != NULL)
+        addr_keep(s, raw, len, obj);
     return obj;
 }
 

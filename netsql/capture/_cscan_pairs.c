@@ -275,25 +275,20 @@ int pair_general(Walk *w, const Msg *g, int lt)
 }
 
 /* Address text: a direct-mapped cache, as address() has for the bytes. */
-static struct { Py_ssize_t len; unsigned char raw[16]; PyObject *obj; } texts[256];
+static AddrSlot texts[256];
 
 PyObject *address_text(const unsigned char *raw, Py_ssize_t len)
 {
-    unsigned h = 2166136261u;
-    for (Py_ssize_t i = 0; i < len; i++)
-        h = (h ^ raw[i]) * 16777619u;
-    h = (h ^ h >> 8 ^ h >> 16) & 255;
-    if (texts[h].obj != NULL && texts[h].len == len && !memcmp(texts[h].raw, raw, len))
-        return Py_NewRef(texts[h].obj);
+    int hit;
+    AddrSlot *s = addr_slot(texts, raw, len, &hit);
+    if (hit)
+        return Py_NewRef(s->obj);
     char text[INET6_ADDRSTRLEN];
     if (inet_ntop(len == 4 ? AF_INET : AF_INET6, raw, text, sizeof text) == NULL)
         return PyErr_SetFromErrno(PyExc_OSError);
     PyObject *obj = PyUnicode_FromString(text);
-    if (obj != NULL) {
-        Py_XSETREF(texts[h].obj, Py_NewRef(obj));
-        texts[h].len = len;
-        memcpy(texts[h].raw, raw, len);
-    }
+    if (obj != NULL)
+        addr_keep(s, raw, len, obj);
     return obj;
 }
 
