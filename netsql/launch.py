@@ -89,9 +89,26 @@ def capture_state(args: argparse.Namespace, env: Env, watched: list[str] | None 
                 capture.stop()
                 capture.settle()
         except BaseException:  # a signal: undo whatever part of the capture started
-            capture.close()
+            close_within(capture, CLOSE_SECONDS)
             raise
     return state, None
+
+
+#: How long a capture interrupted by a signal may take to close before netsql ends.
+CLOSE_SECONDS = 10.0
+
+
+def close_within(capture: DnsCapture, seconds: float) -> None:
+    """``capture.close()``, in a thread given ``seconds`` at most. A signal that
+    interrupted the capture's stop can land between a lock's acquire and the block that
+    releases it (a Python race), leaving a lock the close would wait on for ever; the
+    process is ending: it must not hang there. (Seen once in CI: a second Ctrl-C during
+    the stop of an ended capture window, and netsql still running 30 s later.)"""
+    import threading
+
+    closing = threading.Thread(target=capture.close, name="netsql-close", daemon=True)
+    closing.start()
+    closing.join(seconds)
 
 
 def new_capture(args: argparse.Namespace) -> DnsCapture:
