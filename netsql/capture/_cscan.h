@@ -166,7 +166,7 @@ typedef struct {
  * pure-Python tracker (tracker.py), which is what runs without a compiler.
  *
  * live_ring(store, ns, scan, ring, block, nblocks, block_size, portmap, ifname, ifnames,
- *           marks, limit) -> (block, packets, errors, last_ts, blocks)
+ *           marks, limit) -> (block, packets, errors, last_ts, blocks, full)
  * `ring` is a packet socket's mmap'ed PACKET_RX_RING (TPACKET_V3, SOCK_DGRAM: each
  * packet starts at its network header). From block `block`, the blocks the kernel has
  * handed to user space (at most `limit` of them: the GIL is held meanwhile) are walked,
@@ -178,7 +178,9 @@ typedef struct {
  * must see: a query sent by this host (outgoing, or on loopback) to a DNS port, and
  * every response (livescan.py attributes and names them). A packet whose Python
  * callback failed is counted in errors and skipped: one bad packet never ends a
- * capture. scan (a tracker.LiveScan) gets the counts, as scan_pcap gives them. */
+ * capture. scan (a tracker.LiveScan) gets the counts, as scan_pcap gives them. `full`:
+ * the walked blocks the kernel handed over full rather than at their timeout (the
+ * traffic outruns a block a timeout: LiveCapture then reads less often). */
 
 #define LIVE_ARPHRD_LOOPBACK 772
 #define LIVE_CAPSULE "netsql.capture._cscan.Live"

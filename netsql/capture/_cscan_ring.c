@@ -25,7 +25,7 @@ PyObject *live_ring(PyObject *self, PyObject *args)
     (void)self;
     LiveWalk w;
     Py_buffer ring, ports;
-    Py_ssize_t block, nblocks, bsize, blocks = 0, limit = -1;
+    Py_ssize_t block, nblocks, bsize, blocks = 0, full = 0, limit = -1;
     long packets = 0, errors = 0;
     double last = 0.0;
     PyObject *capsule, *ns, *scan, *ifname, *ifnames, *marks, *result = NULL;
@@ -48,8 +48,10 @@ PyObject *live_ring(PyObject *self, PyObject *args)
     while (blocks < limit) {
         unsigned char *b = (unsigned char *)ring.buf + block * bsize;
         struct tpacket_block_desc *bd = (void *)b;
-        if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+        uint32_t status = __atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE);
+        if (!(status & TP_STATUS_USER))
             break;
+        full += !(status & TP_STATUS_BLK_TMO); /* handed over full, not by its timeout */
         /* a block's packets parsed first, then paired (their table slots fetched ahead) */
         Py_ssize_t off = bd->hdr.bh1.offset_to_first_pkt;
         size_t n = 0, most = (size_t)bsize / TPACKET3_HDRLEN + 1;
@@ -135,7 +137,7 @@ PyObject *live_ring(PyObject *self, PyObject *args)
     }
     if (live_flush(&w) < 0)
         goto out;
-    result = Py_BuildValue("nlldn", block, packets, errors, last, blocks);
+    result = Py_BuildValue("nlldnn", block, packets, errors, last, blocks, full);
 out:
     PyBuffer_Release(&ring);
     PyBuffer_Release(&ports);

@@ -89,6 +89,17 @@ class Ring:
     # blocks (32 of them) that was 64 ms, and a busy machine that kept the reader off
     # the CPU longer dropped packets at 17,000 a second (benchmarks/bench_live.py).
     TIMEOUT_MS = 2
+    #: How long the reader waits before looking again when the traffic fills blocks
+    #: faster than their timeout (``busy``). Each look costs the reader some 90 us
+    #: besides the packets (the wake-up, the Python around the compiled walk): at
+    #: 100,000 DNS queries a second the blocks come every 2 ms, and those looks were
+    #: half the capture thread's CPU (0.74 us a packet; with this pause 0.44,
+    #: benchmarks/bench_live.py). The ring holds far more than a pause's traffic
+    #: (its ``nblocks`` blocks, 1,024 by default), so nothing is dropped for it; what
+    #: it costs is latency, and only while that busy: a query's row, and the socket
+    #: lookup of a query this host sent (passive attribution), come up to this much
+    #: later. (--hold's lookups do not go through the ring.)
+    BUSY_PAUSE = 0.01
 
     def __init__(self, sock: socket.socket, size: int, block_size: int = 1 << 15,
                  timeout_ms: int = TIMEOUT_MS) -> None:
@@ -103,6 +114,9 @@ class Ring:
         self.map = mmap.mmap(sock.fileno(), block_size * self.nblocks, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
         self.block = 0
+        #: The reader's last pass found most blocks handed over full (set by the
+        #: reader, livescan.LiveDecoder.ring): see BUSY_PAUSE.
+        self.busy = False
         self.ifnames: dict[int, str] = {}  # interface index -> name (filled as seen)
 
     def ifname(self, index: int) -> str:
@@ -251,6 +265,8 @@ class LiveCapture(Reader):
                 time.sleep(Ring.TIMEOUT_MS * 2 / 1000)
                 last = True
                 continue
+            if all(r.busy for r in self.rings):
+                self._stop.wait(Ring.BUSY_PAUSE)
             try:
                 poller.poll(200)
             except OSError:

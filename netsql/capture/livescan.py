@@ -97,20 +97,23 @@ class LiveDecoder:
         other threads (attribution, the shell) wait a few milliseconds at most."""
         assert _cscan is not None and self.tracker.live is not None
         tracker, ns = self.tracker, self.ns
-        total = 0
+        total = walked = full_ones = 0
         while True:
             with tracker.feeding:
                 scan = tracker.scan_for(ns)
-                ring.block, packets, errors, last, blocks = _cscan.live_ring(
+                ring.block, packets, errors, last, blocks, full = _cscan.live_ring(
                     tracker.live, ns, scan, ring.map, ring.block, ring.nblocks,
                     ring.block_size, self._portmap, ring.ifname, ring.ifnames, scan.marks,
                     BLOCKS)
+                walked += blocks
+                full_ones += full
                 self.errors += errors
                 if packets:
                     self._settle(tracker.take(ns))
                     tracker.trim(last, ns)
                     total += packets
             if blocks < BLOCKS:
+                ring.busy = walked > 0 and 2 * full_ones >= walked
                 return total
 
     def _settle(self, marks: list[tuple[Any, ...]]) -> None:
