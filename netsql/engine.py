@@ -140,6 +140,7 @@ class Engine:
         self._created: set[str] = set()
         self._set_up: set[str] = set()
         self._pending: ResultSet | None = None  # the last result, maybe still streaming
+        self._viewed: dict[str, Table] = {}  # tables served as views (netsql/load.py)
         #: DuckDB renders text (execute's ``render``) for results expected this long.
         self.render_rows = results.RENDER_ROWS
         if self.state.safe:  # --safe: SQL reaches netsql's tables and nothing else
@@ -242,6 +243,7 @@ class Engine:
         ``render``, for a SELECT: asked for SQL that renders a row as text; when it gives
         one, DuckDB renders the rows (``Result.data.text``) instead of handing them over."""
         self.settle()
+        self._restore()
         stmt = self.parse(stmt)
         args = _used_params(stmt, params)
         notes = self.declare(stmt)
@@ -383,9 +385,23 @@ class Engine:
     def load(self, table: Table, data: Mapping[str, list[Any]],
              columns: frozenset[str] | None = None) -> int:
         """Replace ``table``'s rows with ``data`` (see netsql/load.py)."""
-        from netsql.load import load
+        from netsql.load import as_view, load
 
-        return load(self.con, table, data, columns)
+        n = load(self.con, table, data, columns)
+        if as_view(n):
+            self._viewed[table.key] = table
+        return n
+
+    def _restore(self) -> None:
+        """The tables the last statement was served as views (netsql/load.py) made
+        empty tables again, before this statement is looked at."""
+        if not self._viewed:
+            return
+        from netsql.load import restore
+
+        viewed, self._viewed = self._viewed, {}
+        for table in viewed.values():
+            restore(self.con, table)
 
     def known_tables(self) -> list[str]:
         names = set(self.tables)

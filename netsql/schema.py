@@ -72,8 +72,9 @@ class Table:
         made = f'CREATE SCHEMA IF NOT EXISTS "{self.schema}";\n' if self.schema else ""
         return f"{made}CREATE TABLE {self.sql_name} ({cols})"
 
-    def comments(self) -> list[str]:
-        out = [f"COMMENT ON TABLE {self.sql_name} IS {sql_string(self.description)}"]
+    def comments(self, kind: str = "TABLE") -> list[str]:
+        """The table's comments; ``kind`` VIEW for a view of its name (netsql/load.py)."""
+        out = [f"COMMENT ON {kind} {self.sql_name} IS {sql_string(self.description)}"]
         for c in self.columns:
             out.append(
                 f'COMMENT ON COLUMN {self.sql_name}."{c.name}" IS {sql_string(c.description)}'

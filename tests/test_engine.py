@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import socket
 from collections import Counter
@@ -236,3 +237,69 @@ def test_each_statement_is_parsed_once() -> None:
         [(os.getpid() + 1,)], None, [(os.getpid(),)]]
     engine.execute("SELECT 2")  # plain text: parsed once, here
     assert counting.parses == 2
+
+
+def _big_table(n: int, seen: list[Need]) -> Table:
+    """A table of ``n`` rows (past netsql/load.py's VIEW_ROWS), its needs recorded."""
+    from netsql.schema import Column
+
+    def collect(coll: Collection, need: Need) -> Any:
+        seen.append(need)
+        return {"id": list(range(n)), "name": [f"host{i % 7}" for i in range(n)],
+                "tags": [[str(i % 3)] for i in range(n)], "ts": [float(i) for i in range(n)]}
+
+    return Table("big", "many rows", (
+        Column("id", "BIGINT", "a number"), Column("name", "VARCHAR", "a name"),
+        Column("tags", "VARCHAR[]", "a list"), Column("ts", "TIMESTAMP", "a time")), collect)
+
+
+@pytest.mark.parametrize("safe", [False, True])
+def test_a_big_table_is_served_as_a_view_for_one_statement(safe: bool) -> None:
+    from netsql.load import VIEW_ROWS
+
+    n, seen = VIEW_ROWS + 5, []
+    eng = Engine([_big_table(n, seen)], state=State(safe=safe), setups=[])
+
+    def kind() -> list[tuple[Any, ...]]:  # what the catalog says "big" is
+        return eng.con.execute(
+            "SELECT 'table' FROM duckdb_tables() WHERE table_name = 'big' UNION ALL "
+            "SELECT 'view' FROM duckdb_views() WHERE view_name = 'big'").fetchall()
+
+    assert rows(eng, "SELECT count(*) FROM big") == [(n,)]
+    assert seen[-1].columns == frozenset()
+    assert kind() == [("view",)]
+    # every column, read or not, has its declared type and its comment
+    assert eng.con.execute("SELECT column_name, data_type, comment FROM duckdb_columns() "
+                           "WHERE table_name = 'big' ORDER BY column_index").fetchall() == [
+        ("id", "BIGINT", "a number"), ("name", "VARCHAR", "a name"),
+        ("tags", "VARCHAR[]", "a list"), ("ts", "TIMESTAMP", "a time")]
+    got = rows(eng, "SELECT name, count(*), max(id) FROM big GROUP BY name ORDER BY name")
+    assert seen[-1].columns == frozenset({"name", "id"})
+    assert got[0] == ("host0", len(range(0, n, 7)), max(range(0, n, 7)))
+    assert rows(eng, "SELECT tags, ts FROM big WHERE id = 4") == [
+        (["1"], datetime.datetime(1970, 1, 1, 0, 0, 4))]
+    # the next statement finds a table again, and what it reads is read afresh
+    assert rows(eng, "SELECT 1") == [(1,)]
+    assert kind() == [("table",)]
+    assert rows(eng, "SELECT sum(id) FROM big WHERE id < 10") == [(45,)]
+    assert seen[-1].columns == frozenset({"id"})
+    # a user's transaction rolled back over a swap: the catalog, not memory, decides
+    list(eng.run("BEGIN"))
+    assert rows(eng, "SELECT count(name) FROM big") == [(n,)]
+    list(eng.run("ROLLBACK"))
+    assert rows(eng, "SELECT count(*) FROM big") == [(n,)]
+    assert rows(eng, "SELECT count(*) FROM big WHERE name = 'host1'") == [
+        (len(range(1, n, 7)),)]
+
+
+def test_a_result_read_after_the_next_statement_started_keeps_its_rows() -> None:
+    from netsql.load import VIEW_ROWS
+
+    n = VIEW_ROWS + 5
+    eng = Engine([_big_table(n, [])], setups=[])
+    first = list(eng.run("SELECT id FROM big ORDER BY id"))[0]
+    second = list(eng.run("SELECT count(*) FROM big"))[0]  # settles the first
+    assert first.data is not None and second.data is not None
+    assert list(second.data.rows) == [(n,)]
+    got = list(first.data.rows)
+    assert len(got) == n and got[-1] == (n - 1,)

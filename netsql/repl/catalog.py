@@ -62,6 +62,7 @@ LEFT JOIN (SELECT table_name AS name, 'table' AS kind, comment, database_name, s
   ON t.name = c.table_name AND t.database_name = c.database_name
      AND t.schema_name = c.schema_name
 WHERE NOT c.internal AND c.database_name IN (current_database(), 'temp')
+  AND c.table_name NOT LIKE '\\_\\_%' ESCAPE '\\'
 ORDER BY c.schema_name <> 'main', c.schema_name, c.table_name, c.column_index
 """
 
