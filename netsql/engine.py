@@ -387,10 +387,9 @@ class Engine:
         """Replace ``table``'s rows with ``data`` (see netsql/load.py)."""
         from netsql.load import as_view, load
 
-        n = load(self.con, table, data, columns)
-        if as_view(n):
+        if as_view(data):  # before: a signal may stop the swap half-way
             self._viewed[table.key] = table
-        return n
+        return load(self.con, table, data, columns)
 
     def _restore(self) -> None:
         """The tables the last statement was served as views (netsql/load.py) made

@@ -36,17 +36,22 @@ ONE_THREAD_ROWS = 300_000
 VIEW_ROWS = 100_000
 
 
-def as_view(n: int) -> bool:
-    """Whether a table of ``n`` rows is served as a view rather than filled."""
-    return n >= VIEW_ROWS
+def row_count(data: Mapping[str, list[Any]]) -> int:
+    """How many rows collected columns hold."""
+    return len(next(iter(data.values()))) if data else 0
+
+
+def as_view(data: Mapping[str, list[Any]]) -> bool:
+    """Whether ``data`` is served as a view rather than filled into its table."""
+    return row_count(data) >= VIEW_ROWS
 
 
 def load(con: duckdb.DuckDBPyConnection, table: Table, data: Mapping[str, list[Any]],
          columns: frozenset[str] | None = None) -> int:
     """Replace ``table``'s rows with ``data`` in one columnar insert. Only ``columns``
     (those the statement reads; None: all) are converted, the rest load as NULL."""
-    n = len(next(iter(data.values()))) if data else 0
-    if as_view(n):
+    n = row_count(data)
+    if as_view(data):
         return _load_view(con, table, data, columns, n)
     small = SMALL if "pyarrow" not in sys.modules else SMALL_ARROW_LOADED
     if n <= small or (columns is not None and not columns & data.keys()):
@@ -95,12 +100,16 @@ def _source(table: Table) -> str:
     return "__netsql_rows_" + table.key.replace(".", "_")
 
 
-def _is_view(con: duckdb.DuckDBPyConnection, table: Table) -> bool:
-    """Asked of the catalog, not remembered: a user's ROLLBACK can undo a swap."""
-    row = con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = ? "
-                      "AND view_name = ? AND NOT temporary",
-                      [table.schema or "main", table.name]).fetchone()
-    return bool(row and row[0])
+def _kind(con: duckdb.DuckDBPyConnection, table: Table) -> str | None:
+    """What ``table``'s name is now: "table", "view" or None (a swap interrupted
+    between its DROP and its CREATE). Asked of the catalog, not remembered: a user's
+    ROLLBACK can undo a swap too."""
+    row = con.execute(
+        "SELECT 'table' FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2 "
+        "AND NOT temporary UNION ALL SELECT 'view' FROM duckdb_views() "
+        "WHERE schema_name = $1 AND view_name = $2 AND NOT temporary",
+        [table.schema or "main", table.name]).fetchone()
+    return str(row[0]) if row else None
 
 
 def _load_view(con: duckdb.DuckDBPyConnection, table: Table,
@@ -120,8 +129,8 @@ def _load_view(con: duckdb.DuckDBPyConnection, table: Table,
     wanted = {c.name for c in read}
     exprs = [f'"{src}"."{c.name}"' if c.name in wanted else f'NULL::{c.type} AS "{c.name}"'
              for c in table.columns]
-    if not _is_view(con, table):
-        con.execute(f"DROP TABLE IF EXISTS {table.sql_name}")
+    if _kind(con, table) == "table":
+        con.execute(f"DROP TABLE {table.sql_name}")
     con.execute(";\n".join([f"CREATE OR REPLACE VIEW {table.sql_name} AS SELECT "
                             + ", ".join(exprs) + f" FROM {origin}",
                             *table.comments("VIEW")]))
@@ -129,10 +138,13 @@ def _load_view(con: duckdb.DuckDBPyConnection, table: Table,
 
 
 def restore(con: duckdb.DuckDBPyConnection, table: Table) -> None:
-    """``table`` an empty table again if it is served as a view (``load``)."""
-    if not _is_view(con, table):
+    """``table`` an empty table again if it is served as a view (``load``), or if a
+    signal stopped its swap half-way."""
+    kind = _kind(con, table)
+    if kind == "table":
         return
-    con.execute(f"DROP VIEW {table.sql_name}")
+    if kind == "view":
+        con.execute(f"DROP VIEW {table.sql_name}")
     try:
         con.unregister(_source(table))
     except duckdb.Error:  # (no column was read: nothing registered)
