@@ -21,29 +21,27 @@ opened there, nsset.CaptureSet's handle): two namespaces may use the same addres
 Work that cannot be done at once (a flood, a slow scan, an inference that must wait
 for exits to be reported) runs in the attribution thread, so the capture loop never
 stalls.
+
+Here: the Attributor (the process holding a socket, the hold's names, the inference,
+the forwarding stubs). The socket lookups are querysock.py's; how each query was named
+and the counts, attribcounts.py's.
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import socket
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
-from netsql import sockdiag
-from netsql.capture.nsset import DiagSockets
-from netsql.capture.owners import FdHints, Owner, newest_pids, scan_for, scan_inodes
+from netsql.capture.attribcounts import Tally
+from netsql.capture.owners import FdHints, Owner, newest_pids, scan_for
 from netsql.capture.procevents import ProcWatch, cgroup_id, netns_of
+from netsql.capture.querysock import Hit, Key, QuerySockets, key_of
 from netsql.capture.tracker import DnsRecord
 
-#: network namespace, transport, client, client port, server, server port
-Key = tuple[int | None, str, str, int, str, int]
-Hit = tuple[int, int, int | None]  # inode, uid, cgroup id
-METHODS = ("socket", "held", "inferred")
-COUNTS = (*METHODS, "missed", "skipped")
 #: A sender inferred from its exit exited at most this long after its query's answer
 #: arrived (kernel times of packet and exit), or after the query, when unanswered.
 EXIT_WINDOW = 0.25
@@ -56,7 +54,6 @@ class Attributor:
     def __init__(self, dns_ports: set[int], procs: ProcWatch | None = None,
                  max_queue: int = 10_000, keep: int = 100_000,
                  handle_of: Callable[[int | None], str | None] | None = None) -> None:
-        self.dns_ports = dns_ports
         self.procs = procs
         self.netns = netns_of("self")  # netsql's own
         #: A handle to enter a captured namespace (nsset.CaptureSet.handle_of).
@@ -65,7 +62,6 @@ class Attributor:
             max_queue)
         self.sync_limit = 2000
         self.sync_candidates = 64  # processes scanned at once in the capture thread
-        self._early: dict[Key, tuple[float, Hit]] = {}
         self._held: OrderedDict[Key, tuple[float, int, Owner]] = OrderedDict()
         #: Per namespace: [start of this second, queries looked up at once in it]. A
         #: flood in one namespace does not use up the lookups of the others.
@@ -78,18 +74,11 @@ class Attributor:
         self.to_stubs: deque[DnsRecord] = deque(maxlen=1024)
         self.stub_owner: dict[tuple[int | None, str, int], Owner] = {}
         self.asked: OrderedDict[int, list[DnsRecord]] = OrderedDict()  # pid: its last queries
-        self.server_pids: dict[int, bool] = {}
-        self.methods: OrderedDict[int, tuple[DnsRecord, str]] = OrderedDict()
-        self.keep = keep
-        self.counts = dict.fromkeys(METHODS, 0)
-        self.by_netns: dict[int | None, dict[str, int]] = {}  # COUNTS per namespace
+        self.tally = Tally(keep)  # how each was named, the counts
         self.pending: list[tuple[float, DnsRecord, Hit | None, int]] = []
-        self.skipped = 0  # queue full: left unattributed
-        self.missed = 0  # no way found to name the sender
-        self.ambiguous = 0  # of those: several processes could have sent it
         self._own = os.getpid()
         self._wall_offset = time.time_ns() - time.monotonic_ns()  # wall - monotonic
-        self.diags = DiagSockets(self.netns, self.handle_of)
+        self.sockets = QuerySockets(self.netns, self.handle_of, dns_ports)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -103,14 +92,14 @@ class Attributor:
             self.queue.put(None)
             self._thread.join(timeout=EXIT_WINDOW + 3)
             self._thread = None
-        self.diags.close()
+        self.sockets.diags.close()
 
     def forget(self, ns: int) -> None:
         """Namespace ``ns`` is gone: close its sock_diag sockets (they would keep it
         alive)."""
         self._windows.pop(ns, None)
         self.recent.pop(ns, None)
-        self.diags.forget(ns)
+        self.sockets.diags.forget(ns)
 
     @property
     def busy(self) -> bool:
@@ -118,8 +107,11 @@ class Attributor:
         return not self.queue.empty() or bool(self.pending)
 
     def method_of(self, rec: DnsRecord) -> str | None:
-        hit = self.methods.get(id(rec))
-        return hit[1] if hit is not None and hit[0] is rec else None
+        return self.tally.method_of(rec)
+
+    def counts_of(self, ns: int | None) -> dict[str, int]:
+        """attribcounts.COUNTS of namespace ``ns``'s queries."""
+        return self.tally.counts_of(ns)
 
     # -- the capture thread ------------------------------------------------------------
     def prefetch(self, ns: int | None, transport: str, client: str, cport: int,
@@ -127,8 +119,8 @@ class Attributor:
         """Look the sending socket up now, before the packet is even decoded as DNS
         (every microsecond counts against a client that exits at once)."""
         key = (ns, transport, client, cport, server, sport)
-        if self._fresh(key) is None:
-            self._keep(key, self._lookup(key))
+        if self.sockets.fresh(key) is None:
+            self.sockets.keep(key, self.sockets.lookup(key))
 
     def submit(self, rec: DnsRecord) -> None:
         """Called by the capture thread the moment a query is seen: the socket lookup
@@ -146,10 +138,10 @@ class Attributor:
         if window is None or now - window[0] >= 1.0:
             window = self._windows[rec.net_namespace] = [now, 0]
         window[1] += 1
-        hit = self._fresh(key)
+        hit = self.sockets.fresh(key)
         if window[1] <= self.sync_limit:
             if hit is None:
-                hit = self._lookup(key)
+                hit = self.sockets.lookup(key)
             if hit is not None:
                 rec.uid = hit[1]
                 owner = self._owner(hit, self.sync_candidates, rec.net_namespace)
@@ -159,8 +151,7 @@ class Attributor:
         try:
             self.queue.put_nowait((rec, hit, seen))
         except queue.Full:
-            self.skipped += 1
-            self._count(rec.net_namespace, "skipped")
+            self.tally.skip(rec)
 
     # -- the hold ----------------------------------------------------------------------
     def note_held(self, ns: int | None, tuple5: tuple[str, str, int, str, int], inode: int,
@@ -184,20 +175,6 @@ class Attributor:
         return True
 
     # -- lookups -----------------------------------------------------------------------
-    def _lookup(self, key: Key) -> Hit | None:
-        ns, transport, client, cport, server, sport = key
-        family = socket.AF_INET6 if ":" in client else socket.AF_INET
-        proto = socket.IPPROTO_TCP if transport == "tcp" else socket.IPPROTO_UDP
-        try:
-            cgroup: list[int | None] = []
-            hit = sockdiag.find(self._diag(family, ns), family, proto, (client, cport),
-                                (server, sport), cgroup)
-        except OSError:
-            return None
-        if hit is None or not hit[9]:
-            return None
-        return hit[9], hit[8], cgroup[0] if cgroup else None  # inode, uid, cgroup
-
     def _owner(self, hit: Hit, limit: int | None, ns: int | None) -> Owner | None:
         """The process holding socket ``hit`` (of namespace ``ns``): cached, else among
         the candidates."""
@@ -225,32 +202,9 @@ class Attributor:
         else:
             yield from self.procs.candidates(uid, ns, left or 1_000_000)
 
-    def _keep(self, key: Key, hit: Hit | None) -> None:
-        """Remember an early lookup. Not consumed by the first query that uses it: one
-        socket often sends two queries at once (glibc's A and AAAA)."""
-        if hit is None:
-            return
-        self._early[key] = (time.monotonic(), hit)
-        while len(self._early) > 4096:
-            self._early.pop(next(iter(self._early)))
-
-    def _fresh(self, key: Key) -> Hit | None:
-        """An early lookup of ``key`` from the last two seconds (ports get reused)."""
-        entry = self._early.get(key)
-        if entry is None or time.monotonic() - entry[0] > 2.0:
-            return None
-        return entry[1]
-
-    def _diag(self, family: int, ns: int | None) -> socket.socket:
-        return self.diags.get(family, ns)
-
     def warm(self, ns: int | None) -> None:
         """Open this thread's sock_diag sockets of namespace ``ns`` now."""
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                self._diag(family, ns)
-            except OSError:
-                return
+        self.sockets.warm(ns)
 
     def _remember(self, inode: int, owner: Owner) -> None:
         self.inode_owner[inode] = owner
@@ -286,7 +240,7 @@ class Attributor:
             if self._from_hold(rec, key):
                 continue
             if hit is None:
-                hit = self._fresh(key) or self._lookup(key)
+                hit = self.sockets.fresh(key) or self.sockets.lookup(key)
             if hit is not None:
                 rec.uid = hit[1]
                 owner = self._owner(hit, None, rec.net_namespace)
@@ -294,7 +248,7 @@ class Attributor:
                     self._name(rec, owner, "socket")
                     continue
             if len(self.pending) >= 20_000:  # bounded: a flood of vanished senders
-                self._miss(rec)
+                self.tally.miss(rec)
                 continue
             self.pending.append((time.monotonic(), rec, hit, seen))
 
@@ -323,7 +277,7 @@ class Attributor:
             self._name(rec, stub, "inferred", forwarder=True)
             return
         if self.procs is None:
-            self._miss(rec)
+            self.tally.miss(rec)
             return
         # The kernel's times: the query left at `sent`, its answer arrived at `answer`;
         # the sender was alive at `sent` and exited after `answer`.
@@ -337,8 +291,8 @@ class Attributor:
         if hit is not None and hit[2] is not None and len(found) > 1:
             found = [p for p in found if p.cgroup is None or cgroup_id(p.cgroup) == hit[2]]
         if len(found) != 1:
-            self._miss(rec)
-            self.ambiguous += len(found) > 1
+            self.tally.miss(rec)
+            self.tally.ambiguous += len(found) > 1
             return
         p = found[0]
         rec.uid = p.uid if rec.uid is None else rec.uid
@@ -358,11 +312,7 @@ class Attributor:
               forwarder: bool | None = None) -> None:
         rec.pid, rec.process = owner
         with self._lock:
-            self.methods[id(rec)] = (rec, method)
-            while len(self.methods) > self.keep:
-                self.methods.popitem(last=False)
-            self.counts[method] += 1
-            self._count(rec.net_namespace, method)
+            self.tally.named(rec, method)
             asked = self.asked.setdefault(owner[0], [])
             asked[:] = [*asked[-7:], rec]
             self.asked.move_to_end(owner[0])
@@ -372,7 +322,7 @@ class Attributor:
             rec.forwarder = forwarder
             return
         self._note_recent(owner[0], rec.net_namespace)
-        rec.forwarder = self._serves_dns(owner[0], rec.net_namespace)
+        rec.forwarder = self.sockets.serves_dns(owner[0], rec.net_namespace)
 
     def _forwarded_by(self, rec: DnsRecord) -> Owner | None:
         """The local stub resolver that had just been asked the same question (and had
@@ -391,8 +341,8 @@ class Attributor:
         owner = self.stub_owner.get(where)
         if owner is not None and os.path.exists(f"/proc/{owner[0]}"):
             return owner
-        hit = self._lookup((r.net_namespace, r.transport, r.server_address, r.server_port,
-                            r.client_address, r.client_port))
+        hit = self.sockets.lookup((r.net_namespace, r.transport, r.server_address,
+                                   r.server_port, r.client_address, r.client_port))
         owner = self._owner(hit, None, r.net_namespace) if hit is not None else None
         if owner is not None:
             self.stub_owner[where] = owner
@@ -411,46 +361,3 @@ class Attributor:
             if answer < own <= (exit_ns or own):
                 return True
         return False
-
-    def _serves_dns(self, pid: int, ns: int | None) -> bool:
-        """True when ``pid`` itself listens on a DNS port (in namespace ``ns``): a
-        stub/forwarder's own query."""
-        if pid not in self.server_pids:
-            servers = self._dns_listeners(ns)
-            self.server_pids[pid] = any(i in servers for i in scan_inodes(pid))
-        return self.server_pids[pid]
-
-    def _dns_listeners(self, ns: int | None) -> set[int]:
-        """Inodes of sockets that listen (TCP) or wait unconnected (UDP) on a DNS port."""
-        found: set[int] = set()
-        states = (1 << 7) | (1 << 10)  # TCP_CLOSE (unconnected UDP), TCP_LISTEN
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                diag = self._diag(family, ns)
-                for proto in (socket.IPPROTO_UDP, socket.IPPROTO_TCP):
-                    for row in sockdiag.rows(diag, family, proto, states=states):
-                        if row[2] in self.dns_ports:  # local port
-                            found.add(row[9])  # inode
-            except OSError:
-                continue
-        return found
-
-    # -- counts ------------------------------------------------------------------------
-    def _count(self, ns: int | None, what: str) -> None:
-        counts = self.by_netns.get(ns)
-        if counts is None:
-            counts = self.by_netns[ns] = dict.fromkeys(COUNTS, 0)
-        counts[what] += 1
-
-    def _miss(self, rec: DnsRecord) -> None:
-        self.missed += 1
-        self._count(rec.net_namespace, "missed")
-
-    def counts_of(self, ns: int | None) -> dict[str, int]:
-        """COUNTS of namespace ``ns``'s queries."""
-        return dict(self.by_netns.get(ns) or dict.fromkeys(COUNTS, 0))
-
-
-def key_of(rec: DnsRecord) -> Key:
-    return (rec.net_namespace, rec.transport, rec.client_address, rec.client_port,
-            rec.server_address, rec.server_port)

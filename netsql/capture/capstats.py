@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from netsql.capture.attrib import METHODS
+from netsql.capture.attribcounts import METHODS
 
 #: Counters added up over namespaces for the whole capture's status.
 SUMMED = ("packets", "messages", "queries", "responses", "duplicates", "malformed",

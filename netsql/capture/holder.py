@@ -22,6 +22,8 @@ stdout (JSON lines, never blocking: a line that does not fit is dropped):
 ``{"ready": QUEUE}``, ``{"error": TEXT}``, ``{"key": [...], "inode": N, "pid": P,
 "comm": C}``, ``{"stats": {...}}``. stdin closing (netsql ended, even by kill -9) or
 SIGTERM: the rules are removed and the helper exits.
+
+NFQUEUE's messages are nfqueue.py's; the flood pause, holdflood.py's.
 """
 
 from __future__ import annotations
@@ -31,25 +33,27 @@ import os
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 from netsql import netlink, sockdiag
-from netsql.capture.hold import (
-    FLOOD_PAUSE,
-    FLOOD_PER_SECOND,
-    HoldError,
-    delete_rules,
-    hold_rules,
-    purge_stale,
+from netsql.capture.hold import FLOOD_PER_SECOND, HoldError, delete_rules, hold_rules, purge_stale
+from netsql.capture.holdflood import FloodPause
+from netsql.capture.nfqueue import (
+    BIND,
+    NETLINK_NETFILTER,
+    PACKET_MSG,
+    accept,
+    configure,
+    packet_fields,
+    queue_params,
+    queue_total,
 )
 from netsql.capture.owners import FdHints, hinted_owner, newest_pids, promote, scan_for
 from netsql.capture.packets import decode_frame
 from netsql.capture.procevents import ProcEventsError, ProcWatch, netns_of, read_comm
-from netsql.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
 
 try:
     from netsql.capture import _chold  # type: ignore[attr-defined]
@@ -60,16 +64,6 @@ except ImportError:  # no C compiler at install: the same path in Python
     COMPILED = False
     _RECORD = 1
 
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_QUEUE = 3
-NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG = 0, 1, 2
-NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_PAYLOAD, NFQA_UID = 1, 2, 10, 16
-NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN = 1, 2, 3
-NFQA_CFG_MASK, NFQA_CFG_FLAGS = 4, 5
-NFQNL_CFG_CMD_BIND = 1
-NFQNL_COPY_PACKET = 2
-NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_UID_GID = 0x1, 0x8
-NF_ACCEPT = 1
 QUEUE_BASE = 17_000
 QUEUE_MAXLEN = 4096  # past this the kernel lets queries pass unheld (fail-open)
 FLOOD_BACKLOG = 256  # more waiting than this: a flood, whatever the rate
@@ -84,29 +78,12 @@ FLOOD_BACKLOG = 256  # more waiting than this: a flood, whatever the rate
 REPORT_LINGER_US = 500
 REPORT_AGE_US = 2000
 
-_NFGEN = struct.Struct("=BBH")
-PACKET_MSG = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 #: What became of a held packet (the first item of lookup_packets' and _chold's tuples):
 #: let go, nothing named; named, then let go; its owner still to find, still held.
 PASSED, NAMED, SCAN = 0, 1, 2
 Key = tuple[str, str, int, str, int]
 #: (kind, packet_id, key, inode, uid, pid, comm)
 Item = tuple[int, int, Key | None, int | None, int | None, int | None, str | None]
-
-
-def packet_fields(data: bytes, start: int, end: int) -> tuple[int | None, int | None, bytes]:
-    """A held packet's id, uid (NFQA_UID) and payload, from its netlink message."""
-    packet_id = uid = None
-    payload = b""
-    for atype, vstart, vend in netlink.attributes(data, start + 4, end):  # after nfgenmsg
-        atype &= 0x7FFF
-        if atype == NFQA_PACKET_HDR:
-            packet_id = struct.unpack_from(">I", data, vstart)[0]
-        elif atype == NFQA_PAYLOAD:
-            payload = data[vstart:vend]
-        elif atype == NFQA_UID:
-            uid = struct.unpack_from(">I", data, vstart)[0]
-    return packet_id, uid, payload
 
 
 def report_of(key: Key, inode: int | None, pid: int, comm: str | None) -> dict[str, object]:
@@ -172,10 +149,9 @@ class Holder:
         self.sock.bind((0, 0))
         self.queue_num = 0
         self.rules: list[list[str]] = []
-        self.held = self.passed = self.pauses = self.dropped_reports = 0
+        self.held = self.passed = self.dropped_reports = 0
         self.compiled = False  # _chold's thread counts held and passed
-        self.paused_seconds = 0.0
-        self.paused_until = 0.0
+        self.flood = FloodPause(self.backlog, FLOOD_BACKLOG)
         self.netns = netns_of("self")
         self.procs: ProcWatch | None = ProcWatch(netns=self.netns)
         self.recent: list[int] = []
@@ -188,19 +164,14 @@ class Holder:
         for offset in range(64):
             num = QUEUE_BASE + (os.getpid() + offset) % 4096
             try:
-                self._config(num, netlink.attr(NFQA_CFG_CMD, struct.pack("=BxH", NFQNL_CFG_CMD_BIND,
-                                                                  0)))
+                self._config(num, BIND)
             except OSError:
                 continue  # taken by another listener
             self.queue_num = num
             break
         else:
             raise HoldError("no free NFQUEUE number")
-        flags = struct.pack(">I", NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_UID_GID)
-        self._config(self.queue_num, netlink.attr(NFQA_CFG_PARAMS, struct.pack(">IB", 512,
-                                                                        NFQNL_COPY_PACKET))
-                     + netlink.attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", QUEUE_MAXLEN))
-                     + netlink.attr(NFQA_CFG_FLAGS, flags) + netlink.attr(NFQA_CFG_MASK, flags))
+        self._config(self.queue_num, queue_params(512, QUEUE_MAXLEN))
         assert self.procs is not None
         try:
             self.procs.start()
@@ -218,17 +189,7 @@ class Holder:
 
     def _config(self, num: int, attrs: bytes) -> None:
         self._seq += 1
-        body = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(num)) + attrs
-        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
-        self.sock.send(netlink.message(msg_type, NLM_F_REQUEST | NLM_F_ACK, self._seq, body))
-        while True:
-            data = self.sock.recv(65536)
-            for kind, seq, start, end in netlink.messages(data):
-                if kind == NLMSG_ERROR and seq == self._seq:
-                    err = netlink.error_code(data, start, end)
-                    if err:
-                        raise OSError(err, os.strerror(err))
-                    return
+        configure(self.sock, self._seq, num, attrs)
 
     def close(self) -> None:
         delete_rules(self.rules)
@@ -264,7 +225,7 @@ class Holder:
             pending = b""
             while True:
                 ready, _, _ = select.select([results, stdin], [], [], 0.05)
-                now = self._tick()
+                now = self.flood.tick()
                 if stdin in ready and not os.read(stdin, 4096):
                     return  # netsql ended
                 if results in ready:
@@ -278,9 +239,9 @@ class Holder:
                     window, base = now, held + passed
                 if held + passed != last:  # a flood: by rate, or by what waits
                     last = held + passed
-                    if self._flood(last - base, now, every=1):
+                    if self.flood.check(last - base, now, every=1):
                         _chold.set_naming(False)
-                if not self.paused_until:
+                if not self.flood.paused_until:
                     _chold.set_naming(True)
                 if now - last_stats >= 0.5:
                     last_stats = now
@@ -294,7 +255,7 @@ class Holder:
         window, count, last_stats = time.monotonic(), 0, 0.0
         while True:
             ready, _, _ = select.select([self.sock, sys.stdin], [], [], 0.25)
-            now = self._tick()
+            now = self.flood.tick()
             if now - window >= 1.0:
                 window, count = now, 0
             if sys.stdin in ready and not os.read(sys.stdin.fileno(), 4096):
@@ -307,51 +268,24 @@ class Holder:
                 for kind, _, start, end in netlink.messages(data):
                     if kind == PACKET_MSG:
                         count += 1
-                        self._flood(count, now)
+                        self.flood.check(count, now)
                         self._packet(data, start, end, name)
             if now - last_stats >= 0.5:
                 last_stats = now
                 self._stats()
 
-    def _tick(self) -> float:
-        now = time.monotonic()
-        if self.paused_until and now >= self.paused_until:
-            self.paused_until = 0.0
-            self.paused_seconds += FLOOD_PAUSE
-        return now
-
-    def _flood(self, count: int, now: float, every: int = 32) -> bool:
-        """Pause the lookups when ``count`` held packets this second are a flood, or
-        (looked at every ``every`` packets) too many wait."""
-        if not self.paused_until and (count > FLOOD_PER_SECOND or (
-                count % every == 0 and self.backlog() > FLOOD_BACKLOG)):
-            self.paused_until = now + FLOOD_PAUSE
-            self.pauses += 1
-            return True
-        return False
-
     def backlog(self) -> int:
-        """Packets waiting in this queue now (the kernel's queue_total)."""
-        try:
-            with open("/proc/net/netfilter/nfnetlink_queue") as f:
-                for line in f:
-                    words = line.split()
-                    if words and int(words[0]) == self.queue_num:
-                        return int(words[2])
-        except (OSError, ValueError, IndexError):
-            pass
-        return 0
+        """Packets waiting in this queue now."""
+        return queue_total(self.queue_num)
 
     def _stats(self) -> None:
         dropped = self.dropped_reports
         if self.compiled and _chold is not None:
             self.held, self.passed, unsent = _chold.counts()
             dropped += unsent
-        paused = self.paused_seconds
-        if self.paused_until:
-            paused += FLOOD_PAUSE - max(self.paused_until - time.monotonic(), 0.0)
         self.report({"stats": {"held": self.held, "passed": self.passed,
-                               "pauses": self.pauses, "paused_seconds": paused,
+                               "pauses": self.flood.pauses,
+                               "paused_seconds": self.flood.seconds(),
                                "dropped_reports": dropped}})
 
     def report(self, obj: object) -> None:
@@ -367,7 +301,7 @@ class Holder:
             return
         item: Item = (PASSED, packet_id, None, None, None, None, None)
         try:
-            if self.paused_until or not name:
+            if self.flood.paused_until or not name:
                 self.passed += 1
             else:
                 self.held += 1
@@ -411,13 +345,7 @@ class Holder:
             yield from newest_pids()
 
     def _verdict(self, packet_id: int) -> None:
-        body = (_NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(self.queue_num))
-                + netlink.attr(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id)))
-        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
-        try:
-            self.sock.send(netlink.message(msg_type, NLM_F_REQUEST, 0, body))
-        except OSError:
-            pass
+        accept(self.sock, self.queue_num, packet_id)
 
 
 def main() -> int:

@@ -1,10 +1,15 @@
 """The intel database: one DuckDB file in the user's data directory, versioned.
 
-``schema_version`` records each migration applied; opening the file read-write applies
-the missing ones, each in its own transaction, so a file made by an older netsql is
-upgraded in place and one made by a newer netsql is refused rather than damaged.
-Query engines attach the file read-only as ``intel_db`` (several shells can read it at
-once; an import waits for none of them but fails, saying so, while one holds it).
+``schema_version`` records each migration applied (the migrations: dbschema.py);
+opening the file read-write applies the missing ones, each in its own transaction, so
+a file made by an older netsql is upgraded in place and one made by a newer netsql is
+refused rather than damaged. Query engines attach the file read-only as ``intel_db``
+(several shells can read it at once; an import waits for none of them but fails,
+saying so, while one holds it).
+
+Here: opening (read-write, read-only) and migrating, the import of lists (Import, whose
+staging area is staging.py), listing and removing sources, and attaching the file to a
+query engine.
 """
 
 from __future__ import annotations
@@ -19,47 +24,16 @@ from typing import Any
 import duckdb
 
 from netsql import dbconfig
+from netsql.intel.dbschema import MIGRATIONS, SCHEMA_VERSION, IntelDbError, version
 from netsql.intel.parsers import Batch, Spill
+from netsql.intel.staging import STAGE, close_stage, open_stage, stage_table
 from netsql.paths import foreign_owner
 
 CATALOG = "intel_db"  # the name a query engine attaches the database as
 #: DuckDB settings of the connections netsql intel opens.
 CONFIG = dbconfig.settings()
-
-#: (version, SQL). Append only: a released migration never changes.
-MIGRATIONS: list[tuple[int, str]] = [
-    (1, """
-CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL);
-CREATE TABLE sources (
-    source VARCHAR NOT NULL,      -- the list's name (--source), unique
-    format VARCHAR NOT NULL,      -- hosts, domains, ips, urlhaus-csv, ...
-    path VARCHAR,                 -- the file it was imported from
-    sha256 VARCHAR,               -- of that file's bytes
-    lines BIGINT,                 -- non-blank lines read
-    indicators BIGINT,            -- indicators kept
-    duplicates BIGINT,            -- repeated indicators dropped
-    skipped BIGINT,               -- entries that are not indicators (localhost, hashes)
-    imported_at TIMESTAMP NOT NULL
-);
-CREATE TABLE indicators (
-    indicator VARCHAR NOT NULL,   -- as the list gives it (normalised domain, network, URL)
-    kind VARCHAR NOT NULL,        -- 'domain', 'ip', 'cidr', 'url'
-    source VARCHAR NOT NULL,
-    threat VARCHAR,
-    tags VARCHAR[],
-    first_seen TIMESTAMP,
-    line INTEGER,                 -- line of the source file
-    host VARCHAR,                 -- the DNS name it matches: a domain, or a URL's host name
-    lo UHUGEINT,                  -- first and last address it matches, IPv4 mapped into
-    hi UHUGEINT                   --   ::ffff:0:0/96 (see netsql.intel.parsers)
-);
-"""),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-
-class IntelDbError(Exception):
-    """A one-line, user-facing problem with the intel database."""
+# MIGRATIONS and SCHEMA_VERSION (dbschema.py) are read through this module's names:
+# tests extend them here.
 
 
 def _problem(path: str, exc: BaseException) -> IntelDbError:
@@ -73,19 +47,6 @@ def _problem(path: str, exc: BaseException) -> IntelDbError:
                             "after it)")
     first = text.split("\n", 1)[0]
     return IntelDbError(f"cannot open the intel database {path}: {first}")
-
-
-def version(con: duckdb.DuckDBPyConnection, catalog: str, path: str) -> int:
-    """The schema version of ``catalog`` (0: an empty database)."""
-    names = {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
-        "AND schema_name = 'main'", [catalog]).fetchall()}
-    if "schema_version" not in names:
-        if names:
-            raise IntelDbError(f"{path} is a DuckDB database but not a netsql intel database")
-        return 0
-    row = con.execute(f'SELECT max(version) FROM "{catalog}".main.schema_version').fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: str,
@@ -170,46 +131,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-#: What DuckDB may hold in memory during an import, on one thread; beyond it, it spills
-#: to a temporary directory beside the database, so an import of any size stays within
-#: 200 MB (tests/test_intel_limits.py; benchmarks/bench_intel.py --feed-mb measures it).
-IMPORT_MEMORY = "32MB"
-_STAGE = "intel_stage"
 #: Lines of a list whose duplicates one pass finds (see Import._duplicates).
 ROWS_PER_PASS = 2_000_000
-#: The settings of an import's connection: one thread and no insertion order to keep
-#: let DuckDB's aggregates and joins spill to disk instead of running out of memory.
-IMPORT_SETTINGS = ("enable_progress_bar = false", f"memory_limit = '{IMPORT_MEMORY}'",
-                   "threads = 1", "preserve_insertion_order = false")
-_STAGE_COLUMNS = (("seq", "BIGINT"), ("indicator", "VARCHAR"), ("kind", "VARCHAR"),
-                  ("threat", "VARCHAR"), ("tags", "VARCHAR[]"), ("first_seen", "VARCHAR"),
-                  ("line", "INTEGER"), ("host", "VARCHAR"), ("lo", "VARCHAR"),
-                  ("hi", "VARCHAR"))
-
-
-_STAGE_PREFIX = ".netsql-import-"
-
-
-def _remove_stale_stages(directory: str | None) -> None:
-    """Remove what an import killed by SIGKILL left beside the database: the staging
-    directories of processes that are gone (their names carry the pid)."""
-    import shutil
-
-    try:
-        names = os.listdir(directory or ".")
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(_STAGE_PREFIX):].split("-", 1)[0]
-        if not name.startswith(_STAGE_PREFIX) or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running (or another user's process)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(directory or ".", name), ignore_errors=True)
-        except OSError:
-            continue
 
 
 class Imported:
@@ -229,7 +152,8 @@ class Import:
     :data:`netsql.intel.parsers.Spill`), which holds neither memory nor the intel
     database's transaction open; ``commit`` then finds the duplicates (an aggregate
     DuckDB spills to disk) and writes every list without them (the first line kept) in
-    one transaction. Memory stays bounded by IMPORT_MEMORY whatever the lists' size."""
+    one transaction. Memory stays bounded by staging.IMPORT_MEMORY whatever the lists'
+    size."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, directory: str | None = None) -> None:
         self.con = con
@@ -242,60 +166,16 @@ class Import:
         self._dir: Any = None
 
     def __enter__(self) -> Import:
-        import tempfile
-
-        from netsql.schema import sql_string
-
-        # Beside the database: the same file system as what it stages for (not a /tmp
-        # in memory), and the owner's own directory (netsql/paths.py) under sudo.
-        _remove_stale_stages(self.directory)
-        self._dir = tempfile.TemporaryDirectory(prefix=f"{_STAGE_PREFIX}{os.getpid()}-",
-                                                dir=self.directory)
-        con = self.con
-        for setting in (*IMPORT_SETTINGS, f"temp_directory = "
-                        f"{sql_string(os.path.join(self._dir.name, 'spill'))}"):
-            con.execute(f"SET {setting}")
-        try:
-            con.execute(f"ATTACH {sql_string(os.path.join(self._dir.name, 'stage.duckdb'))} "
-                        f"AS {_STAGE}")
-        except BaseException:
-            self._dir.cleanup()
-            raise
+        self._dir = open_stage(self.con, self.directory)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
-        try:
-            self.con.execute(f"DETACH {_STAGE}")
-        finally:
-            self._dir.cleanup()
+        close_stage(self.con, self._dir)
 
     def stage(self, n: int) -> Spill:
         """Where list ``n``'s chunks go."""
-        import pyarrow as pa
-
-        table = f"{_STAGE}.list{int(n)}"
-        columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
-        self.con.execute(f"CREATE OR REPLACE TABLE {table} ({columns})")
-        schema = pa.schema([("seq", pa.int64()), ("indicator", pa.string()),
-                            ("kind", pa.string()), ("threat", pa.string()),
-                            ("tags", pa.list_(pa.string())), ("first_seen", pa.string()),
-                            ("line", pa.int32()), ("host", pa.string()), ("lo", pa.string()),
-                            ("hi", pa.string())])
-
-        def spill(batch: Batch) -> None:
-            start = batch.spilled
-            chunk = pa.Table.from_arrays([
-                pa.array(range(start, start + len(batch)), pa.int64()), batch.indicator,
-                batch.kind, batch.threat, batch.tags, batch.first_seen, batch.line,
-                batch.host, batch.lo, batch.hi], schema=schema)
-            self.con.register("intel_chunk", chunk)
-            try:
-                self.con.execute(f"INSERT INTO {table} SELECT * FROM intel_chunk")
-            finally:
-                self.con.unregister("intel_chunk")
-
-        return spill
+        return stage_table(self.con, f"{STAGE}.list{int(n)}")
 
     def _duplicates(self, n: int) -> str:
         """A staging table of the seq of every line that repeats an earlier one of list
@@ -303,7 +183,7 @@ class Import:
         million keys (its hash table grows with the keys even as it spills), so the keys
         are split by hash into passes of about ROWS_PER_PASS lines each; a 64-bit
         hash first narrows each pass to the few keys that may repeat."""
-        table, dups = f"{_STAGE}.list{n}", f"{_STAGE}.dups{n}"
+        table, dups = f"{STAGE}.list{n}", f"{STAGE}.dups{n}"
         con = self.con
         row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
         passes = max(1, -(-int(row[0] if row else 0) // ROWS_PER_PASS))
@@ -329,7 +209,7 @@ class Import:
         con.execute("BEGIN")
         try:
             for n, (batch, source, path, sha256) in enumerate(lists):
-                table = f"{_STAGE}.list{n}"
+                table = f"{STAGE}.list{n}"
                 row = con.execute("SELECT indicators FROM sources WHERE source = ?",
                                   [source]).fetchone()
                 con.execute("DELETE FROM indicators WHERE source = ?", [source])
