@@ -182,19 +182,14 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
                 return status
 
 
-def stdout_errors(stdout: Any) -> tuple[str | None, str]:
-    """The encoding of ``stdout`` if it is UTF-8 (else None) and its error handler."""
-    encoding = str(getattr(stdout, "encoding", None) or "utf-8")
-    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    return ("utf-8" if utf8 else None), str(getattr(stdout, "errors", None) or "strict")
-
-
 def raw_errors(stdout: Any) -> str | None:
     """What a request asks for as "raw": the error handler the server encodes this
     client's output with, when it may send it as bytes (RAW frames): a UTF-8 stdout
     with a handler of RAW_ERRORS; else None (JSON text frames, written as text here)."""
-    encoding, errors = stdout_errors(stdout)
-    return errors if encoding is not None and errors in RAW_ERRORS else None
+    encoding = str(getattr(stdout, "encoding", None) or "utf-8")
+    errors = str(getattr(stdout, "errors", None) or "strict")
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    return errors if utf8 and errors in RAW_ERRORS else None
 
 
 def _text(value: Any) -> str:
