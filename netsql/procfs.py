@@ -67,9 +67,12 @@ def read_many(pids: Sequence[int], files: Sequence[str], links: Sequence[str] = 
     (:func:`read_bytes`), then the text of /proc/PID/NAME for each of ``links``
     (:func:`read_link`); None for what cannot be read (a process gone). Compiled
     (_cdiag.read_many) when built: ``threads`` threads read without the GIL."""
-    if _cdiag is None:
+    compiled = getattr(_cdiag, "read_many", None)  # (None too from an older build)
+    if compiled is None:
         return _py_read_many(pids, files, links)
-    return _cdiag.read_many(list(pids), list(files), list(links), threads)
+    result: list[tuple[bytes | str | None, ...]] = compiled(list(pids), list(files),
+                                                             list(links), threads)
+    return result
 
 
 def _py_read_many(pids: Sequence[int], files: Sequence[str], links: Sequence[str] = ()
