@@ -20,13 +20,34 @@
  * socket; states[state number] is the state column's value, protocol and ns go in as
  * given. (sockdiag._py_columns is the twin.) Measured with 40,000 sockets: rows() and
  * then a column at a time in Python took 26 ms of a 180 ms one-liner; this takes 6.
+ *
+ * read_many(pids, files, links, threads) -> list
+ *
+ * (Here because this is netsql's one compiled module outside the capture: the /proc
+ * files a processes pass reads of every process.) One tuple per pid of `pids`: the
+ * bytes of /proc/PID/NAME for each NAME of `files` (read as procfs.read_bytes reads a
+ * file: 64 KiB at a time until a read comes back short; None when it cannot be opened
+ * or read), then the text of the link /proc/PID/NAME for each NAME of `links` (as
+ * os.readlink gives it; None when it cannot be read). The files are read by `threads`
+ * threads without the GIL, each taking every threads-th pid; the Python objects are
+ * made afterwards. (procfs._py_read_many is the twin; tests/test_procfs_read.py
+ * compares the two.) Measured with 2,000 processes, /proc/PID/stat, statm and the cwd
+ * link of each: 52 ms in Python's os calls, 47 ms here on one thread, 24 ms on two
+ * (the kernel's side of /proc scales with the cores; ps reads on one).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define NLMSG_ERROR 2
 #define NLMSG_DONE 3
@@ -311,16 +332,206 @@ static PyObject *columns(PyObject *self, PyObject *args)
     return status == WALK_FAILED ? NULL : PyLong_FromLong(status);
 }
 
+/* -- read_many --------------------------------------------------------------------- */
+
+#define CHUNK 65536
+
+struct slot {
+    char *data;  /* malloc'd; NULL with len 0 for an empty file */
+    ssize_t len; /* -1: None */
+};
+
+struct job {
+    const long *pids;
+    Py_ssize_t npids;
+    const char *const *names; /* files, then links */
+    int nfiles, nnames;
+    struct slot *slots; /* npids * nnames */
+    Py_ssize_t start, step;
+};
+
+/* /proc/PID/NAME whole into *slot (len -1 when it cannot be opened or read). */
+static void read_file(const char *path, char *scratch, struct slot *slot)
+{
+    slot->data = NULL;
+    slot->len = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char *data = NULL;
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, scratch, CHUNK);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            free(data);
+            close(fd);
+            return;
+        }
+        char *grown = realloc(data, len + (size_t)r + 1);
+        if (grown == NULL) {
+            free(data);
+            close(fd);
+            return;
+        }
+        data = grown;
+        memcpy(data + len, scratch, (size_t)r);
+        len += (size_t)r;
+        if (r < CHUNK) /* procfs.read_bytes: a short read ends the file */
+            break;
+    }
+    close(fd);
+    slot->data = data;
+    slot->len = (ssize_t)len;
+}
+
+static void read_link(const char *path, struct slot *slot)
+{
+    char buf[PATH_MAX + 1];
+    slot->data = NULL;
+    slot->len = -1;
+    ssize_t n = readlink(path, buf, PATH_MAX); /* as os.readlink: at most PATH_MAX */
+    if (n < 0)
+        return;
+    char *data = malloc((size_t)n + 1);
+    if (data == NULL)
+        return;
+    memcpy(data, buf, (size_t)n);
+    slot->data = data;
+    slot->len = n;
+}
+
+static void *run_job(void *arg)
+{
+    struct job *job = arg;
+    char *scratch = malloc(CHUNK);
+    char path[64 + 256];
+    for (Py_ssize_t i = job->start; i < job->npids; i += job->step) {
+        for (int k = 0; k < job->nnames; k++) {
+            struct slot *slot = &job->slots[i * job->nnames + k];
+            if (snprintf(path, sizeof path, "/proc/%ld/%s", job->pids[i], job->names[k]) >=
+                    (int)sizeof path || (k < job->nfiles && scratch == NULL)) {
+                slot->data = NULL;
+                slot->len = -1;
+            } else if (k < job->nfiles) {
+                read_file(path, scratch, slot);
+            } else {
+                read_link(path, slot);
+            }
+        }
+    }
+    free(scratch);
+    return NULL;
+}
+
+static PyObject *read_many(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *pids_list, *files, *links;
+    int threads;
+    if (!PyArg_ParseTuple(args, "O!O!O!i", &PyList_Type, &pids_list, &PyList_Type, &files,
+                          &PyList_Type, &links, &threads))
+        return NULL;
+    Py_ssize_t npids = PyList_GET_SIZE(pids_list);
+    Py_ssize_t nfiles = PyList_GET_SIZE(files), nlinks = PyList_GET_SIZE(links);
+    if (nfiles + nlinks > 64) {
+        PyErr_SetString(PyExc_ValueError, "read_many: at most 64 names");
+        return NULL;
+    }
+    int nnames = (int)(nfiles + nlinks);
+    const char *names[64];
+    for (int k = 0; k < nnames; k++) {
+        PyObject *name = k < nfiles ? PyList_GET_ITEM(files, k)
+                                    : PyList_GET_ITEM(links, k - nfiles);
+        Py_ssize_t size;
+        names[k] = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &size) : NULL;
+        if (names[k] == NULL || size > 255 || (Py_ssize_t)strlen(names[k]) != size) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "read_many: a name must be short text");
+            return NULL;
+        }
+    }
+    long *pids = PyMem_Malloc(sizeof(long) * (size_t)(npids ? npids : 1));
+    struct slot *slots = PyMem_Calloc((size_t)(npids * nnames > 0 ? npids * nnames : 1),
+                                      sizeof(struct slot));
+    if (pids == NULL || slots == NULL) {
+        PyMem_Free(pids);
+        PyMem_Free(slots);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < npids; i++) {
+        pids[i] = PyLong_AsLong(PyList_GET_ITEM(pids_list, i));
+        if (pids[i] == -1 && PyErr_Occurred()) {
+            PyMem_Free(pids);
+            PyMem_Free(slots);
+            return NULL;
+        }
+    }
+    if (threads < 1)
+        threads = 1;
+    if (threads > 16)
+        threads = 16;
+    struct job jobs[16];
+    pthread_t tids[16];
+    int started[16] = {0};
+    Py_BEGIN_ALLOW_THREADS
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (struct job){pids, npids, names, (int)nfiles, nnames, slots, t, threads};
+        if (t > 0)
+            started[t] = pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0;
+    }
+    run_job(&jobs[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            run_job(&jobs[t]); /* no thread: read its share here */
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *out = PyList_New(npids);
+    for (Py_ssize_t i = 0; i < npids; i++) {
+        PyObject *row = out ? PyTuple_New(nnames) : NULL;
+        for (int k = 0; k < nnames; k++) {
+            struct slot *slot = &slots[i * nnames + k];
+            if (row != NULL) {
+                PyObject *v;
+                if (slot->len < 0)
+                    v = Py_NewRef(Py_None);
+                else if (k < nfiles)
+                    v = PyBytes_FromStringAndSize(slot->data ? slot->data : "", slot->len);
+                else
+                    v = PyUnicode_DecodeFSDefaultAndSize(slot->data, slot->len);
+                if (v == NULL)
+                    Py_CLEAR(row);
+                else
+                    PyTuple_SET_ITEM(row, k, v);
+            }
+            free(slot->data);
+        }
+        if (row == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, row);
+    }
+    PyMem_Free(pids);
+    PyMem_Free(slots);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"rows", rows, METH_VARARGS, "rows(buf, n, out) -> status: sock_diag messages to tuples"},
     {"columns", columns, METH_VARARGS,
      "columns(buf, n, cols, states, protocol, ns) -> status: sock_diag messages to the "
      "sockets table's columns"},
+    {"read_many", read_many, METH_VARARGS,
+     "read_many(pids, files, links, threads) -> list: /proc/PID files and links, each "
+     "pid's in a tuple"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_cdiag", "Compiled sock_diag message parsing for sockdiag.py.",
+    PyModuleDef_HEAD_INIT, "_cdiag", "Compiled sock_diag message parsing for sockdiag.py; /proc reading for procfs.py.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

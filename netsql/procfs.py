@@ -11,10 +11,17 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from types import ModuleType
 
 from netsql import netns
 from netsql.collect import Collection
 from netsql.schema import Columns
+
+_cdiag: ModuleType | None
+try:
+    from netsql import _cdiag
+except ImportError:  # built without a C compiler: _py_read_many
+    _cdiag = None
 
 PROC = "/proc"
 
@@ -54,12 +61,37 @@ def read_bytes(path: str) -> bytes | None:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def read_many(pids: Sequence[int], files: Sequence[str], links: Sequence[str] = (),
+              threads: int = 1) -> list[tuple[bytes | str | None, ...]]:
+    """For each of ``pids``, a tuple: /proc/PID/NAME's bytes for each of ``files``
+    (:func:`read_bytes`), then the text of /proc/PID/NAME for each of ``links``
+    (:func:`read_link`); None for what cannot be read (a process gone). Compiled
+    (_cdiag.read_many) when built: ``threads`` threads read without the GIL."""
+    compiled = getattr(_cdiag, "read_many", None)  # (None too from an older build)
+    if compiled is None:
+        return _py_read_many(pids, files, links)
+    result: list[tuple[bytes | str | None, ...]] = compiled(list(pids), list(files),
+                                                             list(links), threads)
+    return result
+
+
+def _py_read_many(pids: Sequence[int], files: Sequence[str], links: Sequence[str] = ()
+                  ) -> list[tuple[bytes | str | None, ...]]:
+    """The pure-Python _cdiag.read_many."""
+    return [tuple([read_bytes(f"{PROC}/{pid}/{name}") for name in files]
+                  + [read_link(f"{PROC}/{pid}/{name}") for name in links]) for pid in pids]
+
+
 def stat_fields(pid: int) -> tuple[str, list[str]] | None:
     """(comm, the fields of /proc/PID/stat after it): ``fields[0]`` is the state,
     ``fields[1]`` the ppid, ... (proc(5)'s field N is ``fields[N - 3]``); None when
     the process is gone."""
-    raw = read_bytes(f"{PROC}/{pid}/stat")
-    if raw is None:
+    return parse_stat(read_bytes(f"{PROC}/{pid}/stat"))
+
+
+def parse_stat(raw: bytes | str | None) -> tuple[str, list[str]] | None:
+    """:func:`stat_fields` of a /proc/PID/stat already read (None: not read)."""
+    if not isinstance(raw, bytes):
         return None
     text = raw.decode("utf-8", "surrogateescape")
     # comm may hold spaces and parentheses: it runs from the first '(' to the last ')'.

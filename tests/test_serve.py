@@ -89,6 +89,11 @@ CASES = [
     ("-e", "SELECT * FROM socketz"),  # no such table, with the closest names
     ("-q", "no-such-saved-query"),  # a usage error: exit 2
     ("-q", "listening-ports", "--csv"),
+    # Long enough for the server's DuckDB to render it (Spares.RENDER_ROWS), sent as
+    # bytes (client.RAW frames); here the Python encoders write it.
+    ("--csv", "-e", "SELECT i, 'é' || i AS s, i % 3 = 0 AS b, i / 7 AS d, "
+     "TIMESTAMP '2026-01-01' + to_microseconds(i) AS t FROM range(3000) t(i)"),
+    ("--format", "jsonl", "-e", "SELECT i, 'é\u2028\"' || i AS s FROM range(3000) t(i)"),
 ]
 
 
@@ -161,6 +166,7 @@ def peer_answers(tmp_path: Path, answers: list[list[object]]
     d.mkdir(mode=0o700)
     path = str(d / "netsql.sock")
     argvs: list[object] = []
+    requests: list[dict[str, object]] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(path)
         listener.listen()
@@ -172,19 +178,38 @@ def peer_answers(tmp_path: Path, answers: list[list[object]]
                 with conn, conn.makefile("rb") as f:
                     request = resident.receive(f)
                     argvs.append(request["argv"])
+                    requests.append(request)
                     # (a client that gave up on a bad frame may have hung up)
                     with contextlib.suppress(OSError):
                         for frame in frames:
-                            resident.send(conn, frame)
+                            if isinstance(frame, bytes):
+                                resident.send_raw(conn, frame)
+                            else:
+                                resident.send(conn, frame)
 
         peer = threading.Thread(target=answer, daemon=True)
         peer.start()
+        # (its stdout UTF-8 whatever the locale: it then asks for its output as bytes)
+        env = dict(os.environ, NETSQL_SOCKET=path, PYTHONIOENCODING="utf-8:surrogateescape")
         done = [subprocess.run(netsql_cmd("-e", "SELECT 1"), capture_output=True, text=True,
-                               timeout=60, env=dict(os.environ, NETSQL_SOCKET=path))
+                               errors="surrogateescape", timeout=60, env=env)
                 for _ in answers]
         peer.join(10)
     assert argvs == [["-e", "SELECT 1"]] * len(answers)
+    # A client whose stdout takes UTF-8 asks for its output as bytes (RAW frames),
+    # encoded with its stdout's error handler.
+    assert all(r["raw"] == "surrogateescape" for r in requests), requests
     return done
+
+
+def test_output_sent_as_bytes_is_written_as_it_is_in_order(tmp_path: Path) -> None:
+    """Standard output may come as RAW frames (bytes) between JSON text frames: the
+    client writes both, in the order sent, the bytes untouched (here not even UTF-8)."""
+    frames: list[object] = [{"out": "a\n"}, "é\n".encode(), {"err": "e\n"}, b"\xff\xfe\n",
+                            {"out": "z\n"}, {"exit": 0}]
+    with_bytes = peer_answers(tmp_path, [frames])[0]
+    assert with_bytes.returncode == 0 and with_bytes.stderr == "e\n"
+    assert with_bytes.stdout == "a\né\n\udcff\udcfe\nz\n"  # (as decoded by this test)
 
 
 def test_the_servers_status_is_passed_on_as_it_is(tmp_path: Path) -> None:
@@ -304,7 +329,8 @@ def test_bad_requests_do_not_end_the_server(server: Server) -> None:
     base = {"protocol": resident.PROTOCOL, "version": __version__, "cwd": "/",
             "argv": ["-e", "SELECT 1"]}
     for bad in (dict(base, width="wide"), dict(base, argv="-e SELECT 1"),
-                dict(base, env={"HOME": 3}), dict(base, stdin=["x"])):
+                dict(base, env={"HOME": 3}), dict(base, stdin=["x"]),
+                dict(base, raw="utf-16"), dict(base, raw=True)):
         assert raw(server.path, bad) == {"declined": f"netsql {__version__} serves here"}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # JSON nested too deep
         s.connect(server.path)

@@ -31,17 +31,22 @@ DOUBLES = ["0.1", "1.0", "-0.0", "1e16", "1e-5", "5e-324", "1.7976931348623157e3
 
 
 def _output(sql: str, fmt: str, rendered: bool, *, engine: Engine | None = None,
-            tty: bool = False) -> tuple[str, bool]:
+            tty: bool = False, render_rows: int = 0, how: list[str] | None = None
+            ) -> tuple[str, bool]:
     """``sql``'s output in ``fmt``; and whether DuckDB rendered it (asked to whatever
-    the result's size)."""
+    the result's size, or from ``render_rows`` rows on); ``how`` gets the name of the
+    generator each rendered result's text came from."""
     engine = engine or Engine(tables=[], setups=[])
-    engine.render_rows = 0
+    engine.render_rows = render_rows
     out = io.StringIO()
     printer = Printer(Env(stdout=out, stderr=io.StringIO(), stdout_isatty=tty, width=100),
                       fmt)
     used = False
     for result in engine.run(sql, None, printer.render if rendered else None):
-        used = used or (result.data is not None and result.data.text is not None)
+        text = result.data.text if result.data is not None else None
+        used = used or text is not None
+        if text is not None and how is not None:
+            how.append(getattr(text, "__name__", "?"))
         printer.print(result)
     return out.getvalue(), used
 
@@ -82,11 +87,16 @@ def test_rendered_text_is_the_python_encoders_text(fmt: str) -> None:
         "SELECT * FROM range(0)",  # no rows
         "SELECT i, 'row ' || i AS s FROM range(123457) t(i) ORDER BY i DESC",  # many batches
     ]
+    how: list[str] = []
     for sql in queries:
         python, used_python = _output(sql, fmt, rendered=False)
         duck, used_duck = _output(sql, fmt, rendered=True)
         assert not used_python and used_duck, sql
         assert duck == python, sql
+        # From one row on, as the plan expects it: short results are fetched as
+        # strings (results.SMALL_TEXT), long ones read through Arrow.
+        assert _output(sql, fmt, rendered=True, render_rows=1, how=how)[0] == python, sql
+    assert how.count("_text_of") == 1 and how.count("_fetched") >= len(queries) - 3, how
 
 
 @settings(max_examples=60, deadline=None)
@@ -168,6 +178,10 @@ def test_runtime_error_while_streaming_is_one_line() -> None:
     for rendered in (False, True):
         with pytest.raises(NetsqlError, match="Could not convert string 'x'"):
             _output(sql, "csv", rendered)
+    short = sql.replace("150000", "1500").replace("200000", "2000")  # fetched as text
+    for rendered in (False, True):
+        with pytest.raises(NetsqlError, match="Could not convert string 'x'"):
+            _output(short, "csv", rendered, render_rows=1)
 
 
 def test_head_and_tail_holds_the_ends() -> None:

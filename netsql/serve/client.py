@@ -17,21 +17,29 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from netsql.sockpath import socket_path
 
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: 3 ms a one-liner)
 if TYPE_CHECKING:
     import argparse
     import socket
     from collections.abc import Sequence
+    from typing import Any, BinaryIO
 
     from netsql.context import Env
 
 #: Sent with each request; a server of another version declines and the client runs
 #: the command itself.
-PROTOCOL = 1
+PROTOCOL = 2
 MAX_REQUEST = 64 << 20
+#: Set in a frame's length word: the frame is the command's standard output as bytes,
+#: to be written as they are (a client that asked for them: request "raw"), not JSON.
+#: Measured with 40,000 sockets' rows as csv (2 MB): JSON-encoding them in the server
+#: and decoding them in the client cost 15-20 ms of a 180 ms one-liner.
+RAW = 1 << 31
+#: The error handlers a client may ask its raw output to be encoded with (its stdout's).
+RAW_ERRORS = frozenset({"strict", "surrogateescape", "replace", "backslashreplace"})
 #: Sockets whose server declined this process's command (netsql.serve.quick): the
 #: command runs here without asking again.
 TRIED: list[str] = []
@@ -97,20 +105,37 @@ def send(sock: socket.socket, obj: Any) -> None:
     sock.sendall(struct.pack(">I", len(data)) + data, socket.MSG_NOSIGNAL)
 
 
+def send_raw(sock: socket.socket, data: bytes) -> None:
+    """One frame of standard output, as bytes (see RAW)."""
+    import socket
+    import struct
+
+    head = struct.pack(">I", RAW | len(data))
+    if len(data) < 1 << 16:
+        sock.sendall(head + data, socket.MSG_NOSIGNAL)
+    else:  # (not copied again to put 4 bytes in front)
+        sock.sendall(head, socket.MSG_NOSIGNAL)
+        sock.sendall(data, socket.MSG_NOSIGNAL)
+
+
 def receive(stream: BinaryIO) -> Any:
-    """The next frame, or None at the end of the stream."""
-    import json
+    """The next frame (a RAW frame as bytes), or None at the end of the stream."""
     import struct
 
     head = stream.read(4)
     if len(head) < 4:
         return None
     (n,) = struct.unpack(">I", head)
+    raw, n = n & RAW, n & ~RAW
     if n > MAX_REQUEST:
         raise ValueError(f"frame of {n} bytes")
     data = stream.read(n)
     if len(data) < n:
         return None
+    if raw:
+        return data
+    import json
+
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested deep
@@ -126,11 +151,19 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
             send(sock, dict(request, protocol=PROTOCOL))
         except OSError:  # it went away before reading: run the command here
             return None
+        binary = getattr(stdout, "buffer", None)
         while True:
             frame = receive(stream)
             if frame is None:
                 _say(stderr, "the resident netsql went away", "error")
                 return 1
+            if isinstance(frame, bytes):  # standard output as it is (RAW)
+                if binary is not None:
+                    stdout.flush()  # (after any text written before)
+                    binary.write(frame)
+                else:
+                    stdout.write(frame.decode("utf-8", "surrogateescape"))
+                continue
             if not isinstance(frame, dict):
                 raise ValueError("a malformed answer from the resident netsql")
             if "declined" in frame:
@@ -147,6 +180,16 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
                 if type(status) is not int:
                     raise ValueError("a malformed exit status from the resident netsql")
                 return status
+
+
+def raw_errors(stdout: Any) -> str | None:
+    """What a request asks for as "raw": the error handler the server encodes this
+    client's output with, when it may send it as bytes (RAW frames): a UTF-8 stdout
+    with a handler of RAW_ERRORS; else None (JSON text frames, written as text here)."""
+    encoding = str(getattr(stdout, "encoding", None) or "utf-8")
+    errors = str(getattr(stdout, "errors", None) or "strict")
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    return errors if utf8 and errors in RAW_ERRORS else None
 
 
 def _text(value: Any) -> str:
@@ -217,7 +260,7 @@ def run_there(argv: Sequence[str], args: argparse.Namespace, env: Env) -> int | 
         "argv": list(argv), "cwd": cwd, "stdin": piped,
         "stdout_isatty": bool(env.stdout_isatty), "width": env.width,
         "env": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},
-        "version": __version__,
+        "version": __version__, "raw": raw_errors(env.stdout),
     }
     status = None
     sock = connect(path)

@@ -78,6 +78,7 @@ def forward(argv: Sequence[str]) -> int | None:
 
     request = {"argv": list(argv), "cwd": cwd, "stdin": None, "stdout_isatty": isatty,
                "width": width, "version": __version__,
+               "raw": client.raw_errors(sys.stdout),
                "env": {k: os.environ[k] for k in client.FORWARDED_ENV if k in os.environ}}
     try:
         status = client.forward(sock, request, sys.stdout, sys.stderr)
