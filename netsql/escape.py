@@ -34,3 +34,13 @@ def escape_control(text: str) -> str:
     if _CONTROL.search(text) is None:
         return text
     return _CONTROL.sub(_escape_char, text)
+
+
+def storable(text: str) -> str:
+    r"""``text`` as DuckDB can hold it (UTF-8): a byte smuggled in by surrogateescape
+    (a path or command line that is not UTF-8) becomes the four characters ``\xff``,
+    as ``escape_control`` shows it; any other lone surrogate ``\udc00``-style."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from netsql.escape import storable
 from netsql.schema import Table
 
 #: Tables up to this many rows load through list parameters instead of pyarrow (whose
@@ -49,7 +50,38 @@ def as_view(data: Mapping[str, list[Any]]) -> bool:
 def load(con: duckdb.DuckDBPyConnection, table: Table, data: Mapping[str, list[Any]],
          columns: frozenset[str] | None = None) -> int:
     """Replace ``table``'s rows with ``data`` in one columnar insert. Only ``columns``
-    (those the statement reads; None: all) are converted, the rest load as NULL."""
+    (those the statement reads; None: all) are converted, the rest load as NULL.
+
+    Text that is not UTF-8 (collectors decode paths and command lines with
+    surrogateescape, so that nothing is lost) cannot go into DuckDB: when a load fails
+    on it, the read text columns are made storable (escape.storable: the byte 0xff
+    becomes ``\\xff``) and the load runs again. Checking every string first would cost
+    each statement milliseconds for what a few hosts have."""
+    try:
+        return _load(con, table, data, columns)
+    except (UnicodeEncodeError, duckdb.InvalidInputException) as exc:
+        if not isinstance(exc, UnicodeEncodeError) and "surrogate" not in str(exc):
+            raise
+    return _load(con, table, _storable(table, data, columns), columns)
+
+
+def _storable(table: Table, data: Mapping[str, list[Any]],
+              columns: frozenset[str] | None) -> dict[str, list[Any]]:
+    out = dict(data)
+    for col in table.columns:
+        values = data.get(col.name)
+        if values is None or (columns is not None and col.name not in columns):
+            continue
+        if col.type == "VARCHAR":
+            out[col.name] = [storable(v) if isinstance(v, str) else v for v in values]
+        elif col.type == "VARCHAR[]":
+            out[col.name] = [v if v is None else [storable(x) if isinstance(x, str) else x
+                                                  for x in v] for v in values]
+    return out
+
+
+def _load(con: duckdb.DuckDBPyConnection, table: Table, data: Mapping[str, list[Any]],
+          columns: frozenset[str] | None) -> int:
     n = row_count(data)
     if as_view(data):
         return _load_view(con, table, data, columns, n)

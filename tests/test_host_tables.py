@@ -124,6 +124,29 @@ def test_child_process_row(engine: Engine) -> None:
         child.wait()
 
 
+def test_text_that_is_not_utf8_is_shown_escaped(tmp_path: Any) -> None:
+    """A working directory and an argument that are not UTF-8 (any bytes are a valid
+    Linux path): the row shows the byte as \\xff, one-shot and in csv, never a failed
+    load or a traceback."""
+    where = os.path.join(os.fsencode(tmp_path), b"bad\xffdir")
+    os.mkdir(where)
+    code = "import time; print('up', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable.encode(), b"-c", code.encode(), b"arg\xfe"],
+                             cwd=where, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
+        for sql in (f"SELECT cwd, cmdline FROM processes WHERE pid = {child.pid}",
+                    f"SELECT * FROM processes WHERE pid = {child.pid}"):
+            out = run_netsql("--csv", "-e", sql)
+            assert out.returncode == 0, out.stderr
+            assert "Traceback" not in out.stderr
+            assert f"{tmp_path}/bad\\xffdir" in out.stdout
+            assert f" -c {code} arg\\xfe" in out.stdout
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_join_sockets_to_processes(engine: Engine, tcp_pair: Any) -> None:
     listener = tcp_pair[0]
     got = query(engine, "SELECT p.pid, p.name, s.local_port FROM sockets s JOIN processes p "
