@@ -389,7 +389,14 @@ class Engine:
 
         if as_view(data):  # before: a signal may stop the swap half-way
             self._viewed[table.key] = table
-        return load(self.con, table, data, columns)
+        try:
+            return load(self.con, table, data, columns)
+        except duckdb.InterruptException:
+            raise Interrupted("interrupted") from None
+        except (duckdb.Error, ValueError, OverflowError) as exc:  # a collector's value
+            # DuckDB or Arrow refused (never expected: one line, not a traceback)
+            first = str(exc).split("\n", 1)[0]
+            raise NetsqlError(f"{table.key}: its rows could not be loaded: {first}") from None
 
     def _restore(self) -> None:
         """The tables the last statement was served as views (netsql/load.py) made

@@ -307,3 +307,17 @@ def test_a_result_read_after_the_next_statement_started_keeps_its_rows() -> None
     assert list(second.data.rows) == [(n,)]
     got = list(first.data.rows)
     assert len(got) == n and got[-1] == (n - 1,)
+
+
+@pytest.mark.parametrize("rows_", [3, 6000])  # the parameter path and the Arrow path
+def test_a_value_duckdb_refuses_is_one_line_error(rows_: int) -> None:
+    from netsql.schema import Column
+
+    table = Table("odd", "a collector gone wrong", (Column("n", "INTEGER", "a number"),),
+                  lambda coll, need: {"n": [1] * (rows_ - 1) + [2**40]})
+    eng = Engine([table], setups=[])
+    with pytest.raises(NetsqlError) as err:
+        list(eng.run("SELECT n FROM odd"))
+    assert str(err.value).startswith("odd: its rows could not be loaded: ")
+    assert "\n" not in str(err.value)
+    assert rows(eng, "SELECT 42") == [(42,)]  # the engine goes on
