@@ -9,7 +9,6 @@ knows no terminal.
 from __future__ import annotations
 
 import gc
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from netsql import dbconfig, results, signals
+from netsql import dbconfig, plans, results, signals
 from netsql.collect import Collection, Need, State, pids_from_filters
 from netsql.errors import Interrupted, NetsqlError
 from netsql.formats.base import ResultSet
@@ -63,45 +62,6 @@ class Result:
     collected: dict[str, int] = field(default_factory=dict)  # table -> rows loaded
     collect_seconds: float = 0.0
     run_seconds: float = 0.0
-
-
-_LINE_RE = re.compile(r"^LINE (\d+): (.*)$")
-
-
-def _one_line(exc: BaseException, statement: str, known: Sequence[str]) -> NetsqlError:
-    """DuckDB's multi-line error as one line, with the position kept apart."""
-    text = str(exc)
-    lines = text.split("\n")
-    head: list[str] = []
-    line_no = col = None
-    i = 0
-    while i < len(lines):
-        m = _LINE_RE.match(lines[i])
-        if m and i + 1 < len(lines) and "^" in lines[i + 1]:
-            line_no = int(m.group(1))
-            prefix = len(lines[i]) - len(m.group(2))
-            col = lines[i + 1].index("^") - prefix + 1
-            i += 2
-            continue
-        if lines[i].strip():
-            head.append(lines[i].strip())
-        i += 1
-    message = "; ".join(head) or type(exc).__name__
-    message = dbconfig.explain(message)
-    m = re.match(r"Catalog Error: Table with name (.+?) does not exist!", message)
-    if m:
-        name = m.group(1)
-        import difflib  # only for a statement that names an unknown table
-
-        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.7)
-        message = f"no such table: {name}"
-        if close:
-            message += " (did you mean " + ", ".join(close) + "?)"
-    m = re.match(r'Binder Error: Referenced column "(.+?)" not found', message)
-    if m and f'"{m.group(1)}"' in statement:  # SQLite's (osquery's) double-quoted string
-        message = (f"no column \"{m.group(1)}\": a string is written '{m.group(1)}' "
-                   "(--osquery reads double-quoted words as strings, as SQLite does)")
-    return NetsqlError(message, line=line_no, column=col, statement=statement)
 
 
 class Engine:
@@ -156,7 +116,7 @@ class Engine:
         a statement whose text does not contain a table's name cannot reference it
         (a view that does was created by a statement that did).
         """
-        text = None if sql is None else _code_text(sql)
+        text = None if sql is None else plans.code_text(sql)
         if text is not None and any(w in text for w in _CATALOG_WORDS):
             text = None  # a catalog query (SHOW TABLES, duckdb_columns()): declare all
         for name, t in self.tables.items():
@@ -195,7 +155,7 @@ class Engine:
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as exc:
-            raise _one_line(exc, sql, self.known_tables()) from None
+            raise plans.one_line(exc, sql, self.known_tables()) from None
         return [Statement.parsed(s.query.strip().rstrip(";").strip(), s) for s in stmts
                 if s.query.strip(" ;\n\t")]
 
@@ -261,7 +221,7 @@ class Engine:
         t1 = time.perf_counter()
 
         def translate(exc: BaseException) -> NetsqlError:  # an error while rows stream
-            return _one_line(exc, stmt, self.known_tables())
+            return plans.one_line(exc, stmt, self.known_tables())
 
         try:
             data = None
@@ -284,7 +244,7 @@ class Engine:
                 signals.reraise()
             raise
         except duckdb.Error as exc:
-            error = _one_line(exc, stmt, self.known_tables())
+            error = plans.one_line(exc, stmt, self.known_tables())
             if error.message.startswith("no such table: "):
                 error.message += _saved_query_hint(error.message[15:], self.state)
             raise error from None
@@ -326,17 +286,17 @@ class Engine:
                     con.execute("RESET disabled_optimizers")
         scans: dict[str, list[Need]] = {}
         for _, plan in rows:
-            for node in _walk(_json_loads(plan)):
+            for node in plans.walk(plans.plan_json(plan)):
                 info = node.get("extra_info")
                 if not isinstance(info, dict) or "Table" not in info:
                     continue
-                name = _table_key(str(info["Table"]))
+                name = plans.table_key(str(info["Table"]))
                 if name not in self.tables:
                     continue
-                projections = _as_list(info.get("Projections"))
-                filters = _as_list(info.get("Filters"))
+                projections = plans.as_list(info.get("Projections"))
+                filters = plans.as_list(info.get("Filters"))
                 cols = frozenset(projections) | frozenset(
-                    _filter_columns(filters, self.tables[name]))
+                    plans.filter_columns(filters, self.tables[name]))
                 scans.setdefault(name, []).append(Need(cols, pids_from_filters(filters)))
         return {name: Need.merge(needs) for name, needs in scans.items()}
 
@@ -351,7 +311,7 @@ class Engine:
             pass
         found: dict[str, Need] = {}
         for text in texts:
-            for name in _identifiers(text):
+            for name in plans.identifiers(text):
                 if name in self.tables:
                     found[name] = Need()
         return found
@@ -431,15 +391,6 @@ def _used_params(stmt: Statement, params: Mapping[str, Any] | None
     return {k: v for k, v in params.items() if k.lower() in stmt.params} or None
 
 
-def _table_key(qualified: str) -> str:
-    """The engine key of a scanned table: 'memory.main.sockets' -> 'sockets',
-    'memory.osquery.processes' -> 'osquery.processes'."""
-    parts = [p.strip('"') for p in qualified.split(".")]  # keywords come quoted: "time"
-    if len(parts) >= 2 and parts[-2] != "main":
-        return f"{parts[-2]}.{parts[-1]}"
-    return parts[-1]
-
-
 def _saved_query_hint(name: str, state: State) -> str:
     """When an unknown table is a saved query's name (FROM connections)."""
     from netsql.queries import QueryUsageError, load_queries
@@ -453,61 +404,3 @@ def _saved_query_hint(name: str, state: State) -> str:
     name = name.strip('"')
     return (f"; {name} is a saved query: run it with netsql -q {name} (.run {name} in "
             "the shell)")
-
-
-def _code_text(sql: str) -> str:
-    """``sql`` in lower case without comments and string literals (a table named in a
-    comment or a string is not a reference)."""
-    try:
-        tokens = duckdb.tokenize(sql)
-    except Exception:  # not SQL DuckDB can tokenize: keep the whole text
-        return sql.lower()
-    data = sql.encode("utf-8", "surrogatepass")  # the tokenizer's offsets are in bytes
-    parts = []
-    for i, (start, kind) in enumerate(tokens):
-        if str(kind).endswith(("comment", "string_const")):
-            continue
-        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(data)
-        parts.append(data[start:end].decode("utf-8", "surrogatepass").strip().strip('"'))
-    return " ".join(parts).lower()
-
-
-def _json_loads(text: str) -> Any:
-    import json  # not for SELECT 1: only a statement whose plan names tables
-
-    return json.loads(text)
-
-
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for child in node.get("children", []):
-            yield from _walk(child)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item)
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _filter_columns(filters: list[str], table: Table) -> list[str]:
-    """Columns named in pushed-down filters (they need not be projected)."""
-    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(filters)))
-    return [c for c in table.column_names if c in words]
-
-
-def _identifiers(text: str) -> Iterator[str]:
-    data = text.encode("utf-8", "surrogatepass")  # the tokenizer's offsets are in bytes
-    for start, kind in duckdb.tokenize(text):
-        if str(kind).endswith(("identifier", "keyword")):
-            m = re.match(r'"((?:[^"]|"")*)"|[A-Za-z_][A-Za-z0-9_$]*',
-                         data[start:].decode("utf-8", "surrogatepass"))
-            if m:
-                yield (m.group(1).replace('""', '"') if m.group(1) is not None
-                       else m.group(0).lower())
