@@ -449,7 +449,7 @@ def test_spare_engines_declare_the_last_commands_tables_and_run_no_setup() -> No
     up the next command), but no setup ran in it: a setup (intel's functions, history)
     runs with the command's own settings."""
     from netsql.engine import Engine
-    from netsql.serve.server import Spares
+    from netsql.serve.spares import Spares
 
     used = Engine()
     for result in used.run("SELECT count(*) FROM processes WHERE pid = 1"):
