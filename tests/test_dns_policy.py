@@ -232,6 +232,7 @@ def test_live_forgets_the_oldest_past_its_limit() -> None:
     assert [(rec.trans_id, rec.status) for rec in tracker.snapshot()] == [
         (1, "unanswered"), (2, "unanswered"), (3, "answered"), (1, "response_only")]
     assert tracker.pairing.forgotten == 2 and len(tracker.pairing.table) == 2
+    assert tracker.counts(None)["forgotten"] == 2  # capture_stats.forgotten
 
 
 # Random sequences: a few keys, so that copies, retransmissions, reuse and strays mix;

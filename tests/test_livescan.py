@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
+from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -248,9 +250,9 @@ def test_a_small_buffer_evicts_alike() -> None:
 
 def test_open_transactions_past_the_limit_are_forgotten_alike() -> None:
     """Few open transactions allowed, keys reused, answers late and early, seconds of
-    capture time (the window expires some): both trackers, fed packet by packet (the
-    ring path bounds its table after each batch of blocks, so it forgets at other
-    moments), forget the same ones (in order of opening) and pair the rest alike."""
+    capture time (the window expires some): both trackers, fed packet by packet, and
+    the ring path, forget the same ones (each opening forgets the one 100 openings
+    before it, if still its key's) and pair the rest alike."""
     need(livescan.COMPILED, "the compiled scanner (_cscan) was not built")
     packets: list[Packet] = []
     for i in range(6000):
@@ -264,9 +266,38 @@ def test_open_transactions_past_the_limit_are_forgotten_alike() -> None:
                 j % 700, f"h{j % 90}.example.test")), HOST, ETHER, 2))
     compiled = by_packet(packets, max_pending=100, compiled=True)
     assert compiled == by_packet(packets, max_pending=100)
+    assert compiled == by_ring(packets, max_pending=100)
     assert compiled["forgotten"] > 1000
     assert {r[COLUMNS.index("status")] for r in compiled["rows"]} == {
         "answered", "unanswered", "response_only"}
+
+
+def test_a_full_table_pairs_alike() -> None:
+    """Thousands of open transactions on random keys, a limit of 4,096 (the compiled
+    table's buckets then hold up to four keys on average: some fill and pass keys on
+    to the next, whose lookups, forgetting and growth must find them), answers to
+    queries up to 6,000 openings back (some already forgotten): the compiled store,
+    by packet and by ring, and the pure-Python twin keep, forget and pair alike."""
+    need(livescan.COMPILED, "the compiled scanner (_cscan) was not built")
+    rng = random.Random(16)
+    packets: list[Packet] = []
+    keys: list[tuple[int, int]] = []
+    for i in range(30_000):
+        t = i * 2e-4
+        key = (rng.randrange(1024, 65536), rng.randrange(65536))  # (client port, id)
+        keys.append(key)
+        packets.append((t, udp_ip(C, S, key[0], 53, query(key[1], f"n{i % 500}.test")),
+                        HOST, ETHER, 2))
+        if i % 3 == 0:
+            port, tid = keys[max(i - rng.randrange(6000), 0)]
+            packets.append((t + 1e-4, udp_ip(S, C, 53, port, answer(tid, "x.test")), HOST,
+                            ETHER, 2))
+    compiled = by_packet(packets, max_pending=4096, compiled=True)
+    assert compiled == by_packet(packets, max_pending=4096)
+    assert compiled == by_ring(packets, max_pending=4096)
+    assert compiled["forgotten"] > 20_000
+    statuses = Counter(r[COLUMNS.index("status")] for r in compiled["rows"])
+    assert statuses["answered"] > 1000 and statuses["response_only"] > 1000
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

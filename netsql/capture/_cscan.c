@@ -27,7 +27,7 @@ PyObject *s_udp, *s_tcp, *s_unanswered, *s_answered, *s_response_only, *s_type_a
 PyObject *s_names;
 PyObject *s_pairing, *s_table, *s_rows, *s_general, *s_message;
 PyObject *s_messages, *s_queries, *s_responses, *s_malformed, *s_first_ts;
-PyObject *s_duplicates, *s_ranges;
+PyObject *s_duplicates, *s_forgotten, *s_ranges;
 
 static PyMethodDef methods[] = {
     {"scan_pcap", scan_pcap, METH_VARARGS,
@@ -40,13 +40,12 @@ static PyMethodDef methods[] = {
     {"pairs_columns", pairs_columns, METH_VARARGS,
      "pairs_columns(pairs, column_indices) -> [list, ...]"},
     {"pairs_len", pairs_len, METH_O, "pairs_len(pairs) -> transactions"},
-    {"live_new", live_new, METH_VARARGS, "live_new(capacity, mode) -> a live capture's store"},
+    {"live_new", live_new, METH_VARARGS, "live_new(capacity, mode, limit) -> a live capture's store"},
     {"live_ring", live_ring, METH_VARARGS,
      "live_ring(store, ns, scan, ring, block, nblocks, block_size, portmap, ifname, ifnames,"
      " marks, limit) -> (block, packets, errors, last_ts, blocks)"},
     {"live_packet", live_packet, METH_VARARGS,
      "live_packet(store, ns, scan, ts, packet, interface, local, portmap, marks)"},
-    {"live_trim", live_trim, METH_VARARGS, "live_trim(store, ns, now, limit) -> forgotten"},
     {"live_forget", live_forget, METH_VARARGS, "live_forget(store, ns)"},
     {"live_find", live_find, METH_VARARGS,
      "live_find(store, ns, tcp, client, cport, server, sport, id) -> seq or None"},
@@ -73,7 +72,7 @@ PyMODINIT_FUNC PyInit__cscan(void)
         {&s_message, "_message"}, {&s_messages, "messages"}, {&s_queries, "queries"},
         {&s_responses, "responses"}, {&s_malformed, "malformed"},
         {&s_first_ts, "first_ts"}, {&s_type_a, "A"}, {&s_type_aaaa, "AAAA"},
-        {&s_names, "names"}, {&s_duplicates, "duplicates"}, {&s_ranges, "ranges"},
+        {&s_names, "names"}, {&s_duplicates, "duplicates"}, {&s_forgotten, "forgotten"}, {&s_ranges, "ranges"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

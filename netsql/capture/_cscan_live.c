@@ -33,14 +33,15 @@ static inline void set_status(Live *lv, size_t i, int status)
     lv->r.meta[i] = (uint8_t)((lv->r.meta[i] & ~M_STATUS) | status);
 }
 
-/* A new transaction of the key (client c, server s) in the empty or stale entry e,
- * the oldest row evicted when the buffer is full: its index, or -1 (no memory). */
-static Py_ssize_t live_open(LiveWalk *w, LEntry *e, size_t hole, const Msg *m,
-                            int is_query, PyObject *iface)
+/* A new transaction of the key (client c, server s), replacing e, its current one
+ * (NULL: none), the oldest row evicted when the buffer is full: its index, or -1 (no
+ * memory). */
+static Py_ssize_t live_open(LiveWalk *w, LEntry *e, const Msg *m, int is_query,
+                            PyObject *iface)
 {
     Live *lv = w->lv;
     Rows *r = &lv->r;
-    if (e == NULL && (e = ltab_new(w->tab, hole, m->hash)) == NULL)
+    if ((e = ltab_open(w->tab, e, m->hash, m->ts, &w->counts.forgotten)) == NULL)
         return -1;
     const unsigned char *c = is_query ? m->src : m->dst, *s = is_query ? m->dst : m->src;
     if (lv->tail - lv->head == lv->capacity) {
@@ -52,8 +53,6 @@ static Py_ssize_t live_open(LiveWalk *w, LEntry *e, size_t hole, const Msg *m,
         row_clear(lv, old);
         lv->head++;
     }
-    if (ltab_opened(w->tab, lv->tail, (uint32_t)(e - w->tab->ents)) < 0)
-        return -1;
     size_t i = lv->tail % lv->capacity;
     r->ts[i] = m->ts;
     if (m->alen == 4) {
@@ -107,23 +106,40 @@ static int live_question(Live *lv, size_t i, PyObject *q, int32_t qt, int32_t qc
     if (dns == NULL)
         return 0;
     if (lv->ncap - (size_t)(lv->ntail - lv->nhead) < 256) {
-        size_t cap = lv->ncap * 2;
-        unsigned char *more = malloc(cap);
+        size_t cap = lv->ncap * 2, old = lv->ncap - 1;
+        unsigned char *more = live_map(cap);
         if (more == NULL)
             return -1;
-        for (uint64_t o = lv->nhead; o < lv->ntail; o++)
-            more[o & (cap - 1)] = lv->names[o & (lv->ncap - 1)];
-        free(lv->names);
+        for (uint64_t o = lv->nhead; o < lv->ntail;) { /* at most two runs */
+            size_t run = lv->ncap - (size_t)(o & old);
+            if (run > lv->ntail - o)
+                run = (size_t)(lv->ntail - o);
+            for (size_t k = 0; k < run;) { /* (the new ring may wrap within it) */
+                size_t to = (size_t)((o + k) & (cap - 1)), part = cap - to;
+                if (part > run - k)
+                    part = run - k;
+                memcpy(more + to, lv->names + ((o + k) & old), part);
+                k += part;
+            }
+            o += run;
+        }
+        munmap(lv->names, lv->ncap);
         lv->names = more;
         lv->ncap = cap;
     }
-    char text[256];
-    Py_ssize_t n = question_chars(dns, text);
-    size_t at = (size_t)lv->ntail & (lv->ncap - 1), first = lv->ncap - at;
-    if (first > (size_t)n)
-        first = (size_t)n;
-    memcpy(lv->names + at, text, first);
-    memcpy(lv->names, text + first, (size_t)n - first);
+    size_t at = (size_t)lv->ntail & (lv->ncap - 1);
+    Py_ssize_t n;
+    if (lv->ncap - at >= 256) { /* room to the ring's end: the text goes straight in */
+        n = question_chars(dns, (char *)lv->names + at);
+    } else {
+        char text[256];
+        n = question_chars(dns, text);
+        size_t first = lv->ncap - at;
+        if (first > (size_t)n)
+            first = (size_t)n;
+        memcpy(lv->names + at, text, first);
+        memcpy(lv->names, text + first, (size_t)n - first);
+    }
     r->qoff[i] = (uint32_t)lv->ntail;
     r->qlen[i] = (uint8_t)n;
     lv->ntail += (uint64_t)n;
@@ -232,16 +248,11 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
     double ts = m->ts;
     if ((response || (local && port_in(w->ports, m->dport))) && live_mark(w, m, tid, response) < 0)
         return -1;
-    if (tab->used * 2 >= tab->cap && ltab_grow(tab) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
     w->counts.messages++;
     if (!response) {
         w->counts.queries++;
-        size_t hole = 0;
-        LEntry *e = lslot(tab, m->hash, m->tcp, m->src, m->sport, m->dst, m->dport, tid,
-                          m->alen, &hole);
+        LEntry *e = ltab_find(tab, m->hash, m->tcp, m->src, m->sport, m->dst, m->dport, tid,
+                              m->alen);
         int verdict = e != NULL ? verdict_query(e->q, e->r, e->complete, ts) : NEW;
         if (verdict == JOINED) { /* its response came first: the row has it already */
             e->q = ts;
@@ -271,7 +282,7 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
                 return 0;
             }
         }
-        Py_ssize_t i = live_open(w, e, hole, m, 1, iface);
+        Py_ssize_t i = live_open(w, e, m, 1, iface);
         if (i < 0 || live_question(lv, (size_t)i, q, qt, qc, plain ? dns : NULL) < 0) {
             if (i < 0)
                 Py_XDECREF(q);
@@ -281,9 +292,8 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
         return 0;
     }
     w->counts.responses++;
-    size_t hole = 0;
-    LEntry *e = lslot(tab, m->hash, m->tcp, m->dst, m->dport, m->src, m->sport, tid, m->alen,
-                      &hole);
+    LEntry *e = ltab_find(tab, m->hash, m->tcp, m->dst, m->dport, m->src, m->sport, tid,
+                          m->alen);
     int verdict = e != NULL ? verdict_response(e->q, e->r, ts) : NEW;
     if (verdict == DUPLICATE) {
         w->counts.duplicates++;
@@ -308,7 +318,7 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
             return -1;
     }
     if (verdict == NEW) {
-        i = live_open(w, e, hole, m, 0, iface);
+        i = live_open(w, e, m, 0, iface);
         if (i < 0) {
             Py_XDECREF(q);
             for (int k = 0; k < 3; k++)

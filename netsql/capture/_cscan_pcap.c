@@ -284,7 +284,8 @@ int flush_counts(PyObject *scan, PyObject *pairing, const Counts *c)
             || add_counter(scan, s_queries, c->queries) < 0
             || add_counter(scan, s_responses, c->responses) < 0
             || add_counter(scan, s_malformed, c->malformed) < 0
-            || add_counter(pairing, s_duplicates, c->duplicates) < 0) {
+            || add_counter(pairing, s_duplicates, c->duplicates) < 0
+            || add_counter(pairing, s_forgotten, c->forgotten) < 0) {
         Py_XDECREF(et);
         Py_XDECREF(ev);
         Py_XDECREF(tb);

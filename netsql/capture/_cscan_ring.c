@@ -122,7 +122,7 @@ PyObject *live_ring(PyObject *self, PyObject *args)
         for (size_t j = 0; j < n; j++) {
             LMsg *lm = &lv->msgs[j];
             if (j + 8 < n && lv->msgs[j + 8].m.kind == P_MESSAGE)
-                __builtin_prefetch(&w.tab->slots[lv->msgs[j + 8].m.hash & (w.tab->cap - 1)]);
+                __builtin_prefetch(ltab_bucket(w.tab, lv->msgs[j + 8].m.hash));
             int rc = lm->m.kind == P_GENERAL
                 ? live_general(&w, lm->m.ts, lm->m.dns, lm->m.dlen, lm->local, lm->iface)
                 : live_msg(&w, &lm->m, lm->local, lm->iface);

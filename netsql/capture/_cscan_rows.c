@@ -1,26 +1,7 @@
-/* _cscan_rows.c: The live store read and trimmed: live_trim, live_forget, live_find,
+/* _cscan_rows.c: The live store read: live_forget, live_find,
  * live_row, live_rows, live_columns, live_stats.
  * Part of netsql.capture._cscan (_cscan.c says what it does; _cscan.h lists its files). */
 #include "_cscan.h"
-
-/* live_trim(store, ns, now, limit) -> forgotten: ltab_trim on namespace ns's table. */
-PyObject *live_trim(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *capsule, *ns;
-    double now;
-    Py_ssize_t limit;
-    int32_t nsi;
-    if (!PyArg_ParseTuple(args, "OOdn", &capsule, &ns, &now, &limit))
-        return NULL;
-    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
-    if (lv == NULL)
-        return NULL;
-    NsTab *t = live_tab(lv, ns, 0, &nsi);
-    if (t == NULL)
-        return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
-    return PyLong_FromSize_t(ltab_trim(t, now, limit < 0 ? 0 : (size_t)limit));
-}
 
 /* live_forget(store, ns): namespace ns went away: its open transactions with it. */
 PyObject *live_forget(PyObject *self, PyObject *args)
@@ -38,13 +19,11 @@ PyObject *live_forget(PyObject *self, PyObject *args)
         return NULL;
     if (t != NULL) { /* its memory too: namespaces come and go (its counts stay) */
         NsTab old = *t;
-        if (ltab_init(t) < 0) {
+        if (ltab_init(t, old.limit) < 0) {
             *t = old;
             return PyErr_NoMemory();
         }
-        free(old.slots);
-        free(old.ents);
-        free(old.order);
+        ltab_free(&old);
     }
     Py_RETURN_NONE;
 }
@@ -75,9 +54,8 @@ PyObject *live_find(PyObject *self, PyObject *args)
         Py_RETURN_NONE;
     uint64_t h = key_hash(tcp, (const unsigned char *)c, cport, (const unsigned char *)s,
                           sport, tid, (int)clen);
-    size_t hole;
-    LEntry *e = lslot(t, h, tcp, (const unsigned char *)c, cport, (const unsigned char *)s,
-                      sport, tid, (int)clen, &hole);
+    LEntry *e = ltab_find(t, h, tcp, (const unsigned char *)c, cport,
+                          (const unsigned char *)s, sport, tid, (int)clen);
     if (e == NULL || live_at(lv, e->seq) < 0)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(e->seq);

@@ -9,8 +9,8 @@ from typing import Any
 from netsql.capture.attribcounts import METHODS
 
 #: Counters added up over namespaces for the whole capture's status.
-SUMMED = ("packets", "messages", "queries", "responses", "duplicates", "malformed",
-          "kernel_drops", "dropped", "evicted", "buffered", "unattributed",
+SUMMED = ("packets", "messages", "queries", "responses", "duplicates", "forgotten",
+          "malformed", "kernel_drops", "dropped", "evicted", "buffered", "unattributed",
           *(f"by_{m}" for m in METHODS), "held", "hold_passed", "hold_paused")
 
 
@@ -47,7 +47,7 @@ def ns_status(capture: Any, part: Any, buffered: Counter[int | None]) -> dict[st
         "started": live.started,
         "packets": packets, "messages": c["messages"], "queries": c["queries"],
         "responses": c["responses"], "duplicates": c["duplicates"],
-        "malformed": c["malformed"],
+        "forgotten": c["forgotten"], "malformed": c["malformed"],
         "kernel_drops": drops, "dropped": drops, "evicted": c["evicted"],
         "buffered": buffered.get(ns, 0),
         "unattributed": counts.get("missed", 0) + counts.get("skipped", 0),

@@ -14,6 +14,7 @@ from typing import Any
 
 from netsql.capture.dnswire import class_name, qtype_name, rcode_name
 from netsql.capture.fastscan import COLUMNS, FLAG_BITS, Scan
+from netsql.capture.pairing import Pairing
 
 _cscan: ModuleType | None
 try:
@@ -32,8 +33,9 @@ class LiveScan(Scan):
     id, is_response); ``local``: the packet being decoded was sent by this host. The
     compiled store (_cscan.c live_*) keeps its counters here and marks messages itself."""
 
-    def __init__(self, ports: Any) -> None:
+    def __init__(self, ports: Any, limit: int) -> None:
         super().__init__(ports, None)
+        self.pairing = Pairing(limit)  # at most ``limit`` open transactions
         self.local = False  # the frame being decoded was sent by this host
         self.marks: list[tuple[Any, ...]] = []
 

@@ -89,7 +89,6 @@ class LiveDecoder:
                 scan.local = local
                 scan.feed(((ts, RAW_IP, packet, interface),))
             self._settle(tracker.take(ns))
-            tracker.trim(ts, ns)
 
     def ring(self, ring: Ring) -> int:
         """Decode the blocks ``ring`` has ready (compiled); the packets taken. The GIL
@@ -101,7 +100,7 @@ class LiveDecoder:
         while True:
             with tracker.feeding:
                 scan = tracker.scan_for(ns)
-                ring.block, packets, errors, last, blocks, full = _cscan.live_ring(
+                ring.block, packets, errors, _, blocks, full = _cscan.live_ring(
                     tracker.live, ns, scan, ring.map, ring.block, ring.nblocks,
                     ring.block_size, self._portmap, ring.ifname, ring.ifnames, scan.marks,
                     BLOCKS)
@@ -110,7 +109,6 @@ class LiveDecoder:
                 self.errors += errors
                 if packets:
                     self._settle(tracker.take(ns))
-                    tracker.trim(last, ns)
                     total += packets
             if blocks < BLOCKS:
                 ring.busy = walked > 0 and 2 * full_ones >= walked

@@ -29,15 +29,17 @@ A response:
   - otherwise NEW: a ``response_only`` row (no query seen, or only one older than
     ``WINDOW``: a query whose response never came stays ``unanswered``).
 
-Forgetting a transaction older than ``WINDOW`` changes nothing above, so the live
-tracker drops those (``expire``) and keeps at most ``max_open`` (the oldest forgotten
-first, counted in ``forgotten``); a capture file's scan keeps them all.
+Forgetting a transaction older than ``WINDOW`` changes nothing above. Live capture keeps
+at most ``limit`` open transactions a namespace: each opening forgets the transaction
+opened ``limit`` openings before it, if that one is still its key's (counted in
+``forgotten`` when its window had not passed); a capture file's scan keeps them all.
+Forgetting at the opening, not in a pass over the table, costs each message the same
+however full the table is, and the compiled store (_cscan_store.c, ``ltab_open``)
+forgets exactly the same ones: a ring of its places.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from itertools import islice
 from typing import Any
 
 #: Seconds a query waits for its response (and its copies and retransmissions fold into
@@ -52,14 +54,17 @@ Entry = list[Any]
 
 
 class Pairing:
-    """The state of the rule: one entry per key (see the module's docstring)."""
+    """The state of the rule: one entry per key (see the module's docstring); at most
+    ``limit`` open transactions (None: all)."""
 
-    def __init__(self, max_open: int | None = None) -> None:
-        self.max_open = max_open
-        self.table: dict[Key, Entry] = OrderedDict() if max_open is not None else {}
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.table: dict[Key, Entry] = {}
         self.duplicates = 0  # copies and retransmissions folded into a transaction
         self.forgotten = 0  # transactions dropped for room while still in their window
-        self._expired = float("-inf")  # capture time of the last expire()
+        #: The last ``limit`` openings, (key, entry), in a ring; _at: the next place.
+        self._ring: list[tuple[Key, Entry] | None] = [None] * (limit or 0)
+        self._at = 0
 
     def query(self, key: Key, ts: float) -> tuple[int, Any]:
         """(verdict, the row it concerns or None) for a query with ``key`` at ``ts``."""
@@ -92,56 +97,23 @@ class Pairing:
         """A NEW verdict's row: it is now the key's transaction."""
         table = self.table
         entry = [ts, None, row, False] if is_query else [None, ts, row, False]
-        if self.max_open is None:
-            table[key] = entry
-            return
-        table.pop(key, None)  # to the end: the table stays in order of opening
         table[key] = entry
-        if len(table) > self.max_open:
-            assert isinstance(table, OrderedDict)
-            table.popitem(last=False)
-            self.forgotten += 1
-
-    def expire(self, now: float) -> None:
-        """Forget transactions nothing can match any more (older than ``WINDOW``); at
-        most once a second of capture time (a cost per message otherwise)."""
-        if now - self._expired < 1.0:
+        if self.limit is None:
             return
-        self._expired = now
-        table = self.table
-        assert isinstance(table, OrderedDict)
-        while table:
-            e = next(iter(table.values()))
-            last = e[1] if e[0] is None else e[0] if e[1] is None else max(e[0], e[1])
-            if now - last < WINDOW:
-                return
-            table.popitem(last=False)
+        ring, at = self._ring, self._at
+        old = ring[at]
+        if old is not None and table.get(old[0]) is old[1]:  # still its key's: forgotten
+            del table[old[0]]
+            if ts - _last(old[1]) < WINDOW:
+                self.forgotten += 1
+        ring[at] = (key, entry)
+        self._at = at + 1 if at + 1 < self.limit else 0
 
-    def trim(self, now: float, limit: int) -> None:
-        """The live scan's bound (livescan.py), for a table that is a plain dict (the
-        compiled decoder shares it: an OrderedDict it could not keep in order). The
-        dict is in order of opening: at most once a second of capture time, the
-        transactions at its front older than ``WINDOW`` are forgotten; past ``limit``
-        open ones, the oldest half too (counted in ``forgotten``). Each pass deletes
-        what it forgets and looks at nothing else, so under a flood a message costs
-        the same however full the table is."""
-        table = self.table
-        over = len(table) > limit
-        if not over and now - self._expired < 1.0:
-            return
-        self._expired = now
-        old = 0
-        for e in table.values():
-            if now - _last(e) < WINDOW:
-                break
-            old += 1
-        if over:
-            keep = max(limit // 2, 1)
-            if len(table) - old > keep:
-                self.forgotten += len(table) - old - keep
-                old = len(table) - keep
-        for k in list(islice(table, old)):
-            del table[k]
+    def forget_all(self) -> None:
+        """Forget every open transaction (their namespace went away)."""
+        self.table.clear()
+        self._ring = [None] * (self.limit or 0)
+        self._at = 0
 
 
 def _last(e: Entry) -> float:

@@ -59,8 +59,9 @@ class DnsTracker:
         if compiled is None:
             compiled = _cscan is not None and hasattr(_cscan, "live_new")
         #: The compiled store (rows and pairing tables), or None: rows kept here.
-        self.live: Any = _cscan.live_new(max(capacity, 1), 3) if compiled and _cscan else None
         self.max_pending = max_pending  # open transactions kept per namespace
+        self.live: Any = (_cscan.live_new(max(capacity, 1), 3, max(max_pending, 1))
+                          if compiled and _cscan else None)
         self.ports = ports
         #: One scan (and pairing table) per namespace; None: packets given no namespace.
         self.scans: dict[int | None, LiveScan] = {}
@@ -85,7 +86,7 @@ class DnsTracker:
         """The scan of namespace ``ns`` (made on first use)."""
         scan = self.scans.get(ns)
         if scan is None:
-            scan = self.scans[ns] = LiveScan(self.ports)
+            scan = self.scans[ns] = LiveScan(self.ports, max(self.max_pending, 1))
         return scan
 
     @property
@@ -131,10 +132,10 @@ class DnsTracker:
         evicted = self.evicted_by.get(ns, 0) if self.live is None else self.stats(ns)[1]
         if s is None:
             return {"messages": 0, "queries": 0, "responses": 0, "duplicates": 0,
-                    "malformed": 0, "evicted": evicted}
+                    "forgotten": 0, "malformed": 0, "evicted": evicted}
         return {"messages": s.messages, "queries": s.queries, "responses": s.responses,
-                "duplicates": s.pairing.duplicates, "malformed": s.malformed,
-                "evicted": evicted}
+                "duplicates": s.pairing.duplicates, "forgotten": s.pairing.forgotten,
+                "malformed": s.malformed, "evicted": evicted}
 
     def buffered_by_netns(self) -> Counter[int | None]:
         """How many buffered rows each namespace has (one pass for all rows)."""
@@ -165,16 +166,6 @@ class DnsTracker:
                 self._append(rows)
         return marks
 
-    def trim(self, now: float, ns: int | None = None) -> None:
-        """Bound namespace ``ns``'s open transactions (pairing.Pairing.trim); ``now``:
-        the capture time of the newest packet."""
-        pairing = self.scan_for(ns).pairing
-        if self.live is None:
-            pairing.trim(now, self.max_pending)
-        else:
-            assert _cscan is not None
-            pairing.forgotten += _cscan.live_trim(self.live, ns, now, self.max_pending)
-
     def forget(self, ns: int) -> None:
         """Namespace ``ns`` went away: its open transactions with it (its counters
         stay, for capture_stats)."""
@@ -185,7 +176,7 @@ class DnsTracker:
             return
         s = self.scans.get(ns)
         if s is not None:
-            s.pairing.table.clear()
+            s.pairing.forget_all()
 
     def find(self, ns: int | None, transport: str, client: bytes, client_port: int,
              server: bytes, server_port: int, tid: int) -> Any:

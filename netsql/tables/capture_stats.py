@@ -9,7 +9,8 @@ from netsql.errors import NetsqlError
 from netsql.schema import Column, Columns, Table
 
 FIELDS = ("source", "net_namespace", "running", "interfaces", "started", "packets",
-          "messages", "queries", "responses", "duplicates", "malformed", "kernel_drops",
+          "messages", "queries", "responses", "duplicates", "forgotten", "malformed",
+          "kernel_drops",
           "evicted", "buffered",
           "capacity", "unattributed", "by_socket", "by_held", "by_inferred", "held",
           "hold_passed", "hold_paused", "hold_error", "process_events_error", "error")
@@ -51,6 +52,9 @@ TABLE = Table(
         Column("duplicates", "BIGINT", "Messages folded into a transaction already seen: the "
                "same packet on a second interface, a retransmitted query, a repeated response "
                "(docs/dns.md, Matching)"),
+        Column("forgotten", "BIGINT", "Live: transactions forgotten while still in their "
+               "window, for room (each namespace keeps the 65,536 opened last); a response "
+               "to one comes as a response_only row (docs/dns.md, Matching)"),
         Column("malformed", "BIGINT", "Payloads on a DNS port that did not decode as DNS"),
         Column("kernel_drops", "BIGINT", "Packets the kernel dropped before netsql read "
                "them (receive buffer full)"),
