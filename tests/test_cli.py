@@ -121,7 +121,9 @@ def test_join_one_liner_finds_own_listener() -> None:
         s.listen()
         port = s.getsockname()[1]
         out = run_netsql("--json", "-e", "SELECT p.pid, p.cmdline, s.local_port FROM sockets s "
-                         f"JOIN processes p USING (pid) WHERE s.local_port = {port}")
+                         f"JOIN processes p USING (pid) WHERE s.local_port = {port} "
+                         # (on a busy host a connection elsewhere may use the same port)
+                         "AND s.state = 'LISTEN' AND s.local_address = '127.0.0.1'")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [{"pid": os.getpid(), "cmdline": open(
         "/proc/self/cmdline").read().rstrip("\0").replace("\0", " "), "local_port": port}]

@@ -137,6 +137,7 @@ def test_wheel_without_compiler_runs_pure_python(plain_python: Path, tmp_path: P
         port = listener.getsockname()[1]
         got = run_installed(plain_python, "--csv", "--no-header", "-e",
                             f"SELECT pid, state FROM sockets WHERE local_port = {port} "
-                            "AND protocol = 'tcp'", cwd=tmp_path)
+                            "AND protocol = 'tcp' AND local_address = '127.0.0.1'",
+                            cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == f"{os.getpid()},LISTEN"

@@ -162,8 +162,10 @@ def test_delta_of_a_real_byte_counter(srv: socket.socket) -> None:
     over the time between two refreshes, and the row stays the same row."""
     c, s = connect(srv)
     eph = c.getsockname()[1]
+    # (both ports: on a busy host another connection may have the same local port)
     watch = Watch(Engine(), [("sql", "SELECT local_port, remote_port, bytes_sent, rtt FROM "
-                              f"flows WHERE local_port = {eph}", None)])
+                              f"flows WHERE local_port = {eph} AND remote_port = "
+                              f"{srv.getsockname()[1]}", None)])
     differ = Differ()
 
     def refresh() -> tuple[float, list[tuple[Any, ...]], Change]:
