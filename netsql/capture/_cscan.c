@@ -50,6 +50,8 @@ static PyMethodDef methods[] = {
     {"live_find", live_find, METH_VARARGS,
      "live_find(store, ns, tcp, client, cport, server, sport, id) -> seq or None"},
     {"live_row", live_row, METH_VARARGS, "live_row(store, seq) -> row or None"},
+    {"live_answers", live_answers, METH_VARARGS,
+     "live_answers(store, seq) -> (answered at, query, answers, types, ttls, ns) or None"},
     {"live_rows", live_rows, METH_VARARGS, "live_rows(store[, since]) -> (first seq, rows)"},
     {"live_columns", live_columns, METH_VARARGS, "live_columns(store, indices) -> [list, ...]"},
     {"live_stats", live_stats, METH_O,

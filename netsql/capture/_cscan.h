@@ -393,6 +393,7 @@ PyObject *live_packet(PyObject *self, PyObject *args);
 
 /* _cscan_rows.c */
 PyObject *live_forget(PyObject *self, PyObject *args);
+PyObject *live_answers(PyObject *self, PyObject *args);
 PyObject *live_find(PyObject *self, PyObject *args);
 PyObject *live_row(PyObject *self, PyObject *args);
 PyObject *live_rows(PyObject *self, PyObject *args);

@@ -217,6 +217,13 @@ PyObject *live_value(const Live *lv, size_t i, int col, int raw)
     }
 }
 
+/* Row i has answers (a list of at least one). */
+static inline int has_answers(const Live *lv, size_t i)
+{
+    PyObject *a = lv->r.ans[3 * i];
+    return a != NULL && PyList_Check(a) && PyList_GET_SIZE(a) > 0;
+}
+
 static int live_mark(LiveWalk *w, const Msg *m, unsigned tid, int response)
 {
     PyObject *s = address(m->src, m->alen), *d = address(m->dst, m->alen);
@@ -246,7 +253,7 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
     unsigned tid = RD16(dns), bits = RD16(dns + 2);
     int need_q = lv->mode & 1, need_r = lv->mode & 2, response = (bits & 0x8000) != 0;
     double ts = m->ts;
-    if ((response || (local && port_in(w->ports, m->dport))) && live_mark(w, m, tid, response) < 0)
+    if (!response && local && port_in(w->ports, m->dport) && live_mark(w, m, tid, 0) < 0)
         return -1;
     w->counts.messages++;
     if (!response) {
@@ -297,7 +304,8 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
     int verdict = e != NULL ? verdict_response(e->q, e->r, ts) : NEW;
     if (verdict == DUPLICATE) {
         w->counts.duplicates++;
-        return 0;
+        Py_ssize_t first = live_at(lv, e->seq); /* its answers name their addresses again */
+        return first >= 0 && has_answers(lv, (size_t)first) ? live_mark(w, m, tid, 1) : 0;
     }
     Py_ssize_t i = -1;
     if (verdict == ANSWERS) {
@@ -343,6 +351,11 @@ int live_msg(LiveWalk *w, const Msg *m, int local, PyObject *iface)
         else
             Py_XDECREF(answers[k]);
     }
+    /* Marked for its answers' addresses (tracker.answered) only when it has some: a
+     * response's mark and the row looked up for it cost more than the rest of the
+     * message (a tuple, two addresses, a lookup, the row). */
+    if (i >= 0 && has_answers(lv, (size_t)i) && live_mark(w, m, tid, 1) < 0)
+        return -1;
     return 0;
 }
 

@@ -1,5 +1,5 @@
 /* _cscan_rows.c: The live store read: live_forget, live_find,
- * live_row, live_rows, live_columns, live_stats.
+ * live_row, live_answers, live_rows, live_columns, live_stats.
  * Part of netsql.capture._cscan (_cscan.c says what it does; _cscan.h lists its files). */
 #include "_cscan.h"
 
@@ -171,6 +171,32 @@ PyObject *live_columns(PyObject *self, PyObject *args)
         }
     }
     return out;
+}
+
+/* live_answers(store, seq) -> (answered at, query, answers, types, ttls, namespace) of
+ * buffered row seq when it has answers, else None: what tracker.answered reads, without
+ * making the whole row. */
+PyObject *live_answers(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *capsule;
+    unsigned long long seq;
+    if (!PyArg_ParseTuple(args, "OK", &capsule, &seq))
+        return NULL;
+    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (lv == NULL)
+        return NULL;
+    Py_ssize_t i = live_at(lv, seq);
+    PyObject **ans = i < 0 ? NULL : &lv->r.ans[3 * (size_t)i];
+    if (ans == NULL || ans[0] == NULL || !PyList_Check(ans[0]) || PyList_GET_SIZE(ans[0]) == 0)
+        Py_RETURN_NONE;
+    const Rows *r = &lv->r;
+    double at = r->ts[i] + ((r->meta[i] & M_STATUS) == T_ANSWERED ? r->rtt[i] : 0.0);
+    PyObject *query = live_value(lv, (size_t)i, R_QUERY, 1);
+    if (query == NULL)
+        return NULL;
+    return Py_BuildValue("dNOOOO", at, query, ans[0], ans[1] ? ans[1] : Py_None,
+                         ans[2] ? ans[2] : Py_None, lv->tabs[r->nsi[i]].ns);
 }
 
 /* live_stats(store) -> [(ns, buffered, evicted, open), ...] per namespace; and the

@@ -239,15 +239,18 @@ class DnsTracker:
         """``row`` (``find``'s) got its response: its addresses now name its query."""
         if self.live is not None:
             assert _cscan is not None
-            row = _cscan.live_row(self.live, row)
-            if row is None:
+            got = _cscan.live_answers(self.live, row)
+            if got is None:
                 return
-        answers = row[12]
-        if not answers:
-            return
-        ts = row[0] + (row[15] or 0.0)
-        names, query, ns = self.names, row[7], row[NS]
-        for text, rtype, ttl in zip(answers, row[13], row[14], strict=False):
+            ts, query, answers, types, ttls, ns = got
+        else:
+            answers = row[12]
+            if not answers:
+                return
+            ts, query, types, ttls = row[0] + (row[15] or 0.0), row[7], row[13], row[14]
+            ns = row[NS]
+        names = self.names
+        for text, rtype, ttl in zip(answers, types, ttls, strict=False):
             if rtype in ADDRESS_TYPES:
                 names[(ns, text)] = (query, ts + max(ttl, MIN_NAME_SECONDS), ts)
                 names.move_to_end((ns, text))
