@@ -18,8 +18,8 @@ SO_ATTACH_FILTER = 26
 SKF_AD_PROTOCOL = (-0x1000 + 0) & 0xFFFFFFFF
 
 # Opcodes (linux/filter.h).
-LD_H_ABS, LD_B_ABS, LD_H_IND, LD_B_IND, LDX_B_MSH = 0x28, 0x30, 0x48, 0x50, 0xB1
-JA, JEQ_K, JSET_K, RET_K = 0x05, 0x15, 0x45, 0x06
+LD_W_ABS, LD_H_ABS, LD_B_ABS, LD_H_IND, LD_B_IND, LDX_B_MSH = 0x20, 0x28, 0x30, 0x48, 0x50, 0xB1
+JA, JEQ_K, JEQ_X, JSET_K, RET_K, TAX = 0x05, 0x15, 0x1D, 0x45, 0x06, 0x07
 
 Insn = tuple[int, int, int, int]
 # An instruction before assembly: (code, true label|None, false label|None, k).
@@ -100,6 +100,38 @@ def attach(sock: socket.socket, prog: list[Insn]) -> None:
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def proc_events_filter(fork: int, leader_events: Sequence[int]) -> list[Insn]:
+    """Accept the proc connector's events of processes, not of their threads: event
+    ``fork`` whose child is a process (its pid its thread group's), and the events
+    ``leader_events`` of a thread group's leader; drop the rest (a thread's clone,
+    exit or rename, the subscription's acknowledgement) in the kernel. On a netlink
+    socket the data is one message a datagram, as the connector sends its events:
+    nlmsghdr (16 bytes), cn_msg (20), then proc_event's ``what`` at 36 and its
+    pids from 52 (linux/cn_proc.h). The words are in host order and a load swaps
+    them, so event types are compared swapped and pids only with each other."""
+    def swapped(v: int) -> int:
+        return int.from_bytes(v.to_bytes(4, "little"), "big")
+
+    code = _Code()
+    emit = code.emit
+    emit(LD_W_ABS, 36)
+    emit(JEQ_K, swapped(fork), jt="fork")
+    for i, what in enumerate(leader_events):
+        last = i == len(leader_events) - 1
+        emit(JEQ_K, swapped(what), jt="leader", jf="reject" if last else None)
+    emit(LD_W_ABS, 52 + 8, label="fork")  # child pid, child tgid
+    emit(TAX)
+    emit(LD_W_ABS, 52 + 12)
+    emit(JEQ_X, jt="accept", jf="reject")
+    emit(LD_W_ABS, 52, label="leader")  # pid, tgid
+    emit(TAX)
+    emit(LD_W_ABS, 52 + 4)
+    emit(JEQ_X, jt="accept", jf="reject")
+    emit(RET_K, 0xFFFFFFFF, label="accept")
+    emit(RET_K, 0, label="reject")
+    return _assemble(code.code)
 
 
 def tcp_edges_filter(snaplen: int = 128) -> list[Insn]:
