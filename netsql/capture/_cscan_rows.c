@@ -83,20 +83,29 @@ static PyObject *live_row_of(Live *lv, size_t i)
     return row;
 }
 
+/* The store and the index of the buffered row of arguments (store, seq): the index,
+ * -1 once the buffer evicted the row, -2 on error. */
+static Py_ssize_t row_args(PyObject *args, Live **lv)
+{
+    PyObject *capsule;
+    unsigned long long seq;
+    if (!PyArg_ParseTuple(args, "OK", &capsule, &seq))
+        return -2;
+    *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    return *lv == NULL ? -2 : live_at(*lv, seq);
+}
+
 /* live_row(store, seq) -> the row, or None once the buffer evicted it. */
 PyObject *live_row(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *capsule;
-    unsigned long long seq;
-    if (!PyArg_ParseTuple(args, "OK", &capsule, &seq))
-        return NULL;
-    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
-    if (lv == NULL)
-        return NULL;
-    Py_ssize_t i = live_at(lv, seq);
-    if (i < 0)
+    Live *lv;
+    Py_ssize_t i = row_args(args, &lv);
+    if (i < 0) {
+        if (i == -2)
+            return NULL;
         Py_RETURN_NONE;
+    }
     return live_row_of(lv, (size_t)i);
 }
 
@@ -179,14 +188,10 @@ PyObject *live_columns(PyObject *self, PyObject *args)
 PyObject *live_answers(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *capsule;
-    unsigned long long seq;
-    if (!PyArg_ParseTuple(args, "OK", &capsule, &seq))
+    Live *lv;
+    Py_ssize_t i = row_args(args, &lv);
+    if (i == -2)
         return NULL;
-    Live *lv = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
-    if (lv == NULL)
-        return NULL;
-    Py_ssize_t i = live_at(lv, seq);
     PyObject **ans = i < 0 ? NULL : &lv->r.ans[3 * (size_t)i];
     if (ans == NULL || ans[0] == NULL || !PyList_Check(ans[0]) || PyList_GET_SIZE(ans[0]) == 0)
         Py_RETURN_NONE;
