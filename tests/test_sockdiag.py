@@ -218,7 +218,7 @@ def test_damaged_dumps_parse_alike(changes: list[Edit], cut: int, huge: bool) ->
     assert c_cols == py_cols and cs == ps
 
 
-def _listeners(count: int) -> list[socket.socket]:
+def listeners(count: int) -> list[socket.socket]:
     """``count`` TCP listeners of this namespace (IPv4 and IPv6 alternately), on ports
     the kernel picks."""
     out = []
@@ -235,7 +235,7 @@ def test_port_filter_dumps_the_sockets_of_its_ports() -> None:
     """A dump with a local port range holds the sockets whose port is in it and no
     other; two ranges that meet hold each of our sockets once (the split dump of
     backends/linux_sockets.py)."""
-    socks = _listeners(12)
+    socks = listeners(12)
     try:
         ports = sorted(s.getsockname()[1] for s in socks)
         cut = ports[len(ports) // 2]

@@ -13,7 +13,7 @@ import pytest
 from netsql import procfs
 from netsql.backends import linux_sockets
 from netsql.collect import Collection
-from tests.test_sockdiag import _listeners
+from tests.test_sockdiag import listeners
 
 
 def _ours(cols: dict[str, list[Any]], inodes: set[int]) -> list[tuple[Any, ...]]:
@@ -24,7 +24,7 @@ def _ours(cols: dict[str, list[Any]], inodes: set[int]) -> list[tuple[Any, ...]]
 
 
 def test_split_dump_holds_each_socket_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    socks = _listeners(10)
+    socks = listeners(10)
     peers = []
     try:
         for s in socks[:4]:  # connected pairs too (both ends on this host)
