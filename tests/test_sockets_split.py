@@ -40,10 +40,14 @@ def test_split_dump_holds_each_socket_once(monkeypatch: pytest.MonkeyPatch) -> N
         here = procfs.own_netns()
         monkeypatch.setattr(linux_sockets, "SPLIT_FROM", 10**9)
         monkeypatch.setattr(linux_sockets, "_CUTS", {})
+        monkeypatch.setattr(linux_sockets, "_PACES", {})
         whole = linux_sockets.read_sockets(Collection())
         assert linux_sockets._CUTS == {}  # (few sockets: no cut learned)
-        monkeypatch.setitem(linux_sockets._CUTS, here, ports[len(ports) // 2])
+        monkeypatch.setattr(linux_sockets, "SPLIT_FROM", 1)  # (then kept, and its Pace)
         for flows in (False, True):
+            # A cut, not yet timed: the next dump is in halves.
+            monkeypatch.setitem(linux_sockets._CUTS, here, ports[len(ports) // 2])
+            monkeypatch.setattr(linux_sockets, "_PACES", {})
             coll = Collection()
             if flows:  # one TCP dump serves flows too: its records split alike
                 coll.tables = frozenset({"sockets", "flows"})
@@ -56,11 +60,13 @@ def test_split_dump_holds_each_socket_once(monkeypatch: pytest.MonkeyPatch) -> N
                 assert sorted(r[9] for r in records if r[9] in inodes) == sorted(
                     os.fstat(s.fileno()).st_ino for s in everything
                     if s.type == socket.SOCK_STREAM)
-            monkeypatch.setitem(linux_sockets._CUTS, here, ports[len(ports) // 2])
-        # A cut is learned from the ports seen, when there are enough sockets to share.
-        monkeypatch.setattr(linux_sockets, "SPLIT_FROM", 1)
-        linux_sockets.read_sockets(Collection())
+            assert list(linux_sockets._PACES[here].took) == [True]  # timed in halves
+        # A cut is learned from the ports seen, when there are enough sockets to share;
+        # none when there are not.
         assert 0 < linux_sockets._CUTS[here] <= 0xFFFF
+        monkeypatch.setattr(linux_sockets, "SPLIT_FROM", 10**9)
+        linux_sockets.read_sockets(Collection())
+        assert here not in linux_sockets._CUTS and here not in linux_sockets._PACES
     finally:
         for s in socks + peers:
             s.close()
@@ -73,3 +79,17 @@ def test_learned_cut_is_the_median_port(monkeypatch: pytest.MonkeyPatch) -> None
     assert linux_sockets._CUTS == {7: 6}
     linux_sockets._learn_cut(7, [5] * 9)  # fewer sockets now: one dump again
     assert linux_sockets._CUTS == {}
+
+
+def test_pace_takes_the_faster_way_and_tries_the_other_again() -> None:
+    pace = linux_sockets.Pace()
+    assert pace.halves()  # each way timed once first
+    pace.took[True] = 0.050
+    assert not pace.halves()
+    pace.took[False] = 0.040  # whole was faster: whole, but halves every RETRY-th dump
+    ways = [pace.halves() for _ in range(3 * pace.RETRY)]
+    assert ways.count(True) == 3 and all(ways[i] == ((i + 3) % pace.RETRY == 0)
+                                         for i in range(len(ways)))
+    pace.took[True] = 0.030  # halves timed faster on that retry: halves from now on
+    ways = [pace.halves() for _ in range(2 * pace.RETRY)]
+    assert ways.count(False) == 2

@@ -7,6 +7,7 @@ import errno
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,11 +50,13 @@ _UDP_STATE_TEXT: list[str | None] = [None] * 256
 _UDP_STATE_TEXT[1] = "ESTABLISHED"
 
 
-#: A namespace whose last TCP dump held this many sockets has the next one cut in two
-#: at its median local port, the halves dumped at once on two netlink sockets (threads):
-#: the kernel fills each socket's message inside recv, on the calling thread, so one
-#: dump uses one core. Measured with 40,000 sockets on 2 cores: 49 ms one dump, 31 ms
-#: two halves at once.
+#: A namespace whose last TCP dump held this many sockets may have the next one cut in
+#: two at its median local port, the halves dumped at once on two netlink sockets
+#: (threads): the kernel fills each socket's message inside recv, on the calling
+#: thread, so one dump uses one core. Measured with 40,000 sockets on 2 cores: 49 ms one
+#: dump, 31 ms two halves at once; but 58-60 ms against 43-45 while another process kept
+#: one of the cores busy (each half walks the whole hash table: 10-13 ms of CPU more).
+#: So both ways are timed, and the faster one is taken (Pace).
 SPLIT_FROM = 10_000
 #: Namespace inode -> the local port its next TCP dump is cut at (from its last dump's
 #: ports; only where the work is shared, never a value shown: each half is dumped
@@ -61,15 +64,40 @@ SPLIT_FROM = 10_000
 _CUTS: dict[int, int] = {}
 
 
+class Pace:
+    """How long a namespace's dump took last time whole and last time in halves: the
+    next dump is the faster way, the other way again every RETRY-th dump (what pays
+    changes with the other work the cores have)."""
+
+    RETRY = 8
+
+    def __init__(self) -> None:
+        self.took: dict[bool, float] = {}  # in halves? -> seconds
+        self.dumps = 0
+
+    def halves(self) -> bool:
+        """Whether the next dump is in halves (each way is timed once first)."""
+        self.dumps += 1
+        if len(self.took) < 2:
+            return True not in self.took
+        faster = self.took[True] <= self.took[False]
+        return faster != (self.dumps % self.RETRY == 0)
+
+
+#: Namespace inode -> its Pace (while it has a cut).
+_PACES: dict[int, Pace] = {}
+
+
 def read_sockets(coll: Collection) -> Columns:
     """Every TCP/UDP socket of every namespace: sock_diag netlink, else /proc/net text
     (pid, fd and owners not yet: see attach_owners).
 
     The namespaces are dumped at once, a thread each (and a busy one's TCP in two
-    halves: SPLIT_FROM): the kernel walks the host's whole TCP hash table for every
-    namespace's dump (9-12 ms with 40,000 sockets, even for a namespace with none), and
-    socket.recv_into lets other threads run meanwhile. Measured with 40,000 sockets and
-    5 namespaces on 2 cores: 90 ms one after the other, ~55 ms at once."""
+    halves when that is faster: SPLIT_FROM): the kernel walks the host's whole TCP hash
+    table for every namespace's dump (9-12 ms with 40,000 sockets, even for a namespace
+    with none), and socket.recv_into lets other threads run meanwhile. Measured with
+    40,000 sockets and 5 namespaces on 2 cores: 90 ms one after the other, ~55 ms at
+    once."""
 
     def scan() -> Columns:
         own = procfs.own_netns()
@@ -80,16 +108,21 @@ def read_sockets(coll: Collection) -> Columns:
         spaces = list(procfs.namespaces(coll).items())
         # (namespace, handle, TCP's local ports or None: all, UDP too)
         jobs: list[tuple[int, str, sockdiag.Ports | None, bool]] = []
+        halved: dict[int, bool] = {}  # namespaces with a cut -> dumped in halves?
         for ns, handle in spaces:
             cut = _CUTS.get(ns)
-            if cut is None:
+            if cut is not None:
+                halved[ns] = _PACES.setdefault(ns, Pace()).halves()
+            if cut is None or not halved[ns]:
                 jobs.append((ns, handle, None, True))
             else:
                 jobs += [(ns, handle, (0, cut - 1), True), (ns, handle, (cut, 0xFFFF), False)]
         parts: list[tuple[list[list[Any]], int] | BaseException | None] = [None] * len(jobs)
+        spans: list[tuple[float, float]] = [(0.0, 0.0)] * len(jobs)
 
         def dump(i: int) -> None:
             ns, handle, ports, udp = jobs[i]
+            start = time.perf_counter()
             try:
                 parts[i] = _from_netlink(ns, None if ns == own else handle, tcp_info,
                                          ports, udp)
@@ -101,6 +134,7 @@ def read_sockets(coll: Collection) -> Columns:
                     else None
             except BaseException as exc:  # handed to the collecting thread
                 parts[i] = exc
+            spans[i] = (start, time.perf_counter())
 
         threads = [threading.Thread(target=dump, args=(i,), daemon=True,
                                     name="netsql-sockdiag") for i in range(1, len(jobs))]
@@ -113,6 +147,9 @@ def read_sockets(coll: Collection) -> Columns:
         for part in parts:
             if isinstance(part, BaseException):
                 raise part
+        for ns, halves in halved.items():  # how long its dump took, this way
+            took = [span for (n, _, _, _), span in zip(jobs, spans, strict=True) if n == ns]
+            _PACES[ns].took[halves] = max(e for _, e in took) - min(s for s, _ in took)
         cols: Columns = {k: [] for k in _COLUMNS}
         for ns, handle in spaces:
             mine = [p for (n, _, _, _), p in zip(jobs, parts, strict=True) if n == ns]
@@ -142,6 +179,7 @@ def _learn_cut(ns: int, sample: list[int]) -> None:
     port of its last one: at the median."""
     if len(sample) * 64 < SPLIT_FROM:
         _CUTS.pop(ns, None)
+        _PACES.pop(ns, None)
         return
     sample.sort()
     _CUTS[ns] = max(1, sample[len(sample) // 2])
