@@ -14,6 +14,12 @@ with other work slows both alike; each figure is the median of its runs. Through
 the /proc caches are warm after the first run (netsql/backends/linux_procs.py reuses a
 process's command line, ids, executable, namespace and cgroup for up to 5 s): the
 "first" rows show a resident command with cold caches.
+
+netsql and the python+duckdb floor run as a wheel install of netsql runs them: in a
+throw-away venv of this Python that has the checkout and this Python's packages on its
+path, but not an editable install's import finder, which an editable (development)
+checkout runs at every start (timing.installed; 3-4 ms of each command). Until
+2026-12-02 the commands ran in the development venv itself.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import statistics  # noqa: E402
 import time  # noqa: E402
 
-from timing import bytecode, loadgen, median_seconds, resident  # noqa: E402
+from timing import bytecode, installed, loadgen, median_seconds, resident  # noqa: E402
 
+#: The Python the commands run with (main: a venv laid out as an installed netsql's).
 PY = sys.executable
 
 
@@ -60,12 +67,18 @@ def row(what: str, ours: float, theirs: float, baseline: str, target: str) -> st
 
 
 def main() -> None:
+    global PY
     bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--sockets", type=int, default=40000)
     ap.add_argument("--processes", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=7)
     a = ap.parse_args()
+    with installed() as PY:
+        measure(a)
+
+
+def measure(a: argparse.Namespace) -> None:
     from netsql.engine import Engine
 
     out = ["| what | netsql | baseline | ratio | target |", "| --- | --- | --- | --- | --- |"]

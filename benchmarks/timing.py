@@ -59,6 +59,36 @@ def traffic_args(ap: argparse.ArgumentParser, rate: int) -> argparse.Namespace:
 
 
 @contextmanager
+def installed() -> Iterator[str]:
+    """The Python of a throw-away venv laid out as a wheel install of netsql is, until the
+    block ends: the checkout's netsql and this Python's packages on its path through a
+    .pth file of plain paths, and this venv's other .pth files, but not the editable
+    install's (its import finder, which imports pathlib, re and more at every start: 3-4
+    ms of a one-liner that no installed netsql pays)."""
+    import shutil
+    import site
+    import sysconfig
+    import tempfile
+
+    import netsql
+
+    with tempfile.TemporaryDirectory(prefix="netsql-bench-") as tmp:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp], check=True)
+        py = os.path.join(tmp, "bin", "python")
+        target = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path("
+                                 "'purelib'))"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        here = sysconfig.get_path("purelib")
+        with open(os.path.join(target, "_netsql_bench.pth"), "w") as f:  # (read first)
+            f.write(os.path.dirname(os.path.dirname(os.path.abspath(netsql.__file__)))
+                    + "\n" + "\n".join([here, *site.getsitepackages()]) + "\n")
+        for name in os.listdir(here):
+            if name.endswith(".pth") and not name.startswith("__editable__"):
+                shutil.copy(os.path.join(here, name), target)
+        yield py
+
+
+@contextmanager
 def resident() -> Iterator[dict[str, str]]:
     """A `netsql serve` (no DNS capture) on a private socket until the block ends; the
     environment that makes `netsql -e` use it."""

@@ -25,6 +25,8 @@ SOCK_DIAG_BY_FAMILY = 20
 #: even for a namespace with none, twice that for an IPv4 and an IPv6 request.
 TCPDIAG_GETSOCK = 18
 INET_DIAG_INFO = 2
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE = 2, 3
 INET_DIAG_CGROUP_ID = 21  # Linux 5.7+: sent with every socket
 
 _PORTS = struct.Struct(">HH")
@@ -58,22 +60,47 @@ def open_socket(netns_path: str | None = None, expect: int | None = None) -> soc
         socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG), expect=expect)
 
 
-def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int) -> None:
+Ports = tuple[int, int]
+"""The first and the last local port of the sockets a dump is to hold."""
+
+
+def port_filter(ports: Ports) -> bytes:
+    """inet_diag bytecode (INET_DIAG_REQ_BYTECODE's value) that passes the sockets whose
+    local port is within ``ports`` (both ends included), as ``ss 'sport >= :A and sport
+    <= :B'`` compiles it: each test jumps past the end (+4: reject) when it fails."""
+    first, last = ports
+    tests = [(INET_DIAG_BC_S_GE, first)] if first > 0 else []
+    if last < 0xFFFF:
+        tests.append((INET_DIAG_BC_S_LE, last))
+    code = b""
+    for i, (op, port) in enumerate(tests):
+        left = 8 * (len(tests) - i)  # this test and the ones after it
+        code += struct.pack("=BBHBBH", op, 8, left + 4, 0, 0, port)
+    return code
+
+
+def _request(sock: socket.socket, family: int, protocol: int, states: int, ext: int,
+             ports: Ports | None = None) -> None:
+    code = port_filter(ports) if ports is not None else b""
+    tail = netlink.attr(INET_DIAG_REQ_BYTECODE, code) if code else b""
     if family == socket.AF_UNSPEC and protocol == socket.IPPROTO_TCP:
         # struct inet_diag_req: the kernel answers it with both families (compat).
         req = struct.pack("=BBBB", 0, 0, 0, ext) + bytes(48) + struct.pack("=II", states, 0)
-        sock.send(netlink.message(TCPDIAG_GETSOCK, NLM_F_REQUEST | NLM_F_DUMP, 1, req))
+        sock.send(netlink.message(TCPDIAG_GETSOCK, NLM_F_REQUEST | NLM_F_DUMP, 1,
+                                  req + tail))
         return
     req = struct.pack("=BBBBI", family, protocol, ext, 0, states) + bytes(48)
-    sock.send(netlink.message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, req))
+    sock.send(netlink.message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, req + tail))
 
 
 def rows(sock: socket.socket, family: int, protocol: int, *, states: int = 0xFFFFFFFF,
-         info: bool = False) -> list[Row]:
-    """Every socket of ``family``/``protocol`` in ``states`` as a Row, with tcp_info
-    counters when ``info``; AF_UNSPEC with TCP: both families in one dump
-    (TCPDIAG_GETSOCK). Parsed by _cdiag.c when built, else by _py_rows."""
-    _request(sock, family, protocol, states, 1 << (INET_DIAG_INFO - 1) if info else 0)
+         info: bool = False, ports: Ports | None = None) -> list[Row]:
+    """Every socket of ``family``/``protocol`` in ``states`` (and with a local port in
+    ``ports``, when given) as a Row, with tcp_info counters when ``info``; AF_UNSPEC
+    with TCP: both families in one dump (TCPDIAG_GETSOCK). Parsed by _cdiag.c when
+    built, else by _py_rows."""
+    _request(sock, family, protocol, states, 1 << (INET_DIAG_INFO - 1) if info else 0,
+             ports)
     buf = bytearray(1 << 17)
     out: list[Row] = []
     while True:
@@ -92,12 +119,14 @@ FAMILY_TEXT: dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
 
 def columns(sock: socket.socket, family: int, protocol: int, cols: list[list[Any]],
-            states: list[str] | list[str | None], pname: str, ns: int | None) -> None:
-    """Every socket of ``family``/``protocol`` appended to ``cols``, the lists of the
-    :data:`COLUMNS`, one value each (no row tuples): ``states[n]`` is state n's text,
-    ``pname`` the protocol column's value, ``ns`` the namespace column's. AF_UNSPEC with
-    TCP: both families in one dump. Parsed by _cdiag.c when built, else _py_columns."""
-    _request(sock, family, protocol, 0xFFFFFFFF, 0)
+            states: list[str] | list[str | None], pname: str, ns: int | None,
+            ports: Ports | None = None) -> None:
+    """Every socket of ``family``/``protocol`` (with a local port in ``ports``, when
+    given) appended to ``cols``, the lists of the :data:`COLUMNS`, one value each (no
+    row tuples): ``states[n]`` is state n's text, ``pname`` the protocol column's value,
+    ``ns`` the namespace column's. AF_UNSPEC with TCP: both families in one dump. Parsed
+    by _cdiag.c when built, else _py_columns."""
+    _request(sock, family, protocol, 0xFFFFFFFF, 0, ports)
     buf = bytearray(1 << 17)
     fill = _cdiag.columns if _cdiag is not None else _py_columns
     while True:

@@ -436,6 +436,12 @@ def test_the_client_loads_neither_duckdb_nor_the_engine(server: Server,
     assert ours <= {"netsql", "netsql.signals", "netsql.serve", "netsql.serve.quick",
                     "netsql.serve.client", "netsql.sockpath"}, ours
     assert "argparse" not in loaded and not engine(loaded)
+    # Nor the socket and json modules (4-6 ms: their compiled parts are enough), beyond
+    # what this Python loads for nothing (an editable install's finder loads re).
+    bare = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
+                          capture_output=True, text=True, check=True).stderr
+    started = {line.rsplit("|", 1)[-1].strip() for line in bare.splitlines()}
+    assert not {"socket", "json", "re", "selectors"} & (loaded - started), loaded - started
     # Any other command line: the full client path, still without DuckDB or the engine.
     (tmp_path / "q.sql").write_text("SELECT 43;\n")
     out, loaded = imports_of(server, "--csv", "--no-header", "-f", "q.sql",

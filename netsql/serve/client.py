@@ -6,7 +6,9 @@ socket, which is more than ``ss`` or ``ps`` take in all. ``netsql serve`` keeps 
 engine (and a DNS capture, so one-liners see the DNS of the last hours) running
 behind a Unix socket; ``netsql -e`` hands it the command when one is listening and
 runs it locally otherwise. Light on purpose: imported by every one-liner, before
-DuckDB, so only the standard library's socket and json.
+DuckDB, so only the standard library's compiled _socket and _json (their Python
+modules, socket and json, import selectors, re and more: measured 4-6 ms of a one-liner
+that takes 25; see _dumps and _loads).
 
 Trust, both ways: the client talks only to a socket file owned by its own user, in a
 directory only that user may write, whose server process runs as that user too
@@ -22,9 +24,9 @@ from netsql.sockpath import socket_path
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: 3 ms a one-liner)
 if TYPE_CHECKING:
+    import _socket
     import argparse
-    import socket
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, BinaryIO
 
     from netsql.context import Env
@@ -63,24 +65,24 @@ def untrusted(path: str) -> str | None:
     return None
 
 
-def peer_uid(sock: socket.socket) -> int:
+def peer_uid(sock: _socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    import socket
+    import _socket
     import struct
 
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", creds)[1])
 
 
-def connect(path: str | None = None, timeout: float = 2.0) -> socket.socket | None:
+def connect(path: str | None = None, timeout: float = 2.0) -> _socket.socket | None:
     """A connection to a trusted resident netsql, or None when there is none (checked
     with os alone first: a one-liner with no server pays for no more imports)."""
     path = path or socket_path()
     if not path or untrusted(path) is not None:
         return None
-    import socket
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -94,31 +96,30 @@ def connect(path: str | None = None, timeout: float = 2.0) -> socket.socket | No
     return sock
 
 
-def send(sock: socket.socket, obj: Any) -> None:
+def send(sock: _socket.socket, obj: Any) -> None:
     """One frame: 4-byte big-endian length, then JSON."""
-    import json
-    import socket
+    import _socket
     import struct
 
-    data = json.dumps(obj).encode()
+    data = _dumps(obj).encode()
     # MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE that ends us.
-    sock.sendall(struct.pack(">I", len(data)) + data, socket.MSG_NOSIGNAL)
+    sock.sendall(struct.pack(">I", len(data)) + data, _socket.MSG_NOSIGNAL)
 
 
-def send_raw(sock: socket.socket, data: bytes) -> None:
+def send_raw(sock: _socket.socket, data: bytes) -> None:
     """One frame of standard output, as bytes (see RAW)."""
-    import socket
+    import _socket
     import struct
 
     head = struct.pack(">I", RAW | len(data))
     if len(data) < 1 << 16:
-        sock.sendall(head + data, socket.MSG_NOSIGNAL)
+        sock.sendall(head + data, _socket.MSG_NOSIGNAL)
     else:  # (not copied again to put 4 bytes in front)
-        sock.sendall(head, socket.MSG_NOSIGNAL)
-        sock.sendall(data, socket.MSG_NOSIGNAL)
+        sock.sendall(head, _socket.MSG_NOSIGNAL)
+        sock.sendall(data, _socket.MSG_NOSIGNAL)
 
 
-def receive(stream: BinaryIO) -> Any:
+def receive(stream: BinaryIO | Reader) -> Any:
     """The next frame (a RAW frame as bytes), or None at the end of the stream."""
     import struct
 
@@ -134,23 +135,43 @@ def receive(stream: BinaryIO) -> Any:
         return None
     if raw:
         return data
-    import json
-
     try:
-        return json.loads(data)
+        return _loads(data)
     except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested deep
         raise ValueError(f"not a frame: {type(exc).__name__}") from None
 
 
-def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: Any
+class Reader:
+    """A socket's bytes read as a file's read(n) reads them (n bytes, fewer only at the
+    end of the stream), for receive: socket.makefile needs the socket module."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+
+    def read(self, n: int) -> bytes:
+        import _socket
+
+        parts: list[bytes] = []
+        got = 0
+        while got < n:  # MSG_WAITALL: all n unless the stream ends or a signal came
+            data = self.sock.recv(n - got, _socket.MSG_WAITALL)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def forward(sock: _socket.socket, request: dict[str, Any], stdout: Any, stderr: Any
             ) -> int | None:
     """Send ``request`` and copy the answer to ``stdout``/``stderr`` as it comes; the
     exit status, or None when the server declined (the caller runs it itself)."""
-    with sock, sock.makefile("rb") as stream:
+    try:
         try:
             send(sock, dict(request, protocol=PROTOCOL))
         except OSError:  # it went away before reading: run the command here
             return None
+        stream = Reader(sock)
         binary = getattr(stdout, "buffer", None)
         while True:
             frame = receive(stream)
@@ -180,6 +201,80 @@ def forward(sock: socket.socket, request: dict[str, Any], stdout: Any, stderr: A
                 if type(status) is not int:
                     raise ValueError("a malformed exit status from the resident netsql")
                 return status
+    finally:
+        sock.close()
+
+
+# -- JSON without the json module (its import takes re; see the module's docstring) --
+
+def _dumps(obj: Any) -> str:
+    """``obj`` (str, int, float, bool, None, lists, tuples, dicts with str keys) as the
+    JSON text json.dumps writes, its strings escaped by the same compiled function
+    (_json.encode_basestring_ascii); tests/test_serve_frames.py compares the two."""
+    if isinstance(obj, str):
+        return _quote()(obj)
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, float):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            raise ValueError("not a finite number")
+        return float.__repr__(obj)
+    if isinstance(obj, dict):
+        for key in obj:
+            if not isinstance(key, str):
+                raise TypeError(f"a key of type {type(key).__name__}")
+        return "{" + ", ".join(f"{_quote()(k)}: {_dumps(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ", ".join(map(_dumps, obj)) + "]"
+    raise TypeError(f"{type(obj).__name__} is not sent")
+
+
+def _quote() -> Callable[[str], str]:
+    try:
+        from _json import encode_basestring_ascii
+    except ImportError:  # (a Python built without it)
+        from json.encoder import encode_basestring_ascii
+    return encode_basestring_ascii
+
+
+class _Decoding:
+    """What _json.make_scanner reads of a json.JSONDecoder: json.loads' defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
+    memo: dict[str, str] = {}
+
+
+def _loads(data: bytes) -> Any:
+    """The value of the JSON text ``data`` (UTF-8), as json.loads reads it, by the same
+    compiled scanner (_json.make_scanner); ValueError when it is not one whole value."""
+    text = data.decode("utf-8")
+    try:
+        from _json import make_scanner
+    except ImportError:  # (a Python built without it)
+        import json
+
+        return json.loads(text)
+    space = " \t\n\r"  # (what json.loads skips around the value)
+    try:
+        context: Any = _Decoding  # (typeshed: "a make_scanner"; it reads attributes)
+        value, end = make_scanner(context)(text, len(text) - len(text.lstrip(space)))
+    except StopIteration:
+        raise ValueError("no JSON value") from None
+    if text[end:].strip(space):
+        raise ValueError("more than one JSON value")
+    return value
 
 
 def raw_errors(stdout: Any) -> str | None:
