@@ -262,14 +262,17 @@ def _loads(data: bytes) -> Any:
     text = data.decode("utf-8")
     try:
         from _json import make_scanner
-    except ImportError:  # (a Python built without it)
+
+        context: Any = _Decoding  # (typeshed: "a make_scanner"; it reads attributes)
+        scan = make_scanner(context)
+    except (ImportError, AttributeError, TypeError):
+        # (a Python without it, or one whose private scanner reads other attributes)
         import json
 
         return json.loads(text)
     space = " \t\n\r"  # (what json.loads skips around the value)
     try:
-        context: Any = _Decoding  # (typeshed: "a make_scanner"; it reads attributes)
-        value, end = make_scanner(context)(text, len(text) - len(text.lstrip(space)))
+        value, end = scan(text, len(text) - len(text.lstrip(space)))
     except StopIteration:
         raise ValueError("no JSON value") from None
     if text[end:].strip(space):
