@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _installed = False
@@ -79,23 +78,4 @@ def arm() -> None:
         signal.signal(signal.SIGTERM, _unwind)
         signal.signal(signal.SIGHUP, _unwind)
     except ValueError:  # not the main thread (a serve worker): the process's stay
-        return
-    global _unraisable_before
-    _unraisable_before = sys.unraisablehook
-    sys.unraisablehook = _unraisable
-
-
-_unraisable_before = sys.unraisablehook
-
-
-def _unraisable(u: sys.UnraisableHookArgs) -> None:
-    """A handler's exception raised where Python cannot unwind it (a weakref's callback,
-    a __del__, which an import or the collector runs at any instant) was printed as
-    "Exception ignored" with a traceback, and the signal lost (tests/test_signals.py):
-    it is sent again instead, from another thread, to be taken where it can unwind."""
-    if isinstance(u.exc_value, (SystemExit, KeyboardInterrupt)) and _received:
-        import _thread
-
-        _thread.start_new_thread(os.kill, (os.getpid(), _received.pop()))
-        return
-    _unraisable_before(u)
+        pass

@@ -98,38 +98,3 @@ def test_a_signal_during_a_statement_ends_it_with_its_status(sig: signal.Signals
     _, err = p.communicate(timeout=30)
     assert p.returncode == 128 + sig, err
     assert "Traceback" not in err.decode() and len(err.decode().splitlines()) <= 1
-
-
-WEAKREF_CALLBACK = """
-import os, signal, time, weakref
-from netsql import signals
-signals.install()
-signals.arm()
-class A:
-    pass
-a = A()
-def callback(ref):  # a SIGTERM that lands while a weakref's callback runs
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(1000):
-        time.sleep(0)
-ref = weakref.ref(a, callback)
-try:  # (as netsql's main takes Ctrl-C's KeyboardInterrupt)
-    del a
-    time.sleep(20)
-    print("not ended")
-except KeyboardInterrupt:
-    raise SystemExit(130) from None
-"""
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_signal_inside_a_callback_python_cannot_unwind_still_ends_netsql(
-        sig: signal.Signals) -> None:
-    """A handler's exception raised in a weakref callback (which an import's module
-    locks run at any instant) is not unwound by Python: it printed "Exception ignored"
-    with a traceback and the signal was lost. It is sent again and ends netsql."""
-    p = subprocess.run([sys.executable, "-c", WEAKREF_CALLBACK.replace("SIGTERM", sig.name)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 128 + sig, p
-    assert "not ended" not in p.stdout
-    assert "Exception ignored" not in p.stderr and "SystemExit" not in p.stderr, p.stderr
