@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _installed = False
@@ -79,23 +78,4 @@ def arm() -> None:
         signal.signal(signal.SIGTERM, _unwind)
         signal.signal(signal.SIGHUP, _unwind)
     except ValueError:  # not the main thread (a serve worker): the process's stay
-        return
-    global _unraisable_before
-    _unraisable_before = sys.unraisablehook
-    sys.unraisablehook = _unraisable
-
-
-_unraisable_before = sys.unraisablehook
-
-
-def _unraisable(u: sys.UnraisableHookArgs) -> None:
-    """A handler's exception raised where Python cannot unwind it (a weakref's callback
-    or a __del__, which an import or the collector runs at any instant) is not printed
-    ("Exception ignored" and a traceback, tests/test_signals.py saw it): the signal is
-    in ``_received``, so the exit status still says it (``status``). The command goes on
-    until it ends, as the interpreter gives no way to unwind from there. (Sending the
-    signal again from another thread raced the interpreter's exit, which puts the
-    default handlers back: one exit by SIGINT in 40 runs.)"""
-    if isinstance(u.exc_value, (SystemExit, KeyboardInterrupt)) and _received:
-        return
-    _unraisable_before(u)
+        pass

@@ -98,32 +98,3 @@ def test_a_signal_during_a_statement_ends_it_with_its_status(sig: signal.Signals
     _, err = p.communicate(timeout=30)
     assert p.returncode == 128 + sig, err
     assert "Traceback" not in err.decode() and len(err.decode().splitlines()) <= 1
-
-
-WEAKREF_CALLBACK = """
-import os, signal, sys, time, weakref
-from netsql import signals
-signals.install()
-signals.arm()
-class A:
-    pass
-a = A()
-def callback(ref):  # the signal lands while a weakref's callback runs
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(1000):
-        time.sleep(0)
-ref = weakref.ref(a, callback)
-del a
-sys.exit(signals.status(0))
-"""
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_signal_inside_a_callback_python_cannot_unwind(sig: signal.Signals) -> None:
-    """A handler's exception raised in a weakref callback (which an import's module
-    locks run at any instant) cannot be unwound: it is not printed ("Exception ignored"
-    and a traceback), and the exit status still says the signal."""
-    p = subprocess.run([sys.executable, "-c", WEAKREF_CALLBACK.replace("SIGTERM", sig.name)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 128 + sig, p
-    assert p.stderr == "", p.stderr
