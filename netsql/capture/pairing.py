@@ -62,8 +62,10 @@ class Pairing:
         self.table: dict[Key, Entry] = {}
         self.duplicates = 0  # copies and retransmissions folded into a transaction
         self.forgotten = 0  # transactions dropped for room while still in their window
-        #: The last ``limit`` openings, (key, entry), in a ring; _at: the next place.
-        self._ring: list[tuple[Key, Entry] | None] = [None] * (limit or 0)
+        #: The last ``limit`` openings, (key, entry), in a ring (filled as they come:
+        #: the compiled store keeps its own, so this one mostly stays empty); _at: the
+        #: next place once it is full.
+        self._ring: list[tuple[Key, Entry]] = []
         self._at = 0
 
     def query(self, key: Key, ts: float) -> tuple[int, Any]:
@@ -101,8 +103,11 @@ class Pairing:
         if self.limit is None:
             return
         ring, at = self._ring, self._at
+        if len(ring) < self.limit:
+            ring.append((key, entry))
+            return
         old = ring[at]
-        if old is not None and table.get(old[0]) is old[1]:  # still its key's: forgotten
+        if table.get(old[0]) is old[1]:  # still its key's: forgotten
             del table[old[0]]
             if ts - _last(old[1]) < WINDOW:
                 self.forgotten += 1
@@ -112,7 +117,7 @@ class Pairing:
     def forget_all(self) -> None:
         """Forget every open transaction (their namespace went away)."""
         self.table.clear()
-        self._ring = [None] * (self.limit or 0)
+        self._ring = []
         self._at = 0
 
 
